@@ -1,0 +1,136 @@
+"""Who may do what on the control plane (ARCHITECTURE §8).
+
+Every service has its own NATS user, allowed to publish only the event subjects it owns and to
+answer only its own ``svc.<service>.*`` endpoints, and (if it keeps state) its own PostgreSQL
+role owning only its schema. Jobs are given none of these credentials.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Final
+
+SERVICES: Final = (
+    "gateway",
+    "deployments",
+    "scheduler",
+    "function-runner",
+    "agent-runner",
+    "billing",
+    "drive",
+)
+
+STATEFUL: Final = ("gateway", "deployments", "scheduler", "billing", "drive")
+"""Services that own a PostgreSQL schema (named after the service)."""
+
+_RUNNER_EVENTS = (
+    "job.*.started",
+    "job.*.log",
+    "job.*.output",
+    "job.*.succeeded",
+    "job.*.failed",
+    "job.*.cancelled",
+    "job.*.retrying",
+    "usage.*.recorded",
+)
+
+EVENT_PUBLISH: Final[dict[str, tuple[str, ...]]] = {
+    "gateway": ("job.*.submitted", "job.*.cancel_requested", "feedback.>", "key.>", "workspace.>"),
+    "deployments": ("deployment.>", "secret.>"),
+    "scheduler": ("run.function", "run.agent", "job.*.dispatched", "job.*.failed", "job.*.cancelled", "job.*.retrying"),
+    "function-runner": _RUNNER_EVENTS,
+    "agent-runner": (
+        *_RUNNER_EVENTS,
+        "job.*.agent.started",
+        "job.*.step.completed",
+        "job.*.tool.called",
+        "job.*.tool.completed",
+    ),
+    "billing": ("ledger.*.posted", "balance.*.changed"),
+    "drive": ("drive.>",),
+}
+"""The event subjects each service may publish: its half of the catalogue."""
+
+CORE_SUBSCRIBE: Final[dict[str, tuple[str, ...]]] = {
+    "gateway": ("job.>",),  # live fan-out of job events to SSE clients
+}
+"""Plain NATS subscriptions on stream subjects (beyond JetStream consumers)."""
+
+_JS_DENY: Final = (
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+)
+
+
+@dataclass(frozen=True)
+class NatsPermissions:
+    publish_allow: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+    subscribe_allow: tuple[str, ...] = ()
+    subscribe_deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NatsUser:
+    name: str
+    password: str
+    permissions: NatsPermissions | None = None
+    """None: everything (the operator's admin user)."""
+
+
+def service_permissions(service: str) -> NatsPermissions:
+    """What ``service``'s NATS user may publish and subscribe to."""
+    return NatsPermissions(
+        publish_allow=(
+            *EVENT_PUBLISH[service],
+            "dlq.>",
+            "svc.>",
+            "$JS.API.>",
+            "$JS.ACK.>",
+            "_INBOX.>",
+        ),
+        publish_deny=_JS_DENY,
+        subscribe_allow=("_INBOX.>", f"svc.{service}.>", *CORE_SUBSCRIBE.get(service, ())),
+    )
+
+
+def role_name(service: str, prefix: str = "puras") -> str:
+    """The PostgreSQL role of a stateful service (``puras_gateway``)."""
+    return f"{prefix}_{service.replace('-', '_')}"
+
+
+def schema_name(service: str) -> str:
+    """The PostgreSQL schema a stateful service owns."""
+    return service.replace("-", "_")
+
+
+def new_password() -> str:
+    """A random credential for a service user or role."""
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class Credentials:
+    """Every control-plane secret of one installation, kept under ``.puras/`` (mode 0600)."""
+
+    nats: dict[str, str] = field(default_factory=dict)
+    postgres: dict[str, str] = field(default_factory=dict)
+    internal_token: str = field(default_factory=new_password)
+    job_token_key: str = field(default_factory=new_password)
+    admin_token: str = field(default_factory=new_password)
+    secrets_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    drive_signing_key: str = field(default_factory=new_password)
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        creds = cls()
+        creds.nats = {name: new_password() for name in (*SERVICES, "admin")}
+        creds.postgres = {name: new_password() for name in (*STATEFUL, "admin")}
+        return creds
+
+    def nats_users(self) -> list[NatsUser]:
+        users = [NatsUser(s, self.nats[s], service_permissions(s)) for s in SERVICES]
+        users.append(NatsUser("admin", self.nats["admin"]))
+        return users

@@ -1,0 +1,75 @@
+"""PostgreSQL access: one asyncpg pool per service, pinned to the service's own schema."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import orjson
+
+from puras_common.errors import backoff
+
+
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads, format="text"
+        )
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database did not accept a connection within the wait."""
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    schema: str,
+    application_name: str,
+    min_size: int = 2,
+    max_size: int = 10,
+    wait_seconds: float = 30.0,
+) -> asyncpg.Pool:
+    """A pool whose connections see ``schema`` first, decode json/jsonb, and that waits for the
+    server to come up (``wait → migrate → serve``)."""
+    deadline = time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
+        try:
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                init=_init_connection,
+                server_settings={"search_path": schema, "application_name": application_name},
+            )
+        except (OSError, asyncpg.exceptions.CannotConnectNowError) as exc:
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable(f"no database at {_redact(dsn)} after {wait_seconds:.0f}s: {exc}") from exc
+            await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
+            attempt += 1
+
+
+async def connect(dsn: str, *, schema: str, application_name: str) -> asyncpg.Connection:
+    """A single connection configured like a pool's (for listeners and leader locks)."""
+    conn = await asyncpg.connect(
+        dsn, server_settings={"search_path": schema, "application_name": application_name}
+    )
+    await _init_connection(conn)
+    return conn
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    if "@" not in dsn or "://" not in dsn:
+        return dsn
+    scheme, rest = dsn.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,59 @@
+"""The catalogue of event types, one module per stream.
+
+Importing this package registers every type in :data:`puras_common.envelope.CATALOGUE`.
+"""
+
+from puras_common.envelope import CATALOGUE, Event, Payload, UnknownEventType, parse_event
+from puras_common.events.jobs import (
+    JobCancelled,
+    JobCancelRequested,
+    JobDispatched,
+    JobFailed,
+    JobKind,
+    JobLogged,
+    JobSpec,
+    JobStarted,
+    JobSubmitted,
+    JobSucceeded,
+)
+from puras_common.events.ledger import BalanceChanged, LedgerPosted
+from puras_common.events.platform import (
+    CreditGranted,
+    DeploymentActivated,
+    DeploymentCreated,
+    DeploymentDeleted,
+    SkillManifest,
+    ToolManifest,
+    WorkspaceCreated,
+)
+from puras_common.events.work import RunAgent, RunFunction, RunPayload
+
+__all__ = [
+    "CATALOGUE",
+    "BalanceChanged",
+    "CreditGranted",
+    "DeploymentActivated",
+    "DeploymentCreated",
+    "DeploymentDeleted",
+    "Event",
+    "JobCancelRequested",
+    "JobCancelled",
+    "JobDispatched",
+    "JobFailed",
+    "JobKind",
+    "JobLogged",
+    "JobSpec",
+    "JobStarted",
+    "JobSubmitted",
+    "JobSucceeded",
+    "LedgerPosted",
+    "Payload",
+    "RunAgent",
+    "RunFunction",
+    "RunPayload",
+    "SkillManifest",
+    "ToolManifest",
+    "UnknownEventType",
+    "WorkspaceCreated",
+    "parse_event",
+]

@@ -1,0 +1,160 @@
+"""Events of the JOBS stream: ``job.<job_id>.<type>``, one job's history in order."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+from uuid import UUID
+
+from puras_common import streams
+from puras_common.envelope import Event, Payload
+
+
+class JobKind(StrEnum):
+    """Which runner takes the job: decided by the skill's entrypoint, never by the caller."""
+
+    FUNCTION = "function"
+    AGENT = "agent"
+
+
+class JobSpec(Payload):
+    """What a job runs, fixed when it is submitted."""
+
+    skill_name: str
+    skillpack_id: UUID
+    skillpack_slug: str
+    owner_workspace_id: UUID
+    """The skillpack's workspace: its secrets are the ones the job sees."""
+    deployment_id: UUID
+    version: int
+    kind: JobKind
+    entrypoint: str
+    timeout_seconds: int
+    inputs: dict[str, Any] | None = None
+    inputs_ref: str | None = None
+    """Set instead of ``inputs`` when they exceed the inline limit: a payload object key."""
+    parent_job_id: UUID | None = None
+    key_id: UUID | None = None
+
+
+class _JobEvent(Event):
+    stream: ClassVar = streams.JOBS
+
+
+class JobSubmitted(_JobEvent):
+    """A job was accepted by the gateway and is queued."""
+
+    subject_pattern: ClassVar = "job.{job_id}.submitted"
+    type: Literal["job.submitted"] = "job.submitted"
+    payload: JobSpec
+
+
+class DispatchedPayload(Payload):
+    attempt: int
+    kind: JobKind
+
+
+class JobDispatched(_JobEvent):
+    """The scheduler handed attempt ``attempt`` of the job to the runners' work queue."""
+
+    subject_pattern: ClassVar = "job.{job_id}.dispatched"
+    type: Literal["job.dispatched"] = "job.dispatched"
+    payload: DispatchedPayload
+
+
+class StartedPayload(Payload):
+    attempt: int
+    runner: str
+
+
+class JobStarted(_JobEvent):
+    """A runner began executing an attempt."""
+
+    subject_pattern: ClassVar = "job.{job_id}.started"
+    type: Literal["job.started"] = "job.started"
+    payload: StartedPayload
+
+
+class LoggedPayload(Payload):
+    attempt: int
+    stream: Literal["stdout", "stderr"]
+    text: str
+    """One or more complete lines, without the final newline."""
+
+
+class JobLogged(_JobEvent):
+    """The job printed something."""
+
+    subject_pattern: ClassVar = "job.{job_id}.log"
+    type: Literal["log"] = "log"
+    payload: LoggedPayload
+
+
+class SucceededPayload(Payload):
+    attempt: int
+    result: Any = None
+    result_ref: str | None = None
+    """Set instead of ``result`` when it exceeds the inline limit: a payload object key."""
+    duration_ms: int
+
+
+class JobSucceeded(_JobEvent):
+    """The job finished and returned a result."""
+
+    subject_pattern: ClassVar = "job.{job_id}.succeeded"
+    type: Literal["job.succeeded"] = "job.succeeded"
+    payload: SucceededPayload
+
+
+class FailedPayload(Payload):
+    attempt: int | None
+    error: str
+    """One line a person can act on."""
+    error_detail: dict[str, Any] | None = None
+    """Structured detail: ``{type, message, traceback}`` for exceptions, limits for timeouts."""
+    reason: Literal[
+        "exception",
+        "timeout",
+        "invalid_result",
+        "output_schema",
+        "worker_lost",
+        "runtime",
+        "invalid_inputs",
+    ] = "exception"
+    duration_ms: int | None = None
+
+
+class JobFailed(_JobEvent):
+    """The job ended in failure."""
+
+    subject_pattern: ClassVar = "job.{job_id}.failed"
+    type: Literal["job.failed"] = "job.failed"
+    payload: FailedPayload
+
+
+class CancelledPayload(Payload):
+    attempt: int | None = None
+    reason: str = "cancelled by request"
+
+
+class JobCancelled(_JobEvent):
+    """The job was cancelled (while queued by the scheduler, while running by its runner)."""
+
+    subject_pattern: ClassVar = "job.{job_id}.cancelled"
+    type: Literal["job.cancelled"] = "job.cancelled"
+    payload: CancelledPayload
+
+
+class CancelRequestedPayload(Payload):
+    key_id: UUID | None = None
+
+
+class JobCancelRequested(_JobEvent):
+    """Someone asked to cancel the job; the scheduler or the runner acts on it."""
+
+    subject_pattern: ClassVar = "job.{job_id}.cancel_requested"
+    type: Literal["job.cancel_requested"] = "job.cancel_requested"
+    payload: CancelRequestedPayload
+
+
+TERMINAL_TYPES = frozenset({"job.succeeded", "job.failed", "job.cancelled"})

@@ -1,0 +1,48 @@
+"""Events of the LEDGER stream, emitted by billing."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from puras_common import streams
+from puras_common.envelope import Event, Payload
+from puras_common.money import Micros
+
+
+class LedgerPostedPayload(Payload):
+    entry_id: UUID
+    kind: Literal["grant", "charge", "refund", "adjustment"]
+    amount_micros: Micros
+    """Signed: grants and refunds are positive, charges negative."""
+    balance_micros: Micros
+    """The workspace's balance right after this entry."""
+    version: int
+    """How many entries the workspace's ledger holds after this one: orders balance changes."""
+    job_id: UUID | None = None
+    source_event_id: UUID
+    """The grant or usage event this entry answers; unique in the ledger."""
+
+
+class LedgerPosted(Event):
+    """One ledger entry was appended."""
+
+    stream: ClassVar = streams.LEDGER
+    subject_pattern: ClassVar = "ledger.{workspace_id}.posted"
+    type: Literal["ledger.posted"] = "ledger.posted"
+    payload: LedgerPostedPayload
+
+
+class BalanceChangedPayload(Payload):
+    balance_micros: Micros
+    version: int
+    """A projection keeps the balance with the highest version it has seen."""
+
+
+class BalanceChanged(Event):
+    """A workspace's balance moved."""
+
+    stream: ClassVar = streams.LEDGER
+    subject_pattern: ClassVar = "balance.{workspace_id}.changed"
+    type: Literal["balance.changed"] = "balance.changed"
+    payload: BalanceChangedPayload

@@ -1,0 +1,130 @@
+"""Events of the PLATFORM stream: workspaces, deployments, secrets (names only), keys, drive."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+from uuid import UUID
+
+from puras_common import streams
+from puras_common.envelope import Event, Payload
+from puras_common.events.jobs import JobKind
+from puras_common.money import Micros
+
+
+class _PlatformEvent(Event):
+    stream: ClassVar = streams.PLATFORM
+
+
+class WorkspaceCreatedPayload(Payload):
+    slug: str
+    name: str
+
+
+class WorkspaceCreated(_PlatformEvent):
+    """A tenant exists."""
+
+    subject_pattern: ClassVar = "workspace.{workspace_id}.created"
+    type: Literal["workspace.created"] = "workspace.created"
+    payload: WorkspaceCreatedPayload
+
+
+class CreditGrantedPayload(Payload):
+    amount_micros: Micros
+    note: str = ""
+
+
+class CreditGranted(_PlatformEvent):
+    """An operator gave a workspace credit; billing turns it into a ledger entry."""
+
+    subject_pattern: ClassVar = "workspace.{workspace_id}.credit_granted"
+    type: Literal["workspace.credit_granted"] = "workspace.credit_granted"
+    payload: CreditGrantedPayload
+
+
+class ToolManifest(Payload):
+    """A user tool declared in a skill's ``tools:`` list."""
+
+    name: str
+    description: str
+    entrypoint: str
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+
+
+class SkillManifest(Payload):
+    """One skill of a deployment, as validated from its ``skill.yaml``."""
+
+    name: str
+    description: str
+    kind: JobKind
+    entrypoint: str
+    model: str | None = None
+    disable_bash: bool = False
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    timeout_seconds: int | None = None
+    tools: tuple[ToolManifest, ...] = ()
+
+
+class DeploymentCreatedPayload(Payload):
+    deployment_id: UUID
+    skillpack_id: UUID
+    skillpack_slug: str
+    visibility: Literal["private", "public"] = "private"
+    version: int
+    notes: str = ""
+    status: Literal["building", "ready", "failed"]
+    skills: tuple[SkillManifest, ...]
+    bundle_sha256: str
+    bundle_bytes: int
+
+
+class DeploymentCreated(_PlatformEvent):
+    """A bundle was accepted and stored as a new deployment of a skillpack."""
+
+    subject_pattern: ClassVar = "deployment.{workspace_id}.created"
+    type: Literal["deployment.created"] = "deployment.created"
+    payload: DeploymentCreatedPayload
+
+
+class DeploymentActivatedPayload(Payload):
+    deployment_id: UUID
+    skillpack_id: UUID
+    skillpack_slug: str
+    version: int
+    previous_deployment_id: UUID | None = None
+    activation: int
+    """Counts activations of the skillpack: the pointer with the highest one is current."""
+
+
+class DeploymentActivated(_PlatformEvent):
+    """New jobs of the skillpack now run this deployment."""
+
+    subject_pattern: ClassVar = "deployment.{workspace_id}.activated"
+    type: Literal["deployment.activated"] = "deployment.activated"
+    payload: DeploymentActivatedPayload
+
+
+class DeploymentDeletedPayload(Payload):
+    deployment_id: UUID
+    skillpack_id: UUID
+
+
+class DeploymentDeleted(_PlatformEvent):
+    """A deployment that is not active was deleted."""
+
+    subject_pattern: ClassVar = "deployment.{workspace_id}.deleted"
+    type: Literal["deployment.deleted"] = "deployment.deleted"
+    payload: DeploymentDeletedPayload
+
+
+__all__ = [
+    "CreditGranted",
+    "DeploymentActivated",
+    "DeploymentCreated",
+    "DeploymentDeleted",
+    "Micros",
+    "SkillManifest",
+    "ToolManifest",
+    "WorkspaceCreated",
+]

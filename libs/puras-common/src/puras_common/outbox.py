@@ -1,0 +1,253 @@
+"""The transactional outbox: a state change and the events describing it commit together.
+
+A :class:`UnitOfWork` is one PostgreSQL transaction; events emitted in it are inserted into the
+service's append-only ``outbox`` table just before commit. The :class:`OutboxRelay` publishes
+committed rows to JetStream in order, with ``Nats-Msg-Id`` = event id, retrying until acked, and
+remembers how far it got in ``outbox_cursor``. If the process dies between commit and publish,
+the next relay (after restart, or another replica taking over the leader lock) publishes what
+is left; the server's duplicate window and the consumers' inbox absorb any re-publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from nats.js import JetStreamContext
+
+from puras_common.db import connect
+from puras_common.envelope import Event
+from puras_common.errors import TRANSIENT_ERRORS, backoff
+from puras_common.logging import get_logger
+
+log = get_logger("puras_common.outbox")
+
+_INSERT = """
+WITH rows AS (
+    INSERT INTO outbox (event_id, type, subject, body)
+    SELECT e.id, e.type, e.subject, e.body::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS e(id, type, subject, body)
+    RETURNING 1
+)
+SELECT pg_notify($5, '') FROM (SELECT 1 FROM rows LIMIT 1) AS any_row
+"""
+
+
+@dataclass
+class UnitOfWork:
+    """One transaction: the connection to write state with, and the events to emit."""
+
+    conn: asyncpg.Connection
+    events: list[Event] = field(default_factory=list)
+
+    def emit(self, *events: Event) -> None:
+        """Queue events; they are written to the outbox in this transaction, in this order."""
+        self.events.extend(events)
+
+
+class Outbox:
+    """The writing side of one service's outbox."""
+
+    def __init__(self, pool: asyncpg.Pool, *, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.channel = f"puras_outbox_{schema}"
+        self.committed = asyncio.Event()
+        """Set after a local commit with events, so the local relay wakes without a round trip."""
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, conn: asyncpg.Connection | None = None) -> AsyncIterator[UnitOfWork]:
+        """Open a transaction; events emitted in it are committed with it, or not at all."""
+        if conn is not None:
+            async with conn.transaction():
+                uow = UnitOfWork(conn)
+                yield uow
+                await self.write(conn, uow.events)
+        else:
+            async with self.pool.acquire() as acquired, acquired.transaction():
+                uow = UnitOfWork(acquired)
+                yield uow
+                await self.write(acquired, uow.events)
+        if uow.events:
+            self.committed.set()
+
+    async def write(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        """Insert events into the outbox on ``conn`` (which must be inside a transaction)."""
+        if not events:
+            return
+        await conn.execute(
+            _INSERT,
+            [e.id for e in events],
+            [e.type for e in events],
+            [e.subject for e in events],
+            [e.to_json().decode() for e in events],
+            self.channel,
+        )
+
+
+_FETCH = """
+SELECT seq, tx_id::text AS tx_id, event_id, subject, body::text AS body,
+       tx_id < pg_snapshot_xmin(pg_current_snapshot()) AS final
+FROM outbox
+WHERE (tx_id, seq) > ($1::text::xid8, $2)
+ORDER BY tx_id, seq
+LIMIT $3
+"""
+
+
+class OutboxRelay:
+    """Publishes one service's committed outbox rows to JetStream, in order, exactly once.
+
+    One relay per service is active at a time (a PostgreSQL advisory lock held on a dedicated
+    connection); the others wait to take over.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        js: JetStreamContext,
+        *,
+        dsn: str,
+        batch: int = 512,
+        idle_poll_seconds: float = 1.0,
+        persist_every: int = 2048,
+        ack_timeout: float = 5.0,
+    ) -> None:
+        self.outbox = outbox
+        self.js = js
+        self.dsn = dsn
+        self.batch = batch
+        self.idle_poll_seconds = idle_poll_seconds
+        self.persist_every = persist_every
+        self.ack_timeout = ack_timeout
+        self.name = f"{outbox.schema}-relay"
+        self.published = 0
+        self._cursor: tuple[str, int] = ("0", 0)
+        self._unpersisted = 0
+        self.leader = asyncio.Event()
+
+    async def run(self) -> None:
+        """Lead when the lock is free, publish until cancelled; reconnect on transient failures."""
+        attempt = 0
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT_ERRORS as exc:
+                self.leader.clear()
+                delay = backoff(attempt, base=0.2, cap=5.0)
+                log.warning("outbox relay interrupted", relay=self.name, error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _lead(self) -> None:
+        conn = await connect(self.dsn, schema=self.outbox.schema, application_name=self.name)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.name):
+                await asyncio.sleep(1.0)
+            self.leader.set()
+            wake = self.outbox.committed
+            await conn.add_listener(self.outbox.channel, lambda *_: wake.set())
+            row = await conn.fetchrow("SELECT tx_id::text, seq FROM outbox_cursor WHERE relay = $1", self.name)
+            self._cursor = (row["tx_id"], row["seq"]) if row else ("0", 0)
+            log.info("outbox relay leading", relay=self.name, cursor=self._cursor)
+            while True:
+                wake.clear()
+                more = await self._drain_once(conn)
+                if more == "rows":
+                    continue
+                if more == "pending":
+                    # Committed rows exist but an older transaction is still open somewhere:
+                    # look again very soon rather than wait for the next notification.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), 0.002)
+                    continue
+                await self._persist(conn)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.idle_poll_seconds)
+        finally:
+            self.leader.clear()
+            with contextlib.suppress(Exception):
+                await self._persist(conn)
+            await conn.close()
+
+    async def _drain_once(self, conn: asyncpg.Connection) -> str:
+        rows = await conn.fetch(_FETCH, self._cursor[0], self._cursor[1], self.batch)
+        ready = []
+        for row in rows:
+            if not row["final"]:
+                break
+            ready.append(row)
+        if ready:
+            await self._publish(ready)
+            self._cursor = (ready[-1]["tx_id"], ready[-1]["seq"])
+            self._unpersisted += len(ready)
+            self.published += len(ready)
+            if self._unpersisted >= self.persist_every:
+                await self._persist(conn)
+        if len(ready) < len(rows):
+            return "pending"
+        return "rows" if len(rows) == self.batch else "idle"
+
+    async def _publish(self, rows: list[Any]) -> None:
+        """Publish rows pipelined; on a failure, retry from the first row not acknowledged."""
+        attempt = 0
+        start = 0
+        while start < len(rows):
+            batch = rows[start:]
+            futures = [
+                await self.js.publish_async(
+                    row["subject"], row["body"].encode(), headers={"Nats-Msg-Id": str(row["event_id"])}
+                )
+                for row in batch
+            ]
+            failed_at, error = await publish_acks(futures, timeout=self.ack_timeout)
+            if failed_at is None:
+                return
+            row = batch[failed_at]
+            delay = backoff(attempt, base=0.05, cap=2.0)
+            log.warning(
+                "outbox publish failed; retrying",
+                relay=self.name,
+                subject=row["subject"],
+                event_id=str(row["event_id"]),
+                error=repr(error),
+                retry_in=delay,
+            )
+            start += failed_at
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _persist(self, conn: asyncpg.Connection) -> None:
+        if not self._unpersisted:
+            return
+        await conn.execute(
+            """INSERT INTO outbox_cursor (relay, tx_id, seq) VALUES ($1, $2::text::xid8, $3)
+               ON CONFLICT (relay) DO UPDATE SET tx_id = EXCLUDED.tx_id, seq = EXCLUDED.seq,
+                                                 updated_at = now()""",
+            self.name,
+            self._cursor[0],
+            self._cursor[1],
+        )
+        self._unpersisted = 0
+
+
+async def publish_acks(futures: list[asyncio.Future[Any]], *, timeout: float) -> tuple[int | None, BaseException | None]:
+    """Wait for pipelined publish acks: ``(None, None)`` when all arrived, else the index of the
+    first message not acknowledged and why. Unfinished futures are cancelled."""
+    if not futures:
+        return None, None
+    _done, pending = await asyncio.wait(futures, timeout=timeout)
+    for future in pending:
+        future.cancel()
+    for index, future in enumerate(futures):
+        if future in pending:
+            return index, TimeoutError(f"no ack within {timeout}s")
+        if (exc := future.exception()) is not None:
+            return index, exc
+    return None, None

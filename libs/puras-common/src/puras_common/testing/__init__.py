@@ -1,0 +1,7 @@
+"""Test support: real NATS JetStream and PostgreSQL servers for the suite, and helpers to
+wait on events. Loaded as a pytest plugin (``-p puras_common.testing.plugin``)."""
+
+from puras_common.testing.infra import Infra, start_infra
+from puras_common.testing.waiting import EventCollector, eventually
+
+__all__ = ["EventCollector", "Infra", "eventually", "start_infra"]

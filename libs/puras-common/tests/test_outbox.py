@@ -1,0 +1,229 @@
+"""The outbox relay publishes every committed event once, in order, even across crashes; a
+projection applies each event once however often it is delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from puras_common import streams
+from puras_common.bus import ConsumerSpec, Delivery, ProjectionRunner, reset_consumer
+from puras_common.events import WorkspaceCreated
+from puras_common.events.platform import WorkspaceCreatedPayload
+from puras_common.outbox import OutboxRelay, UnitOfWork
+from puras_common.testing import eventually
+
+from .conftest import Scratch
+
+
+def workspace_events(ws: uuid.UUID, n: int, start: int = 0) -> list[WorkspaceCreated]:
+    return [
+        WorkspaceCreated.new(WorkspaceCreatedPayload(slug=f"s{i}", name=f"n{i}"), producer="test", workspace_id=ws)
+        for i in range(start, start + n)
+    ]
+
+
+async def stream_slugs(js: JetStreamContext, ws: uuid.UUID, expect: int, timeout: float = 10.0) -> list[str]:
+    """Every message for ``ws`` in PLATFORM, read with an ephemeral consumer."""
+    sub = await js.pull_subscribe(
+        f"workspace.{ws}.>", stream="PLATFORM", config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+    )
+    seen: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(seen) < expect and loop.time() < deadline:
+        with contextlib.suppress(TimeoutError):
+            for msg in await sub.fetch(100, timeout=0.5):
+                seen.append(WorkspaceCreated.model_validate_json(msg.data).payload.slug)
+    # Anything beyond `expect` would be a duplicate: give it a moment to show up.
+    with contextlib.suppress(TimeoutError):
+        for msg in await sub.fetch(100, timeout=0.3):
+            seen.append(WorkspaceCreated.model_validate_json(msg.data).payload.slug)
+    await sub.unsubscribe()
+    return seen
+
+
+@contextlib.asynccontextmanager
+async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_relay_publishes_committed_events_in_order(scratch: Scratch, js: JetStreamContext) -> None:
+    ws = uuid.uuid4()
+    events = workspace_events(ws, 60)
+
+    async def write(chunk: list[WorkspaceCreated]) -> None:
+        async with scratch.outbox.transaction() as uow:
+            uow.emit(*chunk)
+
+    async with running(OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)):
+        for i in range(0, 60, 6):
+            await write(events[i : i + 6])
+        seen = await stream_slugs(js, ws, 60)
+    assert seen == [f"s{i}" for i in range(60)]
+
+
+async def test_rolled_back_transaction_emits_nothing(scratch: Scratch, js: JetStreamContext) -> None:
+    ws = uuid.uuid4()
+    with pytest.raises(RuntimeError):
+        async with scratch.outbox.transaction() as uow:
+            uow.emit(*workspace_events(ws, 1))
+            raise RuntimeError("handler failed")
+    async with scratch.outbox.transaction() as uow:
+        uow.emit(*workspace_events(ws, 1, start=1))
+    async with running(OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)):
+        assert await stream_slugs(js, ws, 1) == ["s1"]
+
+
+async def test_outbox_refuses_update_and_delete(scratch: Scratch) -> None:
+    async with scratch.outbox.transaction() as uow:
+        uow.emit(*workspace_events(uuid.uuid4(), 1))
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await scratch.pool.execute("UPDATE outbox SET subject = 'x'")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await scratch.pool.execute("DELETE FROM outbox")
+
+
+CRASH_AFTER_COMMIT = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys, uuid
+    from puras_common.db import create_pool
+    from puras_common.bus import connect_nats
+    from puras_common.outbox import Outbox, OutboxRelay
+    from puras_common.events import WorkspaceCreated
+    from puras_common.events.platform import WorkspaceCreatedPayload
+
+    async def main(dsn, schema, nats_url, ws):
+        pool = await create_pool(dsn, schema=schema, application_name="crasher", min_size=1, max_size=2)
+        nc = await connect_nats(nats_url, name="crasher")
+        outbox = Outbox(pool, schema=schema)
+        relay = OutboxRelay(outbox, nc.jetstream(), dsn=dsn)
+        asyncio.create_task(relay.run())
+        await asyncio.wait_for(relay.leader.wait(), 10)
+        async with outbox.transaction() as uow:
+            uow.emit(WorkspaceCreated.new(WorkspaceCreatedPayload(slug="crash", name="c"),
+                                          producer="crasher", workspace_id=uuid.UUID(ws)))
+        # Committed; the relay has been woken but has not run yet. Die now, as a crash would.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+async def test_event_committed_but_not_published_is_published_after_restart_exactly_once(
+    scratch: Scratch, infra, js: JetStreamContext
+) -> None:
+    ws = uuid.uuid4()
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", CRASH_AFTER_COMMIT, scratch.dsn, scratch.schema, infra.nats_url(), str(ws)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert await scratch.pool.fetchval("SELECT count(*) FROM outbox") == 1
+    assert await stream_slugs(js, ws, 1, timeout=1.0) == []  # committed, never published
+
+    applied: list[str] = []
+
+    async def apply(uow: UnitOfWork, d: Delivery) -> None:
+        applied.append(d.event.payload.slug)  # type: ignore[attr-defined]
+        await uow.conn.execute(
+            "INSERT INTO counters VALUES ($1, 1) ON CONFLICT (name) DO UPDATE SET n = counters.n + 1",
+            d.event.payload.slug,  # type: ignore[attr-defined]
+        )
+
+    spec = ConsumerSpec(streams.PLATFORM, f"test-{uuid.uuid4().hex[:8]}", (f"workspace.{ws}.>",))
+    projection = ProjectionRunner(js=js, outbox=scratch.outbox, spec=spec, apply=apply)
+    consume = asyncio.create_task(projection.run())
+    try:
+        # The restarted relay finds the row after the persisted cursor and publishes it.
+        async with running(OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)):
+            await eventually(lambda: applied, what="the event downstream")
+        # A relay restarted from an older cursor re-publishes: the server's duplicate window drops it.
+        await scratch.pool.execute("DELETE FROM outbox_cursor")
+        async with running(OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)) as again:
+            await eventually(lambda: again.published == 1, what="re-publish")
+        assert await stream_slugs(js, ws, 1) == ["crash"]
+        await asyncio.sleep(0.3)
+        assert applied == ["crash"]
+        assert await scratch.pool.fetchval("SELECT n FROM counters WHERE name = 'crash'") == 1
+    finally:
+        consume.cancel()
+
+
+async def test_redelivered_event_changes_projection_once(scratch: Scratch, js: JetStreamContext) -> None:
+    ws = uuid.uuid4()
+    event = workspace_events(ws, 1)[0]
+
+    async def apply(uow: UnitOfWork, d: Delivery) -> None:
+        await uow.conn.execute(
+            "INSERT INTO counters VALUES ($1, 1) ON CONFLICT (name) DO UPDATE SET n = counters.n + 1",
+            str(d.event.workspace_id),
+        )
+
+    spec = ConsumerSpec(streams.PLATFORM, f"test-{uuid.uuid4().hex[:8]}", (f"workspace.{ws}.>",))
+    projection = ProjectionRunner(js=js, outbox=scratch.outbox, spec=spec, apply=apply)
+    consume = asyncio.create_task(projection.run())
+    count = "SELECT n FROM counters WHERE name = $1"
+    try:
+        await js.publish(event.subject, event.to_json(), headers={"Nats-Msg-Id": str(event.id)})
+        await eventually(lambda: scratch.pool.fetchval(count, str(ws)), what="first application")
+        # The same event again, past the server's duplicate window (a different msg id): the
+        # stream now holds it twice, and the consumer sees both.
+        await js.publish(event.subject, event.to_json(), headers={"Nats-Msg-Id": f"{event.id}-late"})
+        await eventually(lambda: projection.skipped >= 1, what="the duplicate to be skipped")
+        # And a consumer reset replays the whole stream again.
+        consume.cancel()
+        await reset_consumer(js, spec)
+        consume = asyncio.create_task(projection.run())
+        await eventually(lambda: projection.skipped >= 3, what="the replay to be skipped")
+        assert await scratch.pool.fetchval(count, str(ws)) == 1
+        assert projection.applied == 1
+    finally:
+        consume.cancel()
+
+
+async def test_poison_event_is_dead_lettered_and_the_rest_still_apply(scratch: Scratch, js: JetStreamContext) -> None:
+    ws = uuid.uuid4()
+    good = workspace_events(ws, 2)
+
+    async def apply(uow: UnitOfWork, d: Delivery) -> None:
+        if d.event.payload.slug == "s0":  # type: ignore[attr-defined]
+            raise ValueError("cannot apply s0")
+        await uow.conn.execute("INSERT INTO counters VALUES ($1, 1)", d.event.payload.slug)  # type: ignore[attr-defined]
+
+    durable = f"test-{uuid.uuid4().hex[:8]}"
+    spec = ConsumerSpec(streams.PLATFORM, durable, (f"workspace.{ws}.>",), max_deliver=2)
+    projection = ProjectionRunner(js=js, outbox=scratch.outbox, spec=spec, apply=apply)
+    consume = asyncio.create_task(projection.run())
+    try:
+        await js.publish(f"workspace.{ws}.created", b"not json at all")
+        for e in good:
+            await js.publish(e.subject, e.to_json(), headers={"Nats-Msg-Id": str(e.id)})
+        await eventually(lambda: scratch.pool.fetchval("SELECT n FROM counters WHERE name = 's1'"), what="s1")
+        await eventually(lambda: projection.dead_lettered == 2, timeout=20, what="two dead letters")
+        dlq = await js.pull_subscribe(f"dlq.platform.{durable}", stream="DLQ")
+        msgs = await dlq.fetch(2, timeout=5)
+        reasons = sorted(m.headers["Puras-Dlq-Reason"] for m in msgs)
+        assert reasons[0].startswith("ValueError: cannot apply s0")
+        assert reasons[1].startswith("undecodable")
+    finally:
+        consume.cancel()

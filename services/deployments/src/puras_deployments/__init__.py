@@ -1,0 +1,1 @@
+"""puras_deployments."""
