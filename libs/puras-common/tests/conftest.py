@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest_asyncio
-
 from puras_common.db import create_pool
 from puras_common.migrate import common_migrations, migrate
 from puras_common.outbox import Outbox

@@ -1,12 +1,11 @@
 import uuid
 
 import pytest
-from pydantic import ValidationError
-
 from puras_common.envelope import UPCASTERS, UnknownEventType, parse_event
 from puras_common.events import JobSubmitted, WorkspaceCreated
 from puras_common.events.jobs import JobSpec
 from puras_common.events.platform import WorkspaceCreatedPayload
+from pydantic import ValidationError
 
 
 def spec(**kw: object) -> JobSpec:
@@ -45,7 +44,7 @@ def test_events_are_immutable() -> None:
 
 
 def test_unknown_type_is_named() -> None:
-    with pytest.raises(UnknownEventType, match="job.teleported"):
+    with pytest.raises(UnknownEventType, match=r"job\.teleported"):
         parse_event(b'{"type": "job.teleported"}')
 
 

@@ -1,9 +1,8 @@
 from fractions import Fraction
 
 import pytest
-from pydantic import BaseModel, ValidationError
-
 from puras_common.money import Micros, MoneyError, ceil_micros, format_usd, usd_to_micros
+from pydantic import BaseModel, ValidationError
 
 
 def test_usd_amounts_become_exact_micros() -> None:

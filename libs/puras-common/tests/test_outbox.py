@@ -15,7 +15,6 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
-
 from puras_common import streams
 from puras_common.bus import ConsumerSpec, Delivery, ProjectionRunner, reset_consumer
 from puras_common.events import WorkspaceCreated
@@ -116,10 +115,12 @@ CRASH_AFTER_COMMIT = textwrap.dedent(
         relay = OutboxRelay(outbox, nc.jetstream(), dsn=dsn)
         asyncio.create_task(relay.run())
         await asyncio.wait_for(relay.leader.wait(), 10)
-        async with outbox.transaction() as uow:
+        conn = await pool.acquire()
+        async with outbox.transaction(conn) as uow:
             uow.emit(WorkspaceCreated.new(WorkspaceCreatedPayload(slug="crash", name="c"),
                                           producer="crasher", workspace_id=uuid.UUID(ws)))
-        # Committed; the relay has been woken but has not run yet. Die now, as a crash would.
+        # Committed. Nothing has yielded to the event loop since the commit returned, so the
+        # relay, though woken, has not published. Die now, as a crash would.
         os.kill(os.getpid(), signal.SIGKILL)
 
     asyncio.run(main(*sys.argv[1:]))

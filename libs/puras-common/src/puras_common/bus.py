@@ -188,7 +188,7 @@ class ProjectionRunner:
         while True:
             try:
                 msgs = await sub.fetch(self.batch, timeout=2.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to fetch (nats.errors.TimeoutError is one too)
                 continue
             except TRANSIENT_ERRORS as exc:
                 log.warning("fetch failed", consumer=self.consumer, error=repr(exc))
@@ -349,7 +349,7 @@ class WorkRunner:
                 try:
                     msgs = await sub.fetch(free, timeout=2.0)
                     attempt = 0
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nothing to fetch
                     continue
                 except TRANSIENT_ERRORS as exc:
                     log.warning("work fetch failed", consumer=self.spec.durable, error=repr(exc))
@@ -381,9 +381,15 @@ class WorkRunner:
             await self.work(Delivery(event, seq, delivered, msg.subject, msg), lease)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("work failed", consumer=self.spec.durable, event_id=str(event.id))
-            await lease.nak(delay=backoff(delivered, base=1.0, cap=30.0))
+        except Exception as exc:
+            if delivered >= self.spec.max_deliver:
+                await dead_letter(
+                    self.js, msg, stream=self.spec.stream.name, consumer=self.spec.durable,
+                    reason=f"{type(exc).__name__}: {exc}",
+                )
+            else:
+                log.exception("work failed", consumer=self.spec.durable, event_id=str(event.id))
+                await lease.nak(delay=backoff(delivered, base=1.0, cap=30.0))
         finally:
             await lease.release()
 

@@ -141,7 +141,7 @@ class NatsServer:
         conf = self.store_dir / "nats.conf"
         conf.write_text(self.config())
         os.chmod(conf, 0o600)
-        log_file = open(self.store_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the process
+        log_file = open(self.store_dir / "nats.log", "ab")
         self.process = subprocess.Popen(
             [nats_binary(), "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )

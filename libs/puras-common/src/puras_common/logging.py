@@ -55,11 +55,12 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access",):
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
-    """A structlog logger; ``name`` becomes the ``logger`` key."""
-    log = structlog.get_logger()
-    return log.bind(logger=name) if name else log
+    """A structlog logger; ``name`` becomes the ``component`` key."""
+    # Initial values keep the proxy lazy, so a module-level logger picks up the configuration
+    # made later in __main__.
+    return structlog.get_logger(component=name) if name else structlog.get_logger()

@@ -1,1 +1,28 @@
-"""puras."""
+"""Puras SDK.
+
+* The client, for apps: ``puras.Client`` submits jobs to deployed skills and waits for them.
+* The in-skill runtime, for code running inside a job: ``puras.secret`` and friends.
+
+Inside a job only this package is importable from the platform, so the client (which needs
+``httpx``) is loaded on first use rather than at import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from puras.errors import JobError, PurasAPIError, PurasError, SecretError
+from puras.runtime import secret
+
+if TYPE_CHECKING:
+    from puras.client import Client
+
+__all__ = ["Client", "JobError", "PurasAPIError", "PurasError", "SecretError", "secret"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":
+        from puras.client import Client
+
+        return Client
+    raise AttributeError(f"module 'puras' has no attribute {name!r}")

@@ -1,0 +1,212 @@
+"""``puras up``: the whole platform on one machine.
+
+NATS (JetStream) and PostgreSQL start from the embedded wheels under ``.puras/`` unless
+``PURAS_NATS_URL`` / ``PURAS_DATABASE_URL`` name running ones; each service gets its own NATS
+user and PostgreSQL role; every service runs under one supervisor; the workspace ``local`` is
+created with credit and the example project deployed, once; Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+from puras_common.access import STATEFUL
+from puras_common.bus import connect_nats
+from puras_common.engines import NatsServer, PostgresServer, provision_postgres
+from puras_common.streams import ensure_streams
+
+from puras_cli.bundles import zip_project
+from puras_cli.home import Home
+from puras_cli.platform import MODULES, START_ORDER, PlatformConfig
+from puras_cli.supervisor import Supervisor
+
+DATABASE = "puras"
+
+
+@dataclass
+class Engines:
+    nats: NatsServer | None = None
+    postgres: PostgresServer | None = None
+    nats_urls: dict[str, str] = field(default_factory=dict)
+    database_urls: dict[str, str] = field(default_factory=dict)
+
+    async def stop(self) -> None:
+        if self.nats is not None:
+            await self.nats.stop()
+        if self.postgres is not None:
+            await self.postgres.stop()
+
+
+async def start_engines(home: Home, say) -> Engines:
+    creds = home.credentials()
+    engines = Engines()
+    external_nats = os.environ.get("PURAS_NATS_URL")
+    if external_nats:
+        engines.nats_urls = {name: external_nats for name in (*MODULES, "admin")}
+        say(f"using NATS at {external_nats.split('@')[-1]}")
+    else:
+        ports = home.ports(("nats",), {})
+        engines.nats = NatsServer(store_dir=home.path / "nats", users=creds.nats_users(), port=ports["nats"])
+        await engines.nats.start()
+        engines.nats_urls = {name: engines.nats.url(name) for name in (*MODULES, "admin")}
+        say(f"NATS JetStream on 127.0.0.1:{engines.nats.port} (data in {home.path / 'nats'})")
+    admin_dsn = os.environ.get("PURAS_DATABASE_URL")
+    if admin_dsn:
+        say(f"using PostgreSQL at {admin_dsn.split('@')[-1]}")
+    else:
+        ports = home.ports(("postgres",), {})
+        engines.postgres = PostgresServer(
+            data_dir=home.path / "pg", admin_password=creds.postgres["admin"], port=ports["postgres"]
+        )
+        await engines.postgres.start()
+        admin_dsn = engines.postgres.dsn()
+        say(f"PostgreSQL on 127.0.0.1:{engines.postgres.port} (data in {home.path / 'pg'})")
+    engines.database_urls = await provision_postgres(
+        admin_dsn, database=DATABASE, passwords={s: creds.postgres[s] for s in STATEFUL}
+    )
+    nc = await connect_nats(engines.nats_urls["admin"], name="puras-up")
+    try:
+        await ensure_streams(nc.jetstream())
+    finally:
+        await nc.close()
+    return engines
+
+
+def platform_config(home: Home, engines: Engines) -> PlatformConfig:
+    ports = home.ports(("gateway", "deployments", "drive"), {"gateway": 8080})
+    return PlatformConfig(
+        home=home.path,
+        credentials=home.credentials(),
+        nats_urls=engines.nats_urls,
+        database_urls=engines.database_urls,
+        ports=ports,
+        public_url=os.environ.get("PURAS_PUBLIC_URL"),
+    )
+
+
+def supervise(config: PlatformConfig, supervisor: Supervisor) -> None:
+    for service in START_ORDER:
+        supervisor.add(service, [sys.executable, "-m", MODULES[service]], config.env_for(service))
+
+
+async def wait_ready(config: PlatformConfig, *, timeout: float = 60.0) -> None:
+    """Until every service answers its health check and the gateway serves HTTP."""
+    nc = await connect_nats(config.nats_urls["admin"], name="puras-up-health")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        pending = set(MODULES)
+        while pending:
+            for service in list(pending):
+                with contextlib.suppress(Exception):
+                    reply = await nc.request(f"svc.{service}.health", b"", timeout=0.5)
+                    if orjson.loads(reply.data).get("status") == "ok":
+                        pending.discard(service)
+            if pending and loop.time() > deadline:
+                raise TimeoutError(f"services not healthy after {timeout:.0f}s: {', '.join(sorted(pending))}")
+            if pending:
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+    async with httpx.AsyncClient() as http:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"{config.gateway_url}/healthz")).status_code == 200:
+                    return
+            if loop.time() > deadline:
+                raise TimeoutError("gateway did not answer /healthz")
+            await asyncio.sleep(0.2)
+
+
+async def bootstrap(home: Home, config: PlatformConfig, *, examples: Path | None, say) -> dict[str, str]:
+    """The ``local`` workspace and its key (created once), and the example project (pushed once)."""
+    local = home.local()
+    async with httpx.AsyncClient(base_url=config.gateway_url, timeout=120.0) as http:
+        if "api_key" not in local:
+            response = await http.post(
+                "/v1/admin/workspaces",
+                json={"slug": "local", "name": "Local workspace", "credit_usd": "10"},
+                headers={"Authorization": f"Bearer {config.credentials.admin_token}"},
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"could not create workspace 'local': {response.text}")
+            created = response.json()
+            local = {"workspace": "local", "api_key": created["api_key"]}
+            home.save_local(local)
+            say("created workspace 'local' with $10.00 of credit")
+        if examples is not None and not local.get("examples_deployed"):
+            response = await http.post(
+                "/v1/deployments",
+                files={"bundle": ("quickstart.zip", zip_project(examples), "application/zip")},
+                data={"notes": "example project, deployed by puras up"},
+                headers={"Authorization": f"Bearer {local['api_key']}"},
+            )
+            if response.status_code not in (201, 202):
+                raise RuntimeError(f"could not deploy {examples}: {response.text}")
+            local["examples_deployed"] = response.json()["id"]
+            home.save_local(local)
+            say(f"deployed {examples} as version {response.json()['version']}")
+    return local
+
+
+def banner(config: PlatformConfig, local: dict[str, str], home: Home) -> str:
+    key = local["api_key"]
+    return "\n".join(
+        [
+            "",
+            "Puras is ready.",
+            f"  gateway  {config.gateway_url}",
+            f"  API key  {key}   (saved in {home.path / 'local.json'})",
+            "",
+            "  Run the example echo skill:",
+            f"    curl -X POST '{config.gateway_url}/v1/jobs?wait=true' \\",
+            f"      -H 'Authorization: Bearer {key}' \\",
+            """      -d '{"skill":"echo","inputs":{"text":"hello"}}'""",
+            "",
+            "  Ctrl-C stops everything; the next `make run` keeps the data.",
+            "",
+        ]
+    )
+
+
+async def up(*, examples: Path | None) -> int:
+    home = Home()
+    home.ensure()
+
+    def say(text: str) -> None:
+        print(f"puras: {text}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    engines = await start_engines(home, say)
+    supervisor = Supervisor()
+    try:
+        config = platform_config(home, engines)
+        supervise(config, supervisor)
+        await supervisor.start_all()
+        ready = asyncio.create_task(wait_ready(config))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            ready.cancel()
+            return 0
+        ready.result()
+        local = await bootstrap(home, config, examples=examples, say=say)
+        print(banner(config, local, home), flush=True)
+        await stop.wait()
+        say("stopping")
+        return 0
+    finally:
+        await supervisor.stop(order=list(reversed(START_ORDER)))
+        await engines.stop()
+        say("stopped")

@@ -1,0 +1,65 @@
+"""Job tokens: short-lived credentials scoped to one workspace and one job.
+
+A runner mints one for each job it runs and gives it to the job's process as
+``PURAS_JOB_TOKEN``; the in-skill SDK presents it to the gateway, which checks it in constant
+time. ``pjt_<base64url(claims)>.<base64url(hmac-sha256)>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from uuid import UUID
+
+import orjson
+
+PREFIX = "pjt_"
+
+
+class TokenError(ValueError):
+    """A token that is malformed, forged or expired; the message says which."""
+
+
+@dataclass(frozen=True)
+class JobClaims:
+    workspace_id: UUID
+    job_id: UUID
+    skillpack_id: UUID
+    expires_at: int
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def mint_job_token(key: str, *, workspace_id: UUID, job_id: UUID, skillpack_id: UUID, ttl_seconds: int) -> str:
+    """A token valid for ``ttl_seconds``."""
+    claims = {"w": str(workspace_id), "j": str(job_id), "s": str(skillpack_id), "e": int(time.time()) + ttl_seconds}
+    body = _b64(orjson.dumps(claims))
+    mac = hmac.new(key.encode(), body.encode(), hashlib.sha256).digest()
+    return f"{PREFIX}{body}.{_b64(mac)}"
+
+
+def verify_job_token(key: str, token: str, *, now: float | None = None) -> JobClaims:
+    """The token's claims, or :class:`TokenError`."""
+    if not token.startswith(PREFIX) or token.count(".") != 1:
+        raise TokenError("malformed job token")
+    body, mac = token[len(PREFIX) :].split(".")
+    expected = hmac.new(key.encode(), body.encode(), hashlib.sha256).digest()
+    try:
+        given = _unb64(mac)
+    except (ValueError, TypeError):
+        raise TokenError("malformed job token") from None
+    if not hmac.compare_digest(expected, given):
+        raise TokenError("job token signature does not match")
+    claims = orjson.loads(_unb64(body))
+    if claims["e"] < (now if now is not None else time.time()):
+        raise TokenError("job token expired")
+    return JobClaims(UUID(claims["w"]), UUID(claims["j"]), UUID(claims["s"]), int(claims["e"]))

@@ -1,0 +1,249 @@
+"""The bubblewrap sandbox: what a job can see, write and reach."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from puras_sandbox import Exec, ForkServer, ForkServerDied, Isolation, SandboxError
+from puras_sandbox.bwrap import _plan_binds
+from sandbox_testlib import (
+    IS_ROOT,
+    NOBODY,
+    NOBODY_PYTHON,
+    call,
+    eventually,
+    nobody_dir,
+    processes_with_arg,
+    skip_without_bwrap,
+    write_skill,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+HERE = Path(__file__).resolve()
+
+PROBE = """
+    import os, socket
+    def run(inputs):
+        out = {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(),
+               "visible": {p: os.path.exists(p) for p in inputs["paths"]}}
+        def attempt(path):
+            try:
+                with open(path, "w") as f:
+                    f.write("written from the sandbox")
+                return "ok"
+            except OSError as exc:
+                return exc.errno
+        out["write"] = {p: attempt(p) for p in inputs["writes"]}
+        results = {}
+        for port in inputs.get("ports", []):
+            s = socket.socket()
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", port))
+                results[str(port)] = "connected"
+            except OSError as exc:
+                results[str(port)] = type(exc).__name__
+            finally:
+                s.close()
+        out["connect"] = results
+        return out
+"""
+
+
+class Layout:
+    """Host directories for one isolation test (all under a 0755 dir in /tmp)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.skill = root / "deploy"
+        self.jobs = root / "jobs"
+        self.hidden = root / "hidden"
+        write_skill(self.skill, PROBE)
+        nobody_dir(root, "jobs")
+        self.work = nobody_dir(self.jobs, "job-1")
+        self.hidden.mkdir()
+        (self.hidden / "secret.txt").write_text("platform data")
+
+    def isolation(self, network: bool = False) -> Isolation:
+        return Isolation(ro_binds=(str(self.skill),), rw_binds=(str(self.jobs),),
+                         network=network)
+
+
+@pytest.fixture
+def layout(shared_dir: Path) -> Layout:
+    return Layout(shared_dir)
+
+
+def _python() -> str:
+    # The interpreter whose prefix gets bound; /usr/bin/python3 keeps /root out entirely.
+    return NOBODY_PYTHON or sys.executable
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def sandboxed(layout: Layout) -> AsyncIterator[ForkServer]:
+    """A bwrap-isolated zygote running as uid 65534 (or as this user when not root)."""
+    uid = NOBODY if IS_ROOT else None
+    skip_without_bwrap(uid)
+    if NOBODY_PYTHON is None and uid is not None:
+        pytest.skip("no python interpreter executable by uid 65534")
+    fs = ForkServer(python=_python(), sys_path=[], uid=uid, gid=uid,
+                    isolation=layout.isolation(), name="sandboxed")
+    await fs.start()
+    try:
+        yield fs
+    finally:
+        await fs.close()
+
+
+async def _probe(fs: ForkServer, layout: Layout, **inputs: object) -> dict:
+    inputs.setdefault("paths", [])
+    inputs.setdefault("writes", [])
+    child = await fs.spawn(call(layout.skill, json.dumps(inputs).encode()),
+                           workdir=str(layout.work), env={"HOME": str(layout.work)})
+    outcome = await asyncio.wait_for(child.wait(), 60)
+    assert outcome.result is not None, await child.stderr.read()
+    assert outcome.result["ok"], outcome.result
+    return outcome.result["value"]
+
+
+async def test_unbound_host_paths_are_invisible(sandboxed: ForkServer, layout: Layout) -> None:
+    here = HERE
+    value = await _probe(sandboxed, layout, paths=[
+        str(layout.hidden), str(layout.hidden / "secret.txt"), "/root", "/etc/shadow",
+        str(here), "/var/lib", "/home", str(layout.skill / "main.py"), str(layout.work),
+        "/usr/bin/env"])
+    visible = value["visible"]
+    assert visible[str(layout.hidden)] is False
+    assert visible[str(layout.hidden / "secret.txt")] is False
+    assert visible["/etc/shadow"] is False
+    assert visible[str(here)] is False
+    assert visible["/var/lib"] is False and visible["/home"] is False
+    if not _python().startswith("/root/"):
+        assert visible["/root"] is False
+    assert visible[str(layout.skill / "main.py")] is True
+    assert visible[str(layout.work)] is True
+    assert visible["/usr/bin/env"] is True
+
+
+async def test_rw_bind_is_writable_and_ro_bind_is_not(sandboxed: ForkServer,
+                                                      layout: Layout) -> None:
+    import errno
+
+    target_rw = layout.work / "out.txt"
+    target_ro = layout.skill / "tamper.txt"
+    value = await _probe(sandboxed, layout, writes=[str(target_rw), str(target_ro),
+                                                   "/usr/tamper.txt"])
+    assert value["write"][str(target_rw)] == "ok"
+    assert target_rw.read_text() == "written from the sandbox"
+    assert value["write"][str(target_ro)] == errno.EROFS
+    assert value["write"]["/usr/tamper.txt"] == errno.EROFS
+    assert not target_ro.exists()
+    if IS_ROOT:
+        assert value["uid"] == NOBODY and value["gid"] == NOBODY
+        assert target_rw.stat().st_uid == NOBODY  # owned by 65534 on the host as well
+
+
+async def test_no_network_means_no_host_loopback(sandboxed: ForkServer, layout: Layout) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    try:
+        value = await _probe(sandboxed, layout, ports=[port])
+        assert value["connect"][str(port)] == "ConnectionRefusedError"
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever reached the host listener
+    finally:
+        listener.close()
+
+
+async def test_network_true_shares_the_host_network(layout: Layout) -> None:
+    uid = NOBODY if IS_ROOT else None
+    skip_without_bwrap(uid)
+    if NOBODY_PYTHON is None and uid is not None:
+        pytest.skip("no python interpreter executable by uid 65534")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        async with ForkServer(python=_python(), sys_path=[], uid=uid, gid=uid,
+                              isolation=layout.isolation(network=True), name="net") as fs:
+            value = await _probe(fs, layout, ports=[port])
+        assert value["connect"][str(port)] == "connected"
+    finally:
+        listener.close()
+
+
+async def test_kill_works_inside_the_pid_namespace(sandboxed: ForkServer,
+                                                   layout: Layout) -> None:
+    marker = f"{uuid.uuid4().int % 10**6}.{os.getpid()}"
+    child = await sandboxed.spawn(Exec(["sleep", marker]), workdir=str(layout.work),
+                                  env={"PATH": "/usr/bin:/bin"})
+    assert await eventually(lambda: len(processes_with_arg(marker)) == 1)
+    host_pid = processes_with_arg(marker)[0]
+    assert child.pid != host_pid  # the child has its own pid namespace
+    await child.kill()
+    outcome = await asyncio.wait_for(child.wait(), 30)
+    assert outcome.signal == signal.SIGKILL
+    assert await eventually(lambda: processes_with_arg(marker) == [])
+
+
+async def test_sandboxed_concurrent_jobs(sandboxed: ForkServer, layout: Layout) -> None:
+    async def one(i: int) -> dict:
+        return await _probe(sandboxed, layout, paths=[str(layout.hidden)], n=i)
+
+    values = await asyncio.gather(*(one(i) for i in range(20)))
+    assert all(v["visible"][str(layout.hidden)] is False for v in values)
+    assert len({v["pid"] for v in values}) == 20
+
+
+async def test_sandboxed_zygote_death_takes_its_children(layout: Layout) -> None:
+    uid = NOBODY if IS_ROOT else None
+    skip_without_bwrap(uid)
+    if NOBODY_PYTHON is None and uid is not None:
+        pytest.skip("no python interpreter executable by uid 65534")
+    marker = f"{uuid.uuid4().int % 10**6}.{os.getpid()}"
+    fs = ForkServer(python=_python(), sys_path=[], uid=uid, gid=uid,
+                    isolation=layout.isolation(), name="sandbox-doomed")
+    await fs.start()
+    try:
+        child = await fs.spawn(Exec(["sleep", marker]), workdir=str(layout.work),
+                               env={"PATH": "/usr/bin:/bin"})
+        assert await eventually(lambda: len(processes_with_arg(marker)) == 1)
+        os.kill(fs.pid, signal.SIGKILL)  # bwrap itself
+        with pytest.raises(ForkServerDied):
+            await asyncio.wait_for(child.wait(), 30)
+        assert await eventually(lambda: processes_with_arg(marker) == [])
+    finally:
+        await fs.close()
+
+
+async def test_missing_bind_is_reported(shared_dir: Path) -> None:
+    skip_without_bwrap()
+    fs = ForkServer(python=sys.executable, sys_path=[], name="badbind",
+                    isolation=Isolation(ro_binds=(str(shared_dir / "nope"),)))
+    with pytest.raises(SandboxError, match="nope"):
+        await fs.start()
+
+
+async def test_bind_plan_orders_parents_first_and_skips_covered_paths() -> None:
+    plan = _plan_binds([
+        ("rw", "/srv/data/jobs"), ("ro", "/srv/data"), ("ro", "/usr"),
+        ("ro-try", "/usr/lib/python3"), ("ro", "/srv/data/jobs/shared"),
+        ("rw", "/srv/data/jobs/a"), ("ro-try", "/opt/x"), ("ro", "/opt/x"),
+    ])
+    assert plan == [("ro", "/usr"), ("ro", "/opt/x"), ("ro", "/srv/data"),
+                    ("rw", "/srv/data/jobs"), ("ro", "/srv/data/jobs/shared")]

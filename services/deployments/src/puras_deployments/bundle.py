@@ -1,0 +1,230 @@
+"""Reading a project bundle: skills are the immediate children of ``skills/`` that hold a
+``skill.yaml``; the directory name is the skill name. Every problem is reported with the file
+and field it is in, all at once, so one push shows everything to fix."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Final
+
+import yaml
+from puras_common.events import JobKind, SkillManifest, ToolManifest
+from puras_common.schemas import schema_problem
+
+SKILL_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+TOOL_NAME: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+PY_ENTRYPOINT: Final = re.compile(r"^(?P<file>[A-Za-z0-9_][A-Za-z0-9_./-]*\.py):(?P<func>[A-Za-z_][A-Za-z0-9_]*)$")
+MODEL_SLUG: Final = re.compile(r"^[a-z0-9-]+/[a-z0-9._-]+$")
+BUILTIN_TOOLS: Final = frozenset(
+    {"bash", "file_read", "download_url", "web_fetch", "web_search", "image_search", "media", "set_output"}
+)
+SKILL_KEYS: Final = (
+    "description", "entrypoint", "model", "disable_bash", "input_schema", "output_schema", "tools", "timeout_seconds",
+)
+TOOL_KEYS: Final = ("name", "description", "entrypoint", "input_schema", "output_schema")
+MAX_TIMEOUT_SECONDS: Final = 3600
+MAX_YAML_BYTES: Final = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.field}" if self.field else self.file
+        return f"{where}: {self.message}"
+
+    def as_detail(self) -> dict[str, Any]:
+        return {"file": self.file, "field": self.field, "message": self.message}
+
+
+@dataclass
+class BundleReport:
+    skills: list[SkillManifest] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    has_requirements: bool = False
+
+
+def read_bundle(root: Path) -> BundleReport:
+    """Discover and validate every skill under ``root/skills``."""
+    report = BundleReport(has_requirements=(root / "requirements.txt").is_file())
+    skills_dir = root / "skills"
+    if not skills_dir.is_dir():
+        report.problems.append(Problem("skills/", None, "no skills/ directory: a project keeps each skill in skills/<name>/"))
+        return report
+    candidates = sorted(p for p in skills_dir.iterdir() if p.is_dir() and (p / "skill.yaml").is_file())
+    for skill_dir in candidates:
+        manifest = _read_skill(skill_dir, root, report.problems)
+        if manifest is not None:
+            report.skills.append(manifest)
+    if not candidates:
+        report.problems.append(
+            Problem("skills/", None, "no skills found: add skills/<name>/skill.yaml for at least one skill")
+        )
+    return report
+
+
+def _read_skill(skill_dir: Path, root: Path, problems: list[Problem]) -> SkillManifest | None:
+    name = skill_dir.name
+    rel = f"skills/{name}/skill.yaml"
+    before = len(problems)
+
+    def problem(fld: str | None, message: str) -> None:
+        problems.append(Problem(rel, fld, message))
+
+    if not SKILL_NAME.match(name):
+        problems.append(Problem(f"skills/{name}/", None, f"skill name {name!r} must match ^[a-z0-9][a-z0-9_-]*$"))
+    yaml_path = skill_dir / "skill.yaml"
+    if yaml_path.stat().st_size > MAX_YAML_BYTES:
+        problem(None, f"skill.yaml is {yaml_path.stat().st_size} bytes; the limit is {MAX_YAML_BYTES}")
+        return None
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problem(None, f"not valid YAML: {exc}")
+        return None
+    if not isinstance(data, dict):
+        problem(None, "must be a mapping of fields (description, entrypoint, …)")
+        return None
+    for key in data:
+        if key not in SKILL_KEYS:
+            problem(str(key), f"unknown field; allowed: {', '.join(SKILL_KEYS)}")
+
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        problem("description", "must be a string")
+    entrypoint = data.get("entrypoint")
+    kind: JobKind | None = None
+    if not isinstance(entrypoint, str) or not entrypoint:
+        problem("entrypoint", "required: a markdown file (SKILL.md) or 'file.py:function'")
+    elif entrypoint.endswith(".md"):
+        kind = JobKind.AGENT
+        if _inside(skill_dir, entrypoint) is None or not (skill_dir / entrypoint).is_file():
+            problem("entrypoint", f"{entrypoint} does not exist in skills/{name}/")
+    else:
+        kind = JobKind.FUNCTION
+        _check_python_entrypoint(skill_dir, entrypoint, "entrypoint", problem)
+
+    model = data.get("model")
+    if model is not None:
+        if not isinstance(model, str) or not MODEL_SLUG.match(model):
+            problem("model", "must be a model slug such as claude/sonnet-4-7")
+        elif kind is JobKind.FUNCTION:
+            problem("model", "only agentic skills (a .md entrypoint) choose a model")
+    disable_bash = data.get("disable_bash", False)
+    if not isinstance(disable_bash, bool):
+        problem("disable_bash", "must be true or false")
+    for key in ("input_schema", "output_schema"):
+        if key in data and data[key] is not None and (why := schema_problem(data[key])):
+            problem(key, f"not a valid JSON Schema (2020-12): {why}")
+    timeout = data.get("timeout_seconds")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_SECONDS):
+        problem("timeout_seconds", f"must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}")
+    tools = _read_tools(data.get("tools"), skill_dir, kind, problem)
+
+    if len(problems) > before or kind is None:
+        return None
+    return SkillManifest(
+        name=name,
+        description=description,
+        kind=kind,
+        entrypoint=entrypoint,  # type: ignore[arg-type]
+        model=model,
+        disable_bash=disable_bash,
+        input_schema=data.get("input_schema"),
+        output_schema=data.get("output_schema"),
+        timeout_seconds=timeout,
+        tools=tuple(tools),
+    )
+
+
+def _read_tools(raw: Any, skill_dir: Path, kind: JobKind | None, problem: Any) -> list[ToolManifest]:
+    if raw is None:
+        return []
+    if kind is JobKind.FUNCTION:
+        problem("tools", "only agentic skills (a .md entrypoint) declare tools")
+        return []
+    if not isinstance(raw, list):
+        problem("tools", "must be a list of tools")
+        return []
+    tools: list[ToolManifest] = []
+    seen: set[str] = set()
+    for i, tool in enumerate(raw):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            problem(where, "must be a mapping with name, description, entrypoint")
+            continue
+        for key in tool:
+            if key not in TOOL_KEYS:
+                problem(f"{where}.{key}", f"unknown field; allowed: {', '.join(TOOL_KEYS)}")
+        name = tool.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            problem(f"{where}.name", "required, matching ^[a-zA-Z0-9_-]{1,64}$")
+        elif name in BUILTIN_TOOLS:
+            problem(f"{where}.name", f"{name!r} is a built-in tool's name")
+        elif name in seen:
+            problem(f"{where}.name", f"tool {name!r} is declared twice")
+        else:
+            seen.add(name)
+        if not isinstance(tool.get("description"), str) or not tool.get("description"):
+            problem(f"{where}.description", "required: tells the model when to use the tool")
+        entry = tool.get("entrypoint")
+        if not isinstance(entry, str):
+            problem(f"{where}.entrypoint", "required: 'tools/file.py:function'")
+        else:
+            _check_python_entrypoint(skill_dir, entry, f"{where}.entrypoint", problem)
+        for key in ("input_schema", "output_schema"):
+            if tool.get(key) is not None and (why := schema_problem(tool[key])):
+                problem(f"{where}.{key}", f"not a valid JSON Schema (2020-12): {why}")
+        if isinstance(name, str) and isinstance(entry, str):
+            tools.append(
+                ToolManifest(
+                    name=name,
+                    description=str(tool.get("description", "")),
+                    entrypoint=entry,
+                    input_schema=tool.get("input_schema"),
+                    output_schema=tool.get("output_schema"),
+                )
+            )
+    return tools
+
+
+def _inside(skill_dir: Path, relative: str) -> Path | None:
+    path = PurePosixPath(relative)
+    if path.is_absolute() or ".." in path.parts:
+        return None
+    return skill_dir / path
+
+
+def _check_python_entrypoint(skill_dir: Path, entrypoint: str, fld: str, problem: Any) -> None:
+    match = PY_ENTRYPOINT.match(entrypoint)
+    if not match:
+        problem(fld, f"{entrypoint!r} must look like 'main.py:run' (a .py file in the skill directory, a function)")
+        return
+    file, func = match.group("file"), match.group("func")
+    target = _inside(skill_dir, file)
+    if target is None:
+        problem(fld, f"{file} must be inside the skill directory")
+        return
+    if not target.is_file():
+        problem(fld, f"{file} does not exist in skills/{skill_dir.name}/")
+        return
+    try:
+        tree = ast.parse(target.read_bytes(), filename=file)
+    except (SyntaxError, ValueError) as exc:
+        problem(fld, f"{file} does not parse: {exc}")
+        return
+    defined = {
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    } | {
+        t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+    } | {
+        (a.asname or a.name) for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names
+    }
+    if func not in defined:
+        problem(fld, f"{file} defines no function {func!r}")

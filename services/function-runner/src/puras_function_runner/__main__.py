@@ -1,0 +1,57 @@
+"""``python -m puras_function_runner``: runs deterministic skills, each job in its own process."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+from puras_common import streams, subjects
+from puras_common.bus import ConsumerSpec, WorkRunner
+from puras_common.payloads import PayloadStore
+from puras_common.service import ServiceRuntime, run
+from puras_sandbox import python_for
+
+from puras_function_runner.prepare import Deployments
+from puras_function_runner.runner import FunctionRunner
+from puras_function_runner.settings import FunctionRunnerSettings
+
+WORK_CONSUMER = ConsumerSpec(streams.WORK, "function-runner-work", (subjects.RUN_FUNCTION,), ack_wait_seconds=30.0)
+
+
+async def main(settings: FunctionRunnerSettings | None = None) -> None:
+    settings = settings or FunctionRunnerSettings.load()
+    async with ServiceRuntime(settings) as runtime, httpx.AsyncClient(timeout=60.0) as http:
+        token = settings.internal_token.get_secret_value()
+        root = os.geteuid() == 0
+        uid, gid = (settings.sandbox_uid, settings.sandbox_gid) if root else (None, None)
+        python = settings.job_python or python_for(uid, gid)
+        deployments = Deployments(
+            cache_dir=settings.cache_dir,
+            deployments_url=settings.deployments_url,
+            token=token,
+            http=http,
+            uid=uid,
+            gid=gid,
+            max_warm=settings.max_warm_deployments,
+            python=python,
+        )
+        runtime.log.info("jobs run as", uid=uid if uid is not None else os.getuid(), python=python)
+        if not root:
+            runtime.log.warning("not running as root: jobs run as this process's own uid")
+        runner = FunctionRunner(
+            settings=settings,
+            js=runtime.js,
+            deployments=deployments,
+            payloads=PayloadStore(settings.drive_url, token=token, client=http),
+        )
+        runtime.checks["work"] = lambda: {"ok": True, "completed": runner.completed}
+        work = WorkRunner(js=runtime.js, spec=WORK_CONSUMER, work=runner.work, concurrency=settings.concurrency)
+        runtime.spawn(work.run(), WORK_CONSUMER.durable)
+        try:
+            await runtime.run_until_stopped()
+        finally:
+            await deployments.close()
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,82 @@
+"""Turning a job's stdout/stderr into ``log`` events while it runs.
+
+Whatever is available is read at once and cut into complete lines, so a burst of prints becomes
+one event rather than hundreds; events are published in order, and :meth:`LogPump.drain` returns
+only when all of them are acknowledged, so the terminal event that follows comes after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from nats.js import JetStreamContext
+from puras_common.bus import publish
+from puras_common.envelope import Event
+from puras_common.events import JobLogged
+from puras_common.events.jobs import LoggedPayload
+
+MAX_EVENT_TEXT = 32 * 1024
+"""Longest text in one log event; longer lines are cut into pieces."""
+
+
+class LogPump:
+    def __init__(self, js: JetStreamContext, *, job_id: UUID, workspace_id: UUID, attempt: int, caused_by: Event) -> None:
+        self.js = js
+        self.job_id = job_id
+        self.workspace_id = workspace_id
+        self.attempt = attempt
+        self.caused_by = caused_by
+        self._queue: asyncio.Queue[JobLogged | None] = asyncio.Queue()
+        self._sender = asyncio.create_task(self._send())
+        self.lines = 0
+
+    async def follow(self, reader: asyncio.StreamReader, stream: str) -> None:
+        """Read ``reader`` to EOF, emitting complete lines as they arrive."""
+        pending = b""
+        while chunk := await reader.read(64 * 1024):
+            pending += chunk
+            complete, sep, pending = pending.rpartition(b"\n")
+            if sep:
+                self._emit(stream, complete)
+            while len(pending) > MAX_EVENT_TEXT:
+                self._emit(stream, pending[:MAX_EVENT_TEXT])
+                pending = pending[MAX_EVENT_TEXT:]
+        if pending:
+            self._emit(stream, pending)
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        text = data.decode("utf-8", errors="replace")
+        self.lines += text.count("\n") + 1
+        for start in range(0, len(text), MAX_EVENT_TEXT):
+            self._queue.put_nowait(
+                JobLogged.new(
+                    LoggedPayload(attempt=self.attempt, stream=stream, text=text[start : start + MAX_EVENT_TEXT]),  # type: ignore[arg-type]
+                    producer="function-runner",
+                    workspace_id=self.workspace_id,
+                    job_id=self.job_id,
+                    caused_by=self.caused_by,
+                )
+            )
+
+    async def _send(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch: list[Event] = [first]
+            done = False
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    done = True
+                    break
+                batch.append(item)
+            await publish(self.js, batch)
+            if done:
+                return
+
+    async def drain(self) -> None:
+        """Publish everything emitted so far and stop."""
+        self._queue.put_nowait(None)
+        await self._sender

@@ -1,0 +1,37 @@
+"""Function runner settings (``PURAS_FUNCTION_RUNNER_*`` beats ``PURAS_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from puras_common.settings import DEVELOPMENT_SECRET, ServiceSettings
+from pydantic import SecretStr
+
+
+class FunctionRunnerSettings(ServiceSettings):
+    service: ClassVar[str] = "function-runner"
+    secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "job_token_key")
+
+    concurrency: int = 32
+    """Jobs this process runs at once."""
+    cache_dir: Path = Path(".puras/runner")
+    """Prepared deployments, venvs and job workdirs."""
+    deployments_url: str = "http://127.0.0.1:8081"
+    drive_url: str = "http://127.0.0.1:8082"
+    api_base: str = "http://127.0.0.1:8080"
+    """Given to jobs as PURAS_API_BASE, for the in-skill SDK."""
+    job_token_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    inline_payload_bytes: int = 256 * 1024
+    job_python: str | None = None
+    """The interpreter jobs run on; by default this one, or a system one of the same version
+    when the job uid cannot reach this one."""
+    sandbox_uid: int = 65534
+    """The unprivileged uid jobs run as when the runner is root."""
+    sandbox_gid: int = 65534
+    max_warm_deployments: int = 32
+    """Warm fork servers kept; the least recently used is stopped beyond this."""
+    memory_limit_bytes: int = 2 * 1024 * 1024 * 1024
+    max_open_files: int = 1024
+    max_processes: int = 256
+    max_file_bytes: int = 1024 * 1024 * 1024

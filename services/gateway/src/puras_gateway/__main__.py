@@ -1,0 +1,47 @@
+"""``python -m puras_gateway``: the public HTTP API."""
+
+from __future__ import annotations
+
+import httpx
+from puras_common import streams, subjects
+from puras_common.bus import ConsumerSpec, ProjectionRunner
+from puras_common.http import serve
+from puras_common.migrate import service_migrations
+from puras_common.payloads import PayloadStore
+from puras_common.service import ServiceRuntime, run
+
+from puras_gateway import catalog, jobs
+from puras_gateway.app import create_app
+from puras_gateway.context import Gateway
+from puras_gateway.notify import Notifier
+from puras_gateway.settings import GatewaySettings
+
+JOBS_CONSUMER = ConsumerSpec(streams.JOBS, "gateway-jobs", (subjects.JOBS_ALL,))
+CATALOG_CONSUMER = ConsumerSpec(streams.PLATFORM, "gateway-catalog", ("deployment.>",))
+
+
+async def main(settings: GatewaySettings | None = None) -> None:
+    settings = settings or GatewaySettings.load()
+    migrations = service_migrations("gateway", __file__)
+    async with ServiceRuntime(settings, migrations=migrations, pool_size=20) as runtime:
+        assert runtime.outbox is not None
+        token = settings.internal_token.get_secret_value()
+        async with httpx.AsyncClient(timeout=60.0) as http:
+            gateway = Gateway(
+                settings=settings,
+                runtime=runtime,
+                notifier=Notifier(settings.require_database_url(), schema=runtime.schema),
+                http=http,
+                payloads=PayloadStore(settings.drive_url, token=token, client=http),
+            )
+            runtime.spawn(gateway.notifier.run(), "listener")
+            for spec, apply in ((JOBS_CONSUMER, jobs.apply), (CATALOG_CONSUMER, catalog.apply)):
+                projection = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=spec, apply=apply)
+                runtime.spawn(projection.run(), spec.durable)
+            runtime.spawn(serve(create_app(gateway), host=settings.host, port=settings.port), "http")
+            runtime.log.info("listening", url=settings.base_url)
+            await runtime.run_until_stopped()
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,36 @@
+"""What request handlers share within one gateway process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+from puras_common.outbox import Outbox
+from puras_common.payloads import PayloadStore
+from puras_common.service import ServiceRuntime
+
+from puras_gateway.notify import Notifier
+from puras_gateway.settings import GatewaySettings
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    runtime: ServiceRuntime
+    notifier: Notifier
+    http: httpx.AsyncClient
+    payloads: PayloadStore
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        return self.runtime.db
+
+    @property
+    def outbox(self) -> Outbox:
+        assert self.runtime.outbox is not None
+        return self.runtime.outbox
+
+    @property
+    def internal_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.internal_token.get_secret_value()}"}

@@ -1,0 +1,33 @@
+"""Gateway settings (``PURAS_GATEWAY_*`` beats ``PURAS_*``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from puras_common.settings import DEVELOPMENT_SECRET, ServiceSettings
+from pydantic import SecretStr
+
+
+class GatewaySettings(ServiceSettings):
+    service: ClassVar[str] = "gateway"
+    secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "admin_token", "job_token_key")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    """Where clients reach the gateway; defaults to http://host:port."""
+    admin_token: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    job_token_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    deployments_url: str = "http://127.0.0.1:8081"
+    drive_url: str = "http://127.0.0.1:8082"
+    max_request_bytes: int = 1024 * 1024
+    """Largest ``POST /v1/jobs`` body; files go through the drive instead."""
+    inline_payload_bytes: int = 256 * 1024
+    """Inputs and results above this are stored as objects; events carry a reference."""
+    max_bundle_bytes: int = 100 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    deployment_visible_timeout: float = 30.0
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -1,0 +1,80 @@
+"""Tenants: creating a workspace with its first key, and granting it credit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+from puras_common.api import ApiError, ErrorCode
+from puras_common.events import CreditGranted, WorkspaceCreated
+from puras_common.events.platform import CreditGrantedPayload, WorkspaceCreatedPayload
+from puras_common.ids import new_id
+from puras_common.outbox import Outbox, UnitOfWork
+
+from puras_gateway import keys
+
+
+@dataclass(frozen=True)
+class NewWorkspace:
+    id: UUID
+    slug: str
+    name: str
+    key_id: UUID
+    key_prefix: str
+    api_key: str
+    """Shown once."""
+
+
+async def insert_key(
+    conn: asyncpg.Connection,
+    *,
+    workspace_id: UUID,
+    kind: keys.KeyKind = "secret",
+    name: str = "",
+    skillpack: str = "default",
+    allowed_skills: list[str] | None = None,
+    daily_cap_micros: int | None = None,
+) -> tuple[UUID, keys.MintedKey]:
+    minted = keys.mint(kind)
+    key_id = new_id()
+    await conn.execute(
+        """INSERT INTO api_keys (id, workspace_id, kind, prefix, secret_sha256, name, skillpack,
+                                 allowed_skills, daily_cap_micros)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        key_id, workspace_id, kind, minted.prefix, minted.secret_sha256, name, skillpack, allowed_skills,
+        daily_cap_micros,
+    )
+    return key_id, minted
+
+
+async def create_workspace(outbox: Outbox, *, slug: str, name: str, credit_micros: int) -> NewWorkspace:
+    """A workspace, its first secret key and (optionally) its opening credit, in one transaction."""
+    workspace_id = new_id()
+    try:
+        async with outbox.transaction() as uow:
+            await uow.conn.execute(
+                "INSERT INTO workspaces (id, slug, name) VALUES ($1, $2, $3)", workspace_id, slug, name
+            )
+            key_id, minted = await insert_key(uow.conn, workspace_id=workspace_id, name="first key")
+            created = WorkspaceCreated.new(
+                WorkspaceCreatedPayload(slug=slug, name=name), producer="gateway", workspace_id=workspace_id
+            )
+            uow.emit(created)
+            if credit_micros:
+                grant(uow, workspace_id, credit_micros, note="opening credit", caused_by=created)
+    except asyncpg.UniqueViolationError:
+        raise ApiError(ErrorCode.CONFLICT, f"workspace {slug!r} already exists") from None
+    return NewWorkspace(workspace_id, slug, name, key_id, minted.prefix, minted.token)
+
+
+def grant(uow: UnitOfWork, workspace_id: UUID, amount_micros: int, *, note: str, caused_by: WorkspaceCreated | None = None) -> CreditGranted:
+    """Emit a credit grant; billing turns it into a ledger entry."""
+    event = CreditGranted.new(
+        CreditGrantedPayload(amount_micros=amount_micros, note=note),
+        producer="gateway",
+        workspace_id=workspace_id,
+        caused_by=caused_by,
+    )
+    uow.emit(event)
+    return event

@@ -1,0 +1,68 @@
+"""The queue's state, folded from job events and balance changes."""
+
+from __future__ import annotations
+
+from puras_common.bus import Delivery
+from puras_common.events import (
+    BalanceChanged,
+    JobCancelled,
+    JobCancelRequested,
+    JobFailed,
+    JobStarted,
+    JobSubmitted,
+    JobSucceeded,
+)
+from puras_common.events.jobs import CancelledPayload
+from puras_common.outbox import UnitOfWork
+
+TERMINAL = "('succeeded', 'failed', 'cancelled')"
+
+
+async def apply_job_event(uow: UnitOfWork, d: Delivery) -> None:
+    conn, event = uow.conn, d.event
+    if isinstance(event, JobSubmitted):
+        await conn.execute(
+            """INSERT INTO jobs (id, workspace_id, kind, spec, submitted_at) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (id) DO NOTHING""",
+            event.job_id, event.workspace_id, event.payload.kind.value,
+            event.payload.model_dump(mode="json"), event.occurred_at,
+        )
+    elif isinstance(event, JobStarted):
+        await conn.execute(
+            "UPDATE jobs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'dispatched'",
+            event.job_id, event.occurred_at,
+        )
+    elif isinstance(event, JobSucceeded | JobFailed | JobCancelled):
+        status = {"job.succeeded": "succeeded", "job.failed": "failed", "job.cancelled": "cancelled"}[event.type]
+        await conn.execute(
+            f"UPDATE jobs SET status = $2, finished_at = $3 WHERE id = $1 AND status NOT IN {TERMINAL}",
+            event.job_id, status, event.occurred_at,
+        )
+    elif isinstance(event, JobCancelRequested):
+        cancelled = await conn.fetchval(
+            """UPDATE jobs SET status = 'cancelled', finished_at = now()
+               WHERE id = $1 AND status = 'queued' RETURNING workspace_id""",
+            event.job_id,
+        )
+        if cancelled is not None:
+            uow.emit(
+                JobCancelled.new(
+                    CancelledPayload(attempt=None, reason="cancelled while queued"),
+                    producer="scheduler",
+                    workspace_id=cancelled,
+                    job_id=event.job_id,
+                    caused_by=event,
+                )
+            )
+
+
+async def apply_balance(uow: UnitOfWork, d: Delivery) -> None:
+    event = d.event
+    if isinstance(event, BalanceChanged):
+        await uow.conn.execute(
+            """INSERT INTO balances (workspace_id, balance_micros, version) VALUES ($1, $2, $3)
+               ON CONFLICT (workspace_id) DO UPDATE SET balance_micros = EXCLUDED.balance_micros,
+                                                      version = EXCLUDED.version
+               WHERE balances.version < EXCLUDED.version""",
+            event.workspace_id, event.payload.balance_micros, event.payload.version,
+        )

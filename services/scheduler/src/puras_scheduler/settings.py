@@ -1,0 +1,15 @@
+"""Scheduler settings (``PURAS_SCHEDULER_*`` beats ``PURAS_*``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from puras_common.settings import ServiceSettings
+
+
+class SchedulerSettings(ServiceSettings):
+    service: ClassVar[str] = "scheduler"
+
+    max_concurrency_per_workspace: int = 64
+    """Jobs of one workspace dispatched or running at once; the rest wait queued."""
+    dispatch_batch: int = 256

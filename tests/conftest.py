@@ -1,0 +1,16 @@
+"""Cross-service tests run against the whole platform: every service as its own process on the
+session's real NATS JetStream and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from puras_cli.testing import Platform, start_platform
+from puras_common.testing import Infra
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def platform(infra: Infra) -> AsyncIterator[Platform]:
+    async with start_platform(infra) as running:
+        yield running
