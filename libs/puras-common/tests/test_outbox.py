@@ -20,9 +20,7 @@ from puras_common.bus import ConsumerSpec, Delivery, ProjectionRunner, reset_con
 from puras_common.events import WorkspaceCreated
 from puras_common.events.platform import WorkspaceCreatedPayload
 from puras_common.outbox import OutboxRelay, UnitOfWork
-from puras_common.testing import eventually
-
-from .conftest import Scratch
+from puras_common.testing import Scratch, eventually
 
 
 def workspace_events(ws: uuid.UUID, n: int, start: int = 0) -> list[WorkspaceCreated]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -54,6 +55,13 @@ def _is_special(info: zipfile.ZipInfo) -> bool:
     many writers leave it empty for plain files)."""
     kind = stat.S_IFMT(info.external_attr >> 16)
     return kind not in (0, stat.S_IFREG, stat.S_IFDIR)
+
+
+def _read(src: zipfile.ZipExtFile, info: zipfile.ZipInfo) -> bytes:
+    try:
+        return src.read(CHUNK)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ArchiveError(f"corrupt member ({exc})", member=info.filename) from None
 
 
 def common_root(names: list[str]) -> str | None:
@@ -102,7 +110,7 @@ def extract(zip_path: Path, dest: Path, *, limits: Limits = Limits(), strip_root
             target.parent.mkdir(parents=True, exist_ok=True)
             size = 0
             with archive.open(info) as src, open(target, "xb") as out:
-                while chunk := src.read(CHUNK):
+                while chunk := _read(src, info):
                     size += len(chunk)
                     total += len(chunk)
                     if total > limits.max_total_bytes:

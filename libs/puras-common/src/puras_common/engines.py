@@ -82,6 +82,21 @@ def pg_bin_dir() -> Path:
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
+def nats_users_config(users: list[NatsUser]) -> list[dict[str, object]]:
+    """The ``authorization.users`` block of a nats-server config for ``users``."""
+    entries = []
+    for u in users:
+        entry: dict[str, object] = {"user": u.name, "password": u.password}
+        if u.permissions is not None:
+            p = u.permissions
+            entry["permissions"] = {
+                "publish": {"allow": list(p.publish_allow), "deny": list(p.publish_deny)},
+                "subscribe": {"allow": list(p.subscribe_allow), "deny": list(p.subscribe_deny)},
+            }
+        entries.append(entry)
+    return entries
+
+
 @dataclass
 class NatsServer:
     """One nats-server with JetStream and per-service users, or one node of a cluster."""
@@ -103,16 +118,6 @@ class NatsServer:
         return f"nats://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{self.port}"
 
     def config(self) -> str:
-        users = []
-        for u in self.users:
-            entry: dict[str, object] = {"user": u.name, "password": u.password}
-            if u.permissions is not None:
-                p = u.permissions
-                entry["permissions"] = {
-                    "publish": {"allow": list(p.publish_allow), "deny": list(p.publish_deny)},
-                    "subscribe": {"allow": list(p.subscribe_allow), "deny": list(p.subscribe_deny)},
-                }
-            users.append(entry)
         lines = [
             f"server_name: {json.dumps(self.server_name)}",
             "listen: 127.0.0.1:" + str(self.port),
@@ -122,7 +127,7 @@ class NatsServer:
             "  sync_interval: always" if self.sync_always else "",
             "}",
             "authorization: {",
-            "  users: " + json.dumps(users),
+            "  users: " + json.dumps(nats_users_config(self.users)),
             "}",
         ]
         if self.cluster_port:
@@ -182,6 +187,17 @@ def _ensure_pg_user() -> pwd.struct_passwd:
         return pwd.getpwnam(PG_SYSTEM_USER)
 
 
+def _check_traversable(directory: Path) -> None:
+    """PostgreSQL runs as an unprivileged user: every parent of its data must let it pass."""
+    for parent in (directory, *directory.parents):
+        if not os.stat(parent).st_mode & 0o001:
+            raise EngineError(
+                f"PostgreSQL runs as the system user {PG_SYSTEM_USER!r}, which cannot enter {parent} "
+                f"(mode {oct(os.stat(parent).st_mode & 0o777)}); allow it with `chmod o+x {parent}` "
+                "or set PURAS_HOME to a directory outside it"
+            )
+
+
 @dataclass
 class PostgresServer:
     """One PostgreSQL cluster in ``data_dir``, password-authenticated, on 127.0.0.1 only."""
@@ -210,6 +226,7 @@ class PostgresServer:
         pgdata = self.data_dir / "pgdata"
         if os.geteuid() == 0:
             owner = _ensure_pg_user()
+            _check_traversable(self.data_dir.parent.resolve())
             self.data_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.data_dir, 0o711)
             if not pgdata.exists():

@@ -133,7 +133,7 @@ class Child:
                  (res_r, self._result))
         for fd, proto in specs:
             # wrapping an fd we already hold does not touch the filesystem
-            pipe = open(fd, "rb", buffering=0, closefd=True)  # noqa: ASYNC230
+            pipe = open(fd, "rb", buffering=0, closefd=True)
             transport, _ = await loop.connect_read_pipe(lambda p=proto: p, pipe)
             self._transports.append(transport)
 

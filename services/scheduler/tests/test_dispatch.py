@@ -1,0 +1,108 @@
+"""Dispatch: only workspaces with credit, never more than the concurrency limit at once, one
+WORK command and one job.dispatched per job, and a job cancelled while queued never runs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from puras_common.bus import Delivery
+from puras_common.envelope import Event
+from puras_common.events import (
+    BalanceChanged,
+    JobCancelRequested,
+    JobSpec,
+    JobSubmitted,
+    JobSucceeded,
+)
+from puras_common.events.jobs import CancelRequestedPayload, SucceededPayload
+from puras_common.events.ledger import BalanceChangedPayload
+from puras_common.migrate import service_migrations
+from puras_common.testing import Infra, Scratch, scratch_schema
+from puras_scheduler import queue
+from puras_scheduler.dispatch import Dispatcher
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(infra: Infra) -> AsyncIterator[Scratch]:
+    async with scratch_schema(infra.admin_database_dsn, service_migrations("scheduler", queue.__file__)) as s:
+        yield s
+
+
+async def apply(db: Scratch, event: Event) -> list[Event]:
+    fold = queue.apply_balance if isinstance(event, BalanceChanged) else queue.apply_job_event
+    async with db.outbox.transaction() as uow:
+        await fold(uow, Delivery(event, 1, 1, event.subject, None))  # type: ignore[arg-type]
+    return uow.events
+
+
+def submitted(ws: uuid.UUID, kind: str = "function") -> JobSubmitted:
+    spec = JobSpec(
+        skill_name="echo", skillpack_id=uuid.uuid4(), skillpack_slug="default", owner_workspace_id=ws,
+        deployment_id=uuid.uuid4(), version=1, kind=kind, entrypoint="main.py:run", timeout_seconds=30,  # type: ignore[arg-type]
+        inputs={},
+    )
+    return JobSubmitted.new(spec, producer="test", workspace_id=ws, job_id=uuid.uuid4())
+
+
+def balance(ws: uuid.UUID, micros: int, version: int) -> BalanceChanged:
+    return BalanceChanged.new(BalanceChangedPayload(balance_micros=micros, version=version), producer="test", workspace_id=ws)
+
+
+async def outbox_types(db: Scratch) -> list[str]:
+    return [r["type"] for r in await db.pool.fetch("SELECT type FROM outbox ORDER BY seq")]
+
+
+async def test_jobs_wait_without_credit_and_run_after_a_grant(db: Scratch) -> None:
+    ws = uuid.uuid4()
+    dispatcher = Dispatcher(db.outbox, max_per_workspace=10, batch=100)
+    job = submitted(ws)
+    await apply(db, job)
+    assert await dispatcher.dispatch_once() == 0
+    await apply(db, balance(ws, 0, 1))
+    assert await dispatcher.dispatch_once() == 0
+    await apply(db, balance(ws, 1_000, 2))
+    await dispatcher.dispatch_once()
+    assert await outbox_types(db) == ["run.function", "job.dispatched"]
+    row = await db.pool.fetchrow("SELECT status, attempt FROM jobs WHERE id = $1", job.job_id)
+    assert (row["status"], row["attempt"]) == ("dispatched", 1)
+
+
+async def test_an_older_balance_never_overwrites_a_newer_one(db: Scratch) -> None:
+    ws = uuid.uuid4()
+    await apply(db, balance(ws, 500, 3))
+    await apply(db, balance(ws, -20, 2))  # delivered late
+    assert await db.pool.fetchval("SELECT balance_micros FROM balances WHERE workspace_id = $1", ws) == 500
+
+
+async def test_concurrency_per_workspace_is_capped_and_freed_by_terminal_events(db: Scratch) -> None:
+    busy, other = uuid.uuid4(), uuid.uuid4()
+    for ws in (busy, other):
+        await apply(db, balance(ws, 10_000, 1))
+    jobs = [submitted(busy) for _ in range(5)] + [submitted(other, kind="agent")]
+    for job in jobs:
+        await apply(db, job)
+    dispatcher = Dispatcher(db.outbox, max_per_workspace=2, batch=100)
+    await dispatcher.dispatch_once()
+    counts = {
+        r["workspace_id"]: r["n"]
+        for r in await db.pool.fetch("SELECT workspace_id, count(*) AS n FROM jobs WHERE status = 'dispatched' GROUP BY 1")
+    }
+    assert counts == {busy: 2, other: 1}
+    assert (await outbox_types(db)).count("run.agent") == 1
+    first = await db.pool.fetchval("SELECT id FROM jobs WHERE workspace_id = $1 AND status = 'dispatched' ORDER BY id LIMIT 1", busy)
+    done = JobSucceeded.new(SucceededPayload(attempt=1, result={}, duration_ms=1), producer="test", workspace_id=busy, job_id=first)
+    await apply(db, done)
+    await dispatcher.dispatch_once()
+    assert await db.pool.fetchval("SELECT count(*) FROM jobs WHERE workspace_id = $1 AND status = 'dispatched'", busy) == 2
+
+
+async def test_cancel_while_queued_cancels_at_once_and_never_dispatches(db: Scratch) -> None:
+    ws = uuid.uuid4()
+    job = submitted(ws)
+    await apply(db, job)
+    emitted = await apply(db, JobCancelRequested.new(CancelRequestedPayload(), producer="test", workspace_id=ws, job_id=job.job_id))
+    assert [e.type for e in emitted] == ["job.cancelled"] and emitted[0].payload.reason == "cancelled while queued"
+    await apply(db, balance(ws, 1_000, 1))
+    assert await Dispatcher(db.outbox, max_per_workspace=5, batch=10).dispatch_once() == 0
