@@ -96,6 +96,10 @@ def project(tmp_path: Path, files: dict[str, str]) -> Path:
     [
         ({"skills/a/skill.yaml": "entrypoint: main.py:run\nmodel: claude/sonnet-4-7\n", "skills/a/main.py": "def run(i): pass"},
          "skills/a/skill.yaml: model: only agentic skills"),
+        ({"skills/a/skill.yaml": "entrypoint: SKILL.md\nmodel: claude/sonet-4-7\n", "skills/a/SKILL.md": "x"},
+         "model: unknown model 'claude/sonet-4-7'; did you mean claude/sonnet-4-7"),
+        ({"skills/a/skill.yaml": "entrypoint: SKILL.md\nmodel: gpt/6\n", "skills/a/SKILL.md": "x"},
+         "Available: claude/haiku-4-5, claude/opus-4-5"),
         ({"skills/a/skill.yaml": "entrypoint: SKILL.md\ntimeout_seconds: 3601\n", "skills/a/SKILL.md": "x"},
          "skills/a/skill.yaml: timeout_seconds: must be a whole number of seconds from 1 to 3600"),
         ({"skills/a/skill.yaml": "entrypoint: SKILL.md\ntimeout_seconds: 0\n", "skills/a/SKILL.md": "x"},

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import yaml
 from puras_common.events import JobKind, SkillManifest, ToolManifest
+from puras_common.models import catalogue
 from puras_common.schemas import schema_problem
 
 SKILL_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -116,6 +117,8 @@ def _read_skill(skill_dir: Path, root: Path, problems: list[Problem]) -> SkillMa
             problem("model", "must be a model slug such as claude/sonnet-4-7")
         elif kind is JobKind.FUNCTION:
             problem("model", "only agentic skills (a .md entrypoint) choose a model")
+        elif catalogue().get(model) is None:
+            problem("model", catalogue().unknown_message(model))
     disable_bash = data.get("disable_bash", False)
     if not isinstance(disable_bash, bool):
         problem("disable_bash", "must be true or false")

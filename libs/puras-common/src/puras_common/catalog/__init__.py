@@ -1,0 +1,1 @@
+"""Catalogues kept as data: the LLM models skills may use (``models.yaml``)."""
