@@ -26,6 +26,7 @@ from puras_common.events.platform import (
     ToolManifest,
     WorkspaceCreated,
 )
+from puras_common.events.usage import UsageRecorded, UsageRecordedPayload
 from puras_common.events.work import RunAgent, RunFunction, RunPayload
 
 __all__ = [
@@ -54,6 +55,8 @@ __all__ = [
     "SkillManifest",
     "ToolManifest",
     "UnknownEventType",
+    "UsageRecorded",
+    "UsageRecordedPayload",
     "WorkspaceCreated",
     "parse_event",
 ]
