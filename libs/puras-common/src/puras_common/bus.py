@@ -24,9 +24,10 @@ import asyncpg
 import nats
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
@@ -150,6 +151,98 @@ async def dead_letter(js: JetStreamContext, msg: Msg, *, stream: str, consumer: 
     log.error("message dead-lettered", stream=stream, consumer=consumer, stream_seq=stream_seq, reason=reason[:500])
 
 
+
+class ConsumerGone(RuntimeError):
+    """The server dropped the consumer (deleted, or replaced during a rebuild)."""
+
+
+class PullFeed:
+    """A durable pull consumer as a continuous feed of messages.
+
+    It keeps pull requests outstanding at the server for as many messages as the caller has
+    room for (its *credit*), so a message is delivered the moment it is stored, and never more
+    than the caller asked for. (``fetch()`` of nats-py holds a half-filled batch until its
+    timeout, which is seconds of latency on a quiet stream.) Requests expire after
+    ``expires`` seconds with a 408 that returns their unused credit; idle heartbeats show the
+    requests are still alive, and their absence (a reconnect) resets the credit.
+    """
+
+    def __init__(self, nc: NATS, spec: ConsumerSpec, *, expires: float = 30.0, heartbeat: float = 5.0) -> None:
+        self.nc = nc
+        self.spec = spec
+        self.expires = expires
+        self.heartbeat = heartbeat
+        self.credit = 0
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream.name}.{spec.durable}"
+        self._inbox = ""
+        self._sub: Any = None
+        self._last_heard = 0.0
+        self._gone: str | None = None
+
+    async def open(self) -> None:
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        self._last_heard = asyncio.get_running_loop().time()
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    async def request(self, n: int) -> None:
+        """Ask the server for up to ``n`` more messages."""
+        if n <= 0:
+            return
+        body = {
+            "batch": n,
+            "expires": int(self.expires * 1e9),
+            "idle_heartbeat": int(self.heartbeat * 1e9),
+        }
+        self.credit += n
+        await self.nc.publish(self._subject, orjson.dumps(body), reply=self._inbox)
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+        status = msg.headers.get(api.Header.STATUS) if msg.headers else None
+        if not status:
+            self.credit = max(0, self.credit - 1)
+            self._queue.put_nowait(msg)
+            return
+        if status in ("404", "408", "409"):
+            description = msg.headers.get(api.Header.DESCRIPTION, "") if msg.headers else ""
+            pending = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
+            returned = int(pending) if pending and pending.isdigit() else self.credit
+            self.credit = max(0, self.credit - returned)
+            if status == "409" and "deleted" in description.lower():
+                self._gone = description
+                self._queue.put_nowait(msg)  # wake the taker so it sees the consumer is gone
+
+    def _check_alive(self) -> None:
+        if self._gone:
+            raise ConsumerGone(f"consumer {self.spec.durable}: {self._gone}")
+        silent = asyncio.get_running_loop().time() - self._last_heard
+        if self.credit and silent > 3 * self.heartbeat:
+            # No message, heartbeat or status for a while: the requests were lost (e.g. in a
+            # reconnect). Start over.
+            self.credit = 0
+
+    async def take(self, limit: int, *, wait: float) -> list[Msg]:
+        """Up to ``limit`` messages: waits up to ``wait`` seconds for the first, then takes what
+        is already there without waiting."""
+        self._check_alive()
+        try:
+            first = await asyncio.wait_for(self._queue.get(), wait)
+        except TimeoutError:
+            self._check_alive()
+            return []
+        msgs = [first]
+        while len(msgs) < limit and not self._queue.empty():
+            msgs.append(self._queue.get_nowait())
+        self._check_alive()
+        return [m for m in msgs if not (m.headers and m.headers.get(api.Header.STATUS))]
+
+
 Apply = Callable[[UnitOfWork, Delivery], Awaitable[None]]
 
 
@@ -183,20 +276,17 @@ class ProjectionRunner:
     async def run(self) -> None:
         """Consume until cancelled."""
         await ensure_consumer(self.js, self.spec)
-        sub = await self.js.pull_subscribe_bind(self.spec.durable, self.spec.stream.name)
-        attempt = 0
-        while True:
-            try:
-                msgs = await sub.fetch(self.batch, timeout=2.0)
-            except TimeoutError:  # nothing to fetch (nats.errors.TimeoutError is one too)
-                continue
-            except TRANSIENT_ERRORS as exc:
-                log.warning("fetch failed", consumer=self.consumer, error=repr(exc))
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
-                continue
-            attempt = 0
-            await self.handle(msgs)
+        feed = PullFeed(self.js._nc, self.spec)
+        await feed.open()
+        try:
+            while True:
+                if feed.credit < self.batch // 2:
+                    await feed.request(self.batch - feed.credit)
+                msgs = await feed.take(self.batch, wait=1.0)
+                if msgs:
+                    await self.handle(msgs)
+        finally:
+            await feed.close()
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
         """Apply one fetched batch."""
@@ -337,30 +427,22 @@ class WorkRunner:
     async def run(self) -> None:
         """Consume until cancelled; cancelling also cancels the work in flight."""
         await ensure_consumer(self.js, self.spec)
-        sub = await self.js.pull_subscribe_bind(self.spec.durable, self.spec.stream.name)
-        attempt = 0
+        feed = PullFeed(self.js._nc, self.spec)
+        await feed.open()
         try:
             while True:
-                free = self.concurrency - len(self.active)
-                if free <= 0:
+                # Never hold more work (running or requested) than there are slots.
+                await feed.request(self.concurrency - len(self.active) - feed.credit)
+                if len(self.active) >= self.concurrency:
                     self._freed.clear()
                     await self._freed.wait()
                     continue
-                try:
-                    msgs = await sub.fetch(free, timeout=2.0)
-                    attempt = 0
-                except TimeoutError:  # nothing to fetch
-                    continue
-                except TRANSIENT_ERRORS as exc:
-                    log.warning("work fetch failed", consumer=self.spec.durable, error=repr(exc))
-                    await asyncio.sleep(backoff(attempt))
-                    attempt += 1
-                    continue
-                for msg in msgs:
+                for msg in await feed.take(self.concurrency - len(self.active), wait=1.0):
                     task = asyncio.create_task(self._one(msg))
                     self.active.add(task)
                     task.add_done_callback(self._done)
         finally:
+            await feed.close()
             for task in list(self.active):
                 task.cancel()
 
