@@ -12,5 +12,6 @@ from puras_common.testing import Infra
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def platform(infra: Infra) -> AsyncIterator[Platform]:
-    async with start_platform(infra) as running:
+    # A short lease, so that a lost runner's job moves to another runner within seconds.
+    async with start_platform(infra, extra_env={"PURAS_FUNCTION_RUNNER_LEASE_SECONDS": "3"}) as running:
         yield running

@@ -70,8 +70,13 @@ class Supervisor:
         self.width = max(self.width, len(name))
 
     async def start_all(self) -> None:
-        for child in self.children.values():
-            child.task = asyncio.create_task(self._keep(child))
+        for name in self.children:
+            self.start(name)
+
+    def start(self, name: str) -> None:
+        """Start (and keep running) one added service."""
+        child = self.children[name]
+        child.task = asyncio.create_task(self._keep(child))
 
     async def _keep(self, child: Child) -> None:
         index = list(self.children).index(child.name)

@@ -92,6 +92,7 @@ class Platform:
     config: PlatformConfig
     supervisor: Supervisor
     log_dir: Path
+    _log_files: dict[str, Any] = field(default_factory=dict)
     tenants: list[Tenant] = field(default_factory=list)
 
     @property
@@ -130,6 +131,18 @@ class Platform:
         await self.supervisor.resume(service)
         await wait_ready(self.config)
 
+    async def add_replica(self, service: str, name: str) -> None:
+        """Start another process of ``service`` (named ``name``) and wait until it is healthy."""
+        self.supervisor.add(name, [sys.executable, "-m", MODULES[service]], self.config.env_for(service))
+        self._log_files[name] = open(self.log_dir / f"{name}.log", "a")
+        self.supervisor.start(name)
+        await wait_ready(self.config)
+
+    def pid(self, name: str) -> int:
+        pid = self.supervisor.pid(name)
+        assert pid is not None, f"{name} is not running"
+        return pid
+
     def logs(self, service: str) -> str:
         path = self.log_dir / f"{service}.log"
         return path.read_text() if path.exists() else ""
@@ -161,7 +174,7 @@ async def start_platform(infra: Infra, *, extra_env: dict[str, str] | None = Non
     for service in START_ORDER:
         supervisor.add(service, [sys.executable, "-m", MODULES[service]], config.env_for(service))
     await supervisor.start_all()
-    platform = Platform(infra, config, supervisor, log_dir)
+    platform = Platform(infra, config, supervisor, log_dir, _log_files=files)
     try:
         await wait_ready(config, timeout=90)
         yield platform

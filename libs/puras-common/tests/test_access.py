@@ -31,7 +31,9 @@ def enforced(infra: Infra) -> Infra:
     [
         ("gateway", "job.{id}.submitted", "usage.{id}.recorded"),
         ("gateway", "job.{id}.cancel_requested", "job.{id}.succeeded"),
-        ("function-runner", "job.{id}.succeeded", "job.{id}.submitted"),
+        ("function-runner", "job.{id}.started", "job.{id}.submitted"),
+        ("function-runner", "job.{id}.log", "job.{id}.succeeded"),
+        ("scheduler", "job.{id}.succeeded", "job.{id}.started"),
         ("function-runner", "usage.{id}.recorded", "ledger.{id}.posted"),
         ("scheduler", "run.function", "balance.{id}.changed"),
         ("billing", "ledger.{id}.posted", "run.function"),

@@ -28,17 +28,22 @@ _RUNNER_EVENTS = (
     "job.*.started",
     "job.*.log",
     "job.*.output",
-    "job.*.succeeded",
-    "job.*.failed",
-    "job.*.cancelled",
-    "job.*.retrying",
     "usage.*.recorded",
 )
+"""Runners report a job's end to the scheduler, which emits the terminal event (attempt fencing)."""
 
 EVENT_PUBLISH: Final[dict[str, tuple[str, ...]]] = {
     "gateway": ("job.*.submitted", "job.*.cancel_requested", "feedback.>", "key.>", "workspace.>"),
     "deployments": ("deployment.>", "secret.>"),
-    "scheduler": ("run.function", "run.agent", "job.*.dispatched", "job.*.failed", "job.*.cancelled", "job.*.retrying"),
+    "scheduler": (
+        "run.function",
+        "run.agent",
+        "job.*.dispatched",
+        "job.*.retrying",
+        "job.*.succeeded",
+        "job.*.failed",
+        "job.*.cancelled",
+    ),
     "function-runner": _RUNNER_EVENTS,
     "agent-runner": (
         *_RUNNER_EVENTS,
@@ -54,6 +59,8 @@ EVENT_PUBLISH: Final[dict[str, tuple[str, ...]]] = {
 
 CORE_SUBSCRIBE: Final[dict[str, tuple[str, ...]]] = {
     "gateway": ("job.>",),  # live fan-out of job events to SSE clients
+    "function-runner": ("job.*.cancel_requested",),  # stop a running job
+    "agent-runner": ("job.*.cancel_requested",),
 }
 """Plain NATS subscriptions on stream subjects (beyond JetStream consumers)."""
 

@@ -24,7 +24,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     nats.errors.NoRespondersError,
     asyncio.TimeoutError,
     ConnectionError,
-    OSError,
 )
 """Failures that a later attempt can get past."""
 

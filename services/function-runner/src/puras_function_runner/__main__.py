@@ -6,6 +6,7 @@ import os
 
 import httpx
 from puras_common import streams, subjects
+from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import ConsumerSpec, WorkRunner
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime, run
@@ -15,7 +16,15 @@ from puras_function_runner.prepare import Deployments
 from puras_function_runner.runner import FunctionRunner
 from puras_function_runner.settings import FunctionRunnerSettings
 
-WORK_CONSUMER = ConsumerSpec(streams.WORK, "function-runner-work", (subjects.RUN_FUNCTION,), ack_wait_seconds=30.0)
+
+def work_consumer(settings: FunctionRunnerSettings) -> ConsumerSpec:
+    return ConsumerSpec(
+        streams.WORK,
+        "function-runner-work",
+        (subjects.RUN_FUNCTION,),
+        ack_wait_seconds=settings.lease_seconds,
+        max_deliver=settings.max_deliveries,
+    )
 
 
 async def main(settings: FunctionRunnerSettings | None = None) -> None:
@@ -38,15 +47,20 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
         runtime.log.info("jobs run as", uid=uid if uid is not None else os.getuid(), python=python)
         if not root:
             runtime.log.warning("not running as root: jobs run as this process's own uid")
+        cancels = CancelWatch(runtime.nc)
+        await cancels.start()
         runner = FunctionRunner(
             settings=settings,
             js=runtime.js,
             deployments=deployments,
             payloads=PayloadStore(settings.drive_url, token=token, client=http),
+            attempts=AttemptClient(runtime.nc, runner=settings.instance_id),
+            cancels=cancels,
         )
         runtime.checks["work"] = lambda: {"ok": True, "completed": runner.completed}
-        work = WorkRunner(js=runtime.js, spec=WORK_CONSUMER, work=runner.work, concurrency=settings.concurrency)
-        runtime.spawn(work.run(), WORK_CONSUMER.durable)
+        spec = work_consumer(settings)
+        work = WorkRunner(js=runtime.js, spec=spec, work=runner.work, concurrency=settings.concurrency)
+        runtime.spawn(work.run(), spec.durable)
         try:
             await runtime.run_until_stopped()
         finally:

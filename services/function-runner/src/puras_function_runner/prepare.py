@@ -5,12 +5,15 @@ warm fork server per deployment to fork its jobs from."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import sys
 import tempfile
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +105,7 @@ class Deployments:
     async def prepare(self, deployment_id: UUID) -> Prepared:
         if (ready := self._prepared.get(deployment_id)) is not None:
             return ready
-        async with self._lock(deployment_id):
+        async with self._lock(deployment_id), host_lock(self.cache_dir / "deployments" / f".{deployment_id}.lock"):
             if (ready := self._prepared.get(deployment_id)) is not None:
                 return ready
             prepared = await self._prepare(deployment_id)
@@ -168,7 +171,7 @@ class Deployments:
         digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:32]
         venv = self.cache_dir / "venvs" / digest
         python = venv / "bin" / "python"
-        async with self._lock(("venv", digest)):
+        async with self._lock(("venv", digest)), host_lock(self.cache_dir / "venvs" / f".{digest}.lock"):
             if not (venv / ".ready").exists():
                 shutil.rmtree(venv, ignore_errors=True)
                 uv = _uv()
@@ -219,6 +222,22 @@ class Deployments:
         for server in self._servers.values():
             await server.close()
         self._servers.clear()
+
+
+@contextlib.asynccontextmanager
+async def host_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive lock shared by every runner process on this host (they share the cache)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _make_readable(root: Path) -> None:

@@ -13,22 +13,31 @@ import asyncio
 import os
 import shutil
 import signal
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import orjson
 from nats.js import JetStreamContext
+from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import Delivery, Lease, publish
 from puras_common.envelope import Event
 from puras_common.errors import TRANSIENT_ERRORS
-from puras_common.events import JobFailed, JobStarted, JobSucceeded, RunFunction, RunPayload
-from puras_common.events.jobs import FailedPayload, StartedPayload, SucceededPayload
+from puras_common.events import JobStarted, RunFunction, RunPayload
+from puras_common.events.jobs import (
+    CancelledPayload,
+    FailedPayload,
+    StartedPayload,
+    SucceededPayload,
+)
 from puras_common.logging import bound_contextvars, get_logger
 from puras_common.payloads import PayloadStore, payload_key
 from puras_common.schemas import validate
 from puras_common.tokens import mint_job_token
-from puras_sandbox import ForkServerDied, Limits, Outcome, PythonCall, SandboxError
+from puras_sandbox import Child, ForkServerDied, Limits, Outcome, PythonCall, SandboxError
 
 from puras_function_runner.logs import LogPump
 from puras_function_runner.prepare import Deployments, Prepared, PrepareError
@@ -49,6 +58,33 @@ class JobFailure(Exception):
         self.detail = detail
 
 
+class JobCancelledError(Exception):
+    """The job was cancelled while this runner held it."""
+
+
+@dataclass
+class Attempt:
+    """One claimed attempt of a job on this runner."""
+
+    command: RunFunction
+    number: int
+    cancelled: asyncio.Event
+
+    @property
+    def spec(self) -> RunPayload:
+        return self.command.payload
+
+    @property
+    def job_id(self) -> UUID:
+        assert self.command.job_id is not None
+        return self.command.job_id
+
+    @property
+    def workspace_id(self) -> UUID:
+        assert self.command.workspace_id is not None
+        return self.command.workspace_id
+
+
 class FunctionRunner:
     def __init__(
         self,
@@ -57,62 +93,75 @@ class FunctionRunner:
         js: JetStreamContext,
         deployments: Deployments,
         payloads: PayloadStore,
+        attempts: AttemptClient,
+        cancels: CancelWatch,
     ) -> None:
         self.settings = settings
         self.js = js
         self.deployments = deployments
         self.payloads = payloads
+        self.attempts = attempts
+        self.cancels = cancels
         self.work_root = deployments.cache_dir / "work"
         self.drop_privileges = os.geteuid() == 0
         self.completed = 0
 
     async def work(self, delivery: Delivery, lease: Lease) -> None:
         command = delivery.event
-        assert isinstance(command, RunFunction)
-        p = command.payload
+        assert isinstance(command, RunFunction) and command.job_id is not None
         with bound_contextvars(job_id=str(command.job_id), workspace_id=str(command.workspace_id)):
-            started_at = time.monotonic()
-            await self._emit(command, JobStarted, StartedPayload(attempt=p.attempt, runner=self.settings.instance_id))
-            try:
-                try:
-                    value = await self._run(command, p)
-                except (JobFailure, asyncio.CancelledError, *TRANSIENT_ERRORS):
-                    raise
-                except Exception as exc:
-                    log.exception("runner failed the job")
-                    raise JobFailure(f"the runner failed to run the job: {type(exc).__name__}: {exc}", reason="runtime") from exc
-            except JobFailure as failure:
-                terminal: Event = self._event(
-                    command,
-                    JobFailed,
-                    FailedPayload(
-                        attempt=p.attempt,
-                        error=failure.error,
-                        error_detail=failure.detail,
-                        reason=failure.reason,  # type: ignore[arg-type]
-                        duration_ms=int((time.monotonic() - started_at) * 1000),
-                    ),
-                )
-            else:
-                result, result_ref = value, None
-                if len(orjson.dumps(value)) > self.settings.inline_payload_bytes:
-                    key = payload_key(command.workspace_id, command.job_id, "result")  # type: ignore[arg-type]
-                    result, result_ref = None, await self.payloads.put(key, value)
-                terminal = self._event(
-                    command,
-                    JobSucceeded,
-                    SucceededPayload(
-                        attempt=p.attempt,
-                        result=result,
-                        result_ref=result_ref,
-                        duration_ms=int((time.monotonic() - started_at) * 1000),
-                    ),
-                )
-            await publish(self.js, [terminal])
+            claim = await self.attempts.claim(
+                command.job_id, dispatched_attempt=command.payload.attempt, delivery=delivery.num_delivered
+            )
+            if not claim.run:
+                log.info("not running the job", reason=claim.reason)
+                await lease.ack()
+                return
+            with self.cancels.watch(command.job_id) as cancelled:
+                attempt = Attempt(command, claim.attempt, cancelled)
+                event_type, payload = await self._attempt(attempt)
+            reply = await self.attempts.complete(attempt.job_id, attempt.number, event_type, payload)
+            if not reply.accepted:
+                log.warning("the scheduler did not accept the result", reason=reply.reason, outcome=event_type)
             await lease.ack()
             self.completed += 1
 
-    async def _run(self, command: RunFunction, p: RunPayload) -> Any:
+    async def _attempt(self, attempt: Attempt) -> tuple[str, Any]:
+        """Run the attempt; returns the terminal event's type and payload."""
+        started_at = time.monotonic()
+        await publish(self.js, [self._event(attempt, JobStarted, StartedPayload(attempt=attempt.number, runner=self.settings.instance_id))])
+
+        def elapsed() -> int:
+            return int((time.monotonic() - started_at) * 1000)
+
+        try:
+            try:
+                value = await self._run(attempt)
+            except (JobFailure, JobCancelledError, asyncio.CancelledError, *TRANSIENT_ERRORS):
+                raise
+            except Exception as exc:
+                log.exception("runner failed the job")
+                raise JobFailure(f"the runner failed to run the job: {type(exc).__name__}: {exc}", reason="runtime") from exc
+        except JobCancelledError:
+            return "job.cancelled", CancelledPayload(attempt=attempt.number, reason="cancelled while running")
+        except JobFailure as failure:
+            return "job.failed", FailedPayload(
+                attempt=attempt.number,
+                error=failure.error,
+                error_detail=failure.detail,
+                reason=failure.reason,  # type: ignore[arg-type]
+                duration_ms=elapsed(),
+            )
+        result, result_ref = value, None
+        if len(orjson.dumps(value)) > self.settings.inline_payload_bytes:
+            key = payload_key(attempt.workspace_id, attempt.job_id, "result")
+            result, result_ref = None, await self.payloads.put(key, value)
+        return "job.succeeded", SucceededPayload(
+            attempt=attempt.number, result=result, result_ref=result_ref, duration_ms=elapsed()
+        )
+
+    async def _run(self, attempt: Attempt) -> Any:
+        p = attempt.spec
         try:
             prepared = await self.deployments.prepare(p.deployment_id)
         except PrepareError as exc:
@@ -121,7 +170,7 @@ class FunctionRunner:
         if manifest is None:
             raise JobFailure(f"skill {p.skill_name!r} is not in deployment {p.deployment_id}", reason="runtime")
         inputs = p.inputs if p.inputs is not None else await self.payloads.get(p.inputs_ref or "")
-        outcome = await self._execute(command, p, prepared, inputs)
+        outcome = await self._execute(attempt, prepared, inputs)
         value = self._value(outcome, p)
         schema = manifest.get("output_schema")
         if schema is not None and (problems := validate(schema, value, root=("result",))):
@@ -133,12 +182,13 @@ class FunctionRunner:
             )
         return value
 
-    async def _execute(self, command: RunFunction, p: RunPayload, prepared: Prepared, inputs: Any) -> Outcome:
+    async def _execute(self, attempt: Attempt, prepared: Prepared, inputs: Any) -> Outcome:
+        p = attempt.spec
         file, _, function = p.entrypoint.partition(":")
         module = file[: -len(".py")].replace("/", ".")
         skill_dir = prepared.root / "skills" / p.skill_name
-        workdir = self.work_root / str(command.job_id)
-        workdir.mkdir(mode=0o700)
+        # Per attempt: a lost attempt's directory may still be there, on this host.
+        workdir = Path(tempfile.mkdtemp(prefix=f"{attempt.job_id}.{attempt.number}.", dir=self.work_root))
         try:
             if self.drop_privileges:
                 os.chown(workdir, self.settings.sandbox_uid, self.settings.sandbox_gid)
@@ -151,14 +201,21 @@ class FunctionRunner:
                 processes=self.settings.max_processes,
                 file_size_bytes=self.settings.max_file_bytes,
             )
+            if attempt.cancelled.is_set():
+                raise JobCancelledError
             try:
-                child = await server.spawn(call, workdir=str(workdir), env=self._env(command, p, workdir, prepared), limits=limits)
+                child = await server.spawn(call, workdir=str(workdir), env=self._env(attempt, workdir, prepared), limits=limits)
             except SandboxError as exc:
                 raise JobFailure(f"could not start the job's process: {exc}", reason="runtime") from None
-            pump = LogPump(self.js, job_id=command.job_id, workspace_id=command.workspace_id, attempt=p.attempt, caused_by=command)  # type: ignore[arg-type]
+            pump = LogPump(self.js, job_id=attempt.job_id, workspace_id=attempt.workspace_id, attempt=attempt.number, caused_by=attempt.command)
             readers = asyncio.gather(pump.follow(child.stdout, "stdout"), pump.follow(child.stderr, "stderr"))
             try:
-                outcome = await asyncio.wait_for(child.wait(), p.timeout_seconds)
+                outcome = await self._wait(child, attempt)
+            except JobCancelledError:
+                await child.terminate(grace=self.settings.cancel_grace_seconds)
+                await readers
+                await pump.drain()
+                raise
             except TimeoutError:
                 await child.kill()
                 await readers
@@ -179,6 +236,23 @@ class FunctionRunner:
             return outcome
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _wait(self, child: Child, attempt: Attempt) -> Outcome:
+        """The child's outcome; TimeoutError past the job's timeout, JobCancelledError on cancel."""
+        finished = asyncio.ensure_future(child.wait())
+        cancelled = asyncio.ensure_future(attempt.cancelled.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {finished, cancelled}, timeout=attempt.spec.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            cancelled.cancel()
+        if finished in done:
+            return finished.result()
+        finished.cancel()
+        if cancelled in done:
+            raise JobCancelledError
+        raise TimeoutError
 
     def _value(self, outcome: Outcome, p: RunPayload) -> Any:
         result = outcome.result
@@ -204,11 +278,12 @@ class FunctionRunner:
         reason = "invalid_result" if kind == "ResultNotJSON" else "exception"
         raise JobFailure(f"{kind}: {message}" if message else kind, reason=reason, detail=error)
 
-    def _env(self, command: RunFunction, p: RunPayload, workdir: Path, prepared: Prepared) -> dict[str, str]:
+    def _env(self, attempt: Attempt, workdir: Path, prepared: Prepared) -> dict[str, str]:
+        p = attempt.spec
         token = mint_job_token(
             self.settings.job_token_key.get_secret_value(),
-            workspace_id=command.workspace_id,  # type: ignore[arg-type]
-            job_id=command.job_id,  # type: ignore[arg-type]
+            workspace_id=attempt.workspace_id,
+            job_id=attempt.job_id,
             skillpack_id=p.skillpack_id,
             ttl_seconds=p.timeout_seconds + 300,
         )
@@ -221,15 +296,13 @@ class FunctionRunner:
             "PYTHONUNBUFFERED": "1",
             "PURAS_API_BASE": self.settings.api_base,
             "PURAS_JOB_TOKEN": token,
-            "PURAS_JOB_ID": str(command.job_id),
-            "PURAS_WORKSPACE_ID": str(command.workspace_id),
+            "PURAS_JOB_ID": str(attempt.job_id),
+            "PURAS_WORKSPACE_ID": str(attempt.workspace_id),
             "PURAS_SKILL": p.skill_name,
             "PURAS_DEPLOYMENT_ROOT": str(prepared.root),
         }
 
-    def _event(self, command: RunFunction, cls: type[Event], payload: Any) -> Event:
-        return cls.new(payload, producer=PRODUCER, workspace_id=command.workspace_id, job_id=command.job_id, caused_by=command)
-
-    async def _emit(self, command: RunFunction, cls: type[Event], payload: Any) -> None:
-        await publish(self.js, [self._event(command, cls, payload)])
-
+    def _event(self, attempt: Attempt, cls: type[Event], payload: Any) -> Event:
+        return cls.new(
+            payload, producer=PRODUCER, workspace_id=attempt.workspace_id, job_id=attempt.job_id, caused_by=attempt.command
+        )

@@ -29,6 +29,12 @@ class FunctionRunnerSettings(ServiceSettings):
     sandbox_uid: int = 65534
     """The unprivileged uid jobs run as when the runner is root."""
     sandbox_gid: int = 65534
+    lease_seconds: float = 30.0
+    """A job's WORK message is redelivered to another runner if this one is silent this long
+    (it heartbeats every third of it while the job runs)."""
+    max_deliveries: int = 5
+    cancel_grace_seconds: float = 5.0
+    """After SIGTERM, how long a cancelled job may take to exit before SIGKILL."""
     max_warm_deployments: int = 32
     """Warm fork servers kept; the least recently used is stopped beyond this."""
     memory_limit_bytes: int = 2 * 1024 * 1024 * 1024

@@ -13,6 +13,7 @@ from puras_common.service import ServiceRuntime, run
 from puras_gateway import catalog, jobs
 from puras_gateway.app import create_app
 from puras_gateway.context import Gateway
+from puras_gateway.live import LiveJobs
 from puras_gateway.notify import Notifier
 from puras_gateway.settings import GatewaySettings
 
@@ -27,12 +28,16 @@ async def main(settings: GatewaySettings | None = None) -> None:
         assert runtime.outbox is not None
         token = settings.internal_token.get_secret_value()
         async with httpx.AsyncClient(timeout=60.0) as http:
+            live = LiveJobs(runtime.js)
+            await live.start()
+            runtime.checks["live"] = lambda: {"ok": True, "viewers": live.viewers, "delivered": live.delivered}
             gateway = Gateway(
                 settings=settings,
                 runtime=runtime,
                 notifier=Notifier(settings.require_database_url(), schema=runtime.schema),
                 http=http,
                 payloads=PayloadStore(settings.drive_url, token=token, client=http),
+                live=live,
             )
             runtime.spawn(gateway.notifier.run(), "listener")
             for spec, apply in ((JOBS_CONSUMER, jobs.apply), (CATALOG_CONSUMER, catalog.apply)):

@@ -10,6 +10,7 @@ from puras_common.outbox import Outbox
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime
 
+from puras_gateway.live import LiveJobs
 from puras_gateway.notify import Notifier
 from puras_gateway.settings import GatewaySettings
 
@@ -21,6 +22,7 @@ class Gateway:
     notifier: Notifier
     http: httpx.AsyncClient
     payloads: PayloadStore
+    live: LiveJobs
 
     @property
     def db(self) -> asyncpg.Pool:

@@ -27,6 +27,8 @@ class GatewaySettings(ServiceSettings):
     max_bundle_bytes: int = 100 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
     deployment_visible_timeout: float = 30.0
+    sse_ping_seconds: float = 15.0
+    """A ``: ping`` comment on quiet event streams, for proxies and idle clients."""
 
     @property
     def base_url(self) -> str:

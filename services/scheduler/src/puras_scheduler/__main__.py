@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from nats.aio.msg import Msg
 from puras_common import streams, subjects
+from puras_common.attempts import CLAIM, COMPLETE
 from puras_common.bus import ConsumerSpec, Delivery, ProjectionRunner
 from puras_common.migrate import service_migrations
 from puras_common.service import ServiceRuntime, run
 
 from puras_scheduler import queue
+from puras_scheduler.attempts import Attempts
 from puras_scheduler.dispatch import Dispatcher
 from puras_scheduler.settings import SchedulerSettings
+from puras_scheduler.watchdog import Watchdog
 
 JOBS_CONSUMER = ConsumerSpec(
     streams.JOBS,
     "scheduler-jobs",
     tuple(
         subjects.job("*", suffix)
-        for suffix in ("submitted", "started", "succeeded", "failed", "cancelled", "cancel_requested")
+        for suffix in ("submitted", "cancel_requested")
     ),
 )
 BALANCES_CONSUMER = ConsumerSpec(streams.LEDGER, "scheduler-balances", (subjects.BALANCE_CHANGED_ALL,))
@@ -39,6 +43,16 @@ async def main(settings: SchedulerSettings | None = None) -> None:
             projection = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=spec, apply=apply, after_commit=wake)
             runtime.spawn(projection.run(), spec.durable)
         runtime.spawn(dispatcher.run(), "dispatcher")
+        attempts = Attempts(runtime.outbox, max_attempts=settings.max_attempts)
+
+        async def completed(msg: Msg) -> None:
+            await attempts.serve_complete(msg)
+            dispatcher.wake.set()  # a slot is free
+
+        await runtime.nc.subscribe(CLAIM, queue="scheduler", cb=attempts.serve_claim)
+        await runtime.nc.subscribe(COMPLETE, queue="scheduler", cb=completed)
+        watchdog = Watchdog(runtime.outbox, grace_seconds=settings.lost_grace_seconds)
+        runtime.spawn(watchdog.run(), "watchdog")
         await runtime.run_until_stopped()
 
 

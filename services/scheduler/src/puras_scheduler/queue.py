@@ -7,15 +7,10 @@ from puras_common.events import (
     BalanceChanged,
     JobCancelled,
     JobCancelRequested,
-    JobFailed,
-    JobStarted,
     JobSubmitted,
-    JobSucceeded,
 )
 from puras_common.events.jobs import CancelledPayload
 from puras_common.outbox import UnitOfWork
-
-TERMINAL = "('succeeded', 'failed', 'cancelled')"
 
 
 async def apply_job_event(uow: UnitOfWork, d: Delivery) -> None:
@@ -27,24 +22,20 @@ async def apply_job_event(uow: UnitOfWork, d: Delivery) -> None:
             event.job_id, event.workspace_id, event.payload.kind.value,
             event.payload.model_dump(mode="json"), event.occurred_at,
         )
-    elif isinstance(event, JobStarted):
-        await conn.execute(
-            "UPDATE jobs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'dispatched'",
-            event.job_id, event.occurred_at,
-        )
-    elif isinstance(event, JobSucceeded | JobFailed | JobCancelled):
-        status = {"job.succeeded": "succeeded", "job.failed": "failed", "job.cancelled": "cancelled"}[event.type]
-        await conn.execute(
-            f"UPDATE jobs SET status = $2, finished_at = $3 WHERE id = $1 AND status NOT IN {TERMINAL}",
-            event.job_id, status, event.occurred_at,
-        )
     elif isinstance(event, JobCancelRequested):
         cancelled = await conn.fetchval(
             """UPDATE jobs SET status = 'cancelled', finished_at = now()
                WHERE id = $1 AND status = 'queued' RETURNING workspace_id""",
             event.job_id,
         )
-        if cancelled is not None:
+        if cancelled is None:
+            # Dispatched or running: the runner stops it; a claim after this refuses to start it.
+            await conn.execute(
+                """UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, $2)
+                   WHERE id = $1 AND status IN ('dispatched', 'running')""",
+                event.job_id, event.occurred_at,
+            )
+        else:
             uow.emit(
                 JobCancelled.new(
                     CancelledPayload(attempt=None, reason="cancelled while queued"),

@@ -13,3 +13,7 @@ class SchedulerSettings(ServiceSettings):
     max_concurrency_per_workspace: int = 64
     """Jobs of one workspace dispatched or running at once; the rest wait queued."""
     dispatch_batch: int = 256
+    max_attempts: int = 3
+    """Runs of a deterministic job whose worker keeps getting lost, before it fails."""
+    lost_grace_seconds: int = 120
+    """How long past its timeout a running job may go unheard of before it is failed."""

@@ -157,4 +157,18 @@ class JobCancelRequested(_JobEvent):
     payload: CancelRequestedPayload
 
 
+class RetryingPayload(Payload):
+    attempt: int
+    """The new attempt."""
+    reason: str
+
+
+class JobRetrying(_JobEvent):
+    """A deterministic job's worker was lost; the job runs again as a new attempt."""
+
+    subject_pattern: ClassVar = "job.{job_id}.retrying"
+    type: Literal["job.retrying"] = "job.retrying"
+    payload: RetryingPayload
+
+
 TERMINAL_TYPES = frozenset({"job.succeeded", "job.failed", "job.cancelled"})

@@ -118,11 +118,27 @@ class DeploymentDeleted(_PlatformEvent):
     payload: DeploymentDeletedPayload
 
 
+class FeedbackSubmittedPayload(Payload):
+    job_id: UUID
+    end_user_id: str
+    rating: int
+    comment: str
+
+
+class FeedbackSubmitted(_PlatformEvent):
+    """Someone rated or commented on a job's result (one row per job and end user)."""
+
+    subject_pattern: ClassVar = "feedback.{workspace_id}.submitted"
+    type: Literal["feedback.submitted"] = "feedback.submitted"
+    payload: FeedbackSubmittedPayload
+
+
 __all__ = [
     "CreditGranted",
     "DeploymentActivated",
     "DeploymentCreated",
     "DeploymentDeleted",
+    "FeedbackSubmitted",
     "Micros",
     "SkillManifest",
     "ToolManifest",

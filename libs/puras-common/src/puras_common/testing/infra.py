@@ -4,7 +4,8 @@ By default a nats-server (JetStream, per-service users) and a PostgreSQL cluster
 from the embedded wheels on free ports below 32768, in temporary directories, and stopped in
 ``finally``. ``PURAS_TEST_NATS_URL`` (an admin URL) and ``PURAS_TEST_DATABASE_URL`` (a superuser
 URL) point the suite at running servers instead; then per-service NATS permissions are not
-enforced, because the external server's users are not ours to define.
+enforced, because the external server's users are not ours to define. ``PURAS_TEST_KEEP=1`` keeps
+the session's directory (service logs under ``logs/``) for a look after a failure.
 """
 
 from __future__ import annotations
@@ -113,4 +114,7 @@ async def start_infra(*, role_prefix: str = "puras") -> AsyncIterator[Infra]:
             await nats.stop()
         if postgres is not None:
             await postgres.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("PURAS_TEST_KEEP"):
+            print(f"\nPURAS_TEST_KEEP: test state and service logs kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)

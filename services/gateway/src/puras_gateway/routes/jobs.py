@@ -1,51 +1,78 @@
-"""``/v1/jobs``: submit (async or ``wait=true``) and read jobs."""
+"""``/v1/jobs``: submit (async, ``wait=true`` or ``stream=true``), list, read and cancel jobs."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
-from puras_common.api import ApiError, ErrorCode, JobOut, JobStatus
-from puras_common.events import JobKind, JobSpec, JobSubmitted
+from puras_common.api import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+    ApiError,
+    ErrorBody,
+    ErrorCode,
+    JobOut,
+    JobStatus,
+    Page,
+)
+from puras_common.events import JobCancelRequested, JobKind, JobSpec, JobSubmitted
+from puras_common.events.jobs import CancelRequestedPayload
 from puras_common.ids import new_id, parse_id
 from puras_common.payloads import payload_key
 from puras_common.schemas import validate
-from pydantic import BaseModel, ConfigDict, Field
 
 from puras_gateway import catalog, jobs
 from puras_gateway.auth import GatewayDep, Principal, PrincipalDep
 from puras_gateway.bodies import parse_model, read_capped
 from puras_gateway.context import Gateway
 from puras_gateway.notify import JOBS_CHANNEL
+from puras_gateway.requests import JobRequest
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "Invalid request"),
+        (401, "Missing, malformed, invalid or revoked API key"),
+        (403, "Forbidden for this key"),
+        (404, "Not found"),
+        (409, "Conflict"),
+        (413, "Payload too large"),
+        (422, "Inputs do not match the skill's input_schema"),
+    )
+}
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
 DEFAULT_TIMEOUT_SECONDS = 900
 MAX_TIMEOUT_SECONDS = 3600
+IDEMPOTENCY_WINDOW = "24 hours"
 
 
-class JobRequest(BaseModel):
-    """``POST /v1/jobs`` body."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    skill: str = Field(min_length=1, max_length=300)
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    skillpack: str | None = Field(default=None, min_length=1, max_length=200)
-    version: int | None = Field(default=None, ge=1)
-
-
-@router.post("", status_code=201, response_model=JobOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": JobRequest.model_json_schema()}}},
+    },
+    responses={200: {"model": JobOut, "description": "wait=true: the job once ended (or at timeout); stream=true: text/event-stream"}},
+)
 async def submit_job(
     request: Request,
     gw: GatewayDep,
     who: PrincipalDep,
     wait: Annotated[bool, Query(description="Hold the request until the job ends or `timeout` passes")] = False,
     timeout: Annotated[int | None, Query(description="Seconds to wait, 1–60 (default 30)")] = None,
+    stream: Annotated[bool, Query(description="Answer with the job's events as Server-Sent Events")] = False,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Any:
+    if wait and stream:
+        raise ApiError(ErrorCode.INVALID_REQUEST, "wait and stream are mutually exclusive: choose one")
     if timeout is not None and not wait:
         raise ApiError(ErrorCode.INVALID_REQUEST, "timeout is only meaningful with wait=true")
     wait_seconds = 30 if timeout is None else timeout
@@ -61,16 +88,32 @@ async def submit_job(
         hint="; upload files with POST /v1/drive/upload and pass their drive_path in inputs",
     )
     body = parse_model(JobRequest, raw)
-    job = await submit(gw, who, body)
+    replayed = False
+    if idempotency_key is not None:
+        job, replayed = await submit_idempotent(gw, who, body, key=idempotency_key, body_sha256=hashlib.sha256(raw).digest())
+    else:
+        job = await submit(gw, who, body)
+    if stream:
+        from puras_gateway.routes.events import event_stream
+
+        return event_stream(gw, job.id, who.workspace_id, after=0)
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
     if wait:
         job = await wait_for_terminal(gw, job.id, who.workspace_id, timeout=wait_seconds)
-        return JSONResponse(job.model_dump(mode="json"), status_code=200)
-    return JSONResponse(
-        job.model_dump(mode="json"), status_code=201, headers={"Location": f"/v1/jobs/{job.id}"}
-    )
+        return JSONResponse(job.model_dump(mode="json"), status_code=200, headers=headers)
+    return JSONResponse(job.model_dump(mode="json"), status_code=200 if replayed else 201, headers=headers)
 
 
-async def submit(gw: Gateway, who: Principal, body: JobRequest, *, parent_job_id: UUID | None = None) -> JobOut:
+async def submit(
+    gw: Gateway,
+    who: Principal,
+    body: JobRequest,
+    *,
+    parent_job_id: UUID | None = None,
+    idempotency: tuple[str, bytes] | None = None,
+) -> JobOut:
     """Resolve, validate and queue one job; returns it as queued."""
     address = catalog.parse_address(body.skill, skillpack=body.skillpack)
     async with gw.db.acquire() as conn:
@@ -112,6 +155,18 @@ async def submit(gw: Gateway, who: Principal, body: JobRequest, *, parent_job_id
     )
     event = JobSubmitted.new(spec, producer="gateway", workspace_id=who.workspace_id, job_id=job_id)
     async with gw.outbox.transaction() as uow:
+        if idempotency is not None:
+            key, digest = idempotency
+            claimed = await uow.conn.fetchval(
+                f"""INSERT INTO idempotency_keys (workspace_id, key, body_sha256, job_id) VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (workspace_id, key) DO UPDATE
+                    SET body_sha256 = EXCLUDED.body_sha256, job_id = EXCLUDED.job_id, created_at = now()
+                    WHERE idempotency_keys.created_at <= now() - interval '{IDEMPOTENCY_WINDOW}'
+                    RETURNING job_id""",
+                who.workspace_id, key, digest, job_id,
+            )
+            if claimed is None:
+                raise _KeyTaken  # another request holds the key: roll back, answer with its job
         uow.emit(event)
         # The row exists as soon as the client holds its id; the projection fills the rest.
         await jobs.apply_event(uow.conn, event, seq=None)
@@ -129,12 +184,50 @@ async def submit(gw: Gateway, who: Principal, body: JobRequest, *, parent_job_id
     )
 
 
+async def submit_idempotent(
+    gw: Gateway, who: Principal, body: JobRequest, *, key: str, body_sha256: bytes
+) -> tuple[JobOut, bool]:
+    """The job an earlier request with this key and body created (within 24 h), or a new one.
+
+    A concurrent request with the same key waits on the key's row until the first commits, then
+    answers with the first one's job.
+    """
+    for _ in range(2):
+        row = await gw.db.fetchrow(
+            f"""SELECT body_sha256, job_id FROM idempotency_keys
+                WHERE workspace_id = $1 AND key = $2 AND created_at > now() - interval '{IDEMPOTENCY_WINDOW}'""",
+            who.workspace_id, key,
+        )
+        if row is not None:
+            if row["body_sha256"] != body_sha256:
+                raise ApiError(
+                    ErrorCode.CONFLICT,
+                    f"Idempotency-Key {key!r} was used within 24 h for a different request body",
+                )
+            job = await load_job(gw, row["job_id"], who.workspace_id)
+            if job is not None:
+                return job, True
+        try:
+            return await submit(gw, who, body, idempotency=(key, body_sha256)), False
+        except _KeyTaken:
+            continue  # a concurrent request with the same key won; read its job
+    raise ApiError(ErrorCode.CONFLICT, f"Idempotency-Key {key!r} is in use by a request still being processed")
+
+
 async def load_job(gw: Gateway, job_id: UUID, workspace_id: UUID) -> JobOut | None:
     row = await jobs.fetch_job(gw.db, job_id, workspace_id)
     if row is None:
         return None
     result = await gw.payloads.get(row["result_ref"]) if row["result_ref"] else None
     return jobs.job_out(row, result=result)
+
+
+async def job_or_404(gw: Gateway, who: Principal, job_id: str) -> JobOut:
+    parsed = parse_id(job_id)
+    job = await load_job(gw, parsed, who.workspace_id) if parsed else None
+    if job is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
+    return job
 
 
 async def wait_for_terminal(gw: Gateway, job_id: UUID, workspace_id: UUID, *, timeout: float) -> JobOut:
@@ -154,10 +247,60 @@ async def wait_for_terminal(gw: Gateway, job_id: UUID, workspace_id: UUID, *, ti
     return job
 
 
+class _KeyTaken(Exception):
+    """The idempotency key was claimed by a concurrent request."""
+
+
+def _cursor(job_id: UUID) -> str:
+    return base64.urlsafe_b64encode(job_id.bytes).rstrip(b"=").decode()
+
+
+def _from_cursor(cursor: str) -> UUID:
+    try:
+        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, "cursor is not one this API returned", details=[{"pointer": "?cursor", "message": "invalid"}]
+        ) from None
+
+
+@router.get("", response_model=Page[JobOut])
+async def list_jobs(
+    gw: GatewayDep,
+    who: PrincipalDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = DEFAULT_PAGE_LIMIT,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Page[JobOut]:
+    before = _from_cursor(cursor) if cursor else None
+    rows = await gw.db.fetch(
+        f"""SELECT {jobs.JOB_COLUMNS} FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
+            WHERE j.workspace_id = $1 AND j.skill_name IS NOT NULL
+              AND ($2::text IS NULL OR j.status = $2) AND ($3::uuid IS NULL OR j.id < $3)
+            ORDER BY j.id DESC LIMIT $4""",
+        who.workspace_id, status.value if status else None, before, limit + 1,
+    )
+    page = [jobs.job_out(r) for r in rows[:limit]]
+    return Page[JobOut](data=page, next_cursor=_cursor(page[-1].id) if len(rows) > limit else None)
+
+
 @router.get("/{job_id}", response_model=JobOut)
 async def get_job(job_id: str, gw: GatewayDep, who: PrincipalDep) -> JobOut:
-    parsed = parse_id(job_id)
-    job = await load_job(gw, parsed, who.workspace_id) if parsed else None
-    if job is None:
-        raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
-    return job
+    return await job_or_404(gw, who, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={202: {"model": JobOut, "description": "Running: the runner stops it"}})
+async def cancel_job(job_id: str, gw: GatewayDep, who: PrincipalDep) -> Any:
+    job = await job_or_404(gw, who, job_id)
+    if job.status.terminal:
+        raise ApiError(ErrorCode.CONFLICT, f"job {job.id} has already {job.status.value}; there is nothing to cancel")
+    request = JobCancelRequested.new(
+        CancelRequestedPayload(key_id=who.key_id), producer="gateway", workspace_id=who.workspace_id, job_id=job.id
+    )
+    async with gw.outbox.transaction() as uow:
+        uow.emit(request)
+    if job.status is JobStatus.QUEUED:
+        # The scheduler cancels a queued job at once; answer with the cancelled job.
+        job = await wait_for_terminal(gw, job.id, who.workspace_id, timeout=5.0)
+    status = 200 if job.status is JobStatus.CANCELLED else 202
+    return JSONResponse(job.model_dump(mode="json"), status_code=status)

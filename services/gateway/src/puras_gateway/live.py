@@ -1,0 +1,168 @@
+"""Job events, live and from the start, as clients see them (``{id, type, payload}``, id = the
+JOBS stream sequence).
+
+One JetStream ordered consumer per gateway process receives every new job event and fans it
+out in memory to the viewers of that job, so 20k SSE streams cost one subscription. A viewer
+registers for live events *before* reading the job's backlog from the stream (with a short-lived
+filtered consumer), so nothing published in between is lost; events seen twice are dropped by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from puras_common import subjects
+from puras_common.api import PUBLIC_EVENT_TYPES, PUBLIC_TERMINAL_TYPES, PublicEvent
+from puras_common.envelope import UnknownEventType, parse_event
+from puras_common.logging import get_logger
+
+from puras_gateway.jobs import public_payload
+
+log = get_logger("puras_gateway.live")
+
+_QUEUE_LIMIT = 10_000
+
+
+def to_public(seq: int, data: bytes) -> PublicEvent | None:
+    """The public form of a stored job event, or None for internal ones."""
+    try:
+        event = parse_event(data)
+    except (UnknownEventType, ValueError):
+        return None
+    public = PUBLIC_EVENT_TYPES.get(event.type)
+    if public is None:
+        return None
+    return PublicEvent(id=seq, type=public, payload=public_payload(event), created_at=event.occurred_at)
+
+
+@dataclass(eq=False)
+class Viewer:
+    queue: asyncio.Queue[tuple[int, bytes]]
+    overflowed: bool = False
+
+
+class LiveJobs:
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self._viewers: dict[str, set[Viewer]] = defaultdict(set)
+        self._sub: Any = None
+        self.delivered = 0
+
+    async def start(self) -> None:
+        self._sub = await self.js.subscribe(
+            subjects.JOBS_ALL, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, cb=self._on_event,
+            stream="JOBS",
+        )
+
+    async def _on_event(self, msg: Msg) -> None:
+        viewers = self._viewers.get(msg.subject.split(".", 2)[1])
+        if not viewers:
+            return
+        seq = msg.metadata.sequence.stream
+        for viewer in viewers:
+            if viewer.queue.qsize() >= _QUEUE_LIMIT:
+                viewer.overflowed = True  # a stalled client; it re-reads from the stream
+                continue
+            viewer.queue.put_nowait((seq, msg.data))
+            self.delivered += 1
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[Viewer]:
+        viewer = Viewer(asyncio.Queue())
+        self._viewers[job_id].add(viewer)
+        try:
+            yield viewer
+        finally:
+            viewers = self._viewers.get(job_id)
+            if viewers is not None:
+                viewers.discard(viewer)
+                if not viewers:
+                    del self._viewers[job_id]
+
+    @property
+    def viewers(self) -> int:
+        return sum(len(v) for v in self._viewers.values())
+
+    async def backlog(self, job_id: str, *, after: int) -> list[tuple[int, bytes]]:
+        """Every event of the job stored after sequence ``after``."""
+        config = ConsumerConfig(
+            filter_subject=subjects.job_all(job_id),
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        info = await self.js.add_consumer("JOBS", config)
+        try:
+            remaining = info.num_pending
+            out: list[tuple[int, bytes]] = []
+            sub = await self.js.pull_subscribe_bind(info.name, "JOBS")
+            try:
+                while remaining > 0:
+                    for msg in await sub.fetch(min(remaining, 256), timeout=5.0):
+                        out.append((msg.metadata.sequence.stream, msg.data))
+                        remaining = msg.metadata.num_pending
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            return out
+        finally:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer("JOBS", info.name)
+
+    async def follow(self, job_id: str, *, after: int, heartbeat: float) -> AsyncIterator[PublicEvent | None]:
+        """The job's public events after ``after``: the backlog, then live ones, ending after the
+        terminal event. Yields None every ``heartbeat`` seconds of silence."""
+        with self.watch(job_id) as viewer:
+            last = after
+            for seq, data in await self.backlog(job_id, after=after):
+                last = seq
+                if (event := to_public(seq, data)) is not None:
+                    yield event
+                    if event.type in PUBLIC_TERMINAL_TYPES:
+                        return
+            while True:
+                if viewer.overflowed:
+                    viewer.overflowed = False
+                    pending = await self.backlog(job_id, after=last)
+                    while not viewer.queue.empty():
+                        viewer.queue.get_nowait()
+                else:
+                    try:
+                        pending = [await asyncio.wait_for(viewer.queue.get(), heartbeat)]
+                    except TimeoutError:
+                        yield None
+                        continue
+                    while not viewer.queue.empty():
+                        pending.append(viewer.queue.get_nowait())
+                for seq, data in pending:
+                    if seq <= last:
+                        continue  # already sent from the backlog
+                    last = seq
+                    if (event := to_public(seq, data)) is not None:
+                        yield event
+                        if event.type in PUBLIC_TERMINAL_TYPES:
+                            return
+
+
+def sse_frame(event: PublicEvent) -> bytes:
+    body = event.model_dump_json()
+    return f"id: {event.id}\ndata: {body}\n\n".encode()
+
+
+def sse_end(payload: str) -> bytes:
+    return f"event: end\ndata: {payload}\n\n".encode()
+
+
+PING = b": ping\n\n"
+
+

@@ -1,0 +1,113 @@
+"""Attempt fencing: claims and completions through the scheduler."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from puras_common.attempts import ClaimRequest, CompleteRequest
+from puras_common.bus import Delivery
+from puras_common.events import JobCancelRequested, JobSubmitted
+from puras_common.events.jobs import CancelRequestedPayload
+from puras_common.migrate import service_migrations
+from puras_common.testing import Infra, Scratch, scratch_schema
+from puras_scheduler import queue
+from puras_scheduler.attempts import Attempts
+from puras_scheduler.watchdog import Watchdog
+
+from .test_dispatch import balance, submitted
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(infra: Infra) -> AsyncIterator[Scratch]:
+    async with scratch_schema(infra.admin_database_dsn, service_migrations("scheduler", queue.__file__)) as s:
+        yield s
+
+
+async def dispatched(db: Scratch, *, kind: str = "function") -> JobSubmitted:
+    """A job submitted, funded and dispatched (attempt 1)."""
+    from puras_scheduler.dispatch import Dispatcher
+
+    ws = uuid.uuid4()
+    job = submitted(ws, kind=kind)
+    async with db.outbox.transaction() as uow:
+        await queue.apply_job_event(uow, Delivery(job, 1, 1, job.subject, None))  # type: ignore[arg-type]
+        await queue.apply_balance(uow, Delivery(balance(ws, 100, 1), 1, 1, "", None))  # type: ignore[arg-type]
+    await Dispatcher(db.outbox, max_per_workspace=100, batch=1000).dispatch_once()
+    return job
+
+
+def claim(job: JobSubmitted, delivery: int, runner: str = "r1") -> ClaimRequest:
+    return ClaimRequest(job_id=job.job_id, dispatched_attempt=1, delivery=delivery, runner=runner)
+
+
+def done(job: JobSubmitted, attempt: int, result: object = "ok") -> CompleteRequest:
+    return CompleteRequest(
+        job_id=job.job_id, attempt=attempt, type="job.succeeded", runner="r",
+        payload={"attempt": attempt, "result": result, "duration_ms": 1},
+    )
+
+
+async def events_of(db: Scratch, job: JobSubmitted) -> list[str]:
+    rows = await db.pool.fetch("SELECT type FROM outbox WHERE subject LIKE $1 ORDER BY seq", f"job.{job.job_id}.%")
+    return [r["type"] for r in rows]
+
+
+async def test_a_redelivery_becomes_a_new_attempt_and_only_it_may_finish(db: Scratch) -> None:
+    attempts = Attempts(db.outbox, max_attempts=3)
+    job = await dispatched(db)
+    first = await attempts.claim(claim(job, delivery=1))
+    assert (first.run, first.attempt) == (True, 1)
+    second = await attempts.claim(claim(job, delivery=2, runner="r2"))  # r1 went silent
+    assert (second.run, second.attempt) == (True, 2)
+    stale = await attempts.complete(done(job, 1, result="stale"))
+    assert not stale.accepted and stale.reason == "attempt 1 was superseded by attempt 2"
+    assert (await attempts.complete(done(job, 2))).accepted
+    assert (await attempts.complete(done(job, 2))).accepted  # the runner's retry is answered, not repeated
+    assert await events_of(db, job) == ["job.dispatched", "job.retrying", "job.succeeded"]
+    payload = await db.pool.fetchval("SELECT body->'payload' FROM outbox WHERE type = 'job.succeeded' AND subject LIKE $1", f"job.{job.job_id}.%")
+    assert payload["result"] == "ok" and payload["attempt"] == 2
+
+
+async def test_agentic_jobs_are_never_run_twice(db: Scratch) -> None:
+    attempts = Attempts(db.outbox, max_attempts=3)
+    job = await dispatched(db, kind="agent")
+    assert (await attempts.claim(claim(job, 1))).run
+    again = await attempts.claim(claim(job, 2))
+    assert not again.run
+    assert await events_of(db, job) == ["job.dispatched", "job.failed"]
+    error = await db.pool.fetchval("SELECT body->'payload'->>'error' FROM outbox WHERE type = 'job.failed' AND subject LIKE $1", f"job.{job.job_id}.%")
+    assert error.startswith("worker lost") and "not run twice" in error
+
+
+async def test_attempts_are_bounded(db: Scratch) -> None:
+    attempts = Attempts(db.outbox, max_attempts=2)
+    job = await dispatched(db)
+    assert (await attempts.claim(claim(job, 1))).attempt == 1
+    assert (await attempts.claim(claim(job, 2))).attempt == 2
+    assert not (await attempts.claim(claim(job, 3))).run
+    assert (await events_of(db, job))[-1] == "job.failed"
+
+
+async def test_a_job_cancelled_before_it_starts_is_not_run(db: Scratch) -> None:
+    attempts = Attempts(db.outbox, max_attempts=3)
+    job = await dispatched(db)
+    cancel = JobCancelRequested.new(CancelRequestedPayload(), producer="t", workspace_id=job.workspace_id, job_id=job.job_id)
+    async with db.outbox.transaction() as uow:
+        await queue.apply_job_event(uow, Delivery(cancel, 1, 1, cancel.subject, None))  # type: ignore[arg-type]
+    reply = await attempts.claim(claim(job, 1))
+    assert not reply.run and reply.reason == "cancelled"
+    assert (await events_of(db, job))[-1] == "job.cancelled"
+
+
+async def test_the_watchdog_fails_jobs_whose_worker_vanished(db: Scratch) -> None:
+    attempts = Attempts(db.outbox, max_attempts=3)
+    job = await dispatched(db)
+    await attempts.claim(claim(job, 1))
+    watchdog = Watchdog(db.outbox, grace_seconds=60)
+    assert await watchdog.sweep() == 0
+    await db.pool.execute("UPDATE jobs SET started_at = now() - interval '95 seconds' WHERE id = $1", job.job_id)
+    assert await watchdog.sweep() == 1  # timeout 30 s + grace 60 s passed
+    assert (await events_of(db, job))[-1] == "job.failed"
+    assert not (await attempts.complete(done(job, 1))).accepted  # the lost worker's late result
