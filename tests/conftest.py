@@ -12,6 +12,7 @@ from puras_common.testing import Infra
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def platform(infra: Infra) -> AsyncIterator[Platform]:
-    # A short lease, so that a lost runner's job moves to another runner within seconds.
-    async with start_platform(infra, extra_env={"PURAS_FUNCTION_RUNNER_LEASE_SECONDS": "3"}) as running:
+    # A short lease, so a lost runner's job moves to another runner within seconds; a short SSE
+    # ping interval, so tests see pings without waiting 15 s.
+    async with start_platform(infra, extra_env={"PURAS_FUNCTION_RUNNER_LEASE_SECONDS": "3", "PURAS_GATEWAY_SSE_PING_SECONDS": "1"}) as running:
         yield running

@@ -15,14 +15,14 @@ from puras.errors import JobError, PurasAPIError, PurasError, SecretError
 from puras.runtime import secret
 
 if TYPE_CHECKING:
-    from puras.client import Client
+    from puras.client import AsyncClient, Client
 
-__all__ = ["Client", "JobError", "PurasAPIError", "PurasError", "SecretError", "secret"]
+__all__ = ["AsyncClient", "Client", "JobError", "PurasAPIError", "PurasError", "SecretError", "secret"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Client":
-        from puras.client import Client
+    if name in ("Client", "AsyncClient"):
+        from puras import client
 
-        return Client
+        return getattr(client, name)
     raise AttributeError(f"module 'puras' has no attribute {name!r}")

@@ -1,17 +1,34 @@
-"""``puras.Client``: call deployed skills from any app, script or CI."""
+"""``puras.Client`` and ``puras.AsyncClient``: call deployed skills from any app, script or CI."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
 
 import httpx
 
+from puras._http import (
+    TERMINAL,
+    EventCursor,
+    SSEParser,
+    check,
+    headers,
+    resolve_config,
+    submit_request,
+)
 from puras.errors import JobError, PurasAPIError
 
-DEFAULT_API_BASE = "http://127.0.0.1:8080"
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+Transport = Literal["sse", "poll"]
+
+
+def _run_result(job: dict[str, Any], timeout: float) -> Any:
+    if job.get("status") == "succeeded":
+        return job.get("result")
+    if job.get("status") not in TERMINAL:
+        raise JobError(job, f"job {job['id']} still {job.get('status')} after {timeout}s")
+    raise JobError(job)
 
 
 class Client:
@@ -31,17 +48,10 @@ class Client:
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        key = api_key or os.environ.get("PURAS_API_KEY")
-        if not key:
-            raise ValueError("no API key: pass api_key= or set PURAS_API_KEY")
+        key, base = resolve_config(api_key, api_base)
         self.skillpack = skillpack
-        self.api_base = (api_base or os.environ.get("PURAS_API_BASE") or DEFAULT_API_BASE).rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.api_base,
-            headers={"Authorization": f"Bearer {key}", "User-Agent": "puras-python"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self.api_base = base
+        self._http = httpx.Client(base_url=base, headers=headers(key), timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -51,12 +61,6 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise _api_error(response)
-        return response.json()
 
     def submit(
         self,
@@ -69,23 +73,16 @@ class Client:
         timeout: int = 60,
     ) -> dict[str, Any]:
         """Submit a job and return the job object; ``wait=True`` holds the request server-side
-        for up to ``timeout`` seconds (at most 60)."""
-        body: dict[str, Any] = {"skill": skill, "inputs": inputs or {}}
-        pack = skillpack or (self.skillpack if "/" not in skill else None)
-        if pack:
-            body["skillpack"] = pack
-        if version is not None:
-            body["version"] = version
-        params = {"wait": "true", "timeout": str(timeout)} if wait else None
-        read_timeout = timeout + 10 if wait else None
-        kwargs: dict[str, Any] = {"json": body, "params": params}
-        if read_timeout:
-            kwargs["timeout"] = httpx.Timeout(self._http.timeout.connect or 10.0, read=read_timeout)
-        return self._request("POST", "/v1/jobs", **kwargs)
+        for up to ``timeout`` seconds (the API caps it at 60)."""
+        body, params = submit_request(
+            skill, inputs, default_skillpack=self.skillpack, skillpack=skillpack, version=version, wait=wait, timeout=timeout
+        )
+        read = httpx.Timeout(self._http.timeout.connect or 10.0, read=timeout + 10) if wait else None
+        return check(self._http.post("/v1/jobs", json=body, params=params, **({"timeout": read} if read else {})))
 
     def get(self, job_id: str) -> dict[str, Any]:
         """Fetch a job by id."""
-        return self._request("GET", f"/v1/jobs/{job_id}")
+        return check(self._http.get(f"/v1/jobs/{job_id}"))
 
     def wait(self, job_id: str, *, timeout: float = 600, poll_interval: float = 2.0) -> dict[str, Any]:
         """Poll until the job is terminal or ``timeout`` seconds pass; returns the last job seen."""
@@ -108,24 +105,155 @@ class Client:
     ) -> Any:
         """Submit and wait, returning the skill's result; :class:`JobError` if it did not succeed."""
         job = self.submit(skill, inputs, skillpack=skillpack, version=version)
-        job = self.wait(job["id"], timeout=timeout, poll_interval=poll_interval)
-        if job.get("status") != "succeeded":
-            if job.get("status") not in TERMINAL:
-                raise JobError(job, f"job {job['id']} still {job.get('status')} after {timeout}s")
-            raise JobError(job)
-        return job.get("result")
+        return _run_result(self.wait(job["id"], timeout=timeout, poll_interval=poll_interval), timeout)
+
+    def events(
+        self, job_id: str, *, after_id: int = 0, transport: Transport = "sse", poll_interval: float = 1.5, reconnects: int = 5
+    ) -> Iterator[dict[str, Any]]:
+        """The job's events (``{id, type, payload, created_at}``) as they happen, from the start
+        (or after ``after_id``), ending when the job ends. A dropped stream is resumed from the
+        last event seen, without gaps or repeats."""
+        cursor = EventCursor(after_id)
+        if transport == "poll":
+            yield from self._poll(job_id, cursor, poll_interval)
+            return
+        failures = 0
+        while not cursor.ended:
+            try:
+                with self._http.stream(
+                    "GET", f"/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": str(cursor.after_id)},
+                    timeout=httpx.Timeout(10.0, read=60.0),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        check(response)
+                    parser = SSEParser()
+                    for event, _id, data in parser.feed(response.iter_lines()):
+                        if (item := cursor.accept(event, data)) is not None:
+                            yield item
+                        if cursor.ended:
+                            return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                failures += 1
+                if failures > reconnects:
+                    raise
+                time.sleep(min(2.0, 0.2 * failures))
+
+    def _poll(self, job_id: str, cursor: EventCursor, interval: float) -> Iterator[dict[str, Any]]:
+        while True:
+            page = check(self._http.get(f"/v1/jobs/{job_id}/events", params={"after_id": cursor.after_id}))
+            for event in page["events"]:
+                cursor.after_id = event["id"]
+                yield event
+            if page["terminal"]:
+                return
+            if not page["events"]:
+                time.sleep(interval)
 
 
-def _api_error(response: httpx.Response) -> PurasAPIError:
-    try:
-        body = response.json()
-        error = body.get("error", {})
-        return PurasAPIError(
-            response.status_code,
-            error.get("code", "error"),
-            error.get("message", response.text),
-            details=error.get("details"),
-            body=body,
+class AsyncClient:
+    """The asyncio counterpart of :class:`Client`, with the same methods as coroutines."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        skillpack: str | None = None,
+        *,
+        api_base: str | None = None,
+        timeout: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        key, base = resolve_config(api_key, api_base)
+        self.skillpack = skillpack
+        self.api_base = base
+        self._http = httpx.AsyncClient(base_url=base, headers=headers(key), timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def submit(
+        self,
+        skill: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        skillpack: str | None = None,
+        version: int | None = None,
+        wait: bool = False,
+        timeout: int = 60,
+    ) -> dict[str, Any]:
+        body, params = submit_request(
+            skill, inputs, default_skillpack=self.skillpack, skillpack=skillpack, version=version, wait=wait, timeout=timeout
         )
-    except ValueError:
-        return PurasAPIError(response.status_code, "error", response.text[:500])
+        read = httpx.Timeout(self._http.timeout.connect or 10.0, read=timeout + 10) if wait else None
+        return check(await self._http.post("/v1/jobs", json=body, params=params, **({"timeout": read} if read else {})))
+
+    async def get(self, job_id: str) -> dict[str, Any]:
+        return check(await self._http.get(f"/v1/jobs/{job_id}"))
+
+    async def wait(self, job_id: str, *, timeout: float = 600, poll_interval: float = 2.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            job = await self.get(job_id)
+            if job.get("status") in TERMINAL or loop.time() >= deadline:
+                return job
+            await asyncio.sleep(min(poll_interval, max(0.0, deadline - loop.time())))
+
+    async def run(
+        self,
+        skill: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        skillpack: str | None = None,
+        version: int | None = None,
+        timeout: float = 600,
+        poll_interval: float = 2.0,
+    ) -> Any:
+        job = await self.submit(skill, inputs, skillpack=skillpack, version=version)
+        return _run_result(await self.wait(job["id"], timeout=timeout, poll_interval=poll_interval), timeout)
+
+    async def events(
+        self, job_id: str, *, after_id: int = 0, transport: Transport = "sse", poll_interval: float = 1.5, reconnects: int = 5
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor = EventCursor(after_id)
+        if transport == "poll":
+            while True:
+                page = check(await self._http.get(f"/v1/jobs/{job_id}/events", params={"after_id": cursor.after_id}))
+                for event in page["events"]:
+                    cursor.after_id = event["id"]
+                    yield event
+                if page["terminal"]:
+                    return
+                if not page["events"]:
+                    await asyncio.sleep(poll_interval)
+        failures = 0
+        while not cursor.ended:
+            try:
+                async with self._http.stream(
+                    "GET", f"/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": str(cursor.after_id)},
+                    timeout=httpx.Timeout(10.0, read=60.0),
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        check(response)
+                    parser = SSEParser()
+                    async for line in response.aiter_lines():
+                        for event, _id, data in parser.feed([line]):
+                            if (item := cursor.accept(event, data)) is not None:
+                                yield item
+                            if cursor.ended:
+                                return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                failures += 1
+                if failures > reconnects:
+                    raise
+                await asyncio.sleep(min(2.0, 0.2 * failures))
+
+
+__all__ = ["AsyncClient", "Client", "JobError", "PurasAPIError"]
