@@ -120,7 +120,7 @@ async def test_async_client(platform: Platform, tenant: Tenant) -> None:
         assert await client.run("echo", {"text": "async"}, poll_interval=0.1) == {"echoed": "async"}
         job = await client.submit("chatty", {"lines": 3})
         seen = [e async for e in client.events(job["id"])]
-        assert [e["type"] for e in seen][0] == "queued" and seen[-1]["type"] == "succeeded"
+        assert seen[0]["type"] == "queued" and seen[-1]["type"] == "succeeded"
         assert sum(1 for e in seen if e["type"] == "log") >= 1
         later = [e["id"] async for e in client.events(job["id"], after_id=seen[1]["id"])]
         assert later == [e["id"] for e in seen[2:]]

@@ -111,15 +111,14 @@ CRASH_AFTER_COMMIT = textwrap.dedent(
         nc = await connect_nats(nats_url, name="crasher")
         outbox = Outbox(pool, schema=schema)
         relay = OutboxRelay(outbox, nc.jetstream(), dsn=dsn)
-        asyncio.create_task(relay.run())
+        task = asyncio.create_task(relay.run())
         await asyncio.wait_for(relay.leader.wait(), 10)
-        conn = await pool.acquire()
-        async with outbox.transaction(conn) as uow:
+        task.cancel()  # the relay dies...
+        await asyncio.gather(task, return_exceptions=True)
+        async with outbox.transaction() as uow:  # ...the service commits an event...
             uow.emit(WorkspaceCreated.new(WorkspaceCreatedPayload(slug="crash", name="c"),
                                           producer="crasher", workspace_id=uuid.UUID(ws)))
-        # Committed. Nothing has yielded to the event loop since the commit returned, so the
-        # relay, though woken, has not published. Die now, as a crash would.
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)  # ...and the process dies before anything publishes it
 
     asyncio.run(main(*sys.argv[1:]))
     """
