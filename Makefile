@@ -31,6 +31,9 @@ run: install system-deps
 test: install system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+bench: install system-deps
+	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick,)
+
 lint: install
 	$(VENV)/bin/ruff check .
 

@@ -253,3 +253,30 @@ async def test_openapi_describes_every_endpoint_and_its_errors(platform: Platfor
     assert {"400", "401", "404", "413", "422"} <= set(submit["responses"])
     assert submit["requestBody"]["content"]["application/json"]["schema"]["required"] == ["skill"]
     assert {p["name"] for p in submit["parameters"]} >= {"wait", "timeout", "stream", "Idempotency-Key"}
+
+
+async def test_live_streams_keep_flowing_after_a_burst(tenant: Tenant, platform: Platform) -> None:
+    """The gateway's one live subscription is flow-controlled by the server; after a burst of
+    events it must still deliver new ones (it stalled once, unable to answer flow control)."""
+    import asyncio as aio
+
+    from puras_common.bus import connect_nats
+    from puras_common.events import JobLogged
+    from puras_common.events.jobs import LoggedPayload
+
+    nc = await connect_nats(platform.infra.nats_url(), name="burst")
+    js = nc.jetstream()
+    noise = uuid.uuid4()
+    futures = [
+        await js.publish_async(
+            f"job.{noise}.log",
+            JobLogged.new(LoggedPayload(attempt=1, stream="stdout", text="x" * 2000), producer="t", job_id=noise).to_json(),
+        )
+        for _ in range(20_000)
+    ]
+    await aio.gather(*futures)
+    await nc.close()
+    events, end, _ = await aio.wait_for(
+        read_sse(tenant.http, "POST", "/v1/jobs?stream=true", json={"skill": "chatty", "inputs": {"lines": 2}}), 60
+    )
+    assert [d["type"] for _, d in events][-1] == "succeeded" and end is not None

@@ -82,3 +82,17 @@ async def test_streams_cannot_be_deleted_by_a_service(enforced: Infra) -> None:
         assert (await admin.jetstream().stream_info("JOBS")).config.name == "JOBS"
     finally:
         await admin.close()
+
+
+async def test_services_may_answer_flow_control(enforced: Infra) -> None:
+    """Ordered consumers (the gateway's live fan-out) stall unless the client can answer the
+    server's flow-control requests."""
+    errors: list[str] = []
+    nc = await connect_as(enforced, "gateway", errors)
+    try:
+        await nc.publish("$JS.FC.JOBS.x.y", b"")
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        assert not errors, errors
+    finally:
+        await nc.close()

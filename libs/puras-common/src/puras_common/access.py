@@ -96,6 +96,7 @@ def service_permissions(service: str) -> NatsPermissions:
             "svc.>",
             "$JS.API.>",
             "$JS.ACK.>",
+            "$JS.FC.>",  # flow-control replies: without them an ordered consumer stalls under load
             "_INBOX.>",
         ),
         publish_deny=_JS_DENY,

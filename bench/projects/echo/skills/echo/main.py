@@ -1,0 +1,2 @@
+def run(inputs: dict) -> dict:
+    return {"echoed": inputs["text"]}

@@ -1,0 +1,173 @@
+"""``make bench`` (``QUICK=1`` for a short run): every workload, the peers, one report.
+
+Writes ``results/<date>.json`` and ``results/<date>.md`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import workloads
+from harness import machine, platform, summary
+
+FULL = {"n": 2000, "m": 300, "repeats": 3, "delivery": 500, "levels": [1000, 5000, 10000, 19000], "history": (100_000, 1_000_000)}
+QUICK = {"n": 400, "m": 100, "repeats": 2, "delivery": 200, "levels": [500, 2000], "history": (10_000, 100_000)}
+TARGETS = {
+    "throughput_vs_celery_subprocess": ("≥", 5.0),
+    "sync_p50_vs_celery_subprocess": ("≤", 0.5),
+    "publish_to_sse_p50_ms": ("≤", 1.0),
+    "bytes_per_stream": ("<", 50_000),
+    "history_ratio": ("≤", 1.2),
+}
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+async def measure_puras(p: dict[str, Any], log_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    async with platform(log_path=log_dir / "platform.log") as running:
+        key = await running.workspace("bench")
+        await running.push(key, Path(__file__).parent / "projects" / "echo")
+        await workloads.sync_round_trip(running, key, m=20)  # warm: deployment prepared, fork server up
+        say("echo throughput")
+        runs = [await workloads.echo_throughput(running, key, n=p["n"]) for _ in range(p["repeats"])]
+        out["echo_throughput"] = {**summary([r["jobs_per_s"] for r in runs]), "n": p["n"], "runs_detail": runs}
+        say("sync round trip")
+        out["sync_round_trip_ms"] = summary(await workloads.sync_round_trip(running, key, m=p["m"]))
+        say("publish → SSE")
+        out["publish_to_sse_ms"] = summary(await workloads.event_delivery(running, samples=p["delivery"]))
+        levels = []
+        for streams in p["levels"]:
+            say(f"SSE capacity: {streams} streams")
+            level = await workloads.sse_capacity(running, streams=streams)
+            latencies = level.pop("latencies_ms")
+            levels.append({**level, "delivery_ms": summary(latencies)})
+        out["sse_capacity"] = levels
+        jobs, events = p["history"]
+        say(f"history: {jobs} jobs, {events} events")
+        before = out["sync_round_trip_ms"]["p50"]
+        await workloads.fill_history(running, jobs=jobs, events=events)
+        after = summary(await workloads.sync_round_trip(running, key, m=p["m"]))
+        out["history"] = {"jobs": jobs, "events": events, "p50_empty_ms": before, "p50_full_ms": after["p50"], "after": after}
+    return out
+
+
+def measure_celery(p: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with workloads.Redis() as redis, workloads.CeleryWorker(redis):
+        for task in ("echo", "echo_subprocess"):
+            say(f"celery {task}")
+            workloads.celery_round_trip(task, m=10)  # warm
+            runs = [workloads.celery_throughput(task, n=p["n"]) for _ in range(p["repeats"])]
+            out[task] = {
+                "throughput": {**summary([r["jobs_per_s"] for r in runs]), "runs_detail": runs},
+                "round_trip_ms": summary(workloads.celery_round_trip(task, m=p["m"])),
+            }
+    return out
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, Any]:
+    puras, celery = report["puras"], report["celery"]
+    sub = celery["echo_subprocess"]
+    biggest = max(puras["sse_capacity"], key=lambda level: level["streams"])
+    values = {
+        "throughput_vs_celery_subprocess": puras["echo_throughput"]["median"] / sub["throughput"]["median"],
+        "throughput_vs_celery_inprocess": puras["echo_throughput"]["median"] / celery["echo"]["throughput"]["median"],
+        "sync_p50_vs_celery_subprocess": puras["sync_round_trip_ms"]["p50"] / sub["round_trip_ms"]["p50"],
+        "sync_p50_vs_celery_inprocess": puras["sync_round_trip_ms"]["p50"] / celery["echo"]["round_trip_ms"]["p50"],
+        "publish_to_sse_p50_ms": puras["publish_to_sse_ms"]["p50"],
+        "bytes_per_stream": biggest["bytes_per_stream"],
+        "history_ratio": puras["history"]["p50_full_ms"] / puras["history"]["p50_empty_ms"],
+    }
+    out = {}
+    for name, value in values.items():
+        entry: dict[str, Any] = {"value": value}
+        if name in TARGETS:
+            op, bound = TARGETS[name]
+            entry["target"] = f"{op} {bound:g}"
+            entry["met"] = {"≥": value >= bound, "≤": value <= bound, "<": value < bound}[op]
+        out[name] = entry
+    return out
+
+
+def table(report: dict[str, Any]) -> str:
+    p, c, v = report["puras"], report["celery"], report["verdicts"]
+    ms = lambda s: f"{s['p50']:.2f} / {s['p99']:.2f} ms"  # noqa: E731
+    rows = [
+        "| workload | Puras | Celery in-process | Celery fresh interpreter |",
+        "| --- | --- | --- | --- |",
+        f"| echo throughput (median of {p['echo_throughput']['runs']}, N={p['echo_throughput']['n']}) | "
+        f"{p['echo_throughput']['median']:.0f} jobs/s (min {p['echo_throughput']['min']:.0f}, max {p['echo_throughput']['max']:.0f}) | "
+        f"{c['echo']['throughput']['median']:.0f} tasks/s | {c['echo_subprocess']['throughput']['median']:.0f} tasks/s |",
+        f"| sync round trip p50 / p99 ({p['sync_round_trip_ms']['runs']} runs) | {ms(p['sync_round_trip_ms'])} | "
+        f"{ms(c['echo']['round_trip_ms'])} | {ms(c['echo_subprocess']['round_trip_ms'])} |",
+        "",
+        "| event delivery | p50 | p99 | min–max | runs |",
+        "| --- | --- | --- | --- | --- |",
+        f"| publish → SSE client | {p['publish_to_sse_ms']['p50']:.2f} ms | {p['publish_to_sse_ms']['p99']:.2f} ms | "
+        f"{p['publish_to_sse_ms']['min']:.2f}–{p['publish_to_sse_ms']['max']:.2f} ms | {p['publish_to_sse_ms']['runs']} |",
+        "",
+        "| SSE streams on one gateway process | delivered | delivery p50 / p99 | memory per stream | ramp |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for level in p["sse_capacity"]:
+        d = level["delivery_ms"]
+        rows.append(
+            f"| {level['streams']} (failed {level['failed']}) | {level['deliveries']}/{level['expected_deliveries']} | "
+            f"{d.get('p50', float('nan')):.1f} / {d.get('p99', float('nan')):.1f} ms | {level['bytes_per_stream'] / 1024:.1f} KiB | "
+            f"{level['ramp_seconds']:.0f} s |"
+        )
+    h = p["history"]
+    rows += [
+        "",
+        f"History: sync p50 {h['p50_empty_ms']:.2f} ms empty → {h['p50_full_ms']:.2f} ms with {h['jobs']:,} past jobs "
+        f"and {h['events']:,} past events.",
+        "",
+        "| ratio or figure | value | target | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, entry in v.items():
+        met = "" if "met" not in entry else ("yes" if entry["met"] else "**no**")
+        rows.append(f"| {name} | {entry['value']:.3g} | {entry.get('target', '')} | {met} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    params = QUICK if args.quick else FULL
+    results_dir = Path(__file__).resolve().parent / "results"
+    results_dir.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+    report: dict[str, Any] = {"machine": machine(), "started_at": datetime.now(UTC).isoformat(), "quick": args.quick, "params": params}
+    t0 = time.perf_counter()
+    report["puras"] = asyncio.run(measure_puras(params, Path(tempfile.gettempdir())))
+    report["celery"] = measure_celery(params)
+    (results_dir / f"{stamp}.json").write_bytes(workloads.dumps(report))  # kept even if the summary fails
+    report["verdicts"] = verdicts(report)
+    report["seconds"] = time.perf_counter() - t0
+    (results_dir / f"{stamp}.json").write_bytes(workloads.dumps(report))
+    m = report["machine"]
+    text = (
+        f"# Benchmark {stamp}\n\n{m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, Python {m['python']}, "
+        f"{m['platform']}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.\n\n{table(report)}\n"
+    )
+    (results_dir / f"{stamp}.md").write_text(text)
+    print(text)
+    say(f"done in {report['seconds']:.0f} s; results/{stamp}.json")
+
+
+if __name__ == "__main__":
+    main()
