@@ -33,7 +33,7 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
         return {"runs": 0}
 
     def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
     return {
         "median": statistics.median(ordered),

@@ -89,7 +89,7 @@ def client_process(url: str, key: str, job_ids: list[str], per_job: int, ready, 
     records latencies until ``stop_flag`` is set."""
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     async def main() -> None:
