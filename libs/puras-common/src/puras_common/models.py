@@ -2,11 +2,19 @@
 
 Data, not code: ``catalog/models.yaml``. Rates are kept as exact decimal strings of upstream
 USD per 1M tokens; billing turns them into micros with integer arithmetic.
+
+An operator adds self-hosted models served by any OpenAI-compatible endpoint with
+``PURAS_LOCAL_MODELS``, a JSON object ``{"<name>": {"base_url": ..., "upstream": ..., "vision":
+false, "pdf": false, "input": "0", "output": "0"}}``; each becomes the slug ``local/<name>``,
+priced at zero unless rates are given. Every service reads the same variable, so a push naming
+``local/<name>`` is accepted, run and priced alike.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -28,6 +36,8 @@ class Model:
     output_usd_per_mtok: Decimal
     vision: bool
     pdf: bool
+    base_url: str | None = None
+    """Where a ``local/`` model is served (an OpenAI-compatible API); None for the hosted families."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,42 @@ def catalogue() -> ModelCatalogue:
         )
         for slug, row in data["models"].items()
     }
+    models.update(local_models(os.environ.get("PURAS_LOCAL_MODELS", "")))
     if data["default"] not in models:
         raise ValueError(f"default model {data['default']!r} is not in the catalogue")
     return ModelCatalogue(default=data["default"], models=models)
+
+
+LOCAL_MODELS_ENV = "PURAS_LOCAL_MODELS"
+
+
+class LocalModelsError(ValueError):
+    """``PURAS_LOCAL_MODELS`` is not a JSON object of well-formed endpoint entries."""
+
+
+def local_models(spec: str) -> dict[str, Model]:
+    """The ``local/<name>`` models an operator configured (``PURAS_LOCAL_MODELS``)."""
+    if not spec.strip():
+        return {}
+    try:
+        data = json.loads(spec)
+    except ValueError as exc:
+        raise LocalModelsError(f"{LOCAL_MODELS_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise LocalModelsError(f"{LOCAL_MODELS_ENV} must be a JSON object of name -> endpoint")
+    models: dict[str, Model] = {}
+    for name, row in data.items():
+        if not isinstance(row, dict) or not isinstance(row.get("base_url"), str):
+            raise LocalModelsError(f"{LOCAL_MODELS_ENV}[{name!r}] needs a base_url")
+        slug = f"local/{name}"
+        models[slug] = Model(
+            slug=slug,
+            provider="local",
+            upstream=str(row.get("upstream") or name),
+            input_usd_per_mtok=Decimal(str(row.get("input", "0"))),
+            output_usd_per_mtok=Decimal(str(row.get("output", "0"))),
+            vision=bool(row.get("vision", False)),
+            pdf=bool(row.get("pdf", False)),
+            base_url=row["base_url"],
+        )
+    return models

@@ -137,7 +137,8 @@ def _read_skill(skill_dir: Path, root: Path, problems: list[Problem]) -> SkillMa
         description=description,
         kind=kind,
         entrypoint=entrypoint,  # type: ignore[arg-type]
-        model=model,
+        # Fixed at push: a later change of the platform default never moves a deployed skill.
+        model=model if model is not None or kind is not JobKind.AGENT else catalogue().default,
         disable_bash=disable_bash,
         input_schema=data.get("input_schema"),
         output_schema=data.get("output_schema"),

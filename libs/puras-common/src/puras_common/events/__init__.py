@@ -4,6 +4,7 @@ Importing this package registers every type in :data:`puras_common.envelope.CATA
 """
 
 from puras_common.envelope import CATALOGUE, Event, Payload, UnknownEventType, parse_event
+from puras_common.events.agent import AgentStarted, StepCompleted, ToolCalled, ToolCompleted
 from puras_common.events.jobs import (
     JobCancelled,
     JobCancelRequested,
@@ -33,6 +34,7 @@ from puras_common.events.work import RunAgent, RunFunction, RunPayload
 
 __all__ = [
     "CATALOGUE",
+    "AgentStarted",
     "BalanceChanged",
     "CreditGranted",
     "DeploymentActivated",
@@ -57,6 +59,9 @@ __all__ = [
     "RunFunction",
     "RunPayload",
     "SkillManifest",
+    "StepCompleted",
+    "ToolCalled",
+    "ToolCompleted",
     "ToolManifest",
     "UnknownEventType",
     "UsageRecorded",

@@ -1,0 +1,153 @@
+"""One contract for every provider adapter, run through the real SDKs against the wire-format
+stub: text, tool calls, usage, images, errors and retries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from puras_common.models import catalogue, local_models
+
+from puras_agent_runner.conversation import Image, Message, Text, ToolCall, ToolResult, ToolSpec
+from puras_agent_runner.providers import (
+    ModelRequest,
+    ProviderError,
+    ProviderGaveUp,
+    Providers,
+    RetryPolicy,
+    TransientProviderError,
+    call_with_retries,
+)
+from puras_agent_runner.settings import AgentRunnerSettings
+from puras_agent_runner.testing.models import Call, Fail, ModelStub, Reply, model_stub
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FAMILIES = {"claude/sonnet-4-7": "anthropic", "gpt/4o": "openai", "gemini/2.5-flash": "gemini", "local/llama": "openai"}
+TOOL = ToolSpec("lookup", "Look something up.", {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]})
+
+
+@pytest.fixture(scope="module")
+async def stub() -> AsyncIterator[ModelStub]:
+    async with model_stub() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def providers(stub: ModelStub) -> Providers:
+    env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in stub.env().items()}
+    settings = AgentRunnerSettings(**env)
+    models = catalogue()
+    merged = type(models)(default=models.default, models={**models.models, **local_models(f'{{"llama": {{"base_url": "{stub.openai_url}", "upstream": "llama3"}}}}')})
+    return Providers(settings, merged)
+
+
+def request(marker: str, upstream: str, messages: list[Message] | None = None) -> ModelRequest:
+    return ModelRequest(
+        upstream_model=upstream,
+        system=f"You are a test. {marker}",
+        messages=messages or [Message("user", [Text("hello")])],
+        tools=[TOOL],
+        max_tokens=256,
+    )
+
+
+@pytest.mark.parametrize("slug", FAMILIES)
+async def test_text_tool_calls_and_usage_come_back_through_the_sdk(stub: ModelStub, providers: Providers, slug: str) -> None:
+    resolved = providers.resolve(slug)
+    marker = f"contract-{slug}"
+    script = stub.script(
+        Reply(text="Let me look.", tool_calls=[Call("lookup", {"q": "puras"})], input_tokens=321, output_tokens=45),
+        match=marker,
+    )
+    response = await resolved.chat.complete(request(marker, resolved.model.upstream))
+    assert response.text == "Let me look."
+    assert [(c.name, c.input) for c in response.tool_calls] == [("lookup", {"q": "puras"})]
+    assert response.stop_reason == "tool_use"
+    assert (response.input_tokens, response.output_tokens) == (321, 45)
+    seen = stub.requests_for(script)[0]
+    assert seen.wire == FAMILIES[slug] or (slug.startswith("gemini") and seen.wire == "gemini")
+    assert seen.body["model"] == resolved.model.upstream
+    assert seen.body["stream"] is True
+    assert seen.tool_names == ["lookup"]
+    assert "contract-" in seen.system
+
+
+@pytest.mark.parametrize("slug", FAMILIES)
+async def test_a_tool_result_with_an_image_reaches_the_model(stub: ModelStub, providers: Providers, slug: str) -> None:
+    resolved = providers.resolve(slug)
+    marker = f"images-{slug}"
+    script = stub.script(Reply(text="A red square."), match=marker)
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 16
+    messages = [
+        Message("user", [Text("look"), Image("image/png", data=png)]),
+        Message("assistant", [ToolCall("c1", "lookup", {"q": "x"})]),
+        Message("user", [ToolResult("c1", "lookup", (Text("=== a.png ==="), Image("image/png", data=png)))]),
+    ]
+    response = await resolved.chat.complete(request(marker, resolved.model.upstream, messages))
+    assert response.text == "A red square." and response.stop_reason == "end_turn"
+    body = stub.requests_for(script)[0].text()
+    assert body.count("iVBORw0KGgo") == 2  # the attachment and the tool's image, base64
+
+
+@pytest.mark.parametrize("slug", FAMILIES)
+async def test_a_refusal_carries_the_providers_message(stub: ModelStub, providers: Providers, slug: str) -> None:
+    resolved = providers.resolve(slug)
+    marker = f"refuse-{slug}"
+    stub.script(Fail(400, "prompt is too long: 300000 tokens > 200000 maximum"), match=marker)
+    with pytest.raises(ProviderError) as caught:
+        await resolved.chat.complete(request(marker, resolved.model.upstream))
+    assert not isinstance(caught.value, TransientProviderError)
+    assert "prompt is too long: 300000 tokens > 200000 maximum" in str(caught.value)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("slug", FAMILIES)
+@pytest.mark.parametrize("status", [429, 500, 529])
+async def test_transient_failures_are_retried_then_succeed(stub: ModelStub, providers: Providers, slug: str, status: int) -> None:
+    resolved = providers.resolve(slug)
+    marker = f"retry-{status}-{slug}"
+    script = stub.script(Fail(status, "slow down", retry_after=0), Fail(status, "slow down"), Reply(text="made it"), match=marker)
+    retries: list[int] = []
+
+    async def on_retry(exc: TransientProviderError, attempt: int, delay: float) -> None:
+        retries.append(exc.status or 0)
+
+    response = await call_with_retries(
+        lambda: resolved.chat.complete(request(marker, resolved.model.upstream)),
+        RetryPolicy(attempts=3, base_seconds=0.001, cap_seconds=0.01),
+        on_retry=on_retry,
+    )
+    assert response.text == "made it"
+    assert retries == [status, status]
+    assert len(stub.requests_for(script)) == 3
+
+
+async def test_retries_are_bounded(stub: ModelStub, providers: Providers) -> None:
+    resolved = providers.resolve("claude/haiku-4-5")
+    marker = "bounded-retries"
+    script = stub.script(*[Fail(529, "Overloaded")] * 4, match=marker)
+    with pytest.raises(ProviderGaveUp) as caught:
+        await call_with_retries(
+            lambda: resolved.chat.complete(request(marker, resolved.model.upstream)),
+            RetryPolicy(attempts=3, base_seconds=0.001, cap_seconds=0.01),
+        )
+    assert "Overloaded (gave up after 3 attempts)" in str(caught.value)
+    assert len(stub.requests_for(script)) == 3 and stub.remaining(script) == 1
+
+
+@pytest.mark.parametrize("slug", ["gpt/4o-mini", "gemini/2.0-flash"])
+async def test_malformed_tool_arguments_are_reported_not_raised(stub: ModelStub, providers: Providers, slug: str) -> None:
+    # (The Anthropic SDK parses streamed arguments itself, leniently; the tool's input schema
+    # then says what is missing.)
+    resolved = providers.resolve(slug)
+    marker = f"malformed-{slug}"
+    stub.script(Reply(tool_calls=[Call("lookup", '{"q": ')]), match=marker)
+    response = await resolved.chat.complete(request(marker, resolved.model.upstream))
+    assert response.tool_calls[0].malformed is not None and "not valid JSON" in response.tool_calls[0].malformed
+
+
+def test_the_api_keys_and_upstream_ids_come_from_settings_and_catalogue(stub: ModelStub, providers: Providers) -> None:
+    assert providers.resolve(None).model.slug == catalogue().default
+    assert providers.resolve("gemini/2.5-pro").model.upstream == "gemini-2.5-pro"
+    assert providers.resolve("local/llama").model.input_usd_per_mtok == 0
