@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from puras_common.models import catalogue, local_models
-
 from puras_agent_runner.conversation import Image, Message, Text, ToolCall, ToolResult, ToolSpec
 from puras_agent_runner.providers import (
     ModelRequest,
@@ -20,6 +18,7 @@ from puras_agent_runner.providers import (
 )
 from puras_agent_runner.settings import AgentRunnerSettings
 from puras_agent_runner.testing.models import Call, Fail, ModelStub, Reply, model_stub
+from puras_common.models import catalogue, local_models
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -9,7 +9,15 @@ from typing import Any
 
 import openai
 
-from puras_agent_runner.conversation import Document, Image, Message, Text, ToolCall, ToolResult, text_of
+from puras_agent_runner.conversation import (
+    Document,
+    Image,
+    Message,
+    Text,
+    ToolCall,
+    ToolResult,
+    text_of,
+)
 from puras_agent_runner.providers.base import (
     ModelRequest,
     ModelResponse,

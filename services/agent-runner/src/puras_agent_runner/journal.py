@@ -1,0 +1,123 @@
+"""What an agent job tells the bus while it runs: ``agent.started``, a ``step.completed`` and a
+``usage.recorded`` per model call, a ``tool.called`` and ``tool.completed`` per tool call.
+
+Events are published one call at a time and each is acknowledged before the loop goes on, so a
+job's events are in order and all of them precede its terminal event. Every text is masked and
+cut before it leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.js import JetStreamContext
+from puras_common.bus import publish
+from puras_common.envelope import Event, Payload
+from puras_common.events import (
+    AgentStarted,
+    RunAgent,
+    StepCompleted,
+    ToolCalled,
+    ToolCompleted,
+    UsageRecorded,
+)
+from puras_common.events.agent import (
+    MAX_EVENT_TEXT,
+    AgentStartedPayload,
+    StepCompletedPayload,
+    ToolCalledPayload,
+    ToolCompletedPayload,
+)
+from puras_common.events.usage import UsageRecordedPayload
+from puras_common.models import Model
+
+from puras_agent_runner.conversation import ToolCall
+from puras_agent_runner.masking import Masker, clip, clip_value
+from puras_agent_runner.providers import ModelResponse
+
+PRODUCER = "agent-runner"
+MAX_INPUT_STRING = 4096
+"""Longest string of a tool's input shown in its tool.called event."""
+
+
+class Journal:
+    """Publishes one agent job's events."""
+
+    def __init__(self, js: JetStreamContext, command: RunAgent, masker: Masker) -> None:
+        self.js = js
+        self.command = command
+        self.masker = masker
+        self.attempt = command.payload.attempt
+        self.published = 0
+
+    def event(self, cls: type[Event], payload: Payload) -> Event:
+        c = self.command
+        return cls.new(payload, producer=PRODUCER, workspace_id=c.workspace_id, job_id=c.job_id, caused_by=c)
+
+    async def emit(self, *events: Event) -> None:
+        await publish(self.js, list(events))
+        self.published += len(events)
+
+    async def agent_started(self, model: Model, tools: list[str], max_steps: int) -> None:
+        payload = AgentStartedPayload(
+            attempt=self.attempt,
+            model=model.slug,
+            provider=model.provider,
+            upstream_model=model.upstream,
+            tools=tuple(tools),
+            max_steps=max_steps,
+        )
+        await self.emit(self.event(AgentStarted, payload))
+
+    async def step(self, step: int, model: Model, response: ModelResponse, duration_ms: int) -> None:
+        """The step's event and the usage it incurred, in one publish."""
+        p = self.command.payload
+        usage = UsageRecorded.new(
+            UsageRecordedPayload(
+                job_id=self.command.job_id,
+                key_id=p.key_id,
+                attempt=self.attempt,
+                kind="llm",
+                provider=model.provider,
+                model=model.slug,
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                request_id=response.request_id,
+            ),
+            producer=PRODUCER,
+            workspace_id=self.command.workspace_id,
+            job_id=self.command.job_id,
+            caused_by=self.command,
+        )
+        completed = StepCompletedPayload(
+            attempt=self.attempt,
+            step=step,
+            model=model.slug,
+            stop_reason=response.raw_stop_reason or response.stop_reason,
+            text=clip(self.masker.text(response.text), MAX_EVENT_TEXT),
+            tool_calls=len(response.tool_calls),
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            duration_ms=duration_ms,
+        )
+        await self.emit(usage, self.event(StepCompleted, completed))
+
+    async def tool_called(self, step: int, call: ToolCall) -> None:
+        shown: Any = clip_value(self.masker.value(call.input), MAX_INPUT_STRING)
+        payload = ToolCalledPayload(attempt=self.attempt, step=step, call_id=call.id, name=call.name, input=shown)
+        await self.emit(self.event(ToolCalled, payload))
+
+    async def tool_completed(
+        self, step: int, call: ToolCall, *, is_error: bool, output: str, duration_ms: int, detail: dict[str, Any] | None
+    ) -> None:
+        payload = ToolCompletedPayload(
+            attempt=self.attempt,
+            step=step,
+            call_id=call.id,
+            name=call.name,
+            is_error=is_error,
+            output=clip(self.masker.text(output), MAX_EVENT_TEXT),
+            duration_ms=duration_ms,
+            detail=clip_value(self.masker.value(detail), MAX_INPUT_STRING) if detail else None,
+        )
+        await self.emit(self.event(ToolCompleted, payload))

@@ -1,0 +1,278 @@
+"""Running one attempt of an agentic skill's job.
+
+started → prepare the deployment (cached; the same preparation as the function runner's) →
+resolve the model, the system prompt (the skill's .md entrypoint), the inputs and attachments →
+the job's workdir with ``drive/`` → agent.started → the loop → succeeded | failed | cancelled.
+The WORK message is acked only after the terminal event is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from nats.js import JetStreamContext
+from puras_common.bus import Delivery, Lease, publish
+from puras_common.envelope import Event
+from puras_common.events import (
+    JobCancelled,
+    JobFailed,
+    JobStarted,
+    JobSucceeded,
+    RunAgent,
+    RunPayload,
+)
+from puras_common.events.jobs import (
+    CancelledPayload,
+    FailedPayload,
+    StartedPayload,
+    SucceededPayload,
+)
+from puras_common.logging import bound_contextvars, get_logger
+from puras_common.payloads import PayloadStore, payload_key
+from puras_common.tokens import mint_job_token
+from puras_function_runner.prepare import Deployments, Prepared, PrepareError
+from puras_sandbox import Limits
+
+from puras_agent_runner.attachments import AttachmentError, resolve_attachments
+from puras_agent_runner.cancellation import Cancellations
+from puras_agent_runner.conversation import Content, Message, Text
+from puras_agent_runner.drive import LocalJobDrive
+from puras_agent_runner.fetching import Fetcher
+from puras_agent_runner.journal import PRODUCER, Journal
+from puras_agent_runner.loop import AgentCancelled, AgentFailure, AgentLoop
+from puras_agent_runner.masking import Masker
+from puras_agent_runner.providers import Providers, UnknownModel
+from puras_agent_runner.sandbox import JobSandbox
+from puras_agent_runner.search import SearchProvider
+from puras_agent_runner.secrets import SecretSource
+from puras_agent_runner.settings import AgentRunnerSettings
+from puras_agent_runner.tools import ToolContext, toolset
+
+log = get_logger("puras_agent_runner")
+
+WORKER_LOST = (
+    "the agent runner running this job was lost; agentic jobs are not run twice, "
+    "since the model calls and tool effects of the first run cannot be undone"
+)
+
+
+def first_message(inputs: dict[str, Any], attachments: list[Content]) -> Message:
+    """The first user turn: the ``prompt`` as text, the other inputs as JSON, then the attachments."""
+    prompt = inputs.get("prompt")
+    rest = {k: v for k, v in inputs.items() if k not in ("prompt", "attachments")}
+    parts: list[str] = []
+    if isinstance(prompt, str) and prompt:
+        parts.append(prompt)
+    elif prompt is not None:
+        rest["prompt"] = prompt
+    if rest:
+        parts.append("Inputs:\n" + json.dumps(rest, ensure_ascii=False, indent=2))
+    text = "\n\n".join(parts) or "(no inputs)"
+    return Message("user", [Text(text), *attachments])
+
+
+class AgentRunner:
+    def __init__(
+        self,
+        *,
+        settings: AgentRunnerSettings,
+        js: JetStreamContext,
+        deployments: Deployments,
+        payloads: PayloadStore,
+        providers: Providers,
+        fetcher: Fetcher,
+        search: SearchProvider | None,
+        secrets: SecretSource,
+        cancellations: Cancellations,
+    ) -> None:
+        self.settings = settings
+        self.js = js
+        self.deployments = deployments
+        self.payloads = payloads
+        self.providers = providers
+        self.fetcher = fetcher
+        self.search = search
+        self.secrets = secrets
+        self.cancellations = cancellations
+        self.work_root = deployments.cache_dir / "work"
+        self.drop_privileges = os.geteuid() == 0
+        self.completed = 0
+
+    async def work(self, delivery: Delivery, lease: Lease) -> None:
+        command = delivery.event
+        assert isinstance(command, RunAgent)
+        p = command.payload
+        with bound_contextvars(job_id=str(command.job_id), workspace_id=str(command.workspace_id)):
+            started_at = time.monotonic()
+            if delivery.num_delivered > 1:
+                terminal = self._failed(command, AgentFailure(WORKER_LOST, reason="worker_lost"), started_at, Masker())
+            else:
+                terminal = await self.attempt(command, started_at=started_at)
+            await publish(self.js, [terminal])
+            await lease.ack()
+            self.completed += 1
+
+    async def attempt(self, command: RunAgent, *, started_at: float | None = None) -> Event:
+        """Run one attempt, publishing its events; returns its terminal event (not yet published)."""
+        p = command.payload
+        started_at = time.monotonic() if started_at is None else started_at
+        cancelled = self.cancellations.watch(command.job_id)  # type: ignore[arg-type]
+        masker = Masker()
+        try:
+            await publish(self.js, [self._event(command, JobStarted, StartedPayload(attempt=p.attempt, runner=self.settings.instance_id))])
+            if await self.cancellations.requested_in_stream(self.js, command.job_id):  # type: ignore[arg-type]
+                cancelled.set()
+            secrets = await self.secrets.for_job(command)
+            masker = Masker(secrets)
+            result = await self._run(command, p, cancelled, started_at, secrets, masker)
+        except AgentFailure as failure:
+            return self._failed(command, failure, started_at, masker)
+        except AgentCancelled as stop:
+            payload = CancelledPayload(attempt=p.attempt, reason=f"cancelled by request after {stop.steps} steps")
+            return self._event(command, JobCancelled, payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("runner failed the agent job")
+            failure = AgentFailure(f"the runner failed to run the job: {type(exc).__name__}: {exc}", reason="runtime")
+            return self._failed(command, failure, started_at, masker)
+        finally:
+            self.cancellations.release(command.job_id)  # type: ignore[arg-type]
+        value, ref = result, None
+        if len(orjson.dumps(result)) > self.settings.inline_payload_bytes:
+            key = payload_key(command.workspace_id, command.job_id, "result")  # type: ignore[arg-type]
+            value, ref = None, await self.payloads.put(key, result)
+        duration = int((time.monotonic() - started_at) * 1000)
+        return self._event(command, JobSucceeded, SucceededPayload(attempt=p.attempt, result=value, result_ref=ref, duration_ms=duration))
+
+    async def _run(
+        self, command: RunAgent, p: RunPayload, cancelled: asyncio.Event, started_at: float, secrets: dict[str, str], masker: Masker
+    ) -> Any:
+        try:
+            prepared = await self.deployments.prepare(p.deployment_id)
+        except PrepareError as exc:
+            raise AgentFailure(str(exc), reason="runtime") from None
+        manifest = prepared.skills.get(p.skill_name)
+        if manifest is None:
+            raise AgentFailure(f"skill {p.skill_name!r} is not in deployment {p.deployment_id}", reason="runtime")
+        try:
+            resolved = self.providers.resolve(manifest.get("model"))
+        except UnknownModel as exc:
+            raise AgentFailure(f"skill {p.skill_name!r}: {exc}", reason="runtime") from None
+        skill_dir = prepared.root / "skills" / p.skill_name
+        system = (skill_dir / p.entrypoint).read_text(encoding="utf-8", errors="replace")
+        inputs = p.inputs if p.inputs is not None else await self.payloads.get(p.inputs_ref or "")
+        workdir = self.work_root / str(command.job_id)
+        workdir.mkdir(mode=0o700)
+        try:
+            owner = (self.settings.sandbox_uid, self.settings.sandbox_gid) if self.drop_privileges else None
+            if owner:
+                os.chown(workdir, *owner)
+            drive = LocalJobDrive(self.settings.drive_data_dir, str(command.workspace_id), owner=owner)
+            (workdir / "drive").symlink_to(drive.ensure(), target_is_directory=True)
+            env = self._env(command, p, workdir, prepared, secrets)
+            deadline = started_at + p.timeout_seconds
+            ctx = ToolContext(
+                job_id=str(command.job_id),
+                workspace_id=str(command.workspace_id),
+                workdir=workdir,
+                deployment_root=prepared.root,
+                skill_dir=skill_dir,
+                env=env,
+                sandbox=JobSandbox(server=lambda: self.deployments.fork_server(prepared), workdir=str(workdir), env=env, limits=self._limits(p)),
+                drive=drive,
+                fetcher=self.fetcher,
+                search=self.search,
+                vision=resolved.model.vision,
+                pdf=resolved.model.pdf,
+                seconds_left=lambda: deadline - time.monotonic(),
+            )
+            try:
+                attachments = await resolve_attachments(
+                    inputs.get("attachments"), model=resolved.model, drive=drive, fetcher=self.fetcher,
+                    signed_urls=self.settings.public_url is not None,
+                )
+            except AttachmentError as exc:
+                raise AgentFailure(str(exc), reason="invalid_inputs") from None
+            tools = toolset(manifest, model=resolved.model.slug)
+            journal = Journal(self.js, command, masker)
+            await journal.agent_started(resolved.model, list(tools), self.settings.max_steps)
+            loop = AgentLoop(
+                chat=resolved.chat,
+                model=resolved.model,
+                system=system,
+                first_message=first_message(inputs, attachments),
+                tools=tools,
+                context=ctx,
+                journal=journal,
+                retry=self.providers.retry_policy(),
+                cancelled=cancelled,
+                deadline=deadline,
+                timeout_seconds=p.timeout_seconds,
+                max_steps=self.settings.max_steps,
+                max_tokens=self.settings.max_output_tokens,
+            )
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())) as window:
+                    return await loop.run()
+            except TimeoutError:
+                if window.expired():
+                    raise loop.timed_out() from None
+                raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _limits(self, p: RunPayload) -> Limits:
+        s = self.settings
+        return Limits(
+            cpu_seconds=p.timeout_seconds + 5,
+            address_space_bytes=s.memory_limit_bytes,
+            open_files=s.max_open_files,
+            processes=s.max_processes,
+            file_size_bytes=s.max_file_bytes,
+        )
+
+    def _env(self, command: RunAgent, p: RunPayload, workdir: Path, prepared: Prepared, secrets: dict[str, str]) -> dict[str, str]:
+        token = mint_job_token(
+            self.settings.job_token_key.get_secret_value(),
+            workspace_id=command.workspace_id,  # type: ignore[arg-type]
+            job_id=command.job_id,  # type: ignore[arg-type]
+            skillpack_id=p.skillpack_id,
+            ttl_seconds=p.timeout_seconds + 300,
+        )
+        bin_dirs = [str(Path(prepared.python).parent)] if prepared.site_packages else []
+        return {
+            **secrets,
+            "PATH": ":".join([*bin_dirs, "/usr/local/bin", "/usr/bin", "/bin"]),
+            "HOME": str(workdir),
+            "TMPDIR": str(workdir),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": ":".join([str(prepared.root), str(workdir)]),
+            "PURAS_API_BASE": self.settings.api_base,
+            "PURAS_JOB_TOKEN": token,
+            "PURAS_JOB_ID": str(command.job_id),
+            "PURAS_WORKSPACE_ID": str(command.workspace_id),
+            "PURAS_SKILL": p.skill_name,
+            "PURAS_DEPLOYMENT_ROOT": str(prepared.root),
+        }
+
+    def _failed(self, command: RunAgent, failure: AgentFailure, started_at: float, masker: Masker) -> Event:
+        payload = FailedPayload(
+            attempt=command.payload.attempt,
+            error=masker.text(failure.error),
+            error_detail=masker.value(failure.detail),
+            reason=failure.reason,  # type: ignore[arg-type]
+            duration_ms=int((time.monotonic() - started_at) * 1000),
+        )
+        return self._event(command, JobFailed, payload)
+
+    def _event(self, command: RunAgent, cls: type[Event], payload: Any) -> Event:
+        return cls.new(payload, producer=PRODUCER, workspace_id=command.workspace_id, job_id=command.job_id, caused_by=command)

@@ -1,0 +1,120 @@
+"""Running tenant code for an agent job: ``bash`` commands and declared ``tools:``.
+
+Both go through the deployment's warm fork server (``puras_sandbox``), the one the function
+runner forks its jobs from: each call is its own process, as the unprivileged uid, in the agent
+job's workdir, with the job's environment and rlimits, killed with its whole process group at
+its timeout. Nothing runs by remote call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from puras_sandbox import (
+    Child,
+    Exec,
+    ForkServer,
+    ForkServerDied,
+    Limits,
+    Outcome,
+    PythonCall,
+    SandboxError,
+)
+
+OUTPUT_TAIL_BYTES = 8 * 1024
+"""bash returns the last 8 KiB of combined stdout and stderr."""
+
+
+class Tail:
+    """Keeps the last ``limit`` bytes of a stream, and counts them all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        self.buffer += data
+        if len(self.buffer) > self.limit:
+            del self.buffer[: len(self.buffer) - self.limit]
+
+    def text(self) -> str:
+        data = bytes(self.buffer)
+        if self.total > self.limit:  # the cut may have split a character: drop its remains
+            while data and (data[0] & 0xC0) == 0x80:
+                data = data[1:]
+        return data.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    exit_code: int | None
+    signal: int | None
+    output: str
+    output_bytes: int
+    timed_out: bool
+
+
+@dataclass(frozen=True)
+class CallResult:
+    outcome: Outcome
+    stderr: str
+    timed_out: bool
+
+
+class JobSandbox:
+    """The agent job's way into its deployment's fork server."""
+
+    def __init__(self, *, server: Callable[[], Awaitable[ForkServer]], workdir: str, env: dict[str, str], limits: Limits) -> None:
+        self._server = server
+        self.workdir = workdir
+        self.env = env
+        self.limits = limits
+
+    async def _spawn(self, call: PythonCall | Exec) -> Child:
+        server = await self._server()
+        return await server.spawn(call, workdir=self.workdir, env=self.env, limits=self.limits)
+
+    async def shell(self, command: str, *, timeout: float) -> ShellResult:
+        """``bash -c command`` with stderr merged into stdout, keeping the output's tail."""
+        # Merging inside bash keeps the true order of the two streams.
+        child = await self._spawn(Exec(["/bin/bash", "-c", "exec 2>&1\n" + command]))
+        tail = Tail(OUTPUT_TAIL_BYTES)
+        readers = asyncio.gather(_drain(child.stdout, tail), _drain(child.stderr, tail))
+        outcome, timed_out = await _wait(child, timeout)
+        await readers
+        return ShellResult(outcome.exit_code, outcome.signal, tail.text(), tail.total, timed_out)
+
+    async def call(self, *, import_dir: str, module: str, function: str, payload: Any, timeout: float) -> CallResult:
+        """``module.function(payload)`` in a fresh process; stdout is discarded, stderr's tail kept."""
+        call = PythonCall(import_dir=import_dir, module=module, function=function, payload=orjson.dumps(payload))
+        child = await self._spawn(call)
+        err = Tail(OUTPUT_TAIL_BYTES)
+        readers = asyncio.gather(_drain(child.stdout, Tail(0)), _drain(child.stderr, err))
+        outcome, timed_out = await _wait(child, timeout)
+        await readers
+        return CallResult(outcome, err.text(), timed_out)
+
+
+async def _drain(reader: asyncio.StreamReader, tail: Tail) -> None:
+    while chunk := await reader.read(64 * 1024):
+        tail.feed(chunk)
+
+
+async def _wait(child: Child, timeout: float) -> tuple[Outcome, bool]:
+    try:
+        return await asyncio.wait_for(child.wait(), timeout), False
+    except TimeoutError:
+        await child.kill()
+        return await child.wait(), True
+    except asyncio.CancelledError:
+        await child.kill()
+        raise
+
+
+__all__ = ["OUTPUT_TAIL_BYTES", "CallResult", "ForkServerDied", "JobSandbox", "SandboxError", "ShellResult", "Tail"]

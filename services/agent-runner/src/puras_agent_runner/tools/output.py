@@ -1,0 +1,43 @@
+"""``set_output``: the structured result of an agent job, offered only when the skill declares
+an ``output_schema``; its input schema is that schema, so the loop's validation of the call's
+arguments is the validation of the job's result."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from puras_agent_runner.conversation import ToolSpec
+from puras_agent_runner.tools.base import ToolContext, ToolOutput
+
+NAME: Final = "set_output"
+WRAPPED_KEY: Final = "output"
+
+
+def is_object_schema(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "object"
+
+
+class SetOutputTool:
+    """Records the job's output; calling it (validly) ends the run."""
+
+    def __init__(self, output_schema: dict[str, Any]) -> None:
+        # Providers take object schemas only: any other output is wrapped as {"output": ...}.
+        self.wrapped = not is_object_schema(output_schema)
+        schema = (
+            {"type": "object", "properties": {WRAPPED_KEY: output_schema}, "required": [WRAPPED_KEY], "additionalProperties": False}
+            if self.wrapped
+            else output_schema
+        )
+        self.spec = ToolSpec(
+            NAME,
+            "Record the final structured output for this job. Calling this ends the run. The argument must "
+            "match the schema; call it exactly once, when you are done.",
+            schema,
+        )
+
+    def output(self, args: dict[str, Any]) -> Any:
+        """The job's result from a valid call's arguments."""
+        return args[WRAPPED_KEY] if self.wrapped else args
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        return ToolOutput.text("output recorded; the run is over")

@@ -1,0 +1,143 @@
+"""An agent runner in the test process (the harness the fixtures in conftest.py build): the real runner, loop, tools, sandbox and SDKs, on the
+session's NATS, against the wire-format model, search and web stubs.
+
+Only the bundle's way in differs from production: a project is read from a local folder with
+the deployments service's own bundle reader instead of being fetched over HTTP. The
+cross-service tests in ``tests/e2e`` cover the fetched path.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import textwrap
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from nats.aio.client import Client as NATS
+from puras_agent_runner.runner import AgentRunner
+from puras_agent_runner.settings import AgentRunnerSettings
+from puras_agent_runner.testing.models import ModelStub
+from puras_agent_runner.testing.web import WebStub
+from puras_common.envelope import Event
+from puras_common.events import JobKind, RunAgent, RunPayload, parse_event
+from puras_deployments.bundle import read_bundle
+from puras_function_runner.prepare import Deployments, Prepared
+from puras_sandbox import python_for
+
+ROOT = os.geteuid() == 0
+UID = 65534 if ROOT else None
+
+
+class LocalDeployments(Deployments):
+    """Deployments prepared from folders on this host (bundles read by the deployments
+    service's own reader), with the function runner's warm fork servers."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        http = httpx.AsyncClient()
+        super().__init__(
+            cache_dir=cache_dir, deployments_url="http://unused", token="unused", http=http,
+            uid=UID, gid=UID, max_warm=8, python=python_for(UID, UID),
+        )
+        self.projects: dict[uuid.UUID, Path] = {}
+
+    def add(self, files: Mapping[str, str]) -> uuid.UUID:
+        deployment_id = uuid.uuid4()
+        root = self.cache_dir / "deployments" / str(deployment_id) / "project"
+        for name, content in files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(content).lstrip("\n"))
+        report = read_bundle(root)
+        assert not report.problems, [str(p) for p in report.problems]
+        for dirpath, _dirs, filenames in os.walk(root.parent):
+            os.chmod(dirpath, 0o755)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+        self.projects[deployment_id] = root
+        self._prepared[deployment_id] = Prepared(
+            deployment_id, root, {s.name: s.model_dump(mode="json") for s in report.skills}, self.python, []
+        )
+        return deployment_id
+
+
+@dataclass
+class Outcome:
+    terminal: Event
+    events: list[Event]
+    usage: list[Event]
+
+    @property
+    def status(self) -> str:
+        return self.terminal.type.removeprefix("job.")
+
+    @property
+    def result(self) -> Any:
+        return self.terminal.payload.result  # type: ignore[attr-defined]
+
+    @property
+    def error(self) -> str:
+        return self.terminal.payload.error  # type: ignore[attr-defined]
+
+    def of(self, event_type: str) -> list[Any]:
+        return [e.payload for e in self.events if e.type == event_type]
+
+
+@dataclass
+class Harness:
+    runner: AgentRunner
+    deployments: LocalDeployments
+    models: ModelStub
+    web: WebStub
+    nc: NATS
+    settings: AgentRunnerSettings
+    drive_root: Path
+    workspace_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def push(self, files: Mapping[str, str]) -> uuid.UUID:
+        return self.deployments.add(files)
+
+    def drive(self, workspace_id: uuid.UUID | None = None) -> Path:
+        path = self.drive_root / str(workspace_id or self.workspace_id)
+        path.mkdir(parents=True, exist_ok=True)
+        if UID is not None:
+            os.chown(path, UID, UID)
+        return path
+
+    def command(self, deployment_id: uuid.UUID, skill: str, inputs: dict[str, Any], *, timeout: int = 60, entrypoint: str = "SKILL.md") -> RunAgent:
+        payload = RunPayload(
+            skill_name=skill, skillpack_id=uuid.uuid4(), skillpack_slug="default", owner_workspace_id=self.workspace_id,
+            deployment_id=deployment_id, version=1, kind=JobKind.AGENT, entrypoint=entrypoint,
+            timeout_seconds=timeout, inputs=inputs, attempt=1,
+        )
+        return RunAgent.new(payload, producer="test", workspace_id=self.workspace_id, job_id=uuid.uuid4())
+
+    async def run(self, deployment_id: uuid.UUID, skill: str, inputs: dict[str, Any], **kw: Any) -> Outcome:
+        command = self.command(deployment_id, skill, inputs, **kw)
+        return await self.run_command(command)
+
+    async def run_command(self, command: RunAgent) -> Outcome:
+        events: list[Event] = []
+        usage: list[Event] = []
+        subs = [
+            await self.nc.subscribe(f"job.{command.job_id}.>", cb=functools.partial(_append, events)),
+            await self.nc.subscribe(f"usage.{command.workspace_id}.recorded", cb=functools.partial(_append, usage)),
+        ]
+        await self.nc.flush()
+        try:
+            terminal = await self.runner.attempt(command)
+            await self.nc.flush()
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+        return Outcome(terminal, events, [u for u in usage if u.job_id == command.job_id])
+
+
+async def _append(into: list[Event], msg: Any) -> None:
+    into.append(parse_event(msg.data))
+
+
