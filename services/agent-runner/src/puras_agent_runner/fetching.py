@@ -58,8 +58,17 @@ def _refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 class Fetcher:
     """GETs through the guard; one per process, shared by every job."""
 
-    def __init__(self, *, allow_private: bool = False, timeout_seconds: float = 60.0, user_agent: str = "Puras-Agent/1.0") -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool = False,
+        trusted_hosts: frozenset[str] = frozenset(),
+        timeout_seconds: float = 60.0,
+        user_agent: str = "Puras-Agent/1.0",
+    ) -> None:
         self.allow_private = allow_private
+        self.trusted_hosts = trusted_hosts
+        """Host names the operator lets through even when they resolve to internal addresses."""
         self.client = httpx.AsyncClient(timeout=timeout_seconds, follow_redirects=False, headers={"User-Agent": user_agent})
 
     async def check(self, url: str) -> tuple[str, str]:
@@ -78,7 +87,7 @@ class Fetcher:
         addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
         if not addresses:
             raise FetchError(f"{host} resolves to no address")
-        if not self.allow_private:
+        if not self.allow_private and host not in self.trusted_hosts:
             blocked = [str(a) for a in addresses if _refused(a)]
             if blocked:
                 raise BlockedAddress(f"{host} resolves to {blocked[0]}, a private or internal address; the platform does not fetch those")
