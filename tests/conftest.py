@@ -1,18 +1,35 @@
 """Cross-service tests run against the whole platform: every service as its own process on the
-session's real NATS JetStream and PostgreSQL."""
+session's real NATS JetStream and PostgreSQL. Model providers and the search API are local
+servers speaking their wire formats (``puras_agent_runner.testing``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from puras_agent_runner.testing.models import ModelStub, model_stub
+from puras_agent_runner.testing.web import WebStub, web_stub
 from puras_cli.testing import Platform, start_platform
 from puras_common.testing import Infra
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def platform(infra: Infra) -> AsyncIterator[Platform]:
+async def model_provider() -> AsyncIterator[ModelStub]:
+    async with model_stub() as stub:
+        yield stub
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def web_provider() -> AsyncIterator[WebStub]:
+    async with web_stub() as stub:
+        yield stub
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def platform(infra: Infra, model_provider: ModelStub, web_provider: WebStub) -> AsyncIterator[Platform]:
     # A short lease, so a lost runner's job moves to another runner within seconds; a short SSE
     # ping interval, so tests see pings without waiting 15 s.
-    async with start_platform(infra, extra_env={"PURAS_FUNCTION_RUNNER_LEASE_SECONDS": "3", "PURAS_GATEWAY_SSE_PING_SECONDS": "1"}) as running:
+    env = {"PURAS_FUNCTION_RUNNER_LEASE_SECONDS": "3", "PURAS_GATEWAY_SSE_PING_SECONDS": "1"}
+    env |= {**model_provider.env(), **web_provider.env(), "PURAS_AGENT_RUNNER_FETCH_ALLOW_PRIVATE": "true"}
+    async with start_platform(infra, extra_env=env) as running:
         yield running

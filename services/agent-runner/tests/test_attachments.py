@@ -6,7 +6,6 @@ import base64
 
 import pytest
 from agent_harness import Harness
-
 from puras_agent_runner.testing.models import Reply
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from puras_agent_runner.fetching import BlockedAddress, Fetcher, FetchError
 from puras_agent_runner.testing.web import WebStub
 

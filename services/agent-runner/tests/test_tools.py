@@ -7,7 +7,6 @@ import json
 
 import pytest
 from agent_harness import Harness
-
 from puras_agent_runner.testing.models import Call, Reply
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

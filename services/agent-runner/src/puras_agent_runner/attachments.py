@@ -51,7 +51,8 @@ async def resolve_attachments(
         try:
             blocks.append(await _one(entry, where, model=model, drive=drive, fetcher=fetcher, signed_urls=signed_urls))
         except (UnsupportedFile, DrivePathError, DriveFileMissing, FetchError) as exc:
-            raise AttachmentError(f"{where}: {exc}") from None
+            message = str(exc)
+            raise AttachmentError(message if message.startswith(where) else f"{where}: {message}") from None
     return blocks
 
 
