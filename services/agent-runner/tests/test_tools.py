@@ -161,7 +161,7 @@ async def test_file_read_gives_images_as_vision_blocks_and_text_inline(harness: 
     (drive / marker / "photo.png").write_bytes(PNG)
     (drive / marker / "notes.md").write_text("# Notes\nhello")
     paths = [f"drive/{marker}/photo.png", f"{marker}/notes.md", f"{marker}/missing.txt"]
-    results, outcome = await call_tools(harness, marker, [Call("file_read", {"paths": paths})])
+    results, _ = await call_tools(harness, marker, [Call("file_read", {"paths": paths})])
     content = results[0]["content"]
     assert content[0] == {"type": "text", "text": f"=== {marker}/photo.png (image/png, 0.1KB) ==="}
     assert content[1]["type"] == "image" and content[1]["source"]["media_type"] == "image/png"

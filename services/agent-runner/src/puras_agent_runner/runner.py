@@ -108,7 +108,6 @@ class AgentRunner:
     async def work(self, delivery: Delivery, lease: Lease) -> None:
         command = delivery.event
         assert isinstance(command, RunAgent)
-        p = command.payload
         with bound_contextvars(job_id=str(command.job_id), workspace_id=str(command.workspace_id)):
             started_at = time.monotonic()
             if delivery.num_delivered > 1:

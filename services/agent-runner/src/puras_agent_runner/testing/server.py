@@ -29,6 +29,7 @@ def _listening_socket() -> socket.socket:
     for _ in range(20):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind(("127.0.0.1", free_port()))
         except OSError:

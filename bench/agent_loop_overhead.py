@@ -1,0 +1,99 @@
+"""The agent loop's own cost per step, beyond the model's latency.
+
+Runs an agent job of N steps (each a bash call, then set_output) on the real runner, against the
+wire-format model stub answering after a fixed latency, and reports the wall time per step minus
+that latency: SDK request building and stream parsing, the step and usage events, the tool.called
+and tool.completed events (each acknowledged by JetStream), and a bash call forked from the warm
+deployment parent.
+
+    .venv/bin/python bench/agent_loop_overhead.py [--steps 20] [--runs 5] [--latency 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "services" / "agent-runner" / "tests"))
+
+
+async def main(steps: int, runs: int, latency: float, tool: str) -> None:
+    import shutil
+    import tempfile
+
+    from agent_harness import Harness, LocalDeployments
+    from puras_agent_runner.cancellation import Cancellations
+    from puras_agent_runner.fetching import Fetcher
+    from puras_agent_runner.providers import Providers
+    from puras_agent_runner.runner import AgentRunner
+    from puras_agent_runner.settings import AgentRunnerSettings
+    from puras_agent_runner.testing.models import Call, Reply, model_stub
+    from puras_agent_runner.testing.web import web_stub
+    from puras_common.bus import connect_nats
+    from puras_common.models import catalogue
+    from puras_common.payloads import PayloadStore
+    from puras_common.streams import ensure_streams
+    from puras_common.testing.infra import start_infra
+
+    async with start_infra() as infra, model_stub() as models, web_stub() as web:
+        base = Path(tempfile.mkdtemp(prefix="puras-agent-bench-"))
+        base.chmod(0o711)
+        (base / "drive").mkdir(mode=0o711)
+        env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in models.env().items()}
+        settings = AgentRunnerSettings(cache_dir=base / "runner", drive_data_dir=base / "drive", **env)
+        nc = await connect_nats(infra.nats_url("agent-runner"), name="bench")
+        admin = await connect_nats(infra.nats_url(), name="bench-admin")
+        await ensure_streams(admin.jetstream())
+        deployments = LocalDeployments(settings.cache_dir)
+        providers = Providers(settings, catalogue())
+        runner = AgentRunner(
+            settings=settings, js=nc.jetstream(), deployments=deployments, payloads=PayloadStore("http://127.0.0.1:9", token="-"),
+            providers=providers, fetcher=Fetcher(), search=None, secrets=_NoSecrets(), cancellations=Cancellations(),
+        )
+        harness = Harness(runner, deployments, models, web, admin, settings, base / "drive")
+        models.latency_seconds = latency
+        results: dict[str, list[float]] = {}
+        try:
+            for model in ("claude/sonnet-4-7", "gpt/4o"):
+                deployment = harness.push({
+                    "skills/b/skill.yaml": f"entrypoint: SKILL.md\nmodel: {model}\noutput_schema: {{type: object}}\n",
+                    "skills/b/SKILL.md": f"bench {model}",
+                })
+                turn = Reply(tool_calls=[Call(tool, {"command": "true"} if tool == "bash" else {})])
+                for run in range(runs + 1):
+                    models.script(*[turn] * (steps - 1), Reply(tool_calls=[Call("set_output", {"ok": True})]), match=f"bench {model}")
+                    t0 = time.perf_counter()
+                    outcome = await harness.run(deployment, "b", {"prompt": "go"})
+                    elapsed = time.perf_counter() - t0
+                    assert outcome.status == "succeeded", outcome.terminal
+                    if run:  # the first run warms the fork server and the SDK clients
+                        results.setdefault(model, []).append((elapsed / steps - latency) * 1000)
+        finally:
+            await deployments.close()
+            await providers.aclose()
+            await nc.close()
+            await admin.close()
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"loop overhead per step beyond {latency * 1000:.0f} ms of model latency ({steps} steps, {tool} each step, {runs} runs):")
+    for model, values in results.items():
+        print(f"  {model:20s} median {statistics.median(values):6.2f} ms   min {min(values):6.2f} ms   max {max(values):6.2f} ms")
+
+
+class _NoSecrets:
+    async def for_job(self, command: object) -> dict[str, str]:
+        return {}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--tool", default="bash", help="the tool called each step: bash, or set_output-free 'web_search'")
+    args = parser.parse_args()
+    asyncio.run(main(args.steps, args.runs, args.latency, args.tool))
