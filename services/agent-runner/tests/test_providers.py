@@ -146,7 +146,7 @@ async def test_malformed_tool_arguments_are_reported_not_raised(stub: ModelStub,
     assert response.tool_calls[0].malformed is not None and "not valid JSON" in response.tool_calls[0].malformed
 
 
-def test_the_api_keys_and_upstream_ids_come_from_settings_and_catalogue(stub: ModelStub, providers: Providers) -> None:
+async def test_the_api_keys_and_upstream_ids_come_from_settings_and_catalogue(stub: ModelStub, providers: Providers) -> None:
     assert providers.resolve(None).model.slug == catalogue().default
     assert providers.resolve("gemini/2.5-pro").model.upstream == "gemini-2.5-pro"
     assert providers.resolve("local/llama").model.input_usd_per_mtok == 0

@@ -6,6 +6,7 @@ import os
 
 import httpx
 from puras_common import streams, subjects
+from puras_common.attempts import AttemptClient
 from puras_common.bus import ConsumerSpec, WorkRunner
 from puras_common.models import catalogue
 from puras_common.payloads import PayloadStore
@@ -58,6 +59,7 @@ async def main(settings: AgentRunnerSettings | None = None) -> None:
             search=search,
             secrets=NoSecrets(),
             cancellations=cancellations,
+            attempts=AttemptClient(runtime.nc, runner=settings.instance_id),
         )
         runtime.checks["work"] = lambda: {"ok": True, "completed": runner.completed}
         work = WorkRunner(js=runtime.js, spec=WORK_CONSUMER, work=runner.work, concurrency=settings.concurrency)

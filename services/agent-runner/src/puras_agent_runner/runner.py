@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from nats.js import JetStreamContext
+from puras_common.attempts import AttemptClient
 from puras_common.bus import Delivery, Lease, publish
 from puras_common.envelope import Event
 from puras_common.events import (
@@ -57,12 +58,6 @@ from puras_agent_runner.tools import ToolContext, toolset
 
 log = get_logger("puras_agent_runner")
 
-WORKER_LOST = (
-    "the agent runner running this job was lost; agentic jobs are not run twice, "
-    "since the model calls and tool effects of the first run cannot be undone"
-)
-
-
 def first_message(inputs: dict[str, Any], attachments: list[Content]) -> Message:
     """The first user turn: the ``prompt`` as text, the other inputs as JSON, then the attachments."""
     prompt = inputs.get("prompt")
@@ -91,6 +86,7 @@ class AgentRunner:
         search: SearchProvider | None,
         secrets: SecretSource,
         cancellations: Cancellations,
+        attempts: AttemptClient | None = None,
     ) -> None:
         self.settings = settings
         self.js = js
@@ -101,25 +97,34 @@ class AgentRunner:
         self.search = search
         self.secrets = secrets
         self.cancellations = cancellations
+        self.attempts = attempts  # type: ignore[assignment]
         self.work_root = deployments.cache_dir / "work"
         self.drop_privileges = os.geteuid() == 0
         self.completed = 0
 
     async def work(self, delivery: Delivery, lease: Lease) -> None:
         command = delivery.event
-        assert isinstance(command, RunAgent)
+        assert isinstance(command, RunAgent) and command.job_id is not None
         with bound_contextvars(job_id=str(command.job_id), workspace_id=str(command.workspace_id)):
-            started_at = time.monotonic()
-            if delivery.num_delivered > 1:
-                terminal = self._failed(command, AgentFailure(WORKER_LOST, reason="worker_lost"), started_at, Masker())
-            else:
-                terminal = await self.attempt(command, started_at=started_at)
-            await publish(self.js, [terminal])
+            # The scheduler fences attempts: a redelivered agent job ends as "worker lost"
+            # there, since an agent never runs twice.
+            claim = await self.attempts.claim(command.job_id, dispatched_attempt=command.payload.attempt, delivery=delivery.num_delivered)
+            if not claim.run:
+                log.info("not running the job", reason=claim.reason)
+                await lease.ack()
+                return
+            if claim.attempt != command.payload.attempt:
+                command = command.model_copy(update={"payload": command.payload.model_copy(update={"attempt": claim.attempt})})
+            terminal = await self.attempt(command)
+            reply = await self.attempts.complete(command.job_id, claim.attempt, terminal.type, terminal.payload)
+            if not reply.accepted:
+                log.warning("the scheduler did not accept the outcome", reason=reply.reason, outcome=terminal.type)
             await lease.ack()
             self.completed += 1
 
     async def attempt(self, command: RunAgent, *, started_at: float | None = None) -> Event:
-        """Run one attempt, publishing its events; returns its terminal event (not yet published)."""
+        """Run one attempt, publishing its events; returns its terminal event, which the
+        scheduler publishes once it accepts the attempt's outcome."""
         p = command.payload
         started_at = time.monotonic() if started_at is None else started_at
         cancelled = self.cancellations.watch(command.job_id)  # type: ignore[arg-type]
