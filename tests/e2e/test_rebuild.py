@@ -21,8 +21,10 @@ PROJECT = {
     "skills/fail/main.py": "def run(inputs):\n    print('about to fail')\n    raise RuntimeError('no')\n",
 }
 
-SNAPSHOT_JOBS = "SELECT * FROM gateway.jobs ORDER BY id"
-SNAPSHOT_EVENTS = "SELECT * FROM gateway.job_events ORDER BY seq"
+# Other tests share the platform and may still have jobs in flight: compare this test's rows.
+SNAPSHOT_JOBS = "SELECT * FROM gateway.jobs WHERE workspace_id = $1 ORDER BY id"
+SNAPSHOT_EVENTS = """SELECT e.* FROM gateway.job_events e JOIN gateway.jobs j ON j.id = e.job_id
+                     WHERE j.workspace_id = $1 ORDER BY e.seq"""
 
 
 async def test_replaying_jobs_rebuilds_identical_rows(
@@ -35,14 +37,17 @@ async def test_replaying_jobs_rebuilds_identical_rows(
     assert (await tenant.run("fail", {}))["status"] == "failed"
     await tenant.http.post("/v1/jobs", json={"skill": "echo", "inputs": {"text": "last"}})
 
+    workspace = uuid.UUID(tenant.id)
+
     async def settled() -> bool:
         return not await admin_db.fetchval(
-            "SELECT count(*) FROM gateway.jobs WHERE status NOT IN ('succeeded','failed','cancelled')"
+            "SELECT count(*) FROM gateway.jobs WHERE workspace_id = $1 AND status NOT IN ('succeeded','failed','cancelled')",
+            workspace,
         )
 
     await eventually(settled, timeout=30, what="every job to finish")
-    jobs_before = [dict(r) for r in await admin_db.fetch(SNAPSHOT_JOBS)]
-    events_before = [dict(r) for r in await admin_db.fetch(SNAPSHOT_EVENTS)]
+    jobs_before = [dict(r) for r in await admin_db.fetch(SNAPSHOT_JOBS, workspace)]
+    events_before = [dict(r) for r in await admin_db.fetch(SNAPSHOT_EVENTS, workspace)]
     assert len(jobs_before) >= 7 and len(events_before) >= 3 * 7
 
     await platform.stop_service("gateway")
@@ -55,8 +60,8 @@ async def test_replaying_jobs_rebuilds_identical_rows(
         await platform.start_service("gateway")
 
     async def rebuilt() -> bool:
-        return await admin_db.fetchval("SELECT count(*) FROM gateway.job_events") >= len(events_before)
+        return len(await admin_db.fetch(SNAPSHOT_EVENTS, workspace)) >= len(events_before)
 
     await eventually(rebuilt, timeout=60, what="the replay")
-    assert [dict(r) for r in await admin_db.fetch(SNAPSHOT_EVENTS)] == events_before
-    assert [dict(r) for r in await admin_db.fetch(SNAPSHOT_JOBS)] == jobs_before
+    assert [dict(r) for r in await admin_db.fetch(SNAPSHOT_EVENTS, workspace)] == events_before
+    assert [dict(r) for r in await admin_db.fetch(SNAPSHOT_JOBS, workspace)] == jobs_before
