@@ -5,6 +5,7 @@ Importing this package registers every type in :data:`puras_common.envelope.CATA
 
 from puras_common.envelope import CATALOGUE, Event, Payload, UnknownEventType, parse_event
 from puras_common.events.agent import AgentStarted, StepCompleted, ToolCalled, ToolCompleted
+from puras_common.events.drive import DriveObjectsDeleted, DriveObjectWritten, ObjectOrigin
 from puras_common.events.jobs import (
     JobCancelled,
     JobCancelRequested,
@@ -40,6 +41,8 @@ __all__ = [
     "DeploymentActivated",
     "DeploymentCreated",
     "DeploymentDeleted",
+    "DriveObjectWritten",
+    "DriveObjectsDeleted",
     "Event",
     "FeedbackSubmitted",
     "JobCancelRequested",
@@ -54,6 +57,7 @@ __all__ = [
     "JobSubmitted",
     "JobSucceeded",
     "LedgerPosted",
+    "ObjectOrigin",
     "Payload",
     "RunAgent",
     "RunFunction",
