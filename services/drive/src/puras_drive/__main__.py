@@ -1,22 +1,50 @@
-"""``python -m puras_drive``: workspace storage and payload objects."""
+"""``python -m puras_drive``: workspace storage, signed links and payload objects."""
 
 from __future__ import annotations
 
+from puras_common import streams
+from puras_common.bus import ConsumerSpec, ProjectionRunner
 from puras_common.http import serve
 from puras_common.migrate import service_migrations
 from puras_common.service import ServiceRuntime, run
 
+from puras_drive import objects
 from puras_drive.app import create_app
-from puras_drive.payloads import PayloadFiles
+from puras_drive.objects import Metadata
 from puras_drive.settings import DriveSettings
+from puras_drive.signing import Signer
+from puras_drive.storage import open_backend
+from puras_drive.workspaces import Drives
+
+OBJECTS_CONSUMER = ConsumerSpec(streams.PLATFORM, "drive-objects", ("drive.>",))
 
 
 async def main(settings: DriveSettings | None = None) -> None:
     settings = settings or DriveSettings.load()
+    backend = open_backend(
+        settings.backend,
+        data_dir=settings.data_dir,
+        owner=settings.file_owner(),
+        s3_endpoint=settings.s3_endpoint,
+        s3_bucket=settings.s3_bucket,
+        s3_region=settings.s3_region,
+    )
+    signer = Signer(
+        settings.signing_key.get_secret_value(), retired=settings.signing_keys_retired, base_url=settings.links_base
+    )
     async with ServiceRuntime(settings, migrations=service_migrations("drive", __file__)) as runtime:
-        app = create_app(settings, PayloadFiles(settings.data_dir))
-        runtime.spawn(serve(app, host=settings.host, port=settings.port), "http")
-        await runtime.run_until_stopped()
+        assert runtime.outbox is not None
+        await backend.start()
+        try:
+            drives = Drives(backend, Metadata(runtime.outbox), signer)
+            projection = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=OBJECTS_CONSUMER, apply=objects.apply)
+            runtime.spawn(projection.run(), OBJECTS_CONSUMER.durable)
+            runtime.checks["storage"] = lambda: {"ok": True, "backend": backend.name}
+            runtime.spawn(serve(create_app(settings, drives, backend), host=settings.host, port=settings.port), "http")
+            runtime.log.info("storage", backend=backend.name)
+            await runtime.run_until_stopped()
+        finally:
+            await backend.close()
 
 
 if __name__ == "__main__":

@@ -1,46 +1,44 @@
-"""Payload objects: job inputs and results too large for the bus, on local disk.
+"""Payload objects: job inputs and results too large for the bus, kept on the drive's backend
+under ``_payloads/`` (outside every workspace's prefix, so no workspace path can name them).
 
 Keys are ``payloads/<workspace_id>/<job_id>/<name>.json``; anything else is refused.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterable, AsyncIterator
 
 from puras_common.api import ApiError, ErrorCode
 
+from puras_drive.storage import Backend
+
 KEY = re.compile(r"^payloads/[0-9a-f-]{36}/[0-9a-f-]{36}/[a-z_]{1,32}\.json$")
+AREA = "_payloads/"
 
 
-class PayloadFiles:
-    def __init__(self, root: Path) -> None:
-        self.root = root / "_payloads"
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+class Payloads:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
 
-    def path(self, key: str) -> Path:
+    def _key(self, key: str) -> str:
         if not KEY.match(key):
             raise ApiError(ErrorCode.INVALID_REQUEST, f"not a payload key: {key!r}")
-        return self.root / key
+        return AREA + key
 
-    async def write(self, key: str, chunks: AsyncIterator[bytes], *, limit: int) -> int:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent)
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > limit:
-                        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"payload exceeds {limit} bytes")
-                    out.write(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return size
+    async def write(self, key: str, chunks: AsyncIterable[bytes], *, limit: int) -> int:
+        stored = await self.backend.write(self._key(key), chunks, content_type="application/json", limit=limit)
+        return stored.bytes
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        """The payload's bytes; ``NotFound`` before the first chunk if it is absent."""
+        stream = self.backend.read(self._key(key))
+        first = await anext(stream, None)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if first is not None:
+                yield first
+            async for chunk in stream:
+                yield chunk
+
+        return chunks()
