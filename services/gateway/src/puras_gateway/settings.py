@@ -25,6 +25,8 @@ class GatewaySettings(ServiceSettings):
     inline_payload_bytes: int = 256 * 1024
     """Inputs and results above this are stored as objects; events carry a reference."""
     max_bundle_bytes: int = 100 * 1024 * 1024
+    max_upload_bytes: int = 50 * 1024 * 1024
+    """One file through ``POST /v1/drive/upload``; the drive enforces the same number exactly."""
     cors_origins: tuple[str, ...] = ()
     deployment_visible_timeout: float = 30.0
     sse_ping_seconds: float = 15.0
