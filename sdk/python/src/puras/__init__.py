@@ -1,7 +1,8 @@
 """Puras SDK.
 
 * The client, for apps: ``puras.Client`` submits jobs to deployed skills and waits for them.
-* The in-skill runtime, for code running inside a job: ``puras.secret`` and friends.
+* The in-skill runtime, for code running inside a job: ``puras.secret``, ``puras.load_bytes`` /
+  ``puras.load_path`` (file inputs of any shape) and ``puras.drive`` (signed links).
 
 Inside a job only this package is importable from the platform, so the client (which needs
 ``httpx``) is loaded on first use rather than at import.
@@ -11,13 +12,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from puras import drive
 from puras.errors import JobError, PurasAPIError, PurasError, SecretError
+from puras.inputs import InputError, load_bytes, load_path
 from puras.runtime import secret
 
 if TYPE_CHECKING:
     from puras.client import AsyncClient, Client
 
-__all__ = ["AsyncClient", "Client", "JobError", "PurasAPIError", "PurasError", "SecretError", "secret"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "InputError",
+    "JobError",
+    "PurasAPIError",
+    "PurasError",
+    "SecretError",
+    "drive",
+    "load_bytes",
+    "load_path",
+    "secret",
+]
 
 
 def __getattr__(name: str) -> Any:
