@@ -114,11 +114,15 @@ class Drives:
 
     async def record_written(self, workspace_id: UUID, raw_paths: list[str], *, origin: ObjectOrigin) -> list[str]:
         """Record files a job wrote in place (the local backend's ``./drive``): their size and
-        origin. Paths that hold no regular file (removed since, or links) are skipped."""
+        origin. Paths that hold no regular file (removed since, or links) or that are not valid
+        drive paths are skipped."""
         events = []
         recorded = []
         for raw in raw_paths:
-            target = paths.resolve(workspace_id, raw)
+            try:
+                target = paths.resolve(workspace_id, raw)
+            except paths.InvalidPath:
+                continue  # a name a job may make on disk but the drive cannot serve (a backslash…)
             stored = await self.backend.stat(target.key)
             if stored is None:
                 continue

@@ -84,6 +84,8 @@ class Deployments:
         for path in (self.cache_dir, *(self.cache_dir / s for s in ("deployments", "venvs", "work", "runtime"))):
             os.chmod(path, 0o711)
         os.chmod(self.cache_dir / "downloads", 0o700)
+        # Python's importer lists a sys.path directory before it finds anything in it.
+        os.chmod(self.cache_dir / "runtime", 0o755)
         self.runtime_dir = self._link_sdk()
 
     def _link_sdk(self) -> Path:

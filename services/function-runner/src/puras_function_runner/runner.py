@@ -24,6 +24,7 @@ import orjson
 from nats.js import JetStreamContext
 from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import Delivery, Lease, publish
+from puras_common.drive import DriveClient
 from puras_common.envelope import Event
 from puras_common.errors import TRANSIENT_ERRORS
 from puras_common.events import JobStarted, RunFunction, RunPayload
@@ -42,6 +43,7 @@ from puras_sandbox import Child, ForkServerDied, Limits, Outcome, PythonCall, Sa
 from puras_function_runner.logs import LogPump
 from puras_function_runner.prepare import Deployments, Prepared, PrepareError
 from puras_function_runner.settings import FunctionRunnerSettings
+from puras_function_runner.workdrive import WorkDrives
 
 log = get_logger("puras_function_runner")
 
@@ -105,6 +107,8 @@ class FunctionRunner:
         self.work_root = deployments.cache_dir / "work"
         self.drop_privileges = os.geteuid() == 0
         self.completed = 0
+        drive = DriveClient(settings.drive_url, token=settings.internal_token.get_secret_value(), client=payloads.client)
+        self.drives = WorkDrives(drive, owner=(settings.sandbox_uid, settings.sandbox_gid) if self.drop_privileges else None)
 
     async def work(self, delivery: Delivery, lease: Lease) -> None:
         command = delivery.event
@@ -189,9 +193,11 @@ class FunctionRunner:
         skill_dir = prepared.root / "skills" / p.skill_name
         # Per attempt: a lost attempt's directory may still be there, on this host.
         workdir = Path(tempfile.mkdtemp(prefix=f"{attempt.job_id}.{attempt.number}.", dir=self.work_root))
+        drive = None
         try:
             if self.drop_privileges:
                 os.chown(workdir, self.settings.sandbox_uid, self.settings.sandbox_gid)
+            drive = await self.drives.attach(workdir, workspace_id=attempt.workspace_id, job_id=attempt.job_id, skill_name=p.skill_name, inputs=inputs)
             server = await self.deployments.fork_server(prepared)
             call = PythonCall(import_dir=str(skill_dir), module=module, function=function, payload=orjson.dumps(inputs))
             limits = Limits(
@@ -204,7 +210,7 @@ class FunctionRunner:
             if attempt.cancelled.is_set():
                 raise JobCancelledError
             try:
-                child = await server.spawn(call, workdir=str(workdir), env=self._env(attempt, workdir, prepared), limits=limits)
+                child = await server.spawn(call, workdir=str(workdir), env={**self._env(attempt, workdir, prepared), **drive.env}, limits=limits)
             except SandboxError as exc:
                 raise JobFailure(f"could not start the job's process: {exc}", reason="runtime") from None
             pump = LogPump(self.js, job_id=attempt.job_id, workspace_id=attempt.workspace_id, attempt=attempt.number, caused_by=attempt.command)
@@ -233,8 +239,11 @@ class FunctionRunner:
                 raise
             await readers
             await pump.drain()
+            await drive.save()
             return outcome
         finally:
+            if drive is not None:
+                await drive.release()
             shutil.rmtree(workdir, ignore_errors=True)
 
     async def _wait(self, child: Child, attempt: Attempt) -> Outcome:

@@ -1,0 +1,147 @@
+"""Client of the drive service's internal listener, for platform services that read or write a
+workspace's files on a job's behalf (runners, the media and agent tools) and for the gateway's
+job outputs. Bytes stream both ways; paths are checked by the drive, which answers 400 for any
+path that would leave the workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from puras_common.errors import backoff
+
+
+class DriveError(RuntimeError):
+    """The drive refused a request or could not be reached; the message says which and why."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Mount:
+    """How a job on this host gets its workspace's drive: ``root`` is the workspace's folder
+    when the drive keeps files on a disk this host shares (the local backend), else ``None``."""
+
+    backend: str
+    root: str | None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who writes a file: recorded with it, and answered by ``GET /v1/drive/origin``."""
+
+    job_id: UUID
+    skill_name: str | None = None
+    tool: str | None = None
+
+    def params(self) -> dict[str, str]:
+        values = {"job_id": str(self.job_id), "skill": self.skill_name, "tool": self.tool}
+        return {k: v for k, v in values.items() if v}
+
+
+class DriveClient:
+    """The drive's internal endpoints, with the platform's token."""
+
+    def __init__(self, base_url: str, *, token: str, client: httpx.AsyncClient) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.client = client
+
+    def _url(self, workspace_id: UUID, verb: str) -> str:
+        return f"{self.base_url}/internal/drive/{workspace_id}/{verb}"
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        """A small idempotent request, retried on transport errors and 5xx."""
+        last: Exception | None = None
+        for attempt in range(5):
+            try:
+                response = await self.client.request(method, url, headers=self.headers, **kwargs)
+            except httpx.TransportError as exc:
+                last = exc
+            else:
+                if response.status_code < 500:
+                    _raise_for(response, method, url)
+                    return response.json()
+                last = DriveError(f"{method} {url}: drive answered {response.status_code}", status=response.status_code)
+            await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
+        raise DriveError(f"{method} {url} failed after 5 attempts: {last!r}")
+
+    async def mount(self, workspace_id: UUID) -> Mount:
+        body = await self._call("GET", self._url(workspace_id, "mount"))
+        return Mount(backend=body["backend"], root=body.get("root"))
+
+    async def record_written(self, workspace_id: UUID, paths: list[str], *, origin: Origin) -> list[str]:
+        """Record files already in place (the local backend) as written by ``origin``."""
+        body = {
+            "paths": paths,
+            "origin": {"job_id": str(origin.job_id), "skill_name": origin.skill_name, "tool": origin.tool},
+        }
+        return (await self._call("POST", self._url(workspace_id, "written"), json=body))["recorded"]
+
+    async def sign_many(self, workspace_id: UUID, paths: list[str], *, ttl: int = 3600) -> dict[str, str | None]:
+        body = await self._call("POST", self._url(workspace_id, "sign"), json={"paths": paths, "ttl": ttl})
+        return body["signed_urls"]
+
+    async def put(
+        self,
+        workspace_id: UUID,
+        path: str,
+        content: bytes | AsyncIterable[bytes],
+        *,
+        content_type: str | None = None,
+        origin: Origin | None = None,
+    ) -> dict[str, Any]:
+        """Store a file; returns ``{drive_path, full_path, signed_url, bytes, content_type}``.
+        Not retried: a stream cannot be replayed."""
+        params = {"path": path, **(origin.params() if origin else {})}
+        if origin is not None:
+            params["source"] = "job"
+        headers = {**self.headers, "content-type": content_type or "application/octet-stream"}
+        try:
+            response = await self.client.put(
+                self._url(workspace_id, "object"), params=params, content=content, headers=headers,
+                timeout=httpx.Timeout(600.0, connect=5.0),
+            )
+        except httpx.TransportError as exc:
+            raise DriveError(f"PUT {path}: drive unreachable: {exc!r}") from None
+        _raise_for(response, "PUT", path)
+        return response.json()
+
+    @contextlib.asynccontextmanager
+    async def open(self, workspace_id: UUID, path: str) -> AsyncIterator[httpx.Response]:
+        """A file's bytes as a streamed response (``aiter_bytes``); :class:`DriveError` with
+        ``status=404`` when there is no such file."""
+        request = self.client.build_request(
+            "GET", self._url(workspace_id, "object"), params={"path": path}, headers=self.headers,
+            timeout=httpx.Timeout(600.0, connect=5.0),
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise DriveError(f"GET {path}: drive unreachable: {exc!r}") from None
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_for(response, "GET", path)
+            yield response
+        finally:
+            await response.aclose()
+
+
+def _raise_for(response: httpx.Response, method: str, what: str) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:300]
+    raise DriveError(f"{method} {what}: {message}", status=response.status_code)
