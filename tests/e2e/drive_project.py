@@ -114,9 +114,14 @@ PROJECT: dict[str, str] = {
                     seen[name] = (root / name).read_text()
                 except OSError as exc:
                     seen[name] = type(exc).__name__
+            loaded = {}
+            for name in inputs.get("load", []):
+                from puras import load_bytes
+
+                loaded[name] = load_bytes(name).decode()
             if inputs.get("fail"):
                 raise RuntimeError("failed after writing")
-            return {"seen": seen}
+            return {"seen": seen, "loaded": loaded}
         """,
 }
 

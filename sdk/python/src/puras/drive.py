@@ -2,19 +2,23 @@
 
 Files are plain files under ``./drive/``. ``url`` and ``sign`` mint links through the gateway
 with the job's token (``PURAS_API_BASE`` + ``PURAS_JOB_TOKEN``), so they are scoped to the job's
-workspace. Standard library only.
+workspace. Where ``./drive`` is not a live folder (the S3 backend), a file the job wrote is
+uploaded when the job signs it. Standard library only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from puras.errors import PurasAPIError, PurasError
 
@@ -30,6 +34,8 @@ def sign(path: str, *, ttl: int = DEFAULT_TTL) -> dict[str, Any]:
     ``path`` is workspace-relative (``media/abc.png``); a leading ``<workspace_id>/`` is
     accepted. ``ttl`` is seconds until the URL expires (30 .. 30 days, default 1 h).
     """
+    if os.environ.get(FETCHED_ENV):
+        _save_before_signing(path)
     return _api("GET", "/v1/drive/sign", {"path": path, "ttl": str(ttl)})
 
 
@@ -94,13 +100,76 @@ def fetch_missing(path: str, local: Path) -> None:
         out.write(json.dumps({"path": rel, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}) + "\n")
 
 
-def _api(method: str, route: str, params: dict[str, str]) -> Any:
+def _save_before_signing(path: str) -> None:
+    """Where ``./drive`` is the job's own folder (S3), a file the job wrote is uploaded when the
+    job signs it rather than at teardown, so the link works at once."""
+    try:
+        rel = relative(path)
+    except ValueError:
+        return  # the gateway answers with the reason
+    local = root() / rel
+    try:
+        st = local.stat()
+    except OSError:
+        return
+    if _already_saved(rel, st.st_size, st.st_mtime_ns):
+        return
+    _upload(local, rel, st.st_size)
+    _remember_saved(rel, st.st_size, st.st_mtime_ns)
+
+
+def _already_saved(rel: str, size: int, mtime_ns: int) -> bool:
+    try:
+        with open(os.environ[FETCHED_ENV], encoding="utf-8") as lines:
+            for line in lines:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    item = json.loads(line)
+                    if (item["path"], item["bytes"], item["mtime_ns"]) == (rel, size, mtime_ns):
+                        return True
+    except OSError:
+        pass
+    return False
+
+
+def _remember_saved(rel: str, size: int, mtime_ns: int) -> None:
+    with open(os.environ[FETCHED_ENV], "a", encoding="utf-8") as out:
+        out.write(json.dumps({"path": rel, "bytes": size, "mtime_ns": mtime_ns}) + "\n")
+
+
+def _upload(local: Path, rel: str, size: int) -> None:
+    """``POST /v1/drive/upload`` as a stream (multipart by hand: the standard library has none)."""
+    boundary = f"puras-{uuid.uuid4().hex}"
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n{rel}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{quote(local.name)}\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        with open(local, "rb") as source:
+            while chunk := source.read(256 * 1024):
+                yield chunk
+        yield tail
+
+    _api(
+        "POST",
+        "/v1/drive/upload",
+        {},
+        data=body(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(head) + size + len(tail))},
+    )
+
+
+def _api(method: str, route: str, params: dict[str, str], *, data: Any = None, headers: dict[str, str] | None = None) -> Any:
     base = os.environ.get("PURAS_API_BASE", "").rstrip("/")
     token = os.environ.get("PURAS_JOB_TOKEN") or os.environ.get("PURAS_API_KEY")
     if not base or not token:
         raise PurasError("puras.drive needs PURAS_API_BASE and PURAS_JOB_TOKEN (set inside jobs) or PURAS_API_KEY")
+    query = f"?{urlencode(params)}" if params else ""
     request = urllib.request.Request(
-        f"{base}{route}?{urlencode(params)}", method=method, headers={"Authorization": f"Bearer {token}"}
+        f"{base}{route}{query}", data=data, method=method, headers={"Authorization": f"Bearer {token}", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

@@ -198,6 +198,7 @@ class CopiedDrive(JobDrive):
         self.owner = owner
         self.env = {FETCHED_ENV: str(fetched_file)}
         self._baseline: dict[str, tuple[int, int]] = {}
+        self._fetched_offset = 0
 
     def _own(self, path: Path) -> None:
         if self.owner is not None:
@@ -237,12 +238,15 @@ class CopiedDrive(JobDrive):
         self._own(target)
 
     def _read_fetched(self) -> None:
-        """Files ``puras.load_path`` fetched on demand are the drive's, not the job's output."""
+        """Files the SDK fetched on demand, or already uploaded when the job signed them, are in
+        the drive as they are: nothing to write back. Only lines added since the last sync count."""
         with contextlib.suppress(OSError), open(self.fetched_file, encoding="utf-8") as lines:
-            for line in lines:
+            lines.seek(self._fetched_offset)
+            while (line := lines.readline()).endswith("\n"):
+                self._fetched_offset = lines.tell()
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     item = json.loads(line)
-                    self._baseline.setdefault(str(item["path"]), (int(item["bytes"]), int(item["mtime_ns"])))
+                    self._baseline[str(item["path"])] = (int(item["bytes"]), int(item["mtime_ns"]))
 
     async def sync(self, *, tool: str | None = None) -> list[str]:
         self._read_fetched()
