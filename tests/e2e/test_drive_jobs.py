@@ -54,6 +54,9 @@ async def test_a_skill_reads_an_upload_three_ways_and_writes_a_thumbnail_whose_o
     assert set(result["sizes"].values()) == {len(image)}
     assert (result["width"], result["height"]) == (10, 6)
     thumb_path = result["thumb"]["drive_path"]
+    assert [o["drive_path"] for o in job["outputs"]] == [thumb_path]
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(job["outputs"][0]["signed_url"])).content.startswith(b"\x89PNG")
     origin = (await tenant.http.get("/v1/drive/origin", params={"path": thumb_path})).json()
     assert origin["job_id"] == job["id"] and origin["skill_name"] == "thumbnail" and origin["tool"] is None
     assert origin["created_at"] is not None

@@ -45,7 +45,9 @@ INSERT INTO objects (workspace_id, path, bytes, content_type, updated_at, create
                      version_id, deleted_at)
 SELECT $1, p, 0, '', $3, $3, $3, $4, $3 FROM unnest($2::text[]) AS p
 ON CONFLICT (workspace_id, path) DO UPDATE SET
-    deleted_at = EXCLUDED.deleted_at, version_at = EXCLUDED.version_at, version_id = EXCLUDED.version_id
+    deleted_at = EXCLUDED.deleted_at, version_at = EXCLUDED.version_at, version_id = EXCLUDED.version_id,
+    bytes = 0, content_type = '', updated_at = EXCLUDED.updated_at, created_at = EXCLUDED.created_at,
+    origin_job_id = NULL, origin_skill = NULL, origin_tool = NULL, source = 'upload'
 WHERE (objects.version_at, objects.version_id) < (EXCLUDED.version_at, EXCLUDED.version_id)
 """
 

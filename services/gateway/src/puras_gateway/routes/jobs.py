@@ -26,7 +26,7 @@ from puras_common.ids import new_id, parse_id
 from puras_common.payloads import payload_key
 from puras_common.schemas import validate
 
-from puras_gateway import catalog, jobs
+from puras_gateway import catalog, jobs, outputs
 from puras_gateway.auth import GatewayDep, Principal, PrincipalDep
 from puras_gateway.bodies import parse_model, read_capped
 from puras_gateway.context import Gateway
@@ -219,7 +219,7 @@ async def load_job(gw: Gateway, job_id: UUID, workspace_id: UUID) -> JobOut | No
     if row is None:
         return None
     result = await gw.payloads.get(row["result_ref"]) if row["result_ref"] else None
-    return jobs.job_out(row, result=result)
+    return await outputs.with_outputs(gw, jobs.job_out(row, result=result), workspace_id)
 
 
 async def job_or_404(gw: Gateway, who: Principal, job_id: str) -> JobOut:

@@ -1,0 +1,52 @@
+"""A job's ``outputs``: every ``{"drive_path": …}`` in its result, each with a fresh signed link
+(minted by the drive, which holds the signing key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from puras_common.api import JobOut, OutputFile
+from puras_common.drive import DriveClient, DriveError
+from puras_common.logging import get_logger
+
+from puras_gateway.context import Gateway
+
+log = get_logger("puras_gateway.outputs")
+
+MAX_OUTPUTS = 200
+
+
+def drive_paths(value: Any) -> list[str]:
+    """``drive_path`` strings anywhere in ``value``, in order, without repeats."""
+    found: list[str] = []
+
+    def visit(node: Any) -> None:
+        if len(found) >= MAX_OUTPUTS:
+            return
+        if isinstance(node, dict):
+            path = node.get("drive_path")
+            if isinstance(path, str) and path and path not in found:
+                found.append(path)
+            for child in node.values():
+                visit(child)
+        elif isinstance(node, list):
+            for child in node:
+                visit(child)
+
+    visit(value)
+    return found
+
+
+async def with_outputs(gw: Gateway, job: JobOut, workspace_id: Any) -> JobOut:
+    """``job`` with its outputs listed; links are ``None`` if the drive cannot be reached, so
+    reading a job never fails on account of its files."""
+    paths = drive_paths(job.result)
+    if not paths:
+        return job
+    links: dict[str, str | None] = {}
+    drive = DriveClient(gw.settings.drive_url, token=gw.settings.internal_token.get_secret_value(), client=gw.http)
+    try:
+        links = await drive.sign_many(workspace_id, paths)
+    except DriveError as exc:
+        log.warning("could not sign job outputs", job_id=str(job.id), error=str(exc))
+    return job.model_copy(update={"outputs": [OutputFile(drive_path=p, signed_url=links.get(p)) for p in paths]})
