@@ -15,6 +15,7 @@ import pytest
 from puras_cli.testing import Platform, Tenant
 from puras_common.tokens import mint_job_token
 from puras_drive.signing import Signer
+from puras_drive.testing import HOSTILE_PATHS, SAFE_FOLDS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -228,3 +229,20 @@ async def test_a_job_token_is_a_caller_for_its_own_workspace_only(platform: Plat
     for bad in (forged, expired, "pjt_garbage"):
         async with httpx.AsyncClient(base_url=platform.url, headers={"Authorization": f"Bearer {bad}"}) as job:
             assert (await job.get("/v1/drive/list")).status_code == 401
+
+
+async def test_the_traversal_corpus_never_leaves_the_workspace_over_http(platform: Platform, tenant: Tenant) -> None:
+    drive_root = platform.config.home / "drive"
+    before = {p for p in drive_root.rglob("*") if not p.is_relative_to(drive_root / tenant.id)}
+    for raw in HOSTILE_PATHS:
+        uploaded = await upload(tenant, b"hostile", path=raw, name="h.txt", content_type="text/plain")
+        if raw in SAFE_FOLDS or (raw in ("", ".", "./") and uploaded.status_code == 201):
+            continue  # an odd but harmless name, or the root: a generated name under uploads/
+        assert uploaded.status_code in (400, 413), (raw, uploaded.text)
+        for method, route in (("GET", "/v1/drive/sign"), ("GET", "/v1/drive/origin"), ("DELETE", "/v1/drive/object")):
+            answered = await tenant.http.request(method, route, params={"path": raw})
+            assert answered.status_code in (400, 404), (raw, route, answered.text)
+        listed = await tenant.http.get("/v1/drive/list", params={"prefix": raw})
+        assert listed.status_code == 400 or listed.json()["files"] == [], (raw, listed.text)
+    after = {p for p in drive_root.rglob("*") if not p.is_relative_to(drive_root / tenant.id)}
+    assert {p for p in after - before if not p.is_relative_to(drive_root / "_tmp")} == set()

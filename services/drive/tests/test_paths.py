@@ -10,57 +10,13 @@ from pathlib import Path
 import pytest
 from puras_drive import paths
 from puras_drive.storage.local import LocalBackend
+from puras_drive.testing import HOSTILE_PATHS as HOSTILE
+from puras_drive.testing import SAFE_FOLDS
 
 WS = uuid.UUID("0190c0de-0000-7000-8000-000000000001")
 OTHER = uuid.UUID("0190c0de-0000-7000-8000-000000000002")
 
-HOSTILE = [
-    "../secret.txt",
-    "..",
-    "a/../../b",
-    "a/../b",
-    "uploads/../../etc/passwd",
-    "/etc/passwd",
-    "//etc/passwd",
-    "\\etc\\passwd",
-    "..\\..\\windows\\win.ini",
-    "a\\..\\b",
-    "C:\\Windows\\system.ini",
-    "C:/Windows/system.ini",
-    "a/b\x00.png",
-    "\x00",
-    "a/\nb",
-    "a\rb",
-    "a\x7fb",
-    "%2e%2e/secret",
-    "..%2fsecret",
-    "%2e%2e%2f%2e%2e%2fetc",
-    "a/%2E%2E/b",
-    "%252e%252e/secret",
-    "%00",
-    "%5c..%5csecret",
-    "．．/secret",  # fullwidth full stops fold to "."
-    "..／secret",  # fullwidth solidus folds to "/"
-    "a∕..∕b",  # division slash (no fold) around dots: harmless name? refused below if it folds
-    "\u2024\u2024/secret",  # one-dot leaders fold to "."
-    "a/\ufe52\ufe52/b",  # small full stops fold to "."
-    "a\uff3cb",  # fullwidth reverse solidus folds to "\\"
-    "a/\u202e/b",  # right-to-left override
-    "\u200b../x",  # zero-width space before the dots
-    "~/secret",
-    "~root/.ssh/id_rsa",
-    "...",
-    ". /x",
-    "a/ . /b",
-    "x" * 256,
-    "a/" * 600 + "b",
-    "",
-    "/",
-    ".",
-    "./",
-]
 
-SAFE_FOLDS = {"a∕..∕b"}  # U+2215 has no compatibility fold: one ordinary (odd) file name
 
 
 @pytest.mark.parametrize("raw", HOSTILE)

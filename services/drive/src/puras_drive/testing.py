@@ -1,4 +1,5 @@
-"""Test support: an S3-protocol server (moto's server mode) on a free loopback port.
+"""Test support: the corpus of hostile drive paths, and an S3-protocol server (moto's server
+mode) on a free loopback port.
 
 Used by the drive's contract suite and by cross-service tests that run the platform on the S3
 backend. moto is a development dependency; importing this module without it fails clearly.
@@ -12,6 +13,56 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from puras_common.engines import free_port
+
+HOSTILE_PATHS: tuple[str, ...] = (
+    # Each must be refused, or name something inside the caller's workspace.
+    "../secret.txt",
+    "..",
+    "a/../../b",
+    "a/../b",
+    "uploads/../../etc/passwd",
+    "/etc/passwd",
+    "//etc/passwd",
+    "\\etc\\passwd",
+    "..\\..\\windows\\win.ini",
+    "a\\..\\b",
+    "C:\\Windows\\system.ini",
+    "C:/Windows/system.ini",
+    "a/b\x00.png",
+    "\x00",
+    "a/\nb",
+    "a\rb",
+    "a\x7fb",
+    "%2e%2e/secret",
+    "..%2fsecret",
+    "%2e%2e%2f%2e%2e%2fetc",
+    "a/%2E%2E/b",
+    "%252e%252e/secret",
+    "%00",
+    "%5c..%5csecret",
+    "．．/secret",  # fullwidth full stops fold to "."
+    "..／secret",  # fullwidth solidus folds to "/"
+    "a∕..∕b",  # division slash: no fold, so an odd but harmless file name
+    "\u2024\u2024/secret",  # one-dot leaders fold to "."
+    "a/\ufe52\ufe52/b",  # small full stops fold to "."
+    "a\uff3cb",  # fullwidth reverse solidus folds to "\\"
+    "a/\u202e/b",  # right-to-left override
+    "\u200b../x",  # zero-width space before the dots
+    "~/secret",
+    "~root/.ssh/id_rsa",
+    "...",
+    ". /x",
+    "a/ . /b",
+    "x" * 256,
+    "a/" * 600 + "b",
+    "",
+    "/",
+    ".",
+    "./",
+)
+
+SAFE_FOLDS = frozenset({"a∕..∕b"})
+"""Corpus entries that are odd but harmless names: U+2215 has no compatibility fold."""
 
 
 @dataclass(frozen=True)
