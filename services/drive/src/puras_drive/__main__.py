@@ -30,7 +30,7 @@ async def main(settings: DriveSettings | None = None) -> None:
         s3_region=settings.s3_region,
     )
     signer = Signer(
-        settings.signing_key.get_secret_value(), retired=settings.signing_keys_retired, base_url=settings.links_base
+        settings.signing_key.get_secret_value(), retired=settings.retired_keys(), base_url=settings.links_base
     )
     async with ServiceRuntime(settings, migrations=service_migrations("drive", __file__)) as runtime:
         assert runtime.outbox is not None

@@ -26,8 +26,8 @@ class DriveSettings(ServiceSettings):
     s3_region: str = "us-east-1"
     signing_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     """Signs drive links; rotate it to revoke every signed and shared link at once."""
-    signing_keys_retired: tuple[str, ...] = ()
-    """Earlier keys whose links still verify (JSON list), for a rotation that keeps them."""
+    signing_keys_retired: SecretStr = SecretStr("")
+    """Earlier keys whose links still verify (comma-separated), for a rotation that keeps them."""
     public_url: str | None = None
     """Where clients reach the gateway, the base of signed links (``PURAS_PUBLIC_URL``)."""
     api_base: str = "http://127.0.0.1:8080"
@@ -40,6 +40,9 @@ class DriveSettings(ServiceSettings):
     files_uid: int | None = None
     """Owner of workspace files on the local backend (jobs' uid); 65534 when running as root."""
     files_gid: int | None = None
+
+    def retired_keys(self) -> list[str]:
+        return [k.strip() for k in self.signing_keys_retired.get_secret_value().split(",") if k.strip()]
 
     @property
     def links_base(self) -> str:
