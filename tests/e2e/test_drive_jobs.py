@@ -109,3 +109,11 @@ async def test_a_job_sees_files_uploaded_before_it_and_origin_is_not_claimed_for
     assert job["result"]["seen"] == {"in/read.txt": "uploaded", "in/none.txt": "FileNotFoundError"}
     origin = (await tenant.http.get("/v1/drive/origin", params={"path": "in/read.txt"})).json()
     assert origin["job_id"] is None
+
+
+async def test_a_job_cannot_have_the_sdk_fetch_from_the_platforms_private_addresses(platform: Platform, tenant: Tenant) -> None:
+    internal = f"http://127.0.0.1:{platform.config.ports['drive']}/internal/payloads/x"
+    for url in (internal, "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:1/"):
+        job = await tenant.run("scribble", {"load": [url]})
+        assert job["status"] == "failed", job
+        assert "InputError" in job["error"] and "refusing to fetch" in job["error"], job["error"]

@@ -108,7 +108,7 @@ class FunctionRunner:
         self.drop_privileges = os.geteuid() == 0
         self.completed = 0
         drive = DriveClient(settings.drive_url, token=settings.internal_token.get_secret_value(), client=payloads.client)
-        self.drives = WorkDrives(drive, owner=(settings.sandbox_uid, settings.sandbox_gid) if self.drop_privileges else None)
+        self.drives = WorkDrives(drive, owner=(settings.sandbox_uid, settings.sandbox_gid) if self.drop_privileges else None, ssrf_allow=settings.ssrf_allow)
 
     async def work(self, delivery: Delivery, lease: Lease) -> None:
         command = delivery.event

@@ -41,3 +41,5 @@ class FunctionRunnerSettings(ServiceSettings):
     max_open_files: int = 1024
     max_processes: int = 256
     max_file_bytes: int = 1024 * 1024 * 1024
+    ssrf_allow: str = ""
+    """Networks the SDK may fetch file inputs from despite the SSRF guard (``PURAS_SSRF_ALLOW``)."""

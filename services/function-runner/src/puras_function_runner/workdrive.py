@@ -26,6 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from puras.drive import FETCHED_ENV, relative
+from puras.netguard import ALLOW_ENV
 from puras_common.drive import DriveClient, DriveError, Mount, Origin
 from puras_common.logging import get_logger
 
@@ -196,7 +197,7 @@ class CopiedDrive(JobDrive):
         self.root = root
         self.fetched_file = fetched_file
         self.owner = owner
-        self.env = {FETCHED_ENV: str(fetched_file)}
+        self.env[FETCHED_ENV] = str(fetched_file)
         self._baseline: dict[str, tuple[int, int]] = {}
         self._fetched_offset = 0
 
@@ -276,9 +277,11 @@ async def _chunks(source: Any) -> AsyncIterator[bytes]:
 class WorkDrives:
     """Gives each job its ``./drive``."""
 
-    def __init__(self, client: DriveClient, *, owner: tuple[int, int] | None) -> None:
+    def __init__(self, client: DriveClient, *, owner: tuple[int, int] | None, ssrf_allow: str = "") -> None:
         self.client = client
         self.owner = owner
+        self.ssrf_allow = ssrf_allow
+        """Given to jobs as ``PURAS_SSRF_ALLOW``: what ``puras.load_bytes`` may fetch from."""
         self._mounts: dict[UUID, Mount] = {}
 
     async def _mount(self, workspace_id: UUID) -> Mount:
@@ -293,6 +296,12 @@ class WorkDrives:
     ) -> JobDrive:
         """Make ``workdir/drive`` for a job about to start."""
         origin = Origin(job_id=job_id, skill_name=skill_name)
+        drive = await self._attach(workdir, workspace_id=workspace_id, origin=origin, inputs=inputs)
+        if self.ssrf_allow:
+            drive.env[ALLOW_ENV] = self.ssrf_allow
+        return drive
+
+    async def _attach(self, workdir: Path, *, workspace_id: UUID, origin: Origin, inputs: Any) -> JobDrive:
         mount = await self._mount(workspace_id)
         link = workdir / "drive"
         if mount.root is not None:
