@@ -246,3 +246,4 @@ async def test_the_traversal_corpus_never_leaves_the_workspace_over_http(platfor
         assert listed.status_code == 400 or listed.json()["files"] == [], (raw, listed.text)
     after = {p for p in drive_root.rglob("*") if not p.is_relative_to(drive_root / tenant.id)}
     assert {p for p in after - before if not p.is_relative_to(drive_root / "_tmp")} == set()
+    assert list((drive_root / "_tmp").iterdir()) == []  # refused uploads leave no spool behind

@@ -114,11 +114,14 @@ def create_app(settings: DriveSettings, drives: Drives, backend: Backend) -> Fas
         skill: str | None = None,
         tool: str | None = None,
     ) -> Any:
-        received = await uploads.receive(
-            request.stream(), request.headers.get("content-type"),
-            spool=backend.temp_path(), limit=settings.max_upload_bytes,
-        )
-        written = await drives.store_upload(workspace_id, received, origin=_origin(job_id, skill, tool))
+        spool = backend.temp_path()
+        try:
+            received = await uploads.receive(
+                request.stream(), request.headers.get("content-type"), spool=spool, limit=settings.max_upload_bytes
+            )
+            written = await drives.store_upload(workspace_id, received, origin=_origin(job_id, skill, tool))
+        finally:
+            spool.unlink(missing_ok=True)  # a refused path or a failed store leaves no spool behind
         return JSONResponse(written.public(), status_code=201)
 
     @app.put("/internal/drive/{workspace_id}/object")

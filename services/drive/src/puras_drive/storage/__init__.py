@@ -118,6 +118,27 @@ class Backend(Protocol):
         ...
 
 
+SPOOL_MAX_AGE_SECONDS = 3600
+
+
+def sweep_spool(folder: Path, *, max_age: float = SPOOL_MAX_AGE_SECONDS) -> int:
+    """Remove spool files a crashed process left behind (older than ``max_age``); returns how many.
+    Replicas may share the folder, so a young file may be another's upload in flight."""
+    import os
+    import time
+
+    removed = 0
+    cutoff = time.time() - max_age
+    for entry in os.scandir(folder):
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 def open_backend(
     kind: str,
     *,

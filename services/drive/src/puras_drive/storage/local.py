@@ -23,7 +23,15 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from puras_drive.storage import CHUNK_BYTES, Conflict, Listing, NotFound, StoredObject, TooLarge
+from puras_drive.storage import (
+    CHUNK_BYTES,
+    Conflict,
+    Listing,
+    NotFound,
+    StoredObject,
+    TooLarge,
+    sweep_spool,
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -47,6 +55,7 @@ class LocalBackend:
         os.chmod(self.root, 0o711)
         self.tmp.mkdir(exist_ok=True)
         os.chmod(self.tmp, 0o700)
+        sweep_spool(self.tmp)
 
     async def close(self) -> None:
         return None

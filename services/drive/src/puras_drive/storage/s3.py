@@ -19,7 +19,7 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from puras_drive.storage import CHUNK_BYTES, Listing, NotFound, StoredObject, TooLarge
+from puras_drive.storage import CHUNK_BYTES, Listing, NotFound, StoredObject, TooLarge, sweep_spool
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _DELETE_BATCH = 1000
@@ -45,6 +45,7 @@ class S3Backend:
     async def start(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.spool_dir, 0o700)
+        sweep_spool(self.spool_dir)
         config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"})
         self._client = await self._stack.enter_async_context(
             self._session.client("s3", endpoint_url=self.endpoint, region_name=self.region, config=config)
