@@ -15,6 +15,7 @@ file to the drive, so a job cannot have the platform read or upload something it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -168,23 +169,26 @@ class LiveDrive(JobDrive):
         self._since_ns = since_ns
         self._reported: dict[str, tuple[int, int]] = {}
 
-    async def sync(self, *, tool: str | None = None) -> list[str]:
-        started = _coarse_now_ns()
-        changed = [
-            rel
+    def _changed(self) -> list[tuple[str, tuple[int, int]]]:
+        """Files changed since the last sync: one ``lstat`` per file of the workspace (about
+        10 µs each), which is why it runs in a worker thread."""
+        return [
+            (rel, (st.st_size, st.st_mtime_ns))
             for rel, st in walk_files(self.root)
             if st.st_ctime_ns >= self._since_ns and self._reported.get(rel) != (st.st_size, st.st_mtime_ns)
         ]
+
+    async def sync(self, *, tool: str | None = None) -> list[str]:
+        started = _coarse_now_ns()
+        found = await asyncio.to_thread(self._changed)
+        changed = [rel for rel, _ in found]
         origin = Origin(self.origin.job_id, self.origin.skill_name, tool or self.origin.tool)
         recorded: list[str] = []
         for start in range(0, len(changed), _MAX_REPORT):
             recorded += await self.client.record_written(
                 self.workspace_id, changed[start : start + _MAX_REPORT], origin=origin
             )
-        for rel in changed:
-            with contextlib.suppress(OSError):
-                st = os.stat(self.root / rel, follow_symlinks=False)
-                self._reported[rel] = (st.st_size, st.st_mtime_ns)
+        self._reported.update(found)
         self._since_ns = started
         return recorded
 
