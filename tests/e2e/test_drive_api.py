@@ -247,3 +247,24 @@ async def test_the_traversal_corpus_never_leaves_the_workspace_over_http(platfor
     after = {p for p in drive_root.rglob("*") if not p.is_relative_to(drive_root / tenant.id)}
     assert {p for p in after - before if not p.is_relative_to(drive_root / "_tmp")} == set()
     assert list((drive_root / "_tmp").iterdir()) == []  # refused uploads leave no spool behind
+
+
+async def test_a_publishable_key_may_upload_but_not_read_the_drive(platform: Platform, tenant: Tenant, admin_db) -> None:  # type: ignore[no-untyped-def]
+    from puras_gateway import keys
+
+    minted = keys.mint("publishable")
+    await admin_db.execute(
+        "INSERT INTO gateway.api_keys (id, workspace_id, kind, prefix, secret_sha256) VALUES ($1, $2, 'publishable', $3, $4)",
+        uuid.uuid4(), uuid.UUID(tenant.id), minted.prefix, minted.secret_sha256,
+    )
+    async with httpx.AsyncClient(base_url=platform.url, headers={"Authorization": f"Bearer {minted.token}"}) as browser:
+        uploaded = await browser.post("/v1/drive/upload", files={"file": ("p.png", b"png", "image/png")})
+        assert uploaded.status_code == 201, uploaded.text
+        for method, route, params in (
+            ("GET", "/v1/drive/list", {}),
+            ("GET", "/v1/drive/sign", {"path": uploaded.json()["drive_path"]}),
+            ("DELETE", "/v1/drive/object", {"path": uploaded.json()["drive_path"]}),
+            ("GET", "/v1/drive/zip", {}),
+        ):
+            refused = await browser.request(method, route, params=params)
+            assert refused.status_code == 403 and "publishable" in refused.json()["error"]["message"], route
