@@ -29,6 +29,7 @@ _RUNNER_EVENTS = (
     "job.*.log",
     "job.*.output",
     "usage.*.recorded",
+    "job.*.usage",
 )
 """Runners report a job's end to the scheduler, which emits the terminal event (attempt fencing)."""
 

@@ -166,6 +166,7 @@ PUBLIC_EVENT_TYPES: Final[Mapping[str, str]] = {
     "tool.completed": "tool_result",
     "log": "log",
     "usage.recorded": "usage",
+    "job.usage": "usage",
     "job.output": "output",
     "job.retrying": "retrying",
     "job.succeeded": "succeeded",

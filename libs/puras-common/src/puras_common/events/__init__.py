@@ -18,6 +18,7 @@ from puras_common.events.jobs import (
     JobStarted,
     JobSubmitted,
     JobSucceeded,
+    JobUsageRecorded,
 )
 from puras_common.events.ledger import BalanceChanged, LedgerPosted
 from puras_common.events.platform import (
@@ -26,6 +27,8 @@ from puras_common.events.platform import (
     DeploymentCreated,
     DeploymentDeleted,
     FeedbackSubmitted,
+    KeyCreated,
+    KeyRevoked,
     SkillManifest,
     ToolManifest,
     WorkspaceCreated,
@@ -56,6 +59,9 @@ __all__ = [
     "JobStarted",
     "JobSubmitted",
     "JobSucceeded",
+    "JobUsageRecorded",
+    "KeyCreated",
+    "KeyRevoked",
     "LedgerPosted",
     "ObjectOrigin",
     "Payload",

@@ -171,4 +171,29 @@ class JobRetrying(_JobEvent):
     payload: RetryingPayload
 
 
+class JobUsagePayload(Payload):
+    """What one upstream call of the job consumed and cost, as the job's history shows it."""
+
+    usage_id: UUID
+    """The ``usage.recorded`` event billing charges (one ledger entry per usage id)."""
+    attempt: int | None = None
+    kind: Literal["llm", "media", "tool"]
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    units: str = "0"
+    unit: str = "token"
+    billed_micros: int
+    """Priced by the producer with :mod:`puras_common.pricing`, as billing prices it."""
+
+
+class JobUsageRecorded(_JobEvent):
+    """A job made a billable call; a copy of its ``usage.recorded`` for the job's history."""
+
+    subject_pattern: ClassVar = "job.{job_id}.usage"
+    type: Literal["job.usage"] = "job.usage"
+    payload: JobUsagePayload
+
+
 TERMINAL_TYPES = frozenset({"job.succeeded", "job.failed", "job.cancelled"})

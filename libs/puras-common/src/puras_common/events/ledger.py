@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar, Literal
 from uuid import UUID
 
 from puras_common import streams
 from puras_common.envelope import Event, Payload
 from puras_common.money import Micros
+
+
+class BilledUsage(Payload):
+    """One usage row as billing priced it: the raw measures and what they cost."""
+
+    kind: Literal["llm", "media", "tool"]
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    units: str
+    """The billed quantity, a decimal string (tokens, images, seconds…)."""
+    unit: str
+    billed_micros: Micros
+    attempt: int | None = None
+    variant: str | None = None
+    """The row of an input-conditional rate table that was billed (``audio on``)."""
+    recorded_at: datetime
+    """When the upstream call was recorded: the UTC day of a key's spend."""
 
 
 class LedgerPostedPayload(Payload):
@@ -22,6 +42,10 @@ class LedgerPostedPayload(Payload):
     job_id: UUID | None = None
     source_event_id: UUID
     """The grant or usage event this entry answers; unique in the ledger."""
+    key_id: UUID | None = None
+    """The API key the charged job was submitted with, for spend per key."""
+    usage: BilledUsage | None = None
+    """For a charge: the usage row it bills (its id is ``source_event_id``)."""
 
 
 class LedgerPosted(Event):

@@ -41,6 +41,39 @@ class CreditGranted(_PlatformEvent):
     payload: CreditGrantedPayload
 
 
+class KeyCreatedPayload(Payload):
+    """A key's public description: never its secret."""
+
+    key_id: UUID
+    kind: Literal["secret", "publishable"]
+    prefix: str
+    name: str = ""
+    skillpack: str = "default"
+    allowed_skills: tuple[str, ...] | None = None
+    daily_cap_micros: Micros | None = None
+
+
+class KeyCreated(_PlatformEvent):
+    """An API key was minted for a workspace."""
+
+    subject_pattern: ClassVar = "key.{workspace_id}.created"
+    type: Literal["key.created"] = "key.created"
+    payload: KeyCreatedPayload
+
+
+class KeyRevokedPayload(Payload):
+    key_id: UUID
+    prefix: str
+
+
+class KeyRevoked(_PlatformEvent):
+    """An API key was revoked; requests with it are refused from now on."""
+
+    subject_pattern: ClassVar = "key.{workspace_id}.revoked"
+    type: Literal["key.revoked"] = "key.revoked"
+    payload: KeyRevokedPayload
+
+
 class ToolManifest(Payload):
     """A user tool declared in a skill's ``tools:`` list."""
 
@@ -139,6 +172,8 @@ __all__ = [
     "DeploymentCreated",
     "DeploymentDeleted",
     "FeedbackSubmitted",
+    "KeyCreated",
+    "KeyRevoked",
     "Micros",
     "SkillManifest",
     "ToolManifest",
