@@ -10,7 +10,7 @@ from uuid import UUID
 from puras_common.bus import Delivery
 from puras_common.envelope import Event
 from puras_common.events import BalanceChanged, CreditGranted, LedgerPosted
-from puras_common.events.ledger import BalanceChangedPayload, LedgerPostedPayload
+from puras_common.events.ledger import BalanceChangedPayload, BilledUsage, LedgerPostedPayload
 from puras_common.ids import new_id
 from puras_common.outbox import UnitOfWork
 
@@ -26,15 +26,17 @@ async def post(
     source: Event,
     at: datetime,
     job_id: UUID | None = None,
+    key_id: UUID | None = None,
+    usage: BilledUsage | None = None,
     note: str = "",
 ) -> bool:
     """Append one entry for ``source``; False (and nothing written) if it was already posted."""
     entry_id = new_id()
     inserted = await uow.conn.fetchval(
-        """INSERT INTO ledger (entry_id, workspace_id, kind, amount_micros, source_event_id, job_id, note, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        """INSERT INTO ledger (entry_id, workspace_id, kind, amount_micros, source_event_id, job_id, key_id, note, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            ON CONFLICT (source_event_id) DO NOTHING RETURNING seq""",
-        entry_id, workspace_id, kind, amount_micros, source.id, job_id, note, at,
+        entry_id, workspace_id, kind, amount_micros, source.id, job_id, key_id, note, at,
     )
     if inserted is None:
         return False
@@ -55,6 +57,8 @@ async def post(
                 version=balance["entries"],
                 job_id=job_id,
                 source_event_id=source.id,
+                key_id=key_id,
+                usage=usage,
             ),
             producer="billing",
             workspace_id=workspace_id,

@@ -1,0 +1,89 @@
+"""Charging usage: priced with the registry, one usage row and one ledger entry per usage event
+however often it arrives, and the events read models need to show cost per job and per key."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from puras_billing.usage import UnattributedUsage, UsageCharges
+from puras_common.bus import Delivery
+from puras_common.events import BalanceChanged, LedgerPosted, UsageRecorded, UsageRecordedPayload
+from puras_common.migrate import service_migrations
+from puras_common.pricing import Pricebook, UnknownModel
+from puras_common.testing import Infra, Scratch, scratch_schema
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(infra: Infra) -> AsyncIterator[Scratch]:
+    import puras_billing
+
+    async with scratch_schema(infra.admin_database_dsn, service_migrations("billing", puras_billing.__file__)) as s:
+        yield s
+
+
+def usage(workspace: uuid.UUID | None, model: str = "bytedance/seedance-2-t2v", **fields) -> UsageRecorded:
+    payload = UsageRecordedPayload(
+        **{"kind": "media", "provider": "fal", "model": model, "inputs": {"duration": "5"}, **fields}
+    )
+    return UsageRecorded.new(payload, producer="test", workspace_id=workspace, job_id=fields.get("job_id"))
+
+
+async def deliver(db: Scratch, event: UsageRecorded, charges: UsageCharges | None = None) -> list:
+    charges = charges or UsageCharges(Pricebook())
+    async with db.outbox.transaction() as uow:
+        await charges.apply(uow, Delivery(event, 1, 1, event.subject, None))  # type: ignore[arg-type]
+    return uow.events
+
+
+async def test_a_usage_event_is_priced_recorded_and_charged_once(db: Scratch) -> None:
+    ws, job, key = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    event = usage(ws, job_id=job, key_id=key, attempt=1, request_id="req-1")
+    emitted = await deliver(db, event)
+    assert [type(e) for e in emitted] == [LedgerPosted, BalanceChanged]
+    posted = emitted[0].payload
+    assert (posted.kind, posted.amount_micros, posted.balance_micros) == ("charge", -1_820_000, -1_820_000)
+    assert (posted.job_id, posted.key_id, posted.source_event_id) == (job, key, event.id)
+    assert posted.usage.billed_micros == 1_820_000 and (posted.usage.units, posted.usage.unit) == ("5", "second")
+    assert posted.usage.recorded_at == event.occurred_at
+
+    assert await deliver(db, event) == []  # redelivered: nothing charged, nothing emitted
+    row = await db.pool.fetchrow("SELECT * FROM usage WHERE usage_id = $1", event.id)
+    assert (row["job_id"], row["key_id"], row["model"], row["billed_micros"]) == (job, key, event.payload.model, 1_820_000)
+    assert row["request_id"] == "req-1" and str(row["margin_pct"]) == "20"
+    assert await db.pool.fetchval("SELECT count(*) FROM ledger WHERE source_event_id = $1", event.id) == 1
+
+
+async def test_llm_usage_is_priced_from_tokens(db: Scratch) -> None:
+    ws = uuid.uuid4()
+    emitted = await deliver(db, usage(ws, "claude/sonnet-4-7", kind="llm", provider="anthropic", inputs=None,
+                                      input_tokens=12_000, output_tokens=3_000))
+    assert emitted[0].payload.usage.billed_micros == 12_000 * 36 // 10 + 3_000 * 18
+    assert emitted[0].payload.usage.units == "15000"
+
+
+async def test_the_margin_billing_runs_with_is_the_one_charged_and_recorded(db: Scratch) -> None:
+    emitted = await deliver(db, usage(uuid.uuid4()), UsageCharges(Pricebook("25")))
+    assert emitted[0].payload.amount_micros == -1_895_834
+    usage_id = emitted[0].payload.source_event_id
+    assert str(await db.pool.fetchval("SELECT margin_pct FROM usage WHERE usage_id = $1", usage_id)) == "25"
+
+
+async def test_an_unpriceable_event_writes_nothing(db: Scratch) -> None:
+    ws = uuid.uuid4()
+    with pytest.raises(UnknownModel, match="seedance-2-t2v"):
+        await deliver(db, usage(ws, "bytedance/seedance-2-t2x"))
+    with pytest.raises(UnattributedUsage):
+        await deliver(db, usage(None))
+    assert await db.pool.fetchval("SELECT count(*) FROM ledger WHERE workspace_id = $1", ws) == 0
+    assert await db.pool.fetchval("SELECT count(*) FROM usage WHERE workspace_id = $1", ws) == 0
+
+
+async def test_usage_rows_are_append_only(db: Scratch) -> None:
+    await deliver(db, usage(uuid.uuid4()))
+    for sql in ("UPDATE usage SET billed_micros = 0", "DELETE FROM usage", "TRUNCATE usage"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await db.pool.execute(sql)
