@@ -10,7 +10,7 @@ from puras_common.migrate import service_migrations
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime, run
 
-from puras_gateway import catalog, jobs
+from puras_gateway import catalog, jobs, ledger
 from puras_gateway.app import create_app
 from puras_gateway.context import Gateway
 from puras_gateway.live import LiveJobs
@@ -19,6 +19,7 @@ from puras_gateway.settings import GatewaySettings
 
 JOBS_CONSUMER = ConsumerSpec(streams.JOBS, "gateway-jobs", (subjects.JOBS_ALL,))
 CATALOG_CONSUMER = ConsumerSpec(streams.PLATFORM, "gateway-catalog", ("deployment.>",))
+LEDGER_CONSUMER = ConsumerSpec(streams.LEDGER, "gateway-ledger", (subjects.LEDGER_POSTED_ALL,))
 
 
 async def main(settings: GatewaySettings | None = None) -> None:
@@ -43,6 +44,8 @@ async def main(settings: GatewaySettings | None = None) -> None:
             for spec, apply in ((JOBS_CONSUMER, jobs.apply), (CATALOG_CONSUMER, catalog.apply)):
                 projection = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=spec, apply=apply)
                 runtime.spawn(projection.run(), spec.durable)
+            balances = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=LEDGER_CONSUMER, apply=ledger.apply)
+            runtime.spawn(balances.run(), LEDGER_CONSUMER.durable)
             runtime.spawn(serve(create_app(gateway), host=settings.host, port=settings.port), "http")
             runtime.log.info("listening", url=settings.base_url)
             await runtime.run_until_stopped()

@@ -7,7 +7,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from puras_common.http import install_error_handlers
 
 from puras_gateway.context import Gateway
-from puras_gateway.routes import admin, deployments, drive, events, feedback, jobs, skills, system
+from puras_gateway.routes import admin, billing, deployments, drive, events, feedback, jobs, keys, skills, system
 
 
 def create_app(gateway: Gateway) -> FastAPI:
@@ -28,6 +28,6 @@ def create_app(gateway: Gateway) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["Location", "X-Puras-Job-Id"],
         )
-    for module in (jobs, events, feedback, skills, deployments, drive, admin, system):
+    for module in (jobs, events, feedback, skills, deployments, drive, admin, system, keys, billing):
         app.include_router(module.router)
     return app

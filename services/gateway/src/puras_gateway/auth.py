@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import Depends, Request
 from puras_common.api import ApiError, ErrorCode
 
-from puras_gateway import keys
+from puras_gateway import fences, keys
 from puras_gateway.context import Gateway
 
 
@@ -58,7 +58,7 @@ async def principal(request: Request, gw: GatewayDep) -> Principal:
         )
     row = await gw.db.fetchrow(
         """SELECT k.id, k.kind, k.secret_sha256, k.skillpack, k.allowed_skills, k.daily_cap_micros,
-                  k.revoked_at, k.workspace_id, w.slug
+                  k.revoked_at, k.last_used_at, k.workspace_id, w.slug
            FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id WHERE k.prefix = $1""",
         parsed.prefix,
     )
@@ -69,7 +69,7 @@ async def principal(request: Request, gw: GatewayDep) -> Principal:
         raise ApiError(
             ErrorCode.REVOKED_KEY, f"API key {parsed.prefix!r} was revoked at {row['revoked_at'].isoformat()}"
         )
-    return Principal(
+    who = Principal(
         workspace_id=row["workspace_id"],
         workspace_slug=row["slug"],
         key_id=row["id"],
@@ -78,6 +78,8 @@ async def principal(request: Request, gw: GatewayDep) -> Principal:
         allowed_skills=tuple(row["allowed_skills"]) if row["allowed_skills"] is not None else None,
         daily_cap_micros=row["daily_cap_micros"],
     )
+    await fences.guard(request, gw, who, last_used_at=row["last_used_at"])
+    return who
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -121,7 +121,8 @@ async def _terminate(conn: asyncpg.Connection, event: JobSucceeded | JobFailed |
 JOB_COLUMNS = """
 j.id, j.status, j.skill_name, j.skillpack_slug, w.slug AS workspace_slug, j.deployment_id, j.version,
 j.attempt, j.parent_job_id, j.result, j.result_ref, j.error, j.error_detail, j.created_at,
-j.started_at, j.finished_at, j.key_id, j.workspace_id
+j.started_at, j.finished_at, j.key_id, j.workspace_id,
+job_cost(j.id) AS cost_micros, job_total_cost(j.id) AS total_cost_micros
 """
 
 
@@ -149,6 +150,8 @@ def job_out(row: asyncpg.Record, *, result: Any = None) -> JobOut:
         result=result if row["result_ref"] else row["result"],
         error=row["error"],
         error_detail=row["error_detail"],
+        cost_micros=row.get("cost_micros") or 0,
+        total_cost_micros=row.get("total_cost_micros") or 0,
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import ClassVar
 
+from puras_common.pricing import DEFAULT_MARGIN_PCT
 from puras_common.settings import DEVELOPMENT_SECRET, ServiceSettings
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 
 class GatewaySettings(ServiceSettings):
@@ -31,6 +33,8 @@ class GatewaySettings(ServiceSettings):
     deployment_visible_timeout: float = 30.0
     sse_ping_seconds: float = 15.0
     """A ``: ping`` comment on quiet event streams, for proxies and idle clients."""
+    margin_pct: Decimal = Field(default=DEFAULT_MARGIN_PCT, ge=0)
+    """``PURAS_MARGIN_PCT``, as billing reads it: the prices ``GET /v1/pricing`` shows."""
 
     @property
     def base_url(self) -> str:

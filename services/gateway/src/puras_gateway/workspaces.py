@@ -12,7 +12,7 @@ from puras_common.events.platform import CreditGrantedPayload, WorkspaceCreatedP
 from puras_common.ids import new_id
 from puras_common.outbox import Outbox, UnitOfWork
 
-from puras_gateway import keys
+from puras_gateway import keys, ledger
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,15 @@ async def create_workspace(outbox: Outbox, *, slug: str, name: str, credit_micro
             )
             uow.emit(created)
             if credit_micros:
-                grant(uow, workspace_id, credit_micros, note="opening credit", caused_by=created)
+                await grant(uow, workspace_id, credit_micros, note="opening credit", caused_by=created)
     except asyncpg.UniqueViolationError:
         raise ApiError(ErrorCode.CONFLICT, f"workspace {slug!r} already exists") from None
     return NewWorkspace(workspace_id, slug, name, key_id, minted.prefix, minted.token)
 
 
-def grant(uow: UnitOfWork, workspace_id: UUID, amount_micros: int, *, note: str, caused_by: WorkspaceCreated | None = None) -> CreditGranted:
-    """Emit a credit grant; billing turns it into a ledger entry."""
+async def grant(uow: UnitOfWork, workspace_id: UUID, amount_micros: int, *, note: str, caused_by: WorkspaceCreated | None = None) -> CreditGranted:
+    """Emit a credit grant; billing turns it into a ledger entry. Until it does, the grant
+    counts towards the balance jobs are admitted on."""
     event = CreditGranted.new(
         CreditGrantedPayload(amount_micros=amount_micros, note=note),
         producer="gateway",
@@ -77,4 +78,5 @@ def grant(uow: UnitOfWork, workspace_id: UUID, amount_micros: int, *, note: str,
         caused_by=caused_by,
     )
     uow.emit(event)
+    await ledger.record_grant(uow.conn, event.id, workspace_id, amount_micros)
     return event

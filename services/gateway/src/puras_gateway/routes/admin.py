@@ -72,5 +72,5 @@ async def grant_credit(slug: str, request: Request, gw: GatewayDep, _admin: Admi
         workspace_id = await uow.conn.fetchval("SELECT id FROM workspaces WHERE slug = $1", slug)
         if workspace_id is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"workspace {slug!r} not found")
-        event = workspaces.grant(uow, workspace_id, amount, note=body.note)
+        event = await workspaces.grant(uow, workspace_id, amount, note=body.note)
     return JSONResponse({"workspace": slug, "amount_micros": amount, "grant_id": str(event.id)}, status_code=202)

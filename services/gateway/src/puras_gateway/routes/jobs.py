@@ -26,7 +26,7 @@ from puras_common.ids import new_id, parse_id
 from puras_common.payloads import payload_key
 from puras_common.schemas import validate
 
-from puras_gateway import catalog, jobs, outputs
+from puras_gateway import catalog, fences, jobs, outputs
 from puras_gateway.auth import GatewayDep, Principal, PrincipalDep
 from puras_gateway.bodies import parse_model, read_capped
 from puras_gateway.context import Gateway
@@ -124,6 +124,7 @@ async def submit(
             default_skillpack=who.skillpack,
             version=body.version,
         )
+    await fences.admit(gw, who, skill)
     if skill.input_schema is not None:
         problems = validate(skill.input_schema, body.inputs, root=("inputs",))
         if problems:
