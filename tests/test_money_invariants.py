@@ -14,6 +14,7 @@ is folded from the ``ledger.posted`` events billing wrote to its outbox.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -105,20 +106,20 @@ class Billing:
                 await runner._apply_batch(batch)
 
     async def _crash(self, runner: ProjectionRunner, batch: list[Delivery]) -> None:
-        """The process dies after applying the batch but before commit: nothing may remain."""
+        """The process dies in the middle of the batch's transaction, after writing one event's
+        effects (or before, if the inbox already held them all): nothing may remain."""
 
         class Died(Exception):
             pass
 
         async def apply_then_die(uow: Any, d: Delivery) -> None:
             await original(uow, d)
-            if d is batch[-1]:
-                raise Died
+            raise Died
 
         original = runner.apply
         runner.apply = apply_then_die
         try:
-            with pytest.raises(Died):
+            with contextlib.suppress(Died):
                 await runner._apply_batch(batch)
         finally:
             runner.apply = original

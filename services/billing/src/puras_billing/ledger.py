@@ -3,8 +3,9 @@ the balance projection moved in the same transaction, and the events that say so
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from puras_common.bus import Delivery
@@ -15,6 +16,34 @@ from puras_common.ids import new_id
 from puras_common.outbox import UnitOfWork
 
 EntryKind = Literal["grant", "charge", "refund", "adjustment"]
+
+_ENTRY_AND_BALANCE = """
+entry AS (
+    INSERT INTO ledger (entry_id, workspace_id, kind, amount_micros, source_event_id, job_id, key_id, note, created_at)
+    SELECT $1::uuid, $2::uuid, $3::text, $4::bigint, $5::uuid, $6::uuid, $7::uuid, $8::text, $9::timestamptz
+    {gated}
+    ON CONFLICT (source_event_id) DO NOTHING
+    RETURNING workspace_id, amount_micros
+)
+INSERT INTO balances (workspace_id, balance_micros, entries)
+SELECT workspace_id, amount_micros, 1 FROM entry
+ON CONFLICT (workspace_id) DO UPDATE SET balance_micros = balances.balance_micros + EXCLUDED.balance_micros,
+                                         entries = balances.entries + 1
+RETURNING balance_micros, entries
+"""
+_POST = "WITH " + _ENTRY_AND_BALANCE.format(gated="")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A statement that must write a row for the entry to be posted, run in the same round trip
+    (billing's usage row); its parameters are numbered from ``$10``."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+    def statement(self) -> str:
+        return f"WITH gate AS ({self.sql}),\n" + _ENTRY_AND_BALANCE.format(gated="FROM gate")
 
 
 async def post(
@@ -29,24 +58,16 @@ async def post(
     key_id: UUID | None = None,
     usage: BilledUsage | None = None,
     note: str = "",
+    gate: Gate | None = None,
 ) -> bool:
-    """Append one entry for ``source``; False (and nothing written) if it was already posted."""
+    """Append one entry for ``source``; False (and nothing written) if it was already posted,
+    or if ``gate`` wrote nothing."""
     entry_id = new_id()
-    inserted = await uow.conn.fetchval(
-        """INSERT INTO ledger (entry_id, workspace_id, kind, amount_micros, source_event_id, job_id, key_id, note, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (source_event_id) DO NOTHING RETURNING seq""",
-        entry_id, workspace_id, kind, amount_micros, source.id, job_id, key_id, note, at,
-    )
-    if inserted is None:
+    # One round trip: the entry, and the balance only if the entry was new.
+    sql, extra = (_POST, ()) if gate is None else (gate.statement(), gate.args)
+    balance = await uow.conn.fetchrow(sql, entry_id, workspace_id, kind, amount_micros, source.id, job_id, key_id, note, at, *extra)
+    if balance is None:
         return False
-    balance = await uow.conn.fetchrow(
-        """INSERT INTO balances (workspace_id, balance_micros, entries) VALUES ($1, $2, 1)
-           ON CONFLICT (workspace_id) DO UPDATE SET balance_micros = balances.balance_micros + EXCLUDED.balance_micros,
-                                                  entries = balances.entries + 1
-           RETURNING balance_micros, entries""",
-        workspace_id, amount_micros,
-    )
     uow.emit(
         LedgerPosted.new(
             LedgerPostedPayload(

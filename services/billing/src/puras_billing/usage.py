@@ -29,9 +29,11 @@ _INSERT_USAGE = """
 INSERT INTO usage (usage_id, workspace_id, job_id, key_id, attempt, kind, provider, model, variant,
                    input_tokens, output_tokens, units, unit, inputs, request_id, margin_pct,
                    billed_micros, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::numeric, $13, $14, $15, $16::numeric, $17, $18)
+VALUES ($10::uuid, $11::uuid, $12::uuid, $13::uuid, $14::integer, $15::text, $16::text, $17::text, $18::text,
+        $19::bigint, $20::bigint, $21::numeric, $22::text, $23::jsonb, $24::text, $25::numeric, $26::bigint,
+        $27::timestamptz)
 ON CONFLICT (usage_id) DO NOTHING
-RETURNING true
+RETURNING usage_id
 """
 
 
@@ -56,14 +58,16 @@ class UsageCharges:
             raise UnattributedUsage(event.id)
         p = event.payload
         quote = self.pricebook.quote_usage(p)
-        inserted = await uow.conn.fetchval(
+        # The usage row gates the entry, in one round trip: a usage id seen before writes
+        # neither (the usage table's key is the idempotency key, whatever the inbox holds).
+        row = ledger.Gate(
             _INSERT_USAGE,
-            event.id, event.workspace_id, p.job_id, p.key_id, p.attempt, p.kind, p.provider, p.model,
-            quote.variant, p.input_tokens, p.output_tokens, quote.units_text, quote.unit, p.inputs,
-            p.request_id, decimal_text(self.pricebook.margin_pct), quote.billed_micros, event.occurred_at,
+            (
+                event.id, event.workspace_id, p.job_id, p.key_id, p.attempt, p.kind, p.provider, p.model,
+                quote.variant, p.input_tokens, p.output_tokens, quote.units_text, quote.unit, p.inputs,
+                p.request_id, decimal_text(self.pricebook.margin_pct), quote.billed_micros, event.occurred_at,
+            ),
         )
-        if not inserted:
-            return False
         return await ledger.post(
             uow,
             workspace_id=event.workspace_id,
@@ -75,6 +79,7 @@ class UsageCharges:
             key_id=p.key_id,
             usage=billed(event, quote),
             note=p.model,
+            gate=row,
         )
 
 
