@@ -17,7 +17,8 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 from puras_cli.testing import ECHO_PROJECT, Platform, Tenant
-from puras_common.bus import publish
+from puras_common import streams
+from puras_common.bus import ConsumerSpec, publish, reset_consumer
 from puras_common.events import UsageRecordedPayload
 from puras_common.metering import usage_events
 from puras_common.pricing import pricebook
@@ -294,3 +295,52 @@ async def test_credit_gates_submit_and_dispatch(
 async def platform_grant(platform: Platform, slug: str, usd: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=platform.url) as http:
         return await http.post(f"/v1/admin/workspaces/{slug}/grants", json={"usd": usd}, headers=platform.admin_headers())
+
+
+LEDGER_MODEL = {
+    "balances": "SELECT * FROM gateway.balances ORDER BY workspace_id",
+    "usage_rows": "SELECT * FROM gateway.usage_rows ORDER BY usage_id",
+    "job_costs": "SELECT * FROM gateway.job_costs ORDER BY job_id",
+    "key_spend": "SELECT * FROM gateway.key_spend ORDER BY key_id, day",
+}
+
+
+async def test_the_ledger_read_model_rebuilds_identically_from_the_stream(
+    platform: Platform, js: JetStreamContext, admin_db: asyncpg.Connection
+) -> None:
+    tenant = await platform.tenant(f"replay-{uuid.uuid4().hex[:8]}")
+    assert (await tenant.push(ECHO_PROJECT)).status_code == 201
+    done = await tenant.run("echo", {"text": "x"})
+    key_id = (await tenant.http.get("/v1/keys")).json()["data"][0]["id"]
+    costs = [
+        await spend(js, tenant.id, "gpt/5", job_id=done["id"], key_id=key_id, input_tokens=5_000, output_tokens=700),
+        await spend(js, tenant.id, "google/imagen-4", job_id=done["id"], key_id=key_id, inputs={"num_images": 2}),
+    ]
+
+    async def posted() -> bool:
+        return (await job(tenant, done["id"]))["cost_micros"] == sum(costs)
+
+    await eventually(posted, timeout=15, what="the charges")
+    before = {name: [dict(r) for r in await admin_db.fetch(sql)] for name, sql in LEDGER_MODEL.items()}
+    assert before["usage_rows"] and before["job_costs"] and before["key_spend"]
+
+    await platform.stop_service("gateway")
+    try:
+        await admin_db.execute("TRUNCATE gateway.balances, gateway.usage_rows, gateway.job_costs, gateway.key_spend")
+        await admin_db.execute("DELETE FROM gateway.inbox WHERE consumer = 'gateway-ledger'")
+        await reset_consumer(js, ConsumerSpec(streams.LEDGER, "gateway-ledger", ("ledger.*.posted",)))
+    finally:
+        await platform.start_service("gateway")
+
+    async def rebuilt() -> bool:
+        return await admin_db.fetchval("SELECT count(*) FROM gateway.usage_rows") >= len(before["usage_rows"])
+
+    await eventually(rebuilt, timeout=60, what="the replay")
+    await eventually(lambda: _settled(admin_db, before), timeout=30, what="the replay to reach every balance")
+    after = {name: [dict(r) for r in await admin_db.fetch(sql)] for name, sql in LEDGER_MODEL.items()}
+    assert after == before
+    assert (await job(tenant, done["id"]))["cost_micros"] == sum(costs)
+
+
+async def _settled(admin_db: asyncpg.Connection, before: dict[str, list[dict[str, Any]]]) -> bool:
+    return [dict(r) for r in await admin_db.fetch(LEDGER_MODEL["balances"])] == before["balances"]
