@@ -57,14 +57,15 @@ async def test_a_publishable_key_submits_and_reads_only_its_own_jobs(platform: P
     async with client(platform, key["api_key"]) as app:
         mine = await app.post("/v1/jobs?wait=true", json={"skill": "echo", "inputs": {"text": "from the app"}})
         assert mine.status_code == 200 and mine.json()["status"] == "succeeded", mine.text
-        for path in (f"/v1/jobs/{mine.json()['id']}", f"/v1/jobs/{mine.json()['id']}/usage"):
-            assert (await app.get(path)).status_code == 200
+        for path in ("", "/usage", "/events"):
+            assert (await app.get(f"/v1/jobs/{mine.json()['id']}{path}")).status_code == 200
         other = await app.get(f"/v1/jobs/{theirs['id']}")
         assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
         assert "not submitted with this publishable key" in other.json()["error"]["message"]
         for method, path in (
             ("GET", "/v1/balance"), ("GET", "/v1/keys"), ("POST", "/v1/keys"), ("DELETE", f"/v1/keys/{key['id']}"),
-            ("POST", "/v1/deployments"),
+            ("POST", "/v1/deployments"), ("GET", "/v1/jobs"), ("GET", "/v1/skills"),
+            ("POST", f"/v1/jobs/{mine.json()['id']}/cancel"), ("POST", f"/v1/jobs/{mine.json()['id']}/feedback"),
         ):
             response = await app.request(method, path, json={})
             assert response.status_code == 403, (method, path, response.text)
