@@ -197,10 +197,16 @@ async def test_cancelling_a_running_job_stops_it_and_leaves_no_process(tenant: T
 
 
 async def test_cancelling_a_queued_job_is_immediate(platform: Platform) -> None:
-    broke = await platform.tenant(f"broke-{uuid.uuid4().hex[:8]}", credit_usd=None)  # never dispatched
-    assert (await broke.push(PROJECT)).status_code == 201
-    job = (await broke.http.post("/v1/jobs", json={"skill": "echo", "inputs": {"text": "x"}})).json()
-    response = await broke.http.post(f"/v1/jobs/{job['id']}/cancel")
+    # With billing down, the opening credit admits the submit (402 otherwise) but never reaches
+    # the scheduler's balance, so the job is never dispatched.
+    await platform.stop_service("billing")
+    try:
+        broke = await platform.tenant(f"broke-{uuid.uuid4().hex[:8]}", credit_usd="1")
+        assert (await broke.push(PROJECT)).status_code == 201
+        job = (await broke.http.post("/v1/jobs", json={"skill": "echo", "inputs": {"text": "x"}})).json()
+        response = await broke.http.post(f"/v1/jobs/{job['id']}/cancel")
+    finally:
+        await platform.start_service("billing")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     types = [e["type"] for e in (await broke.http.get(f"/v1/jobs/{job['id']}/events")).json()["events"]]
     assert types == ["queued", "cancelled"]
