@@ -7,7 +7,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from puras_common.http import install_error_handlers
 
 from puras_gateway.context import Gateway
-from puras_gateway.routes import admin, billing, deployments, drive, events, feedback, jobs, keys, skills, system
+from puras_gateway.routes import (
+    admin,
+    billing,
+    deployments,
+    drive,
+    events,
+    feedback,
+    jobs,
+    keys,
+    skills,
+    system,
+)
 
 
 def create_app(gateway: Gateway) -> FastAPI:

@@ -1,7 +1,8 @@
 """What a key may do beyond being valid: the fences around each request and each submit.
 
-* Publishable keys (``puras_pub_…``, shipped inside apps) may only submit jobs and read the jobs
-  they submitted; anything else is 403.
+* Publishable keys (``puras_pub_…``, shipped inside apps) may only submit jobs, read the jobs
+  they submitted, and upload files to pass as job inputs (an app has no other way to hand a job
+  a photo larger than the 1 MiB body); anything else is 403.
 * At submit: a key's skill allowlist (403 ``skill_not_allowed`` naming the skill), its daily
   spend cap over the UTC day (429 ``spend_cap_reached`` with ``Retry-After`` until midnight UTC),
   and the workspace's credit (402 ``insufficient_credits`` when the balance is 0 or below).
@@ -31,6 +32,7 @@ LAST_USED_RESOLUTION: Final = timedelta(minutes=1)
 """How stale ``last_used_at`` may be: one write per key per minute at most."""
 
 _SUBMIT: Final = re.compile(r"^/v1/jobs/?$")
+_UPLOAD: Final = re.compile(r"^/v1/drive/upload/?$")
 _READ_JOB: Final = re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)(?:/(?:events|stream|usage))?/?$")
 
 
@@ -53,13 +55,14 @@ async def _touch(gw: Gateway, who: Principal, last_used_at: datetime | None) -> 
 
 async def _publishable_may(request: Request, gw: Gateway, who: Principal) -> None:
     method, path = request.method, request.url.path
-    if method == "POST" and _SUBMIT.match(path):
+    if method == "POST" and (_SUBMIT.match(path) or _UPLOAD.match(path)):
         return
     read = _READ_JOB.match(path) if method in ("GET", "HEAD") else None
     if read is None:
         raise ApiError(
             ErrorCode.FORBIDDEN,
-            f"a publishable key may only submit jobs and read the jobs it submitted; {method} {path} needs a secret key",
+            f"a publishable key may only submit jobs, read the jobs it submitted and upload files; "
+            f"{method} {path} needs a secret key",
         )
     job_id = parse_id(read.group("job_id"))
     if job_id is None:
