@@ -82,15 +82,33 @@ async def sync_round_trip(running: Running, key: str, *, m: int) -> list[float]:
     return out
 
 
-async def _queued_jobs(running: Running, count: int) -> tuple[str, list[str]]:
-    """A workspace without credit (its jobs stay queued: streams that never end) and jobs in it."""
-    key = await running.workspace(f"idle-{uuid.uuid4().hex[:8]}", credit_usd=None)
-    await running.push(key, Path(__file__).parent / "projects" / "echo")
-    ids = []
-    async with httpx.AsyncClient(base_url=running.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
-        for _ in range(count):
-            ids.append((await http.post("/v1/jobs", json=ECHO)).json()["id"])
-    return key, ids
+class IdleJobs:
+    """Jobs that stay open (a skill that sleeps), whose streams never end; cancelled on exit so
+    they hold no runner slot afterwards."""
+
+    def __init__(self, running: Running, count: int) -> None:
+        self.running = running
+        self.count = count
+        self.key = ""
+        self.ids: list[str] = []
+
+    async def __aenter__(self) -> IdleJobs:
+        self.key = await self.running.workspace(f"idle-{uuid.uuid4().hex[:8]}")
+        await self.running.push(self.key, Path(__file__).parent / "projects" / "idle")
+        async with self._http() as http:
+            for _ in range(self.count):
+                response = await http.post("/v1/jobs", json={"skill": "wait", "inputs": {"seconds": 3600}})
+                response.raise_for_status()
+                self.ids.append(response.json()["id"])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._http() as http:
+            for job_id in self.ids:
+                await http.post(f"/v1/jobs/{job_id}/cancel")
+
+    def _http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.running.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60)
 
 
 async def _publish_marks(running: Running, job_ids: list[str], *, rounds: int, spacing: float) -> None:
@@ -111,15 +129,15 @@ async def _publish_marks(running: Running, job_ids: list[str], *, rounds: int, s
 
 async def event_delivery(running: Running, *, samples: int) -> list[float]:
     """Publish → SSE client, one stream, milliseconds."""
-    key, (job_id,) = await _queued_jobs(running, 1)
-    tally, stop, connected = sse_clients.Tally(), asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(sse_clients.hold_stream(running.url, key, job_id, tally, stop, connected))
-    await connected.wait()
-    await asyncio.sleep(0.2)
-    await _publish_marks(running, [job_id], rounds=samples, spacing=0.01)
-    await asyncio.sleep(0.5)
-    stop.set()
-    await task
+    async with IdleJobs(running, 1) as idle:
+        tally, stop, connected = sse_clients.Tally(), asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(sse_clients.hold_stream(running.url, idle.key, idle.ids[0], tally, stop, connected))
+        await connected.wait()
+        await asyncio.sleep(0.5)
+        await _publish_marks(running, idle.ids, rounds=samples, spacing=0.01)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
     if not tally.latencies_ms:
         raise RuntimeError(f"no event reached the SSE client (connected {tally.connected}, failed {tally.failed})")
     return tally.latencies_ms
@@ -129,7 +147,12 @@ async def sse_capacity(running: Running, *, streams: int, jobs: int = 100, proce
     """Hold ``streams`` SSE connections on one gateway process (idle jobs), publish ``rounds`` of
     one event per job (each reaches streams/jobs viewers), and report delivery latency and the
     gateway's memory per stream."""
-    key, job_ids = await _queued_jobs(running, jobs)
+    async with IdleJobs(running, jobs) as idle:
+        return await _hold_streams(running, idle.key, idle.ids, streams=streams, processes=processes, rounds=rounds)
+
+
+async def _hold_streams(running: Running, key: str, job_ids: list[str], *, streams: int, processes: int, rounds: int) -> dict[str, Any]:
+    jobs = len(job_ids)
     gateway = running.pid("gateway")
     before = rss_bytes(gateway)
     ctx = multiprocessing.get_context("spawn")

@@ -143,7 +143,9 @@ class Supervisor:
     async def stop(self, *, grace: float = 10.0, order: list[str] | None = None) -> None:
         """SIGTERM every child (in ``order``), wait up to ``grace``, then SIGKILL what is left."""
         self.stopping = True
-        names = order or list(self.children)
+        # The given order first, then every other child (replicas added later, say).
+        names = [n for n in (order or []) if n in self.children]
+        names += [n for n in self.children if n not in names]
         for name in names:
             child = self.children[name]
             if child.process and child.process.returncode is None:

@@ -244,6 +244,7 @@ class PullFeed:
 
 
 Apply = Callable[[UnitOfWork, Delivery], Awaitable[None]]
+ApplyBatch = Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[None]]
 
 
 class ProjectionRunner:
@@ -255,16 +256,26 @@ class ProjectionRunner:
         js: JetStreamContext,
         outbox: Outbox,
         spec: ConsumerSpec,
-        apply: Apply,
+        apply: Apply | None = None,
+        apply_batch: ApplyBatch | None = None,
         batch: int = 256,
         after_commit: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None,
+        before_commit: Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[None]] | None = None,
     ) -> None:
         self.js = js
         self.outbox = outbox
         self.spec = spec
+        if (apply is None) == (apply_batch is None):
+            raise ValueError("give apply (one event at a time) or apply_batch (a batch at a time)")
         self.apply = apply
+        self.apply_batch = apply_batch
+        """For projections whose events commute: the batch's new events in one call, so the
+        handler can group its statements."""
         self.batch = batch
         self.after_commit = after_commit
+        self.before_commit = before_commit
+        """Runs in the batch's transaction after its events are applied (e.g. to act on them
+        without a second commit)."""
         self.applied = 0
         self.skipped = 0
         self.dead_lettered = 0
@@ -322,9 +333,16 @@ class ProjectionRunner:
     async def _apply_batch(self, deliveries: Sequence[Delivery]) -> None:
         async with self.outbox.transaction() as uow:
             fresh = await claim(uow.conn, self.consumer, deliveries)
-            for d in deliveries:
-                if d.event.id in fresh:
-                    await self.apply(uow, d)
+            if self.apply_batch is not None:
+                if fresh:
+                    await self.apply_batch(uow, [d for d in deliveries if d.event.id in fresh])
+            else:
+                assert self.apply is not None
+                for d in deliveries:
+                    if d.event.id in fresh:
+                        await self.apply(uow, d)
+            if fresh and self.before_commit is not None:
+                await self.before_commit(uow, deliveries)
         self.applied += len(fresh)
         self.skipped += len(deliveries) - len(fresh)
 
@@ -505,3 +523,20 @@ async def publish(js: JetStreamContext, events: Sequence[Event], *, timeout: flo
         log.warning("publish failed; retrying", subject=batch[failed_at].subject, error=repr(error), retry_in=delay)
         attempt += 1
         await asyncio.sleep(delay)
+
+
+async def send(js: JetStreamContext, events: Sequence[Event], *, timeout: float = 5.0) -> Callable[[], Awaitable[None]]:
+    """Write events to the server now, in order, without waiting for their acks; the returned
+    coroutine function waits for them, publishing again whatever was not acknowledged.
+
+    For a producer that may go on working while the server stores what it sent, and confirms
+    before anything that must come after.
+    """
+    futures = [await js.publish_async(e.subject, e.to_json(), headers={"Nats-Msg-Id": str(e.id)}) for e in events]
+
+    async def confirmed() -> None:
+        failed_at, _error = await publish_acks(futures, timeout=timeout)
+        if failed_at is not None:
+            await publish(js, events[failed_at:], timeout=timeout)
+
+    return confirmed

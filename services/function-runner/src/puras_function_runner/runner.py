@@ -23,7 +23,7 @@ from uuid import UUID
 import orjson
 from nats.js import JetStreamContext
 from puras_common.attempts import AttemptClient, CancelWatch
-from puras_common.bus import Delivery, Lease, publish
+from puras_common.bus import Delivery, Lease, send
 from puras_common.drive import DriveClient
 from puras_common.envelope import Event
 from puras_common.errors import TRANSIENT_ERRORS
@@ -133,7 +133,15 @@ class FunctionRunner:
     async def _attempt(self, attempt: Attempt) -> tuple[str, Any]:
         """Run the attempt; returns the terminal event's type and payload."""
         started_at = time.monotonic()
-        await publish(self.js, [self._event(attempt, JobStarted, StartedPayload(attempt=attempt.number, runner=self.settings.instance_id))])
+        # Sent now, confirmed before the outcome is reported: the job need not wait for the
+        # server's ack to start, and the terminal event still comes after it.
+        started = await send(self.js, [self._event(attempt, JobStarted, StartedPayload(attempt=attempt.number, runner=self.settings.instance_id))])
+        try:
+            return await self._outcome(attempt, started_at)
+        finally:
+            await started()
+
+    async def _outcome(self, attempt: Attempt, started_at: float) -> tuple[str, Any]:
 
         def elapsed() -> int:
             return int((time.monotonic() - started_at) * 1000)
@@ -244,7 +252,8 @@ class FunctionRunner:
         finally:
             if drive is not None:
                 await drive.release()
-            shutil.rmtree(workdir, ignore_errors=True)
+            # Removing the directory is nobody's wait: a thread does it while the result travels.
+            asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
 
     async def _wait(self, child: Child, attempt: Attempt) -> Outcome:
         """The child's outcome; TimeoutError past the job's timeout, JobCancelledError on cancel."""

@@ -41,7 +41,11 @@ async def main(settings: GatewaySettings | None = None) -> None:
                 live=live,
             )
             runtime.spawn(gateway.notifier.run(), "listener")
-            for spec, apply in ((JOBS_CONSUMER, jobs.apply), (CATALOG_CONSUMER, catalog.apply)):
+            runtime.spawn(
+                ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=JOBS_CONSUMER, apply_batch=jobs.apply_batch).run(),
+                JOBS_CONSUMER.durable,
+            )
+            for spec, apply in ((CATALOG_CONSUMER, catalog.apply),):
                 projection = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=spec, apply=apply)
                 runtime.spawn(projection.run(), spec.durable)
             balances = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=LEDGER_CONSUMER, apply=ledger.apply)

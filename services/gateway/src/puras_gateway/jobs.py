@@ -7,6 +7,7 @@ sequence, which is the id clients see.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -74,36 +75,52 @@ def public_payload(event: Event) -> dict[str, Any]:
     return payload
 
 
-async def apply(uow: UnitOfWork, d: Delivery) -> None:
-    """Fold one job event into the read model."""
-    await apply_event(uow.conn, d.event, seq=d.stream_seq)
+_EVENT_ROW = """
+INSERT INTO job_events (seq, job_id, type, payload, created_at) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (seq) DO NOTHING
+"""
 
 
-async def apply_event(conn: asyncpg.Connection, event: Event, *, seq: int | None) -> None:
-    """Fold one event; ``seq`` is None when applied inline at submit (before it has one)."""
-    job_id = event.job_id
-    if isinstance(event, JobSubmitted):
-        p = event.payload
-        await conn.execute(
-            _SUBMITTED, job_id, event.workspace_id, p.skill_name, p.skillpack_id, p.skillpack_slug,
-            p.owner_workspace_id, p.deployment_id, p.version, p.kind.value, p.key_id, p.parent_job_id,
-            event.occurred_at,
-        )
-    elif isinstance(event, JobDispatched):
-        await conn.execute(_DISPATCHED, job_id, event.payload.attempt)
-    elif isinstance(event, JobStarted):
-        await conn.execute(_STARTED, job_id, event.payload.attempt, event.occurred_at)
-    elif isinstance(event, JobSucceeded | JobFailed | JobCancelled):
-        await _terminate(conn, event)
-    if seq is not None and (public := PUBLIC_EVENT_TYPES.get(event.type)) is not None:
-        await conn.execute(
-            """INSERT INTO job_events (seq, job_id, type, payload, created_at) VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (seq) DO NOTHING""",
-            seq, job_id, public, public_payload(event), event.occurred_at,
-        )
+async def apply_batch(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Fold a batch of delivered job events."""
+    await fold(uow.conn, [(d.event, d.stream_seq) for d in deliveries])
 
 
-async def _terminate(conn: asyncpg.Connection, event: JobSucceeded | JobFailed | JobCancelled) -> None:
+async def fold(conn: asyncpg.Connection, events: Sequence[tuple[Event, int | None]]) -> None:
+    """Fold events into the read model, with one pipelined statement per kind of change.
+
+    The changes commute (each fills its own columns, a terminal status is final), so grouping
+    them changes nothing but the number of round trips. An event's sequence is None when it is
+    applied inline at submit, before the stream has numbered it: then it gets no event row yet.
+    """
+    submitted, dispatched, started, ended, rows = [], [], [], [], []
+    for event, seq in events:
+        if isinstance(event, JobSubmitted):
+            p = event.payload
+            submitted.append((
+                event.job_id, event.workspace_id, p.skill_name, p.skillpack_id, p.skillpack_slug, p.owner_workspace_id,
+                p.deployment_id, p.version, p.kind.value, p.key_id, p.parent_job_id, event.occurred_at,
+            ))
+        elif isinstance(event, JobDispatched):
+            dispatched.append((event.job_id, event.payload.attempt))
+        elif isinstance(event, JobStarted):
+            started.append((event.job_id, event.payload.attempt, event.occurred_at))
+        elif isinstance(event, JobSucceeded | JobFailed | JobCancelled):
+            ended.append(_terminal_row(event))
+        if seq is not None and (public := PUBLIC_EVENT_TYPES.get(event.type)) is not None:
+            rows.append((seq, event.job_id, public, public_payload(event), event.occurred_at))
+    for statement, args in (
+        (_SUBMITTED, submitted), (_DISPATCHED, dispatched), (_STARTED, started), (_TERMINATED, ended), (_EVENT_ROW, rows),
+    ):
+        if len(args) == 1:
+            await conn.execute(statement, *args[0])
+        elif args:
+            await conn.executemany(statement, args)
+    if ended:
+        await conn.execute("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id", JOBS_CHANNEL, [r[0] for r in ended])
+
+
+def _terminal_row(event: JobSucceeded | JobFailed | JobCancelled) -> tuple[Any, ...]:
     p = event.payload
     result = result_ref = error = error_detail = None
     if isinstance(event, JobSucceeded):
@@ -112,10 +129,7 @@ async def _terminate(conn: asyncpg.Connection, event: JobSucceeded | JobFailed |
         status, error, error_detail = JobStatus.FAILED, event.payload.error, event.payload.error_detail
     else:
         status, error = JobStatus.CANCELLED, event.payload.reason
-    await conn.execute(
-        _TERMINATED, event.job_id, status.value, p.attempt, result, result_ref, error, error_detail, event.occurred_at
-    )
-    await conn.execute("SELECT pg_notify($1, $2)", JOBS_CHANNEL, str(event.job_id))
+    return (event.job_id, status.value, p.attempt, result, result_ref, error, error_detail, event.occurred_at)
 
 
 JOB_COLUMNS = """

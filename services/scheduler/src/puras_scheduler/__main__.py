@@ -8,7 +8,9 @@ from nats.aio.msg import Msg
 from puras_common import streams, subjects
 from puras_common.attempts import CLAIM, COMPLETE
 from puras_common.bus import ConsumerSpec, Delivery, ProjectionRunner
+from puras_common.events import JobSubmitted
 from puras_common.migrate import service_migrations
+from puras_common.outbox import UnitOfWork
 from puras_common.service import ServiceRuntime, run
 
 from puras_scheduler import queue
@@ -39,8 +41,18 @@ async def main(settings: SchedulerSettings | None = None) -> None:
         async def wake(_: Sequence[Delivery]) -> None:
             dispatcher.wake.set()
 
-        for spec, apply in ((JOBS_CONSUMER, queue.apply_job_event), (BALANCES_CONSUMER, queue.apply_balance)):
-            projection = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=spec, apply=apply, after_commit=wake)
+        async def dispatch_new(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+            # Jobs just queued are dispatched in the same transaction: one commit fewer per job.
+            if any(isinstance(d.event, JobSubmitted) for d in deliveries):
+                await dispatcher.dispatch_in(uow)
+
+        for spec, apply, before in (
+            (JOBS_CONSUMER, queue.apply_job_event, dispatch_new),
+            (BALANCES_CONSUMER, queue.apply_balance, None),
+        ):
+            projection = ProjectionRunner(
+                js=runtime.js, outbox=runtime.outbox, spec=spec, apply=apply, after_commit=wake, before_commit=before
+            )
             runtime.spawn(projection.run(), spec.durable)
         runtime.spawn(dispatcher.run(), "dispatcher")
         attempts = Attempts(runtime.outbox, max_attempts=settings.max_attempts)

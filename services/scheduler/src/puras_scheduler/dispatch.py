@@ -15,7 +15,7 @@ from collections import Counter
 from puras_common.events import JobDispatched, JobKind, RunAgent, RunFunction, RunPayload
 from puras_common.events.jobs import DispatchedPayload
 from puras_common.logging import get_logger
-from puras_common.outbox import Outbox
+from puras_common.outbox import Outbox, UnitOfWork
 
 log = get_logger("puras_scheduler.dispatch")
 
@@ -48,45 +48,50 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Dispatch what may run now; returns how many jobs were looked at."""
         async with self.outbox.transaction() as uow:
-            rows = await uow.conn.fetch(_CLAIM, self.batch)
-            if not rows:
-                return 0
-            workspaces = list({r["workspace_id"] for r in rows})
-            active = Counter(
-                {
-                    r["workspace_id"]: r["n"]
-                    for r in await uow.conn.fetch(
-                        """SELECT workspace_id, count(*) AS n FROM jobs
-                           WHERE status IN ('dispatched', 'running') AND workspace_id = ANY($1)
-                           GROUP BY workspace_id""",
-                        workspaces,
-                    )
-                }
-            )
-            chosen = []
-            for row in rows:
-                if active[row["workspace_id"]] < self.max_per_workspace:
-                    active[row["workspace_id"]] += 1
-                    chosen.append(row)
-            if not chosen:
-                return 0
-            await uow.conn.execute(
-                """UPDATE jobs SET status = 'dispatched', attempt = attempt + 1, dispatched_at = now()
-                   WHERE id = ANY($1)""",
-                [r["id"] for r in chosen],
-            )
-            for row in chosen:
-                attempt = row["attempt"] + 1
-                payload = RunPayload(**row["spec"], attempt=attempt)
-                command = RunAgent if payload.kind is JobKind.AGENT else RunFunction
-                uow.emit(
-                    command.new(payload, producer="scheduler", workspace_id=row["workspace_id"], job_id=row["id"]),
-                    JobDispatched.new(
-                        DispatchedPayload(attempt=attempt, kind=payload.kind),
-                        producer="scheduler",
-                        workspace_id=row["workspace_id"],
-                        job_id=row["id"],
-                    ),
+            return await self.dispatch_in(uow)
+
+    async def dispatch_in(self, uow: UnitOfWork) -> int:
+        """Dispatch within ``uow``'s transaction (the one that queued the jobs, saving a commit
+        on every job's path); returns how many jobs were looked at."""
+        rows = await uow.conn.fetch(_CLAIM, self.batch)
+        if not rows:
+            return 0
+        workspaces = list({r["workspace_id"] for r in rows})
+        active = Counter(
+            {
+                r["workspace_id"]: r["n"]
+                for r in await uow.conn.fetch(
+                    """SELECT workspace_id, count(*) AS n FROM jobs
+                       WHERE status IN ('dispatched', 'running') AND workspace_id = ANY($1)
+                       GROUP BY workspace_id""",
+                    workspaces,
                 )
+            }
+        )
+        chosen = []
+        for row in rows:
+            if active[row["workspace_id"]] < self.max_per_workspace:
+                active[row["workspace_id"]] += 1
+                chosen.append(row)
+        if not chosen:
+            return 0
+        await uow.conn.execute(
+            """UPDATE jobs SET status = 'dispatched', attempt = attempt + 1, dispatched_at = now()
+               WHERE id = ANY($1)""",
+            [r["id"] for r in chosen],
+        )
+        for row in chosen:
+            attempt = row["attempt"] + 1
+            payload = RunPayload(**row["spec"], attempt=attempt)
+            command = RunAgent if payload.kind is JobKind.AGENT else RunFunction
+            uow.emit(
+                command.new(payload, producer="scheduler", workspace_id=row["workspace_id"], job_id=row["id"]),
+                JobDispatched.new(
+                    DispatchedPayload(attempt=attempt, kind=payload.kind),
+                    producer="scheduler",
+                    workspace_id=row["workspace_id"],
+                    job_id=row["id"],
+                ),
+            )
         self.dispatched += len(chosen)
         return len(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from typing import Annotated, Any
@@ -20,7 +21,17 @@ from puras_common.api import (
     JobStatus,
     Page,
 )
-from puras_common.events import JobCancelRequested, JobKind, JobSpec, JobSubmitted
+from puras_common.envelope import Event, parse_event
+from puras_common.events import (
+    JobCancelled,
+    JobCancelRequested,
+    JobFailed,
+    JobKind,
+    JobSpec,
+    JobStarted,
+    JobSubmitted,
+    JobSucceeded,
+)
 from puras_common.events.jobs import CancelRequestedPayload
 from puras_common.ids import new_id, parse_id
 from puras_common.payloads import payload_key
@@ -170,7 +181,7 @@ async def submit(
                 raise _KeyTaken  # another request holds the key: roll back, answer with its job
         uow.emit(event)
         # The row exists as soon as the client holds its id; the projection fills the rest.
-        await jobs.apply_event(uow.conn, event, seq=None)
+        await jobs.fold(uow.conn, [(event, None)])
     return JobOut(
         id=job_id,
         status=JobStatus.QUEUED,
@@ -232,20 +243,53 @@ async def job_or_404(gw: Gateway, who: Principal, job_id: str) -> JobOut:
 
 
 async def wait_for_terminal(gw: Gateway, job_id: UUID, workspace_id: UUID, *, timeout: float) -> JobOut:
-    """The job once terminal, or as it stands when ``timeout`` passes."""
+    """The job once terminal, or as it stands when ``timeout`` passes.
 
-    async def terminal() -> JobOut | None:
+    The answer comes from the terminal event itself, as this process's live subscription sees
+    it, so a waiting client does not also wait for the read model to be updated; the read
+    model's notification covers an event that went by before the wait began.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    with gw.live.watch(str(job_id)) as viewer, gw.notifier.watch(JOBS_CHANNEL, str(job_id)) as projected:
         job = await load_job(gw, job_id, workspace_id)
         if job is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
-        return job if job.status.terminal else None
+        while not job.status.terminal and (remaining := deadline - loop.time()) > 0:
+            event_arrived = asyncio.ensure_future(viewer.queue.get())
+            row_changed = asyncio.ensure_future(projected.wait())
+            done, _ = await asyncio.wait({event_arrived, row_changed}, timeout=min(remaining, 5.0), return_when=asyncio.FIRST_COMPLETED)
+            event_arrived.cancel()
+            row_changed.cancel()
+            if event_arrived in done:
+                _seq, data = event_arrived.result()
+                event = parse_event(data)
+                if isinstance(event, JobStarted) and job.started_at is None:
+                    job = job.model_copy(update={"status": JobStatus.RUNNING, "started_at": event.occurred_at})
+                elif (ended := await terminal_from_event(gw, job, event)) is not None:
+                    return ended
+                continue
+            projected.clear()
+            job = await load_job(gw, job_id, workspace_id) or job
+        return job
 
-    done = await gw.notifier.wait_until(JOBS_CHANNEL, str(job_id), terminal, timeout=timeout, recheck_seconds=5.0)
-    if done is not None:
-        return done
-    job = await load_job(gw, job_id, workspace_id)
-    assert job is not None
-    return job
+
+async def terminal_from_event(gw: Gateway, job: JobOut, event: Event) -> JobOut | None:
+    """``job`` as its terminal event leaves it, or None if the event is not terminal."""
+    if isinstance(event, JobSucceeded):
+        p = event.payload
+        result = await gw.payloads.get(p.result_ref) if p.result_ref else p.result
+        ended = job.model_copy(update={"status": JobStatus.SUCCEEDED, "result": result, "attempt": p.attempt})
+        assert event.workspace_id is not None
+        ended = await outputs.with_outputs(gw, ended, event.workspace_id)
+    elif isinstance(event, JobFailed):
+        p = event.payload
+        ended = job.model_copy(update={"status": JobStatus.FAILED, "error": p.error, "error_detail": p.error_detail, "attempt": p.attempt or job.attempt})
+    elif isinstance(event, JobCancelled):
+        ended = job.model_copy(update={"status": JobStatus.CANCELLED, "error": event.payload.reason})
+    else:
+        return None
+    return ended.model_copy(update={"finished_at": event.occurred_at})
 
 
 class _KeyTaken(Exception):
