@@ -14,7 +14,7 @@ from puras_gateway import catalog, jobs, ledger
 from puras_gateway.app import create_app
 from puras_gateway.context import Gateway
 from puras_gateway.live import LiveJobs
-from puras_gateway.notify import Notifier
+from puras_gateway.notify import CATALOG_CHANNEL, Notifier
 from puras_gateway.settings import GatewaySettings
 
 JOBS_CONSUMER = ConsumerSpec(streams.JOBS, "gateway-jobs", (subjects.JOBS_ALL,))
@@ -40,6 +40,7 @@ async def main(settings: GatewaySettings | None = None) -> None:
                 payloads=PayloadStore(settings.drive_url, token=token, client=http),
                 live=live,
             )
+            gateway.notifier.on_channel(CATALOG_CHANNEL, gateway.skills.clear)
             runtime.spawn(gateway.notifier.run(), "listener")
             runtime.spawn(
                 ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=JOBS_CONSUMER, apply_batch=jobs.apply_batch).run(),

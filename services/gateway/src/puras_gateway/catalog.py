@@ -134,6 +134,36 @@ def parse_address(skill: str, *, skillpack: str | None) -> Address:
     return Address(workspace, pack, parts[-1])
 
 
+class ResolutionCache:
+    """Resolved skill addresses, kept until the catalogue changes.
+
+    Every gateway process hears every catalogue change (the projection notifies in the
+    transaction that makes it) and drops the whole cache: catalogue changes are rare, submissions
+    are not, and a resolution costs three queries.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[Any, ...], ResolvedSkill] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def resolve(
+        self, conn: asyncpg.Connection, *, caller_workspace_id: UUID, address: Address, default_skillpack: str, version: int | None
+    ) -> ResolvedSkill:
+        key = (caller_workspace_id, address, default_skillpack, version)
+        if (hit := self._entries.get(key)) is not None:
+            return hit
+        found = await resolve(
+            conn, caller_workspace_id=caller_workspace_id, address=address, default_skillpack=default_skillpack, version=version
+        )
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = found
+        return found
+
+
 async def resolve(
     conn: asyncpg.Connection,
     *,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
@@ -10,6 +10,7 @@ from puras_common.outbox import Outbox
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime
 
+from puras_gateway.catalog import ResolutionCache
 from puras_gateway.live import LiveJobs
 from puras_gateway.notify import Notifier
 from puras_gateway.settings import GatewaySettings
@@ -23,6 +24,7 @@ class Gateway:
     http: httpx.AsyncClient
     payloads: PayloadStore
     live: LiveJobs
+    skills: ResolutionCache = field(default_factory=ResolutionCache)
 
     @property
     def db(self) -> asyncpg.Pool:

@@ -32,6 +32,7 @@ class Notifier:
         self.dsn = dsn
         self.schema = schema
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
+        self._callbacks: dict[str, list[Callable[[], None]]] = {}
         self.connected = asyncio.Event()
 
     @contextlib.contextmanager
@@ -71,11 +72,21 @@ class Notifier:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), min(remaining, recheck_seconds))
 
+    def on_channel(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on every notification on ``channel`` (and after a reconnect, when
+        notifications may have been missed)."""
+        self._callbacks.setdefault(channel, []).append(callback)
+
     def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        for callback in self._callbacks.get(channel, ()):
+            callback()
         for event in self._waiters.get((channel, payload), ()):
             event.set()
 
     def _wake_all(self) -> None:
+        for callbacks in self._callbacks.values():
+            for callback in callbacks:
+                callback()
         for waiters in self._waiters.values():
             for event in waiters:
                 event.set()

@@ -128,7 +128,7 @@ async def submit(
     """Resolve, validate and queue one job; returns it as queued."""
     address = catalog.parse_address(body.skill, skillpack=body.skillpack)
     async with gw.db.acquire() as conn:
-        skill = await catalog.resolve(
+        skill = await gw.skills.resolve(
             conn,
             caller_workspace_id=who.workspace_id,
             address=address,
