@@ -111,3 +111,14 @@ async def test_the_watchdog_fails_jobs_whose_worker_vanished(db: Scratch) -> Non
     assert await watchdog.sweep() == 1  # timeout 30 s + grace 60 s passed
     assert (await events_of(db, job))[-1] == "job.failed"
     assert not (await attempts.complete(done(job, 1))).accepted  # the lost worker's late result
+
+
+async def test_requests_decided_in_one_batch_see_each_others_effects(db: Scratch) -> None:
+    attempts = Attempts(db.outbox, max_attempts=3)
+    job, other = await dispatched(db), await dispatched(db)
+    replies = await attempts.claim_batch([claim(job, 1), claim(other, 1), claim(job, 2, runner="r2")])
+    assert [(r.run, r.attempt) for r in replies] == [(True, 1), (True, 1), (True, 2)]
+    outcomes = await attempts.complete_batch([done(job, 1, "stale"), done(job, 2), done(other, 1), done(job, 2)])
+    assert [o.accepted for o in outcomes] == [False, True, True, True]
+    assert await events_of(db, job) == ["job.dispatched", "job.retrying", "job.succeeded"]
+    assert await events_of(db, other) == ["job.dispatched", "job.succeeded"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nats.aio.msg import Msg
 from puras_common import streams, subjects
 from puras_common.attempts import CLAIM, COMPLETE
 from puras_common.bus import ConsumerSpec, Delivery, ProjectionRunner
@@ -57,12 +56,12 @@ async def main(settings: SchedulerSettings | None = None) -> None:
         runtime.spawn(dispatcher.run(), "dispatcher")
         attempts = Attempts(runtime.outbox, max_attempts=settings.max_attempts)
 
-        async def completed(msg: Msg) -> None:
-            await attempts.serve_complete(msg)
-            dispatcher.wake.set()  # a slot is free
+        async def slot_freed() -> None:
+            dispatcher.wake.set()
 
+        runtime.spawn(attempts.run(on_completed=slot_freed), "attempts")
         await runtime.nc.subscribe(CLAIM, queue="scheduler", cb=attempts.serve_claim)
-        await runtime.nc.subscribe(COMPLETE, queue="scheduler", cb=completed)
+        await runtime.nc.subscribe(COMPLETE, queue="scheduler", cb=attempts.serve_complete)
         watchdog = Watchdog(runtime.outbox, grace_seconds=settings.lost_grace_seconds)
         runtime.spawn(watchdog.run(), "watchdog")
         await runtime.run_until_stopped()
