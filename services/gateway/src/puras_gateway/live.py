@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from puras_common import subjects
 from puras_common.api import PUBLIC_EVENT_TYPES, PUBLIC_TERMINAL_TYPES, PublicEvent
-from puras_common.envelope import UnknownEventType, parse_event
+from puras_common.envelope import Event, UnknownEventType, parse_event
 from puras_common.logging import get_logger
 
 from puras_gateway.jobs import public_payload
@@ -31,12 +31,28 @@ log = get_logger("puras_gateway.live")
 _QUEUE_LIMIT = 10_000
 
 
-def to_public(seq: int, data: bytes) -> PublicEvent | None:
-    """The public form of a stored job event, or None for internal ones."""
+@dataclass(frozen=True)
+class LiveEvent:
+    """A job event as every viewer of the job gets it: decoded and rendered once."""
+
+    seq: int
+    event: Event
+    public: PublicEvent | None
+    frame: bytes | None
+    """The SSE frame, for public events."""
+
+
+def decode(seq: int, data: bytes) -> LiveEvent | None:
     try:
         event = parse_event(data)
     except (UnknownEventType, ValueError):
         return None
+    public = public_event(seq, event)
+    return LiveEvent(seq, event, public, sse_frame(public) if public is not None else None)
+
+
+def public_event(seq: int, event: Event) -> PublicEvent | None:
+    """The public form of a stored job event, or None for internal ones."""
     public = PUBLIC_EVENT_TYPES.get(event.type)
     if public is None:
         return None
@@ -45,7 +61,7 @@ def to_public(seq: int, data: bytes) -> PublicEvent | None:
 
 @dataclass(eq=False)
 class Viewer:
-    queue: asyncio.Queue[tuple[int, bytes]]
+    queue: asyncio.Queue[LiveEvent]
     overflowed: bool = False
 
 
@@ -66,12 +82,14 @@ class LiveJobs:
         viewers = self._viewers.get(msg.subject.split(".", 2)[1])
         if not viewers:
             return
-        seq = msg.metadata.sequence.stream
+        live = decode(msg.metadata.sequence.stream, msg.data)
+        if live is None:
+            return
         for viewer in viewers:
             if viewer.queue.qsize() >= _QUEUE_LIMIT:
                 viewer.overflowed = True  # a stalled client; it re-reads from the stream
                 continue
-            viewer.queue.put_nowait((seq, msg.data))
+            viewer.queue.put_nowait(live)
             self.delivered += 1
 
     @contextlib.contextmanager
@@ -119,21 +137,21 @@ class LiveJobs:
             with contextlib.suppress(Exception):
                 await self.js.delete_consumer("JOBS", info.name)
 
-    async def follow(self, job_id: str, *, after: int, heartbeat: float) -> AsyncIterator[PublicEvent | None]:
+    async def follow(self, job_id: str, *, after: int, heartbeat: float) -> AsyncIterator[LiveEvent | None]:
         """The job's public events after ``after``: the backlog, then live ones, ending after the
         terminal event. Yields None every ``heartbeat`` seconds of silence."""
         with self.watch(job_id) as viewer:
             last = after
             for seq, data in await self.backlog(job_id, after=after):
                 last = seq
-                if (event := to_public(seq, data)) is not None:
+                if (event := decode(seq, data)) is not None and event.public is not None:
                     yield event
-                    if event.type in PUBLIC_TERMINAL_TYPES:
+                    if event.public.type in PUBLIC_TERMINAL_TYPES:
                         return
             while True:
                 if viewer.overflowed:
                     viewer.overflowed = False
-                    pending = await self.backlog(job_id, after=last)
+                    pending = [e for seq, data in await self.backlog(job_id, after=last) if (e := decode(seq, data))]
                     while not viewer.queue.empty():
                         viewer.queue.get_nowait()
                 else:
@@ -144,13 +162,13 @@ class LiveJobs:
                         continue
                     while not viewer.queue.empty():
                         pending.append(viewer.queue.get_nowait())
-                for seq, data in pending:
-                    if seq <= last:
+                for event in pending:
+                    if event.seq <= last:
                         continue  # already sent from the backlog
-                    last = seq
-                    if (event := to_public(seq, data)) is not None:
+                    last = event.seq
+                    if event.public is not None:
                         yield event
-                        if event.type in PUBLIC_TERMINAL_TYPES:
+                        if event.public.type in PUBLIC_TERMINAL_TYPES:
                             return
 
 

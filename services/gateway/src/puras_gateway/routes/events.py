@@ -17,7 +17,7 @@ from puras_common.api import ApiError, ErrorCode, EventsPage, PublicEvent
 
 from puras_gateway.auth import GatewayDep, PrincipalDep
 from puras_gateway.context import Gateway
-from puras_gateway.live import PING, sse_end, sse_frame
+from puras_gateway.live import PING, sse_end
 from puras_gateway.routes.jobs import ERRORS, job_or_404, wait_for_terminal
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
@@ -81,6 +81,6 @@ def event_stream(gw: Gateway, job_id: UUID, workspace_id: UUID, *, after: int) -
 
 async def _frames(gw: Gateway, job_id: UUID, workspace_id: UUID, *, after: int) -> AsyncIterator[bytes]:
     async for event in gw.live.follow(str(job_id), after=after, heartbeat=gw.settings.sse_ping_seconds):
-        yield PING if event is None else sse_frame(event)
+        yield PING if event is None else event.frame
     job = await wait_for_terminal(gw, job_id, workspace_id, timeout=10.0)
     yield sse_end(orjson.dumps({"status": job.status, "job": job.model_dump(mode="json")}).decode())

@@ -21,7 +21,7 @@ from puras_common.api import (
     JobStatus,
     Page,
 )
-from puras_common.envelope import Event, parse_event
+from puras_common.envelope import Event
 from puras_common.events import (
     JobCancelled,
     JobCancelRequested,
@@ -262,8 +262,7 @@ async def wait_for_terminal(gw: Gateway, job_id: UUID, workspace_id: UUID, *, ti
             event_arrived.cancel()
             row_changed.cancel()
             if event_arrived in done:
-                _seq, data = event_arrived.result()
-                event = parse_event(data)
+                event = event_arrived.result().event
                 if isinstance(event, JobStarted) and job.started_at is None:
                     job = job.model_copy(update={"status": JobStatus.RUNNING, "started_at": event.occurred_at})
                 elif (ended := await terminal_from_event(gw, job, event)) is not None:
