@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -22,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "services" / "agent-runner" / "tests"))
 
 
-async def main(steps: int, runs: int, latency: float, tool: str) -> None:
+async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool = False) -> None:
     import shutil
     import tempfile
 
@@ -79,6 +80,12 @@ async def main(steps: int, runs: int, latency: float, tool: str) -> None:
             await nc.close()
             await admin.close()
             shutil.rmtree(base, ignore_errors=True)
+    if as_json:
+        print(json.dumps({
+            "steps": steps, "runs": runs, "model_latency_ms": latency * 1000, "tool": tool,
+            "overhead_ms_per_step": {model: sorted(values) for model, values in results.items()},
+        }))
+        return
     print(f"loop overhead per step beyond {latency * 1000:.0f} ms of model latency ({steps} steps, {tool} each step, {runs} runs):")
     for model, values in results.items():
         print(f"  {model:20s} median {statistics.median(values):6.2f} ms   min {min(values):6.2f} ms   max {max(values):6.2f} ms")
@@ -95,5 +102,6 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--tool", default="bash", help="the tool called each step: bash, or set_output-free 'web_search'")
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.steps, args.runs, args.latency, args.tool))
+    asyncio.run(main(args.steps, args.runs, args.latency, args.tool, args.json))
