@@ -8,7 +8,10 @@ limit leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
+import os
+import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,6 +122,26 @@ class Backend(Protocol):
 
 
 SPOOL_MAX_AGE_SECONDS = 3600
+
+
+async def spool_and_put(
+    backend: Backend, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int | None, spool_dir: Path
+) -> StoredObject:
+    """Write a stream to ``key`` through a spool file, refusing it past ``limit`` bytes: nothing
+    reaches the key unless all of it arrived within the limit."""
+    fd, tmp = tempfile.mkstemp(dir=spool_dir, prefix="write-")
+    try:
+        size = 0
+        with os.fdopen(fd, "wb", buffering=0) as out:
+            async for chunk in chunks:
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise TooLarge(limit)
+                out.write(chunk)
+        return await backend.put_file(key, Path(tmp), content_type=content_type)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def sweep_spool(folder: Path, *, max_age: float = SPOOL_MAX_AGE_SECONDS) -> int:

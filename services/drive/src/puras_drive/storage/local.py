@@ -17,7 +17,6 @@ import errno
 import os
 import shutil
 import stat
-import tempfile
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from puras_drive.storage import (
     Listing,
     NotFound,
     StoredObject,
-    TooLarge,
+    spool_and_put,
     sweep_spool,
 )
 
@@ -155,19 +154,7 @@ class LocalBackend:
     async def write(
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int | None = None
     ) -> StoredObject:
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="write-")
-        try:
-            size = 0
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if limit is not None and size > limit:
-                        raise TooLarge(limit)
-                    out.write(chunk)
-            return await self.put_file(key, Path(tmp), content_type=content_type)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        return await spool_and_put(self, key, chunks, content_type=content_type, limit=limit, spool_dir=self.tmp)
 
     async def put_file(self, key: str, source: Path, *, content_type: str) -> StoredObject:
         folders, name = self._split(key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -19,7 +18,14 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from puras_drive.storage import CHUNK_BYTES, Listing, NotFound, StoredObject, TooLarge, sweep_spool
+from puras_drive.storage import (
+    CHUNK_BYTES,
+    Listing,
+    NotFound,
+    StoredObject,
+    spool_and_put,
+    sweep_spool,
+)
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _DELETE_BATCH = 1000
@@ -99,19 +105,7 @@ class S3Backend:
     async def write(
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int | None = None
     ) -> StoredObject:
-        fd, tmp = tempfile.mkstemp(dir=self.spool_dir, prefix="write-")
-        try:
-            size = 0
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if limit is not None and size > limit:
-                        raise TooLarge(limit)
-                    out.write(chunk)
-            return await self.put_file(key, Path(tmp), content_type=content_type)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        return await spool_and_put(self, key, chunks, content_type=content_type, limit=limit, spool_dir=self.spool_dir)
 
     async def put_file(self, key: str, source: Path, *, content_type: str) -> StoredObject:
         try:
