@@ -201,6 +201,27 @@ async def test_kill_works_inside_the_pid_namespace(sandboxed: ForkServer,
     assert await eventually(lambda: processes_with_arg(marker) == [])
 
 
+async def test_a_process_that_leaves_its_job_dies_with_it_inside_the_sandbox(
+        sandboxed: ForkServer, layout: Layout) -> None:
+    marker = f"escaper-{uuid.uuid4().hex}"
+    write_skill(layout.skill, """
+        import os
+        def run(inputs):
+            middle = os.fork()
+            if middle == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    os.execvp("sleep", [inputs["marker"], "1000"])
+                os._exit(0)
+            os.waitpid(middle, 0)
+            return "left"
+    """, module="escaper")
+    child = await sandboxed.spawn(call(layout.skill, json.dumps({"marker": marker}).encode(), module="escaper"),
+                                  workdir=str(layout.work), env={"PATH": "/usr/bin:/bin"})
+    assert (await asyncio.wait_for(child.wait(), 30)).result == {"ok": True, "value": "left"}
+    assert await eventually(lambda: processes_with_arg(marker) == []), processes_with_arg(marker)
+
+
 async def test_sandboxed_concurrent_jobs(sandboxed: ForkServer, layout: Layout) -> None:
     async def one(i: int) -> dict:
         return await _probe(sandboxed, layout, paths=[str(layout.hidden)], n=i)

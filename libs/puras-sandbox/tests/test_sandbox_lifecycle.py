@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -84,6 +85,40 @@ async def test_leftovers_in_the_group_are_killed_when_the_job_ends(server: ForkS
     outcome = await asyncio.wait_for(child.wait(), 30)
     assert outcome.result == {"ok": True, "value": "done"}
     assert await eventually(lambda: group_members(child.pid) == [])
+
+
+ESCAPER = """
+    import os, time
+    def run(inputs):
+        # Leave the job the way daemons do: a double fork into a new session (reaping the
+        # middle process), which killing the job's process group misses.
+        middle = os.fork()
+        if middle == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execvp("sleep", [inputs["marker"], "1000"])  # the marker as argv[0]
+            os._exit(0)
+        os.waitpid(middle, 0)
+        if inputs.get("hang"):
+            print("ready", flush=True)
+            time.sleep(1000)
+        return "left"
+"""
+
+
+@pytest.mark.parametrize("how", ["returns", "is_killed"])
+async def test_processes_that_leave_the_jobs_session_are_killed_too(server: ForkServer, tmp_path: Path,
+                                                                     how: str) -> None:
+    marker = f"escaper-{uuid.uuid4().hex}"
+    write_skill(tmp_path, ESCAPER)
+    payload = json.dumps({"marker": marker, "hang": how == "is_killed"}).encode()
+    child = await server.spawn(call(tmp_path, payload), workdir=str(tmp_path), env=ENV)
+    if how == "is_killed":
+        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"ready\n"
+        assert await eventually(lambda: processes_with_arg(marker) != [])  # it did escape
+        await child.kill()
+    await asyncio.wait_for(child.wait(), 30)
+    assert await eventually(lambda: processes_with_arg(marker) == []), processes_with_arg(marker)
 
 
 async def test_kill_after_exit_is_harmless(server: ForkServer, tmp_path: Path) -> None:

@@ -56,15 +56,42 @@ _ZYGOTE_PID = None
 
 def _no_new_privs():
     """Load libc (for prctl) and set PR_SET_NO_NEW_PRIVS, so no child can gain privileges
-    through a setuid binary."""
+    through a setuid binary; become a child subreaper, so a process that leaves its job
+    (a double fork, ``setsid``) is re-parented here rather than to init, where it can be found
+    and killed (:meth:`Zygote.sweep`)."""
     global _LIBC
     try:
         import ctypes
 
         _LIBC = ctypes.CDLL(None, use_errno=True)
         _LIBC.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+        _LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except Exception as exc:  # pragma: no cover - best effort
-        _log(f"PR_SET_NO_NEW_PRIVS failed: {exc!r}")
+        _log(f"prctl failed: {exc!r}")
+
+
+def _stat_fields(pid):
+    """The fields of /proc/<pid>/stat after the command name (ppid at 1, session at 3)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def _children_of(pid):
+    """Direct children of ``pid`` (a single-threaded process)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:  # kernels without CONFIG_PROC_CHILDREN: scan
+        found = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if int(_stat_fields(name)[1]) == pid:
+                        found.append(int(name))
+                except (OSError, IndexError, ValueError):
+                    pass
+        return found
 
 
 # ----------------------------------------------------------------------------- child side
@@ -400,7 +427,34 @@ class Zygote:
             code, sig = os.waitstatus_to_exitcode(status), None
         self.send({"t": "exit", "pid": pid, "exit_code": code, "signal": sig})
 
+    def sweep(self, everything=False):
+        """Kill processes that left their job: children of the zygote (a subreaper) that are
+        neither a job, nor the spare, nor still in a running job's session. Their own children
+        are re-parented here when they die, and swept at the next reap."""
+        keep = set() if everything else set(self.children)
+        if self.spare is not None and not everything:
+            keep.add(self.spare[0])
+        for pid in _children_of(os.getpid()):
+            if pid in keep:
+                continue
+            try:
+                if not everything and int(_stat_fields(pid)[3]) in self.children:
+                    continue  # still in a running job's session: ends with it
+            except (OSError, IndexError, ValueError):
+                continue
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
     def reap(self):
+        try:
+            self._reap()
+        finally:
+            self.sweep()
+
+    def _reap(self):
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -445,6 +499,7 @@ class Zygote:
                 self.report(pid, status)
             except OSError:
                 self.children.discard(pid)
+        self.sweep(everything=True)  # whatever escaped its job: no process outlives the zygote
 
     # -- requests
     def on_spawn(self, msg, blob):
