@@ -1,13 +1,16 @@
 """Safe extraction of project bundles (zip), checked while extracting, not only up front.
 
-Refused: absolute paths, ``..`` components, backslashes, NUL bytes, symbolic links and other
-special files, more than ``max_entries`` members, more than ``max_total_bytes`` uncompressed in
-all, and any member that inflates more than ``max_ratio`` times its compressed size. Sizes are
-counted on the bytes actually written, so a lying header changes nothing.
+Refused: absolute paths, ``..`` components, backslashes, NUL bytes, names too long for a
+filesystem, the same path twice (or as both a file and a directory), symbolic links and other
+special files, encrypted members and unknown compression methods, more than ``max_entries``
+members, more than ``max_total_bytes`` uncompressed in all, and any member that inflates more
+than ``max_ratio`` times its compressed size. Sizes are counted on the bytes actually written,
+so a lying header changes nothing.
 """
 
 from __future__ import annotations
 
+import lzma
 import os
 import stat
 import zipfile
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 CHUNK = 256 * 1024
+MAX_NAME_BYTES = 1024
+MAX_COMPONENT_BYTES = 255
+COMPRESSIONS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
 
 
 class ArchiveError(ValueError):
@@ -47,7 +53,34 @@ def member_path(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     if any(part == ".." for part in path.parts):
         raise ArchiveError("'..' in path", member=name)
+    if len(name.encode()) > MAX_NAME_BYTES or any(len(p.encode()) > MAX_COMPONENT_BYTES for p in path.parts):
+        raise ArchiveError(
+            f"name too long (the limits are {MAX_NAME_BYTES} bytes, {MAX_COMPONENT_BYTES} per path component)",
+            member=name[:200],
+        )
     return path
+
+
+def _check_members(infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse what extraction could not write faithfully: the same path twice, a path that is
+    both a file and a directory, encrypted members, unknown compression."""
+    files: set[PurePosixPath] = set()
+    dirs: set[PurePosixPath] = set()
+    for info in infos:
+        path = member_path(info.filename)
+        if info.flag_bits & 0x1:
+            raise ArchiveError("encrypted members are not supported", member=info.filename)
+        if info.compress_type not in COMPRESSIONS:
+            raise ArchiveError(f"unsupported compression method {info.compress_type}", member=info.filename)
+        if info.is_dir():
+            dirs.add(path)
+            continue
+        if path in files:
+            raise ArchiveError("appears twice in the archive", member=info.filename)
+        files.add(path)
+        dirs.update(path.parents)
+    for path in files & dirs:
+        raise ArchiveError("is both a file and a directory", member=str(path))
 
 
 def _is_special(info: zipfile.ZipInfo) -> bool:
@@ -57,10 +90,20 @@ def _is_special(info: zipfile.ZipInfo) -> bool:
     return kind not in (0, stat.S_IFREG, stat.S_IFDIR)
 
 
+_CORRUPT = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError)
+
+
 def _read(src: zipfile.ZipExtFile, info: zipfile.ZipInfo) -> bytes:
     try:
         return src.read(CHUNK)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+    except _CORRUPT as exc:
+        raise ArchiveError(f"corrupt member ({exc})", member=info.filename) from None
+
+
+def _open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> zipfile.ZipExtFile:
+    try:
+        return archive.open(info)
+    except (*_CORRUPT, NotImplementedError, RuntimeError) as exc:
         raise ArchiveError(f"corrupt member ({exc})", member=info.filename) from None
 
 
@@ -85,6 +128,7 @@ def extract(zip_path: Path, dest: Path, *, limits: Limits = Limits(), strip_root
         infos = archive.infolist()
         if len(infos) > limits.max_entries:
             raise ArchiveError(f"archive has {len(infos)} entries; the limit is {limits.max_entries}")
+        _check_members(infos)
         names = [i.filename for i in infos]
         root = common_root(names) if strip_root else None
         if root is not None and any(n.startswith("skills/") for n in names):
@@ -107,9 +151,13 @@ def extract(zip_path: Path, dest: Path, *, limits: Limits = Limits(), strip_root
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                out = open(target, "xb")
+            except OSError as exc:
+                raise ArchiveError(f"cannot be extracted ({exc.strerror})", member=info.filename) from None
             size = 0
-            with archive.open(info) as src, open(target, "xb") as out:
+            with out, _open_member(archive, info) as src:
                 while chunk := _read(src, info):
                     size += len(chunk)
                     total += len(chunk)
