@@ -28,8 +28,13 @@ async def web_provider() -> AsyncIterator[WebStub]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def platform(infra: Infra, model_provider: ModelStub, web_provider: WebStub) -> AsyncIterator[Platform]:
     # A short lease, so a lost runner's job moves to another runner within seconds; a short SSE
-    # ping interval, so tests see pings without waiting 15 s.
-    env = {"PURAS_FUNCTION_RUNNER_LEASE_SECONDS": "3", "PURAS_GATEWAY_SSE_PING_SECONDS": "1"}
+    # ping interval, so tests see pings without waiting 15 s; a push waits 8 s for its
+    # requirements.txt build before answering 202 "building".
+    env = {
+        "PURAS_FUNCTION_RUNNER_LEASE_SECONDS": "3",
+        "PURAS_GATEWAY_SSE_PING_SECONDS": "1",
+        "PURAS_GATEWAY_BUILD_WAIT_SECONDS": "8",
+    }
     env |= {**model_provider.env(), **web_provider.env(), "PURAS_AGENT_RUNNER_FETCH_ALLOW_PRIVATE": "true"}
     async with start_platform(infra, extra_env=env) as running:
         yield running

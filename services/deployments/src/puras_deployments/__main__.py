@@ -1,14 +1,54 @@
-"""``python -m puras_deployments``: bundles, skill manifests, active pointers."""
+"""``python -m puras_deployments``: bundles, skill manifests, active pointers, builds, secrets."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from typing import Any
+
+from nats.aio.msg import Msg
 from puras_common.http import serve
 from puras_common.migrate import service_migrations
+from puras_common.secret_delivery import SUBJECT as SECRETS_SUBJECT
 from puras_common.service import ServiceRuntime, run
+from puras_sandbox import bwrap_available, python_for
 
-from puras_deployments.app import create_app
+from puras_deployments import wheelhouse
+from puras_deployments.app import Service, create_app
+from puras_deployments.builds import Builder
 from puras_deployments.settings import DeploymentsSettings
 from puras_deployments.store import BundleStore
+from puras_deployments.tenant_secrets import Secrets
+from puras_deployments.vault import MasterKeys
+
+
+def build_sandbox(settings: DeploymentsSettings, log: Any) -> wheelhouse.BuildSandbox:
+    """How this host runs builds: as the unprivileged uid when root, in bubblewrap when it can."""
+    root = os.geteuid() == 0
+    uid, gid = (settings.sandbox_uid, settings.sandbox_gid) if root else (None, None)
+    use_bwrap = settings.sandbox != "none" and bwrap_available(uid, gid)
+    if settings.sandbox == "bwrap" and not use_bwrap:
+        raise RuntimeError("PURAS_DEPLOYMENTS_SANDBOX=bwrap but bubblewrap cannot run here (apt-get install bubblewrap)")
+    if not use_bwrap:
+        log.warning("bubblewrap is not available: requirements.txt builds run without namespaces")
+    if not root:
+        log.warning("not running as root: builds run as this process's own uid")
+    tools_root = settings.data_dir / "tools"
+    tools_root.mkdir(parents=True, exist_ok=True)
+    extra = {k: v for k, v in os.environ.items() if k.upper() in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")}
+    if index := os.environ.get("PURAS_DEPLOYMENTS_PIP_INDEX_URL"):
+        extra["PIP_INDEX_URL"] = index
+    return wheelhouse.BuildSandbox(
+        python=settings.build_python or python_for(uid, gid),
+        uid=uid,
+        gid=gid,
+        bwrap=use_bwrap,
+        tools_dir=wheelhouse.install_tools(tools_root),
+        timeout_seconds=settings.build_timeout_seconds,
+        memory_bytes=settings.build_memory_bytes,
+        max_wheelhouse_bytes=settings.max_wheelhouse_bytes,
+        extra_env=extra,
+    )
 
 
 async def main(settings: DeploymentsSettings | None = None) -> None:
@@ -16,8 +56,40 @@ async def main(settings: DeploymentsSettings | None = None) -> None:
     async with ServiceRuntime(settings, migrations=service_migrations("deployments", __file__)) as runtime:
         assert runtime.outbox is not None
         store = BundleStore(settings.data_dir)
-        app = create_app(settings, runtime.outbox, store)
-        runtime.spawn(serve(app, host=settings.host, port=settings.port), "http")
+        keys = MasterKeys.from_settings(
+            settings.secrets_key.get_secret_value(), (k.get_secret_value() for k in settings.secrets_previous_keys)
+        )
+        secrets = Secrets(runtime.outbox, keys, job_token_key=settings.job_token_key.get_secret_value())
+        work_root = settings.data_dir / "builds"
+        work_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o711)
+        os.chmod(work_root, 0o711)
+        builder = Builder(
+            outbox=runtime.outbox,
+            store=store,
+            sandbox=None,
+            work_root=work_root,
+            concurrency=settings.build_concurrency,
+            lease_seconds=settings.build_lease_seconds,
+            max_log_bytes=settings.build_max_log_bytes,
+        )
+        service = Service(settings=settings, outbox=runtime.outbox, store=store, secrets=secrets, builder=builder)
+        if rewrapped := await secrets.rewrap(runtime.db):
+            runtime.log.info("re-wrapped data keys under the current master key", count=rewrapped)
+        answering: set[asyncio.Task[Any]] = set()
+
+        async def on_secrets_request(msg: Msg) -> None:
+            # Answered concurrently: each answer waits on the database.
+            task = asyncio.create_task(secrets.answer(runtime.db, msg))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
+
+        await runtime.nc.subscribe(SECRETS_SUBJECT, queue="deployments", cb=on_secrets_request)
+        runtime.spawn(serve(create_app(service), host=settings.host, port=settings.port), "http")
+        # Probing bubblewrap and copying the build tools takes a moment: pushes are accepted
+        # meanwhile, and their builds start once the builder runs.
+        builder.sandbox = await asyncio.to_thread(build_sandbox, settings, runtime.log)
+        runtime.spawn(builder.run(), "builder")
         await runtime.run_until_stopped()
 
 

@@ -24,6 +24,7 @@ BUILTIN_TOOLS: Final = frozenset(
 )
 SKILL_KEYS: Final = (
     "description", "entrypoint", "model", "disable_bash", "input_schema", "output_schema", "tools", "timeout_seconds",
+    "network",
 )
 TOOL_KEYS: Final = ("name", "description", "entrypoint", "input_schema", "output_schema")
 MAX_TIMEOUT_SECONDS: Final = 3600
@@ -48,12 +49,19 @@ class Problem:
 class BundleReport:
     skills: list[SkillManifest] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    has_requirements: bool = False
+    requirements: str | None = None
+    """The text of requirements.txt, when the project has one and it is usable."""
+
+    @property
+    def has_requirements(self) -> bool:
+        return self.requirements is not None
 
 
 def read_bundle(root: Path) -> BundleReport:
-    """Discover and validate every skill under ``root/skills``."""
-    report = BundleReport(has_requirements=(root / "requirements.txt").is_file())
+    """Discover and validate every skill under ``root/skills`` and the project's requirements.txt."""
+    report = BundleReport()
+    if (root / "requirements.txt").exists():
+        report.requirements = read_requirements(root / "requirements.txt", report.problems)
     skills_dir = root / "skills"
     if not skills_dir.is_dir():
         report.problems.append(Problem("skills/", None, "no skills/ directory: a project keeps each skill in skills/<name>/"))
@@ -128,6 +136,9 @@ def _read_skill(skill_dir: Path, root: Path, problems: list[Problem]) -> SkillMa
     timeout = data.get("timeout_seconds")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_SECONDS):
         problem("timeout_seconds", f"must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}")
+    network = data.get("network", True)
+    if not isinstance(network, bool):
+        problem("network", "must be true (the default: the skill's code may reach the network) or false")
     tools = _read_tools(data.get("tools"), skill_dir, kind, problem)
 
     if len(problems) > before or kind is None:
@@ -144,6 +155,7 @@ def _read_skill(skill_dir: Path, root: Path, problems: list[Problem]) -> SkillMa
         output_schema=data.get("output_schema"),
         timeout_seconds=timeout,
         tools=tuple(tools),
+        network=network,
     )
 
 
@@ -232,3 +244,75 @@ def _check_python_entrypoint(skill_dir: Path, entrypoint: str, fld: str, problem
     }
     if func not in defined:
         problem(fld, f"{file} defines no function {func!r}")
+
+
+MAX_REQUIREMENTS_BYTES: Final = 64 * 1024
+_FILE_OPTIONS: Final = ("-e", "--editable", "-r", "--requirement", "-c", "--constraint")
+_URL_OPTIONS: Final = ("-f", "--find-links", "-i", "--index-url", "--extra-index-url")
+
+
+def read_requirements(path: Path, problems: list[Problem]) -> str | None:
+    """The text of requirements.txt when pip can install it the same way on every host.
+
+    A build is shared by every deployment with the same file, so the file must not point at
+    other files of the bundle (``-r``, ``-e``, local paths): those could differ while the text
+    stays the same. Packages come from an index or a URL.
+    """
+    where = "requirements.txt"
+    if not path.is_file():
+        problems.append(Problem(where, None, "must be a regular file"))
+        return None
+    size = path.stat().st_size
+    if size > MAX_REQUIREMENTS_BYTES:
+        problems.append(Problem(where, None, f"is {size} bytes; the limit is {MAX_REQUIREMENTS_BYTES}"))
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        problems.append(Problem(where, None, "is not UTF-8 text"))
+        return None
+    before = len(problems)
+    for number, line in _logical_lines(text):
+        problem = _requirement_problem(line)
+        if problem:
+            problems.append(Problem(where, f"line {number}", problem))
+    return text if len(problems) == before else None
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, line) with comments dropped and ``\\`` continuations joined."""
+    lines: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        joined = (pending + line).strip()
+        pending = ""
+        if joined:
+            lines.append((start, joined))
+    if pending.strip():
+        lines.append((start, pending.strip()))
+    return lines
+
+
+def _requirement_problem(line: str) -> str | None:
+    words = line.split()
+    first = words[0]
+    option = first.split("=", 1)[0]
+    if option in _FILE_OPTIONS:
+        return (
+            f"{option} refers to another file or directory; a build is shared by every deployment with "
+            "the same requirements.txt, so list packages from an index or a URL instead"
+        )
+    if option in _URL_OPTIONS:
+        value = first.split("=", 1)[1] if "=" in first else (words[1] if len(words) > 1 else "")
+        if not value.startswith(("http://", "https://")):
+            return f"{option} must be an http(s) URL, not {value!r}"
+        return None
+    if first.startswith((".", "/", "~", "file:")) or " @ file:" in line or "@file:" in line:
+        return "local paths are not installable here: publish the package to an index, or give its URL"
+    return None

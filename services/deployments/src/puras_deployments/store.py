@@ -1,4 +1,5 @@
-"""Bundle storage: each distinct zip once, named by its sha256."""
+"""Bundle storage: each distinct zip once, named by its sha256; beside the bundles, the
+wheelhouse of each distinct requirements.txt (a tar of the wheels its build produced)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ class BundleStore:
         self.root = root
         self.incoming = root / "incoming"
         self.bundles = root / "bundles"
-        for d in (self.incoming, self.bundles):
+        self.wheelhouses = root / "wheelhouses"
+        for d in (self.incoming, self.bundles, self.wheelhouses):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
 
@@ -59,3 +61,7 @@ class BundleStore:
 
     def path(self, sha256: str) -> Path:
         return self.bundles / f"{sha256}.zip"
+
+    def wheelhouse(self, requirements_sha256: str) -> Path:
+        """The wheelhouse tar of a build (it may not exist yet)."""
+        return self.wheelhouses / f"{requirements_sha256}.tar"

@@ -10,7 +10,7 @@ from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import ConsumerSpec, WorkRunner
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime, run
-from puras_sandbox import python_for
+from puras_sandbox import bwrap_available, python_for
 
 from puras_function_runner.prepare import Deployments
 from puras_function_runner.runner import FunctionRunner
@@ -34,6 +34,16 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
         root = os.geteuid() == 0
         uid, gid = (settings.sandbox_uid, settings.sandbox_gid) if root else (None, None)
         python = settings.job_python or python_for(uid, gid)
+        sandboxed = settings.sandbox != "none" and bwrap_available(uid, gid)
+        if settings.sandbox == "bwrap" and not sandboxed:
+            raise RuntimeError("PURAS_FUNCTION_RUNNER_SANDBOX=bwrap but bubblewrap cannot run here (apt-get install bubblewrap)")
+        if sandboxed:
+            runtime.log.info("jobs run in bubblewrap: one sandboxed warm parent per deployment and workspace")
+        else:
+            runtime.log.warning(
+                "bubblewrap is not available: jobs run WITHOUT namespaces (shared filesystem view, host network); "
+                "install bubblewrap for isolation (see docs/isolation.md)"
+            )
         deployments = Deployments(
             cache_dir=settings.cache_dir,
             deployments_url=settings.deployments_url,
@@ -43,6 +53,7 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
             gid=gid,
             max_warm=settings.max_warm_deployments,
             python=python,
+            sandboxed=sandboxed,
         )
         runtime.log.info("jobs run as", uid=uid if uid is not None else os.getuid(), python=python)
         if not root:
@@ -52,6 +63,7 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
         runner = FunctionRunner(
             settings=settings,
             js=runtime.js,
+            nc=runtime.nc,
             deployments=deployments,
             payloads=PayloadStore(settings.drive_url, token=token, client=http),
             attempts=AttemptClient(runtime.nc, runner=settings.instance_id),

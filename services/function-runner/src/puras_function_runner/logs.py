@@ -8,6 +8,7 @@ only when all of them are acknowledged, so the terminal event that follows comes
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from uuid import UUID
 
 from nats.js import JetStreamContext
@@ -21,8 +22,19 @@ MAX_EVENT_TEXT = 32 * 1024
 
 
 class LogPump:
-    def __init__(self, js: JetStreamContext, *, job_id: UUID, workspace_id: UUID, attempt: int, caused_by: Event) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        job_id: UUID,
+        workspace_id: UUID,
+        attempt: int,
+        caused_by: Event,
+        mask: Callable[[str], str] = str,
+    ) -> None:
         self.js = js
+        self.mask = mask
+        """Applied to every text before it leaves: hides the job's secret values."""
         self.job_id = job_id
         self.workspace_id = workspace_id
         self.attempt = attempt
@@ -46,7 +58,8 @@ class LogPump:
             self._emit(stream, pending)
 
     def _emit(self, stream: str, data: bytes) -> None:
-        text = data.decode("utf-8", errors="replace")
+        # NUL cannot be stored in a JSON column downstream: show it as U+FFFD, as bad UTF-8 is.
+        text = self.mask(data.decode("utf-8", errors="replace").replace("\x00", "\ufffd"))
         self.lines += text.count("\n") + 1
         for start in range(0, len(text), MAX_EVENT_TEXT):
             self._queue.put_nowait(

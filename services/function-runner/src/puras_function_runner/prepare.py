@@ -1,6 +1,8 @@
 """Preparing deployments on this host, once each: fetch the bundle from the deployments
-service, extract it safely, build its venv (one per distinct requirements.txt), and keep one
-warm fork server per deployment to fork its jobs from."""
+service, extract it safely, install its venv (one per distinct requirements.txt, from the
+wheelhouse the deployments service built at push), and keep warm fork servers to fork jobs
+from: one per deployment, or, in bubblewrap, one per (deployment, workspace, network), so a
+sandbox only ever holds one workspace's files."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import hashlib
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ import orjson
 import puras
 from puras_common.archive import ArchiveError, extract
 from puras_common.logging import get_logger
-from puras_sandbox import ForkServer
+from puras_sandbox import ForkServer, Isolation
 
 log = get_logger("puras_function_runner.prepare")
 
@@ -40,6 +43,15 @@ class Prepared:
     skills: dict[str, dict[str, Any]]
     python: str
     site_packages: list[str] = field(default_factory=list)
+    venv: Path | None = None
+
+
+WorkspaceBinds = Callable[[UUID], Sequence[str]]
+"""Extra host paths a workspace's sandboxes get read-write (beside its work directory)."""
+
+
+def _no_binds(_workspace_id: UUID) -> Sequence[str]:
+    return ()
 
 
 def _uv() -> str:
@@ -64,6 +76,8 @@ class Deployments:
         gid: int | None,
         max_warm: int,
         python: str,
+        sandboxed: bool = False,
+        workspace_binds: WorkspaceBinds = _no_binds,
     ) -> None:
         self.cache_dir = cache_dir.resolve()
         self.deployments_url = deployments_url.rstrip("/")
@@ -74,15 +88,21 @@ class Deployments:
         self.max_warm = max_warm
         self.python = python
         """The interpreter jobs run on (and venvs are built from)."""
+        self.sandboxed = sandboxed
+        """Jobs run in bubblewrap: a warm parent per (deployment, workspace, network)."""
+        self.workspace_binds = workspace_binds
+        """Hook: more read-write paths for a workspace's sandboxes (its drive, say)."""
         self._prepared: dict[UUID, Prepared] = {}
         self._locks: dict[Any, asyncio.Lock] = {}
-        self._servers: OrderedDict[UUID, ForkServer] = OrderedDict()
+        self._servers: OrderedDict[tuple[Any, ...], ForkServer] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         for sub in ("deployments", "venvs", "work", "runtime", "downloads"):
             (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
-        # Jobs run as an unprivileged uid: they may traverse to what they need, list nothing.
-        for path in (self.cache_dir, *(self.cache_dir / s for s in ("deployments", "venvs", "work", "runtime"))):
+        # Jobs run as an unprivileged uid: they may traverse to what they need, list nothing...
+        for path in (self.cache_dir, *(self.cache_dir / s for s in ("deployments", "venvs", "work"))):
             os.chmod(path, 0o711)
+        # ...except the directory on their sys.path, which Python's importer must list.
+        os.chmod(self.cache_dir / "runtime", 0o755)
         os.chmod(self.cache_dir / "downloads", 0o700)
         # Python's importer lists a sys.path directory before it finds anything in it.
         os.chmod(self.cache_dir / "runtime", 0o755)
@@ -123,12 +143,13 @@ class Deployments:
             manifest = await self._describe(deployment_id)
             await self._fetch_and_extract(deployment_id, root)
             manifest_path.write_bytes(orjson.dumps(manifest))
-        python, site = self.python, []
+        python, site, venv = self.python, [], None
         requirements = root / "project" / "requirements.txt"
         if requirements.is_file():
-            python, site = await self._venv(requirements)
+            sha = manifest.get("requirements_sha256") or hashlib.sha256(requirements.read_bytes()).hexdigest()
+            python, site, venv = await self._venv(sha)
         skills = {s["name"]: s for s in manifest["skills"]}
-        return Prepared(deployment_id, root / "project", skills, python, site)
+        return Prepared(deployment_id, root / "project", skills, python, site, venv)
 
     async def _describe(self, deployment_id: UUID) -> dict[str, Any]:
         url = f"{self.deployments_url}/internal/deployments/{deployment_id}"
@@ -168,39 +189,73 @@ class Deployments:
         )
         await proc.wait()
 
-    async def _venv(self, requirements: Path) -> tuple[str, list[str]]:
-        """The venv for this requirements.txt, built once per distinct file and shared."""
-        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:32]
-        venv = self.cache_dir / "venvs" / digest
+    async def _venv(self, sha: str) -> tuple[str, list[str], Path]:
+        """The venv of a requirements.txt, installed once per host from the wheelhouse the
+        deployments service built at push (offline: ``--no-index``), shared by every deployment
+        with the same file."""
+        venv = self.cache_dir / "venvs" / sha[:32]
         python = venv / "bin" / "python"
-        async with self._lock(("venv", digest)), host_lock(self.cache_dir / "venvs" / f".{digest}.lock"):
+        async with self._lock(("venv", sha)), host_lock(self.cache_dir / "venvs" / f".{sha[:32]}.lock"):
             if not (venv / ".ready").exists():
                 shutil.rmtree(venv, ignore_errors=True)
-                uv = _uv()
-                for cmd in (
-                    [uv, "venv", "--quiet", "--python", self.python, str(venv)],
-                    [uv, "pip", "install", "--quiet", "--python", str(python), "-r", str(requirements)],
-                ):
-                    proc = await asyncio.create_subprocess_exec(
-                        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-                    )
-                    out, _ = await proc.communicate()
-                    if proc.returncode != 0:
-                        shutil.rmtree(venv, ignore_errors=True)
-                        raise PrepareError(f"installing requirements.txt failed:\n{out.decode(errors='replace')[-4000:]}")
+                wheels = await self._fetch_wheelhouse(sha)
+                try:
+                    await self._install(venv, wheels)
+                finally:
+                    shutil.rmtree(wheels, ignore_errors=True)
                 _make_readable(venv)
                 (venv / ".ready").touch()
         site = sorted(str(p) for p in (venv / "lib").glob("python*/site-packages"))
-        return str(python), site
+        return str(python), site, venv
 
-    async def fork_server(self, prepared: Prepared) -> ForkServer:
-        """The deployment's warm fork server, started on first use."""
-        server = self._servers.get(prepared.deployment_id)
+    async def _fetch_wheelhouse(self, sha: str) -> Path:
+        url = f"{self.deployments_url}/internal/builds/{sha}/wheelhouse"
+        fd, tar_name = tempfile.mkstemp(dir=self.cache_dir / "downloads", suffix=".tar")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async with self.http.stream("GET", url, headers=self.headers) as response:
+                    if response.status_code != 200:
+                        raise PrepareError(
+                            f"wheelhouse of requirements.txt {sha[:12]}: deployments service answered {response.status_code}"
+                        )
+                    async for chunk in response.aiter_bytes():
+                        out.write(chunk)
+            target = Path(tempfile.mkdtemp(dir=self.cache_dir / "downloads", prefix="wheels-"))
+            await asyncio.to_thread(_untar_wheels, Path(tar_name), target)
+            return target
+        finally:
+            os.unlink(tar_name)
+
+    async def _install(self, venv: Path, wheels: Path) -> None:
+        uv = _uv()
+        found = sorted(str(w) for w in wheels.glob("*.whl"))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.cache_dir),
+               "UV_CACHE_DIR": str(self.cache_dir / "downloads" / "uv-cache"), "UV_NO_CONFIG": "1",
+               "UV_PYTHON_DOWNLOADS": "never"}
+        commands = [[uv, "venv", "--quiet", "--python", self.python, str(venv)]]
+        if found:
+            # Wheels only: installing runs none of the packages' code.
+            commands.append([uv, "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels),
+                             "--python", str(venv / "bin" / "python"), *found])
+        for cmd in commands:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+            )
+            out, _ = await proc.communicate()
+            if proc.returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                raise PrepareError(f"installing requirements.txt failed:\n{out.decode(errors='replace')[-4000:]}")
+
+    async def fork_server(self, prepared: Prepared, *, workspace_id: UUID, network: bool = True) -> ForkServer:
+        """The warm fork server for jobs of this deployment (and, sandboxed, of this workspace
+        with this network policy), started on first use."""
+        key: tuple[Any, ...] = (prepared.deployment_id, workspace_id, network) if self.sandboxed else (prepared.deployment_id,)
+        server = self._servers.get(key)
         if server is not None and server.alive:
-            self._servers.move_to_end(prepared.deployment_id)
+            self._servers.move_to_end(key)
             return server
-        async with self._lock(("server", prepared.deployment_id)):
-            server = self._servers.get(prepared.deployment_id)
+        async with self._lock(("server", *key)):
+            server = self._servers.get(key)
             if server is not None and server.alive:
                 return server
             server = ForkServer(
@@ -209,16 +264,34 @@ class Deployments:
                 preload=("json",),
                 uid=self.uid,
                 gid=self.gid,
-                name=f"deployment-{prepared.deployment_id}",
+                isolation=self._isolation(prepared, workspace_id, network) if self.sandboxed else None,
+                name=f"deployment-{prepared.deployment_id}" + (f"-{workspace_id}" if self.sandboxed else ""),
             )
             await server.start()
-            self._servers[prepared.deployment_id] = server
+            self._servers[key] = server
             while len(self._servers) > self.max_warm:
                 _, oldest = self._servers.popitem(last=False)
                 closing = asyncio.create_task(oldest.close())
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
             return server
+
+    def work_dir(self, workspace_id: UUID) -> Path:
+        """Where the workspace's job workdirs are made: the only place its sandboxes may write."""
+        path = self.cache_dir / "work" / str(workspace_id)
+        if not path.is_dir():
+            path.mkdir(mode=0o711, exist_ok=True)
+            os.chmod(path, 0o711)
+        return path
+
+    def _isolation(self, prepared: Prepared, workspace_id: UUID, network: bool) -> Isolation:
+        """Read-only: the system, the deployment, its venv and the SDK; read-write: the
+        workspace's work directory (and what the ``workspace_binds`` hook adds); nothing else."""
+        ro = [str(prepared.root), str(self.runtime_dir), str(Path(puras.__file__).resolve().parent)]
+        if prepared.venv is not None:
+            ro.append(str(prepared.venv))
+        rw = [str(self.work_dir(workspace_id)), *self.workspace_binds(workspace_id)]
+        return Isolation(ro_binds=tuple(ro), rw_binds=tuple(rw), network=network)
 
     async def close(self) -> None:
         for server in self._servers.values():
@@ -252,3 +325,10 @@ def _make_readable(root: Path) -> None:
                 os.chmod(path, os.stat(path).st_mode | 0o444)
         for name in dirnames:
             os.chmod(os.path.join(dirpath, name), 0o755)
+
+
+def _untar_wheels(tar_path: Path, target: Path) -> None:
+    """Extract only regular ``*.whl`` members, flat, with the standard library's data filter."""
+    with tarfile.open(tar_path) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and "/" not in m.name and m.name.endswith(".whl")]
+        tar.extractall(target, members=members, filter="data")

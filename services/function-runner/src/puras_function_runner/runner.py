@@ -1,10 +1,11 @@
 """Running one attempt of a deterministic skill's job.
 
-started → prepare the deployment (cached) → fork the job from the deployment's warm parent with
-its own workdir, env and rlimits → stream its output as ``log`` events → wait, within the
-wall-clock timeout → validate the result → succeeded | failed. The WORK message is acked only
-after the terminal event is acknowledged, so a runner that dies mid-way leaves the message to be
-redelivered.
+started (while the skillpack's secrets are fetched, sealed to this runner) → prepare the
+deployment (cached) → fork the job from its warm parent with its own workdir, env (secrets
+included) and rlimits → stream its output as ``log`` events → wait, within the wall-clock
+timeout → validate the result → succeeded | failed. Secret values are masked in everything the
+runner shows: log lines, errors, results. The WORK message is acked only after the terminal
+event is acknowledged, so a runner that dies mid-way leaves the message to be redelivered.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import orjson
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import Delivery, Lease, send
@@ -37,6 +39,7 @@ from puras_common.events.jobs import (
 from puras_common.logging import bound_contextvars, get_logger
 from puras_common.payloads import PayloadStore, payload_key
 from puras_common.schemas import validate
+from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_secrets
 from puras_common.tokens import mint_job_token
 from puras_sandbox import Child, ForkServerDied, Limits, Outcome, PythonCall, SandboxError
 
@@ -71,6 +74,11 @@ class Attempt:
     command: RunFunction
     number: int
     cancelled: asyncio.Event
+    token: str = ""
+    """The job's credential: for the in-skill SDK, and to ask for the job's secrets."""
+    secrets: dict[str, str] = field(default_factory=dict)
+    mask: SecretMask = field(default_factory=lambda: SecretMask(()))
+    """Hides the secret values in whatever the runner shows."""
 
     @property
     def spec(self) -> RunPayload:
@@ -93,6 +101,7 @@ class FunctionRunner:
         *,
         settings: FunctionRunnerSettings,
         js: JetStreamContext,
+        nc: NATS,
         deployments: Deployments,
         payloads: PayloadStore,
         attempts: AttemptClient,
@@ -100,6 +109,8 @@ class FunctionRunner:
     ) -> None:
         self.settings = settings
         self.js = js
+        self.nc = nc
+        """Secrets are asked for over core request/reply."""
         self.deployments = deployments
         self.payloads = payloads
         self.attempts = attempts
@@ -148,7 +159,9 @@ class FunctionRunner:
 
         try:
             try:
-                value = await self._run(attempt)
+                attempt.secrets = await secrets
+                attempt.mask = SecretMask(attempt.secrets.values())
+                value = attempt.mask.value(await self._run(attempt))
             except (JobFailure, JobCancelledError, asyncio.CancelledError, *TRANSIENT_ERRORS):
                 raise
             except Exception as exc:
@@ -159,8 +172,8 @@ class FunctionRunner:
         except JobFailure as failure:
             return "job.failed", FailedPayload(
                 attempt=attempt.number,
-                error=failure.error,
-                error_detail=failure.detail,
+                error=_storable(attempt.mask.text(failure.error)),
+                error_detail=_storable(attempt.mask.value(failure.detail)),
                 reason=failure.reason,  # type: ignore[arg-type]
                 duration_ms=elapsed(),
             )
@@ -172,6 +185,13 @@ class FunctionRunner:
             attempt=attempt.number, result=result, result_ref=result_ref, duration_ms=elapsed()
         )
 
+    async def _secrets(self, attempt: Attempt) -> dict[str, str]:
+        """The skillpack's secrets for this job; a refusal fails the job, silence is retried."""
+        try:
+            return await fetch_secrets(self.nc, job_token=attempt.token, job_id=attempt.job_id)
+        except SecretDeliveryError as exc:
+            raise JobFailure(f"could not get the skillpack's secrets: {exc}", reason="runtime") from None
+
     async def _run(self, attempt: Attempt) -> Any:
         p = attempt.spec
         try:
@@ -182,8 +202,15 @@ class FunctionRunner:
         if manifest is None:
             raise JobFailure(f"skill {p.skill_name!r} is not in deployment {p.deployment_id}", reason="runtime")
         inputs = p.inputs if p.inputs is not None else await self.payloads.get(p.inputs_ref or "")
-        outcome = await self._execute(attempt, prepared, inputs)
+        outcome = await self._execute(attempt, prepared, inputs, network=manifest.get("network", True))
         value = self._value(outcome, p)
+        if (where := _nul_at(value)) is not None:
+            raise JobFailure(
+                f"the result holds a NUL character (U+0000) at {where or '/'}; results are stored as JSON "
+                "text that cannot contain it: encode binary data (base64) or write it to a file",
+                reason="invalid_result",
+                detail={"pointer": where},
+            )
         schema = manifest.get("output_schema")
         if schema is not None and (problems := validate(schema, value, root=("result",))):
             first = problems[0]
@@ -194,19 +221,24 @@ class FunctionRunner:
             )
         return value
 
-    async def _execute(self, attempt: Attempt, prepared: Prepared, inputs: Any) -> Outcome:
+    async def _execute(self, attempt: Attempt, prepared: Prepared, inputs: Any, *, network: bool) -> Outcome:
         p = attempt.spec
         file, _, function = p.entrypoint.partition(":")
         module = file[: -len(".py")].replace("/", ".")
         skill_dir = prepared.root / "skills" / p.skill_name
         # Per attempt: a lost attempt's directory may still be there, on this host.
-        workdir = Path(tempfile.mkdtemp(prefix=f"{attempt.job_id}.{attempt.number}.", dir=self.work_root))
+        # Under the workspace's own directory: the only one its sandboxes can write, or see.
+        work_root = self.deployments.work_dir(attempt.workspace_id)
+        workdir = Path(tempfile.mkdtemp(prefix=f"{attempt.job_id}.{attempt.number}.", dir=work_root))
         drive = None
         try:
             if self.drop_privileges:
                 os.chown(workdir, self.settings.sandbox_uid, self.settings.sandbox_gid)
             drive = await self.drives.attach(workdir, workspace_id=attempt.workspace_id, job_id=attempt.job_id, skill_name=p.skill_name, inputs=inputs)
-            server = await self.deployments.fork_server(prepared)
+            server = await self.deployments.fork_server(
+                prepared, workspace_id=attempt.workspace_id, network=network,
+                rw_binds=(str(drive.host_dir),) if drive.host_dir is not None else (),
+            )
             call = PythonCall(import_dir=str(skill_dir), module=module, function=function, payload=orjson.dumps(inputs))
             limits = Limits(
                 cpu_seconds=p.timeout_seconds + 5,
@@ -221,7 +253,10 @@ class FunctionRunner:
                 child = await server.spawn(call, workdir=str(workdir), env={**self._env(attempt, workdir, prepared), **drive.env}, limits=limits)
             except SandboxError as exc:
                 raise JobFailure(f"could not start the job's process: {exc}", reason="runtime") from None
-            pump = LogPump(self.js, job_id=attempt.job_id, workspace_id=attempt.workspace_id, attempt=attempt.number, caused_by=attempt.command)
+            pump = LogPump(
+                self.js, job_id=attempt.job_id, workspace_id=attempt.workspace_id, attempt=attempt.number,
+                caused_by=attempt.command, mask=attempt.mask.text,
+            )
             readers = asyncio.gather(pump.follow(child.stdout, "stdout"), pump.follow(child.stderr, "stderr"))
             try:
                 outcome = await self._wait(child, attempt)
@@ -296,24 +331,29 @@ class FunctionRunner:
         reason = "invalid_result" if kind == "ResultNotJSON" else "exception"
         raise JobFailure(f"{kind}: {message}" if message else kind, reason=reason, detail=error)
 
-    def _env(self, attempt: Attempt, workdir: Path, prepared: Prepared) -> dict[str, str]:
+    def _job_token(self, attempt: Attempt) -> str:
         p = attempt.spec
-        token = mint_job_token(
+        return mint_job_token(
             self.settings.job_token_key.get_secret_value(),
             workspace_id=attempt.workspace_id,
             job_id=attempt.job_id,
             skillpack_id=p.skillpack_id,
             ttl_seconds=p.timeout_seconds + 300,
         )
+
+    def _env(self, attempt: Attempt, workdir: Path, prepared: Prepared) -> dict[str, str]:
+        """The secrets, then what the platform sets (secrets cannot take those names)."""
+        p = attempt.spec
         bin_dirs = [str(Path(prepared.python).parent)] if prepared.site_packages else []
         return {
+            **attempt.secrets,
             "PATH": ":".join([*bin_dirs, "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": str(workdir),
             "TMPDIR": str(workdir),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
             "PURAS_API_BASE": self.settings.api_base,
-            "PURAS_JOB_TOKEN": token,
+            "PURAS_JOB_TOKEN": attempt.token,
             "PURAS_JOB_ID": str(attempt.job_id),
             "PURAS_WORKSPACE_ID": str(attempt.workspace_id),
             "PURAS_SKILL": p.skill_name,
@@ -324,3 +364,30 @@ class FunctionRunner:
         return cls.new(
             payload, producer=PRODUCER, workspace_id=attempt.workspace_id, job_id=attempt.job_id, caused_by=attempt.command
         )
+
+
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """The JSON pointer of the first string (or key) holding U+0000 in ``value``, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, list):
+        return next((w for i, v in enumerate(value) if (w := _nul_at(v, f"{path}/{i}")) is not None), None)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            key = str(k).replace("~", "~0").replace("/", "~1")
+            if "\x00" in str(k):
+                return f"{path}/{key}"
+            if (w := _nul_at(v, f"{path}/{key}")) is not None:
+                return w
+    return None
+
+
+def _storable(value: Any) -> Any:
+    """Errors are shown as they are, but with U+0000 replaced: it cannot be stored."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    return value

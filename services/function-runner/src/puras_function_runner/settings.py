@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from puras_common.settings import DEVELOPMENT_SECRET, ServiceSettings
 from pydantic import SecretStr
@@ -26,6 +26,9 @@ class FunctionRunnerSettings(ServiceSettings):
     job_python: str | None = None
     """The interpreter jobs run on; by default this one, or a system one of the same version
     when the job uid cannot reach this one."""
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    """Jobs run in bubblewrap when it is available (``auto``), always (``bwrap``: refuse to start
+    without it) or never (``none``)."""
     sandbox_uid: int = 65534
     """The unprivileged uid jobs run as when the runner is root."""
     sandbox_gid: int = 65534

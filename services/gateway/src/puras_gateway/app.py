@@ -16,6 +16,8 @@ from puras_gateway.routes import (
     feedback,
     jobs,
     keys,
+    secrets,
+    skillpacks,
     skills,
     system,
 )
@@ -39,6 +41,6 @@ def create_app(gateway: Gateway) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["Location", "X-Puras-Job-Id"],
         )
-    for module in (jobs, events, feedback, skills, deployments, drive, admin, system, keys, billing):
+    for module in (jobs, events, feedback, skills, deployments, skillpacks, secrets, drive, admin, system, keys, billing):
         app.include_router(module.router)
     return app

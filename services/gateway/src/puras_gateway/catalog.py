@@ -15,7 +15,13 @@ from uuid import UUID
 import asyncpg
 from puras_common.api import ApiError, ErrorCode
 from puras_common.bus import Delivery
-from puras_common.events import DeploymentActivated, DeploymentCreated, DeploymentDeleted
+from puras_common.events import (
+    DeploymentActivated,
+    DeploymentBuilt,
+    DeploymentCreated,
+    DeploymentDeleted,
+    SkillpackUpdated,
+)
 from puras_common.ids import parse_id
 from puras_common.outbox import UnitOfWork
 
@@ -58,31 +64,61 @@ async def apply(uow: UnitOfWork, d: Delivery) -> None:
     elif isinstance(event, DeploymentDeleted):
         await conn.execute("UPDATE deployments SET deleted = true WHERE id = $1", event.payload.deployment_id)
         await _notify(conn, event.payload.deployment_id)
+    elif isinstance(event, DeploymentBuilt):
+        # building → ready | failed, once; a replay or a late duplicate changes nothing.
+        await conn.execute(
+            "UPDATE deployments SET status = $2 WHERE id = $1 AND status = 'building'",
+            event.payload.deployment_id, event.payload.status,
+        )
+        await _notify(conn, event.payload.deployment_id)
+    elif isinstance(event, SkillpackUpdated):
+        p = event.payload
+        await _upsert_skillpack(conn, p.skillpack_id, event.workspace_id, p.skillpack_slug, None)
+        await conn.execute(
+            "UPDATE skillpacks SET visibility = $2, revision = $3 WHERE id = $1 AND revision < $3",
+            p.skillpack_id, p.visibility, p.revision,
+        )
+        await _notify(conn, p.skillpack_id)
 
 
 async def _upsert_skillpack(
     conn: asyncpg.Connection, skillpack_id: UUID, workspace_id: UUID | None, slug: str, visibility: str | None
 ) -> None:
+    # The visibility a deployment event carries only seeds a new row: changes come with a
+    # revision (skillpack_updated), so an older event never undoes a newer setting.
     await conn.execute(
         """INSERT INTO skillpacks (id, workspace_id, slug, visibility) VALUES ($1, $2, $3, coalesce($4, 'private'))
-           ON CONFLICT (id) DO UPDATE SET visibility = coalesce($4, skillpacks.visibility)""",
+           ON CONFLICT (id) DO NOTHING""",
         skillpack_id, workspace_id, slug, visibility,
     )
 
 
-async def _notify(conn: asyncpg.Connection, deployment_id: UUID) -> None:
-    await conn.execute("SELECT pg_notify($1, $2)", CATALOG_CHANNEL, str(deployment_id))
+async def _notify(conn: asyncpg.Connection, key: UUID) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", CATALOG_CHANNEL, str(key))
 
 
 async def deployment_visible(conn: asyncpg.Connection, deployment_id: UUID, *, active: bool) -> bool:
-    """Whether the catalogue has the deployment (and, if ``active``, points at it)."""
+    """Whether the catalogue has the deployment, ready (and, if ``active``, points at it)."""
     return bool(
         await conn.fetchval(
             """SELECT true FROM deployments d JOIN skillpacks s ON s.id = d.skillpack_id
-               WHERE d.id = $1 AND (NOT $2 OR s.active_deployment_id = d.id)""",
+               WHERE d.id = $1 AND d.status = 'ready' AND (NOT $2 OR s.active_deployment_id = d.id)""",
             deployment_id, active,
         )
     )
+
+
+async def deployment_status(conn: asyncpg.Connection, deployment_id: UUID) -> str | None:
+    """The catalogue's status of a deployment (``building``, ``ready``, ``failed``), if it has it."""
+    return await conn.fetchval("SELECT status FROM deployments WHERE id = $1", deployment_id)
+
+
+async def deployment_deleted(conn: asyncpg.Connection, deployment_id: UUID) -> bool:
+    return bool(await conn.fetchval("SELECT deleted FROM deployments WHERE id = $1", deployment_id))
+
+
+async def skillpack_revision(conn: asyncpg.Connection, skillpack_id: UUID) -> int | None:
+    return await conn.fetchval("SELECT revision FROM skillpacks WHERE id = $1", skillpack_id)
 
 
 @dataclass(frozen=True)
@@ -204,11 +240,17 @@ async def resolve(
         )
     else:
         deployment = await conn.fetchrow(
-            "SELECT id, version FROM deployments WHERE skillpack_id = $1 AND version = $2 AND NOT deleted",
+            "SELECT id, version, status FROM deployments WHERE skillpack_id = $1 AND version = $2 AND NOT deleted",
             pack["id"], version,
         )
         if deployment is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"version {version} of skillpack {where!r} not found")
+        if deployment["status"] != "ready":
+            why = "is still building its requirements.txt" if deployment["status"] == "building" else "failed to build"
+            raise ApiError(
+                ErrorCode.CONFLICT,
+                f"version {version} of skillpack {where!r} {why}; jobs run only on ready deployments",
+            )
     skill = await conn.fetchrow(
         "SELECT * FROM skills WHERE deployment_id = $1 AND name = $2", deployment["id"], address.skill
     )

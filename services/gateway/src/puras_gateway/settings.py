@@ -35,6 +35,8 @@ class GatewaySettings(ServiceSettings):
     """A ``: ping`` comment on quiet event streams, for proxies and idle clients."""
     margin_pct: Decimal = Field(default=DEFAULT_MARGIN_PCT, ge=0)
     """``PURAS_MARGIN_PCT``, as billing reads it: the prices ``GET /v1/pricing`` shows."""
+    build_wait_seconds: float = 20.0
+    """How long a push whose requirements.txt builds waits for the build before answering 202."""
 
     @property
     def base_url(self) -> str:

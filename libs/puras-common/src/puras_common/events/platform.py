@@ -97,6 +97,8 @@ class SkillManifest(Payload):
     output_schema: dict[str, Any] | None = None
     timeout_seconds: int | None = None
     tools: tuple[ToolManifest, ...] = ()
+    network: bool = True
+    """Whether the skill's code may use the network (``network: false`` in skill.yaml cuts it off)."""
 
 
 class DeploymentCreatedPayload(Payload):
@@ -166,16 +168,84 @@ class FeedbackSubmitted(_PlatformEvent):
     payload: FeedbackSubmittedPayload
 
 
+class DeploymentBuiltPayload(Payload):
+    deployment_id: UUID
+    skillpack_id: UUID
+    status: Literal["ready", "failed"]
+    requirements_sha256: str
+    error: str | None = None
+    """pip's message when the build failed."""
+
+
+class DeploymentBuilt(_PlatformEvent):
+    """A deployment that was ``building`` (its requirements.txt being installed) is now ready or failed."""
+
+    subject_pattern: ClassVar = "deployment.{workspace_id}.built"
+    type: Literal["deployment.built"] = "deployment.built"
+    payload: DeploymentBuiltPayload
+
+
+class SkillpackUpdatedPayload(Payload):
+    skillpack_id: UUID
+    skillpack_slug: str
+    visibility: Literal["private", "public"]
+    revision: int
+    """Counts changes of the skillpack: the state with the highest one is current."""
+
+
+class SkillpackUpdated(_PlatformEvent):
+    """A skillpack's settings (its visibility) changed."""
+
+    subject_pattern: ClassVar = "deployment.{workspace_id}.skillpack_updated"
+    type: Literal["deployment.skillpack_updated"] = "deployment.skillpack_updated"
+    payload: SkillpackUpdatedPayload
+
+
+class SecretSetPayload(Payload):
+    skillpack_id: UUID
+    skillpack_slug: str
+    name: str
+    created: bool
+    """False when an existing secret's value was replaced."""
+
+
+class SecretSet(_PlatformEvent):
+    """A skillpack secret was created or overwritten (its name only: values never leave the
+    deployments service except to the job that runs)."""
+
+    subject_pattern: ClassVar = "secret.{workspace_id}.set"
+    type: Literal["secret.set"] = "secret.set"
+    payload: SecretSetPayload
+
+
+class SecretDeletedPayload(Payload):
+    skillpack_id: UUID
+    skillpack_slug: str
+    name: str
+
+
+class SecretDeleted(_PlatformEvent):
+    """A skillpack secret was deleted."""
+
+    subject_pattern: ClassVar = "secret.{workspace_id}.deleted"
+    type: Literal["secret.deleted"] = "secret.deleted"
+    payload: SecretDeletedPayload
+
+
 __all__ = [
     "CreditGranted",
     "DeploymentActivated",
+    "DeploymentBuilt",
     "DeploymentCreated",
     "DeploymentDeleted",
     "FeedbackSubmitted",
     "KeyCreated",
     "KeyRevoked",
     "Micros",
+    "SecretDeleted",
+    "SecretSet",
     "SkillManifest",
+    "SkillpackUpdated",
     "ToolManifest",
     "WorkspaceCreated",
 ]
