@@ -9,6 +9,7 @@ import io
 import shutil
 import tempfile
 import textwrap
+import uuid
 import zipfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ class Harness:
     builder: Builder
     http: httpx.AsyncClient
     data_dir: Path
+    secrets_subject: str
+    """Where this copy answers secrets requests (the session's platform answers the real one)."""
 
     async def push(self, workspace: UUID, files: Mapping[str, str | bytes], **params: Any) -> httpx.Response:
         query = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items()}
@@ -90,14 +93,15 @@ async def running(infra: Infra, nc: NATS, **overrides: Any) -> AsyncIterator[Har
             async def answer(msg: Any) -> None:
                 await secrets.answer(db.pool, msg)
 
-            sub = await nc.subscribe(SUBJECT, cb=answer)
+            subject = f"{SUBJECT}.test-{uuid.uuid4().hex}"
+            sub = await nc.subscribe(subject, cb=answer)
             task = asyncio.create_task(builder.run())
             transport = httpx.ASGITransport(app=create_app(service))
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://deployments", headers={"Authorization": f"Bearer {TOKEN}"}
             ) as http:
                 try:
-                    yield Harness(db, service, builder, http, data_dir)
+                    yield Harness(db, service, builder, http, data_dir, subject)
                 finally:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -128,7 +128,7 @@ async def test_delivery_needs_the_jobs_token_and_never_crosses_the_bus_in_clear(
     tap = await nc.subscribe(">", cb=capture)
     job = uuid.uuid4()
     try:
-        values = await fetch_secrets(nc, job_token=token(ws, pack, job), job_id=job)
+        values = await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, job), job_id=job)
         await nc.flush()
     finally:
         await tap.unsubscribe()
@@ -140,14 +140,14 @@ async def test_delivery_needs_the_jobs_token_and_never_crosses_the_bus_in_clear(
     other_job = uuid.uuid4()
     with pytest.raises(SecretDeliveryError, match="does not decrypt for this job"):
         # A reply sealed for one job is useless to another.
-        await fetch_secrets(nc, job_token=token(ws, pack, job), job_id=other_job)
+        await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, job), job_id=other_job)
     with pytest.raises(SecretDeliveryError, match="signature does not match"):
         forged = mint_job_token("not-the-key", workspace_id=ws, job_id=job, skillpack_id=pack, ttl_seconds=60)
-        await fetch_secrets(nc, job_token=forged, job_id=job)
+        await fetch_secrets(nc, subject=harness.secrets_subject, job_token=forged, job_id=job)
     with pytest.raises(SecretDeliveryError, match="expired"):
-        await fetch_secrets(nc, job_token=token(ws, pack, job, ttl=-1), job_id=job)
+        await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, job, ttl=-1), job_id=job)
     empty_job = uuid.uuid4()
-    assert await fetch_secrets(nc, job_token=token(ws, uuid.uuid4(), empty_job), job_id=empty_job) == {}
+    assert await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, uuid.uuid4(), empty_job), job_id=empty_job) == {}
 
 
 async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(harness: Harness, nc: NATS) -> None:
@@ -175,7 +175,7 @@ async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(harness: Harne
         job = uuid.uuid4()
         owner = ws if target != theirs else other_ws
         with pytest.raises(SecretDeliveryError, match="does not decrypt here"):
-            await fetch_secrets(nc, job_token=token(owner, target, job), job_id=job)
+            await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(owner, target, job), job_id=job)
         await harness.db.pool.execute(
             "UPDATE secrets SET ciphertext = $3 WHERE skillpack_id = $1 AND name = $2", target, name, original
         )
@@ -230,5 +230,5 @@ async def test_many_requests_at_once_are_all_answered(harness: Harness, nc: NATS
     await harness.http.put(url(ws, "CONCURRENT"), json={"value": VALUE})
     pack = await skillpack_id(harness, ws)
     jobs = [uuid.uuid4() for _ in range(50)]
-    answers = await asyncio.gather(*(fetch_secrets(nc, job_token=token(ws, pack, j), job_id=j) for j in jobs))
+    answers = await asyncio.gather(*(fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, j), job_id=j) for j in jobs))
     assert all(a == {"CONCURRENT": VALUE} for a in answers)

@@ -80,7 +80,7 @@ def _open(reply: Mapping[str, Any], private: X25519PrivateKey, job_id: UUID) -> 
 
 
 async def fetch_secrets(
-    nc: NATS, *, job_token: str, job_id: UUID, timeout: float = 2.0, attempts: int = 3
+    nc: NATS, *, job_token: str, job_id: UUID, timeout: float = 2.0, attempts: int = 3, subject: str = SUBJECT
 ) -> dict[str, str]:
     """The secrets of the skillpack a job runs, as ``{NAME: value}``.
 
@@ -92,7 +92,7 @@ async def fetch_secrets(
     request = orjson.dumps({"job_token": job_token, "reply_key": _b64(_raw(private.public_key()))})
     for attempt in range(attempts):
         try:
-            msg = await nc.request(SUBJECT, request, timeout=timeout)
+            msg = await nc.request(subject, request, timeout=timeout)
             break
         except TRANSIENT_ERRORS:
             if attempt + 1 == attempts:
