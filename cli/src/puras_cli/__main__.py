@@ -103,7 +103,29 @@ def cmd_push(args: argparse.Namespace) -> int:
     print(f"deployment {body['id']}: {body['skillpack']} v{body['version']} ({body['status']})")
     for skill in body["skills"]:
         print(f"  {skill['name']:<20} {skill['kind']:<9} {skill['entrypoint']}")
+    if body["status"] == "building":
+        body = _follow_build(f"{_gateway_url(home)}/v1/deployments/{body['id']}", key)
+    if body["status"] == "failed":
+        print(f"error: {body.get('error') or 'the build failed'}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _follow_build(url: str, key: str) -> dict:
+    """Poll a building deployment, printing its build log as it grows, until it is done."""
+    import time
+
+    shown = 0
+    while True:
+        body = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
+        log = body.get("build_log", "")
+        if len(log) > shown:
+            sys.stdout.write(log[shown:])
+            shown = len(log)
+        if body["status"] != "building":
+            print(f"deployment {body['id']}: {body['status']}")
+            return body
+        time.sleep(1.0)
 
 
 def nats_users_file() -> str:
