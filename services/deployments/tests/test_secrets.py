@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from deployments_testlib import ECHO, JOB_TOKEN_KEY, MASTER_KEY, Harness
 from nats.aio.client import Client as NATS
 from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_secrets
+from puras_common.testing import eventually
 from puras_common.tokens import mint_job_token
 from puras_deployments import vault
 from puras_deployments.tenant_secrets import MAX_SECRETS, MAX_TOTAL_BYTES, MAX_VALUE_BYTES, Secrets
@@ -232,3 +234,34 @@ async def test_many_requests_at_once_are_all_answered(harness: Harness, nc: NATS
     jobs = [uuid.uuid4() for _ in range(50)]
     answers = await asyncio.gather(*(fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, j), job_id=j) for j in jobs))
     assert all(a == {"CONCURRENT": VALUE} for a in answers)
+
+
+async def test_answers_come_from_memory_until_any_replica_changes_a_secret(harness: Harness) -> None:
+    ws = uuid.uuid4()
+    await harness.http.put(url(ws, "ROTATING"), json={"value": "first-value"})
+    pack = await skillpack_id(harness, ws)
+    keys = vault.MasterKeys.from_settings(MASTER_KEY)
+    reader = Secrets(harness.db.outbox, keys, job_token_key=JOB_TOKEN_KEY)  # one replica answers
+    writer = Secrets(harness.db.outbox, keys, job_token_key=JOB_TOKEN_KEY)  # another takes the PUTs
+    listening = asyncio.create_task(reader.listen(harness.db.dsn, schema=harness.db.schema))
+    try:
+        await eventually(lambda: reader._listening, what="the listener to connect")
+        assert await reader.values(harness.db.pool, pack) == {"ROTATING": "first-value"}
+        assert reader._sealed.get(pack) is not None  # cached (sealed rows, not values)
+        await writer.put(workspace_id=ws, skillpack=str(pack), name="ROTATING", value="second-value")
+
+        async def fresh() -> bool:
+            return await reader.values(harness.db.pool, pack) == {"ROTATING": "second-value"}
+
+        await eventually(fresh, what="the other replica to drop its cached rows")
+        await writer.delete(workspace_id=ws, skillpack=str(pack), name="ROTATING")
+
+        async def gone() -> bool:
+            return await reader.values(harness.db.pool, pack) == {}
+
+        await eventually(gone, what="the deletion to reach the other replica")
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    assert reader._listening is False and reader._sealed == {}

@@ -84,6 +84,7 @@ async def main(settings: DeploymentsSettings | None = None) -> None:
             answering.add(task)
             task.add_done_callback(answering.discard)
 
+        runtime.spawn(secrets.listen(settings.require_database_url(), schema=runtime.schema), "secrets-listener")
         await runtime.nc.subscribe(SECRETS_SUBJECT, queue="deployments", cb=on_secrets_request)
         runtime.spawn(serve(create_app(service), host=settings.host, port=settings.port), "http")
         # Probing bubblewrap and copying the build tools takes a moment: pushes are accepted

@@ -4,10 +4,16 @@ Values are sealed with the workspace's data key (:mod:`puras_deployments.vault`)
 reach the database and are decrypted only to answer a runner's request for one job, sealed
 again to that runner (:mod:`puras_common.secret_delivery`). No value is logged, put in an event
 or returned by the API.
+
+Every job asks, so answers come from memory: the sealed rows of each skillpack asked about
+(never the plaintext) are kept until a change anywhere invalidates them (``NOTIFY`` in the
+changing transaction, heard by every replica). While that listener is not connected, nothing
+is cached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Final
 from uuid import UUID
@@ -16,7 +22,8 @@ import asyncpg
 import orjson
 from nats.aio.msg import Msg
 from puras_common.api import ApiError, ErrorCode
-from puras_common.errors import TRANSIENT_ERRORS
+from puras_common.db import connect
+from puras_common.errors import TRANSIENT_ERRORS, backoff
 from puras_common.events import SecretDeleted, SecretSet
 from puras_common.events.platform import SecretDeletedPayload, SecretSetPayload
 from puras_common.logging import get_logger
@@ -34,6 +41,8 @@ MAX_VALUE_BYTES: Final = 32 * 1024
 MAX_SECRETS: Final = 200
 MAX_TOTAL_BYTES: Final = 256 * 1024
 """All values of one skillpack together; they travel to the runner in one message."""
+CHANNEL: Final = "puras_deployments_secrets"
+"""Payload: a skillpack id whose secrets changed."""
 RESERVED: Final = frozenset(
     {"PATH", "HOME", "TMPDIR", "PWD", "LANG", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME"}
 )
@@ -77,6 +86,46 @@ class Secrets:
         self.job_token_key = job_token_key
         self._data_keys: dict[UUID, tuple[str, bytes]] = {}
         """Unwrapped data keys by workspace (with the wrapping key id they were read under)."""
+        self._sealed: dict[UUID, list[asyncpg.Record]] = {}
+        """Sealed secret rows by skillpack, valid while :attr:`_listening`."""
+        self._generation = 0
+        """Counts invalidations: a read that raced one is not cached."""
+        self._listening = False
+
+    def _invalidate(self, skillpack_id: UUID | None = None) -> None:
+        self._generation += 1
+        if skillpack_id is None:
+            self._sealed.clear()
+        else:
+            self._sealed.pop(skillpack_id, None)
+
+    async def listen(self, dsn: str, *, schema: str) -> None:
+        """Keep the cache honest: drop a skillpack's rows when any replica changes them."""
+        attempt = 0
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await connect(dsn, schema=schema, application_name="deployments-secrets-listener")
+                await conn.add_listener(CHANNEL, lambda _c, _p, _ch, payload: self._invalidate(UUID(payload)))
+                self._invalidate()  # whatever changed while we were not listening
+                self._listening = True
+                attempt = 0
+                while not conn.is_closed():
+                    await asyncio.sleep(1.0)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("secrets listener lost its connection", error=type(exc).__name__)
+            finally:
+                self._listening = False
+                self._invalidate()
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+            await asyncio.sleep(backoff(attempt, base=0.1, cap=2.0))
+            attempt += 1
+
+    async def _changed(self, conn: asyncpg.Connection, skillpack_id: UUID) -> None:
+        """In the changing transaction: every replica forgets the skillpack's rows at commit."""
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(skillpack_id))
+        self._invalidate(skillpack_id)
 
     async def _data_key(self, conn: asyncpg.Connection, workspace_id: UUID, *, create: bool) -> bytes | None:
         row = await conn.fetchrow("SELECT key_id, wrapped FROM data_keys WHERE workspace_id = $1", workspace_id)
@@ -139,6 +188,7 @@ class Secrets:
                    RETURNING created_at, updated_at, (xmax = 0) AS created""",
                 pack["id"], name, workspace_id, sealed, size,
             )
+            await self._changed(uow.conn, pack["id"])
             uow.emit(
                 SecretSet.new(
                     SecretSetPayload(skillpack_id=pack["id"], skillpack_slug=pack["slug"], name=name, created=row["created"]),
@@ -162,6 +212,7 @@ class Secrets:
             )
             if deleted is None:
                 raise ApiError(ErrorCode.NOT_FOUND, f"secret {name!r} not found in skillpack {pack['slug']!r}")
+            await self._changed(uow.conn, pack["id"])
             uow.emit(
                 SecretDeleted.new(
                     SecretDeletedPayload(skillpack_id=pack["id"], skillpack_slug=pack["slug"], name=name),
@@ -171,16 +222,27 @@ class Secrets:
             )
         return {"name": name, "skillpack": pack["slug"], "deleted": True}
 
+    async def _rows(self, pool: asyncpg.Pool, skillpack_id: UUID) -> list[asyncpg.Record]:
+        if self._listening and (cached := self._sealed.get(skillpack_id)) is not None:
+            return cached
+        generation = self._generation
+        rows = await pool.fetch("SELECT name, workspace_id, ciphertext FROM secrets WHERE skillpack_id = $1", skillpack_id)
+        if self._listening and generation == self._generation:
+            self._sealed[skillpack_id] = rows
+        return rows
+
     async def values(self, pool: asyncpg.Pool, skillpack_id: UUID) -> dict[str, str]:
         """Every secret of a skillpack, decrypted: only for a job that runs it."""
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT name, workspace_id, ciphertext FROM secrets WHERE skillpack_id = $1", skillpack_id
-            )
-            if not rows:
-                return {}
-            workspace_id = rows[0]["workspace_id"]
-            data_key = await self._data_key(conn, workspace_id, create=False)
+        rows = await self._rows(pool, skillpack_id)
+        if not rows:
+            return {}
+        workspace_id = rows[0]["workspace_id"]
+        cached = self._data_keys.get(workspace_id)
+        if cached is not None:
+            data_key: bytes | None = cached[1]
+        else:
+            async with pool.acquire() as conn:
+                data_key = await self._data_key(conn, workspace_id, create=False)
         if data_key is None:
             raise vault.VaultError(f"workspace {workspace_id} has secrets but no data key")
         return {

@@ -79,6 +79,10 @@ class Attempt:
     secrets: dict[str, str] = field(default_factory=dict)
     mask: SecretMask = field(default_factory=lambda: SecretMask(()))
     """Hides the secret values in whatever the runner shows."""
+    started: asyncio.Task[None] | None = None
+    """Publishing the ``started`` event (acknowledged before any log line or the outcome)."""
+    fetching: asyncio.Task[dict[str, str]] | None = None
+    """Asking for the secrets, while the rest of the job is made ready."""
 
     @property
     def spec(self) -> RunPayload:
@@ -125,15 +129,23 @@ class FunctionRunner:
         command = delivery.event
         assert isinstance(command, RunFunction) and command.job_id is not None
         with bound_contextvars(job_id=str(command.job_id), workspace_id=str(command.workspace_id)):
-            claim = await self.attempts.claim(
-                command.job_id, dispatched_attempt=command.payload.attempt, delivery=delivery.num_delivered
-            )
+            # The secrets travel while the scheduler decides (a claim waits on its database).
+            token = self._job_token(command)
+            fetching = asyncio.create_task(self._secrets(command.job_id, token))
+            try:
+                claim = await self.attempts.claim(
+                    command.job_id, dispatched_attempt=command.payload.attempt, delivery=delivery.num_delivered
+                )
+            except BaseException:
+                fetching.cancel()
+                raise
             if not claim.run:
+                fetching.cancel()
                 log.info("not running the job", reason=claim.reason)
                 await lease.ack()
                 return
             with self.cancels.watch(command.job_id) as cancelled:
-                attempt = Attempt(command, claim.attempt, cancelled)
+                attempt = Attempt(command, claim.attempt, cancelled, token=token, fetching=fetching)
                 event_type, payload = await self._attempt(attempt)
             reply = await self.attempts.complete(attempt.job_id, attempt.number, event_type, payload)
             if not reply.accepted:
@@ -159,9 +171,8 @@ class FunctionRunner:
 
         try:
             try:
-                attempt.secrets = await secrets
-                attempt.mask = SecretMask(attempt.secrets.values())
-                value = attempt.mask.value(await self._run(attempt))
+                value = await self._run(attempt)
+                value = attempt.mask.value(value)  # the mask is known only once the secrets are
             except (JobFailure, JobCancelledError, asyncio.CancelledError, *TRANSIENT_ERRORS):
                 raise
             except Exception as exc:
@@ -185,10 +196,10 @@ class FunctionRunner:
             attempt=attempt.number, result=result, result_ref=result_ref, duration_ms=elapsed()
         )
 
-    async def _secrets(self, attempt: Attempt) -> dict[str, str]:
+    async def _secrets(self, job_id: UUID, token: str) -> dict[str, str]:
         """The skillpack's secrets for this job; a refusal fails the job, silence is retried."""
         try:
-            return await fetch_secrets(self.nc, job_token=attempt.token, job_id=attempt.job_id)
+            return await fetch_secrets(self.nc, job_token=token, job_id=job_id)
         except SecretDeliveryError as exc:
             raise JobFailure(f"could not get the skillpack's secrets: {exc}", reason="runtime") from None
 
@@ -249,13 +260,16 @@ class FunctionRunner:
             )
             if attempt.cancelled.is_set():
                 raise JobCancelledError
+            assert attempt.fetching is not None
+            attempt.secrets = await attempt.fetching
+            attempt.mask = SecretMask(attempt.secrets.values())
             try:
                 child = await server.spawn(call, workdir=str(workdir), env={**self._env(attempt, workdir, prepared), **drive.env}, limits=limits)
             except SandboxError as exc:
                 raise JobFailure(f"could not start the job's process: {exc}", reason="runtime") from None
             pump = LogPump(
                 self.js, job_id=attempt.job_id, workspace_id=attempt.workspace_id, attempt=attempt.number,
-                caused_by=attempt.command, mask=attempt.mask.text,
+                caused_by=attempt.command, mask=attempt.mask.text, after=attempt.started,
             )
             readers = asyncio.gather(pump.follow(child.stdout, "stdout"), pump.follow(child.stderr, "stderr"))
             try:
@@ -331,12 +345,12 @@ class FunctionRunner:
         reason = "invalid_result" if kind == "ResultNotJSON" else "exception"
         raise JobFailure(f"{kind}: {message}" if message else kind, reason=reason, detail=error)
 
-    def _job_token(self, attempt: Attempt) -> str:
-        p = attempt.spec
+    def _job_token(self, command: RunFunction) -> str:
+        p = command.payload
         return mint_job_token(
             self.settings.job_token_key.get_secret_value(),
-            workspace_id=attempt.workspace_id,
-            job_id=attempt.job_id,
+            workspace_id=command.workspace_id,  # type: ignore[arg-type]
+            job_id=command.job_id,  # type: ignore[arg-type]
             skillpack_id=p.skillpack_id,
             ttl_seconds=p.timeout_seconds + 300,
         )
