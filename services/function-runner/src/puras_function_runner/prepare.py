@@ -246,9 +246,11 @@ class Deployments:
                 shutil.rmtree(venv, ignore_errors=True)
                 raise PrepareError(f"installing requirements.txt failed:\n{out.decode(errors='replace')[-4000:]}")
 
-    async def fork_server(self, prepared: Prepared, *, workspace_id: UUID, network: bool = True) -> ForkServer:
+    async def fork_server(self, prepared: Prepared, *, workspace_id: UUID | None = None, network: bool = True) -> ForkServer:
         """The warm fork server for jobs of this deployment (and, sandboxed, of this workspace
         with this network policy), started on first use."""
+        if self.sandboxed and workspace_id is None:
+            raise ValueError("a sandboxed fork server is per workspace: pass workspace_id")
         key: tuple[Any, ...] = (prepared.deployment_id, workspace_id, network) if self.sandboxed else (prepared.deployment_id,)
         server = self._servers.get(key)
         if server is not None and server.alive:
@@ -264,7 +266,7 @@ class Deployments:
                 preload=("json",),
                 uid=self.uid,
                 gid=self.gid,
-                isolation=self._isolation(prepared, workspace_id, network) if self.sandboxed else None,
+                isolation=self._isolation(prepared, workspace_id, network) if workspace_id is not None and self.sandboxed else None,
                 name=f"deployment-{prepared.deployment_id}" + (f"-{workspace_id}" if self.sandboxed else ""),
             )
             await server.start()
