@@ -70,6 +70,28 @@ async def test_a_service_cannot_answer_another_services_endpoints(enforced: Infr
         await nc.close()
 
 
+@pytest.mark.parametrize("service", ["gateway", "billing", "scheduler", "drive"])
+async def test_only_runners_may_ask_for_a_jobs_secrets(enforced: Infra, service: str) -> None:
+    errors: list[str] = []
+    nc = await connect_as(enforced, service, errors)
+    try:
+        await nc.publish("svc.deployments.secrets", b"{}")
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        assert any("permissions violation" in e.lower() and "publish" in e.lower() for e in errors), errors
+    finally:
+        await nc.close()
+    runner_errors: list[str] = []
+    runner = await connect_as(enforced, "function-runner", runner_errors)
+    try:
+        await runner.publish("svc.deployments.secrets", b"{}")
+        await runner.flush()
+        await asyncio.sleep(0.2)
+        assert runner_errors == []
+    finally:
+        await runner.close()
+
+
 async def test_streams_cannot_be_deleted_by_a_service(enforced: Infra) -> None:
     nc = await connect_as(enforced, "gateway", [])
     try:

@@ -71,6 +71,9 @@ _JS_DENY: Final = (
     "$JS.API.STREAM.MSG.DELETE.>",
 )
 
+SECRETS_REQUESTERS: Final = ("function-runner", "agent-runner")
+"""The only services that may ask for a job's secrets (``svc.deployments.secrets``)."""
+
 
 @dataclass(frozen=True)
 class NatsPermissions:
@@ -100,7 +103,7 @@ def service_permissions(service: str) -> NatsPermissions:
             "$JS.FC.>",  # flow-control replies: without them an ordered consumer stalls under load
             "_INBOX.>",
         ),
-        publish_deny=_JS_DENY,
+        publish_deny=(*_JS_DENY, *(() if service in SECRETS_REQUESTERS else ("svc.deployments.secrets",))),
         subscribe_allow=("_INBOX.>", f"svc.{service}.>", *CORE_SUBSCRIBE.get(service, ())),
     )
 
