@@ -271,12 +271,17 @@ class Deployments:
             )
             await server.start()
             self._servers[key] = server
-            while len(self._servers) > self.max_warm:
-                _, oldest = self._servers.popitem(last=False)
-                closing = asyncio.create_task(oldest.close())
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
+            self._evict(keep=key)
             return server
+
+    def _evict(self, *, keep: tuple[Any, ...]) -> None:
+        """Stop the least recently used idle fork servers beyond ``max_warm``; one with jobs
+        running is kept (closing it would kill them), so the limit may be passed for a while."""
+        idle = [k for k, s in self._servers.items() if s.live_children == 0 and k != keep]
+        for key in idle[: max(0, len(self._servers) - self.max_warm)]:
+            closing = asyncio.create_task(self._servers.pop(key).close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     def work_dir(self, workspace_id: UUID) -> Path:
         """Where the workspace's job workdirs are made: the only place its sandboxes may write."""
