@@ -246,9 +246,13 @@ class Deployments:
                 shutil.rmtree(venv, ignore_errors=True)
                 raise PrepareError(f"installing requirements.txt failed:\n{out.decode(errors='replace')[-4000:]}")
 
-    async def fork_server(self, prepared: Prepared, *, workspace_id: UUID | None = None, network: bool = True) -> ForkServer:
+    async def fork_server(
+        self, prepared: Prepared, *, workspace_id: UUID | None = None, network: bool = True, rw_binds: Sequence[str] = ()
+    ) -> ForkServer:
         """The warm fork server for jobs of this deployment (and, sandboxed, of this workspace
-        with this network policy), started on first use."""
+        with this network policy), started on first use. ``rw_binds`` are more paths of the
+        workspace its sandbox gets read-write (the workspace's drive folder), beside those of
+        the ``workspace_binds`` hook."""
         if self.sandboxed and workspace_id is None:
             raise ValueError("a sandboxed fork server is per workspace: pass workspace_id")
         key: tuple[Any, ...] = (prepared.deployment_id, workspace_id, network) if self.sandboxed else (prepared.deployment_id,)
@@ -266,7 +270,7 @@ class Deployments:
                 preload=("json",),
                 uid=self.uid,
                 gid=self.gid,
-                isolation=self._isolation(prepared, workspace_id, network) if workspace_id is not None and self.sandboxed else None,
+                isolation=self._isolation(prepared, workspace_id, network, rw_binds) if workspace_id is not None and self.sandboxed else None,
                 name=f"deployment-{prepared.deployment_id}" + (f"-{workspace_id}" if self.sandboxed else ""),
             )
             await server.start()
@@ -291,13 +295,13 @@ class Deployments:
             os.chmod(path, 0o711)
         return path
 
-    def _isolation(self, prepared: Prepared, workspace_id: UUID, network: bool) -> Isolation:
+    def _isolation(self, prepared: Prepared, workspace_id: UUID, network: bool, extra_rw: Sequence[str]) -> Isolation:
         """Read-only: the system, the deployment, its venv and the SDK; read-write: the
         workspace's work directory (and what the ``workspace_binds`` hook adds); nothing else."""
         ro = [str(prepared.root), str(self.runtime_dir), str(Path(puras.__file__).resolve().parent)]
         if prepared.venv is not None:
             ro.append(str(prepared.venv))
-        rw = [str(self.work_dir(workspace_id)), *self.workspace_binds(workspace_id)]
+        rw = [str(self.work_dir(workspace_id)), *self.workspace_binds(workspace_id), *extra_rw]
         return Isolation(ro_binds=tuple(ro), rw_binds=tuple(rw), network=network)
 
     async def close(self) -> None:
