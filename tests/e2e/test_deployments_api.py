@@ -113,7 +113,7 @@ async def test_publishable_keys_cannot_manage(platform: Platform, admin_db: asyn
                              ("GET", "/v1/skillpacks"), ("POST", f"/v1/deployments/{uuid.uuid4()}/activate")):
             response = await http.request(method, path, json={"value": "v"} if method == "PUT" else None)
             assert response.status_code == 403, (method, path, response.text)
-            assert "publishable keys" in response.json()["error"]["message"]
+            assert "publishable key" in response.json()["error"]["message"]
 
 
 @pytest.fixture
