@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from puras_common.testing import eventually
 from puras_function_runner.prepare import Deployments, Prepared, _untar_wheels
 from puras_sandbox import PythonCall, bwrap_available
 
@@ -98,6 +99,16 @@ async def test_sandboxed_fork_servers_are_per_workspace_and_network(cache: Path)
                 await d.fork_server(p)
         finally:
             await d.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_fork_servers_unused_for_a_while_are_stopped(deployments: Deployments, cache: Path) -> None:
+    warm = await deployments.fork_server(prepared(cache))
+    assert deployments.stop_idle() == 0  # used just now
+    deployments.idle_seconds = 0.0
+    assert deployments.stop_idle() == 1
+    await eventually(lambda: not warm.alive, what="the idle fork server to stop")
+    assert deployments._servers == {}
 
 
 def test_a_wheelhouse_yields_only_its_wheels(tmp_path: Path) -> None:

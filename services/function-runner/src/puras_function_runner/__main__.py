@@ -54,7 +54,9 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
             max_warm=settings.max_warm_deployments,
             python=python,
             sandboxed=sandboxed,
+            idle_seconds=settings.warm_idle_seconds,
         )
+        runtime.spawn(deployments.stop_idle_forever(), "idle-fork-servers")
         runtime.log.info("jobs run as", uid=uid if uid is not None else os.getuid(), python=python)
         if not root:
             runtime.log.warning("not running as root: jobs run as this process's own uid")

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class Deployments:
         python: str,
         sandboxed: bool = False,
         workspace_binds: WorkspaceBinds = _no_binds,
+        idle_seconds: float = 600.0,
     ) -> None:
         self.cache_dir = cache_dir.resolve()
         self.deployments_url = deployments_url.rstrip("/")
@@ -86,6 +88,10 @@ class Deployments:
         self.uid = uid
         self.gid = gid
         self.max_warm = max_warm
+        self.idle_seconds = idle_seconds
+        """A fork server unused this long is stopped: warm parents hold memory and count
+        against the job uid's process limit."""
+        self._used: dict[tuple[Any, ...], float] = {}
         self.python = python
         """The interpreter jobs run on (and venvs are built from)."""
         self.sandboxed = sandboxed
@@ -259,6 +265,7 @@ class Deployments:
         server = self._servers.get(key)
         if server is not None and server.alive:
             self._servers.move_to_end(key)
+            self._used[key] = time.monotonic()
             return server
         async with self._lock(("server", *key)):
             server = self._servers.get(key)
@@ -275,6 +282,7 @@ class Deployments:
             )
             await server.start()
             self._servers[key] = server
+            self._used[key] = time.monotonic()
             self._evict(keep=key)
             return server
 
@@ -283,9 +291,27 @@ class Deployments:
         running is kept (closing it would kill them), so the limit may be passed for a while."""
         idle = [k for k, s in self._servers.items() if s.live_children == 0 and k != keep]
         for key in idle[: max(0, len(self._servers) - self.max_warm)]:
-            closing = asyncio.create_task(self._servers.pop(key).close())
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._stop(key)
+
+    def _stop(self, key: tuple[Any, ...]) -> None:
+        self._used.pop(key, None)
+        closing = asyncio.create_task(self._servers.pop(key).close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    def stop_idle(self) -> int:
+        """Stop the fork servers without jobs that were not used for ``idle_seconds``."""
+        cutoff = time.monotonic() - self.idle_seconds
+        stale = [k for k, s in self._servers.items() if s.live_children == 0 and self._used.get(k, 0.0) < cutoff]
+        for key in stale:
+            self._stop(key)
+        return len(stale)
+
+    async def stop_idle_forever(self, *, every: float = 30.0) -> None:
+        """Run :meth:`stop_idle` periodically, for the life of the service."""
+        while True:
+            await asyncio.sleep(every)
+            self.stop_idle()
 
     def work_dir(self, workspace_id: UUID) -> Path:
         """Where the workspace's job workdirs are made: the only place its sandboxes may write."""

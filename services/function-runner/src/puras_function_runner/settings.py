@@ -40,6 +40,8 @@ class FunctionRunnerSettings(ServiceSettings):
     """After SIGTERM, how long a cancelled job may take to exit before SIGKILL."""
     max_warm_deployments: int = 32
     """Warm fork servers kept; the least recently used is stopped beyond this."""
+    warm_idle_seconds: float = 600.0
+    """A warm fork server unused this long is stopped."""
     memory_limit_bytes: int = 2 * 1024 * 1024 * 1024
     max_open_files: int = 1024
     max_processes: int = 256
