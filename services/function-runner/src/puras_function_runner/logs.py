@@ -8,8 +8,7 @@ only when all of them are acknowledged, so the terminal event that follows comes
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from uuid import UUID
 
 from nats.js import JetStreamContext
@@ -32,13 +31,10 @@ class LogPump:
         attempt: int,
         caused_by: Event,
         mask: Callable[[str], str] = str,
-        after: Awaitable[object] | None = None,
     ) -> None:
         self.js = js
         self.mask = mask
         """Applied to every text before it leaves: hides the job's secret values."""
-        self.after = after
-        """Published before the first line: the job's ``started`` event."""
         self.job_id = job_id
         self.workspace_id = workspace_id
         self.attempt = attempt
@@ -77,9 +73,6 @@ class LogPump:
             )
 
     async def _send(self) -> None:
-        if self.after is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.after)
         while True:
             first = await self._queue.get()
             if first is None:

@@ -79,8 +79,6 @@ class Attempt:
     secrets: dict[str, str] = field(default_factory=dict)
     mask: SecretMask = field(default_factory=lambda: SecretMask(()))
     """Hides the secret values in whatever the runner shows."""
-    started: asyncio.Task[None] | None = None
-    """Publishing the ``started`` event (acknowledged before any log line or the outcome)."""
     fetching: asyncio.Task[dict[str, str]] | None = None
     """Asking for the secrets, while the rest of the job is made ready."""
 
@@ -156,12 +154,19 @@ class FunctionRunner:
     async def _attempt(self, attempt: Attempt) -> tuple[str, Any]:
         """Run the attempt; returns the terminal event's type and payload."""
         started_at = time.monotonic()
+        if attempt.fetching is None:  # normally asked for while the job was claimed
+            attempt.token = attempt.token or self._job_token(attempt.command)
+            attempt.fetching = asyncio.create_task(self._secrets(attempt.job_id, attempt.token))
         # Sent now, confirmed before the outcome is reported: the job need not wait for the
         # server's ack to start, and the terminal event still comes after it.
         started = await send(self.js, [self._event(attempt, JobStarted, StartedPayload(attempt=attempt.number, runner=self.settings.instance_id))])
         try:
             return await self._outcome(attempt, started_at)
         finally:
+            if not attempt.fetching.done():
+                attempt.fetching.cancel()
+            elif not attempt.fetching.cancelled():
+                attempt.fetching.exception()  # retrieved: a refusal was already reported, or never needed
             await started()
 
     async def _outcome(self, attempt: Attempt, started_at: float) -> tuple[str, Any]:
@@ -269,7 +274,7 @@ class FunctionRunner:
                 raise JobFailure(f"could not start the job's process: {exc}", reason="runtime") from None
             pump = LogPump(
                 self.js, job_id=attempt.job_id, workspace_id=attempt.workspace_id, attempt=attempt.number,
-                caused_by=attempt.command, mask=attempt.mask.text, after=attempt.started,
+                caused_by=attempt.command, mask=attempt.mask.text,
             )
             readers = asyncio.gather(pump.follow(child.stdout, "stdout"), pump.follow(child.stderr, "stderr"))
             try:
