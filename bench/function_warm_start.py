@@ -6,10 +6,12 @@ production does), then measures:
 
 1. **runner: message → run()** — a function runner in this process, with the platform's
    deployments service behind it, runs attempts exactly as it does for a WORK message it has
-   just taken (``started`` event, secrets request/reply, cached deployment, per-job workdir,
-   fork from the warm parent, rlimits, env), from the moment it holds the message to the
-   moment the skill's ``run()`` starts; unsandboxed and in bubblewrap. The scheduler's claim
-   round trip (attempt fencing) is left out here; part 3 includes it.
+   just taken (``started`` event, secrets request/reply, cached deployment, per-job workdir and
+   ``./drive``, fork from the warm parent, rlimits, env), from the moment it holds the message
+   to the moment the skill's ``run()`` starts; unsandboxed and in bubblewrap. The scheduler's
+   claim round trip (attempt fencing) is left out here; part 3 includes it. A second series
+   starts with the secrets already in hand, as ``work()`` has them when they arrive during the
+   claim.
 2. **runner: jobs/s** — the same, many attempts at once.
 3. **platform: dispatch → run() and jobs/s** — jobs submitted over HTTP to the running platform
    (gateway → scheduler → WORK → runner, claim and all): from the scheduler's ``job.dispatched``
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform as host
@@ -87,9 +90,10 @@ class InProcessRunner:
         self.http = httpx.AsyncClient(timeout=60)
         root = os.geteuid() == 0
         uid = 65534 if root else None
+        env = self.plat.config.env_for("function-runner")
         settings = FunctionRunnerSettings(
-            cache_dir=self.cache, deployments_url=self.plat.config.env_for("function-runner")["PURAS_DEPLOYMENTS_URL"],
-            internal_token=creds.internal_token, job_token_key=creds.job_token_key,
+            cache_dir=self.cache, deployments_url=env["PURAS_DEPLOYMENTS_URL"], drive_url=env["PURAS_DRIVE_URL"],
+            api_base=env["PURAS_API_BASE"], internal_token=creds.internal_token, job_token_key=creds.job_token_key,
         )
         self.deployments = Deployments(
             cache_dir=self.cache, deployments_url=settings.deployments_url, token=creds.internal_token,
@@ -122,19 +126,24 @@ class InProcessRunner:
         )
         return Attempt(command, 1, asyncio.Event())
 
-    async def one(self, i: int) -> float:
-        """Milliseconds from holding the message to run() starting."""
+    async def one(self, i: int, *, secrets_in_hand: bool = False) -> float:
+        """Milliseconds from holding the message to run() starting. ``secrets_in_hand``: as when
+        the secrets arrived while the scheduler answered the claim (``work()`` overlaps them)."""
         attempt = self.attempt(i)
+        if secrets_in_hand:
+            fetched: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+            fetched.set_result(await self.runner._secrets(attempt.job_id, self.runner._job_token(attempt.command)))
+            attempt.fetching = fetched  # type: ignore[assignment]
         t0 = time.monotonic_ns()
         outcome, payload = await self.runner._attempt(attempt)
         if outcome != "job.succeeded":
             raise RuntimeError(f"bench job failed: {payload}")
         return (payload.result["started_ns"] - t0) / 1e6
 
-    async def latency(self, runs: int, warmup: int = 30) -> dict[str, float]:
+    async def latency(self, runs: int, warmup: int = 30, *, secrets_in_hand: bool = False) -> dict[str, float]:
         for i in range(warmup):
-            await self.one(i)
-        return summary([await self.one(i) for i in range(runs)])
+            await self.one(i, secrets_in_hand=secrets_in_hand)
+        return summary([await self.one(i, secrets_in_hand=secrets_in_hand) for i in range(runs)])
 
     async def throughput(self, jobs: int, in_flight: int) -> dict[str, Any]:
         counter = iter(range(jobs))
@@ -154,6 +163,7 @@ async def platform_numbers(plat: Platform, tenant: Tenant, *, runs: int, burst: 
     nc = await connect_nats(plat.infra.nats_url(), name="bench-tap")
     dispatched: dict[str, datetime] = {}
     finished: set[str] = set()
+    failed: dict[str, str] = {}
     all_done = asyncio.Event()
     expected: set[str] = set()
 
@@ -163,11 +173,14 @@ async def platform_numbers(plat: Platform, tenant: Tenant, *, runs: int, burst: 
             dispatched[body["job_id"]] = datetime.fromisoformat(body["occurred_at"])
         else:
             finished.add(body["job_id"])
+            if body["type"] != "job.succeeded":
+                failed[body["job_id"]] = str(body["payload"].get("error"))
             if expected and expected <= finished:
                 all_done.set()
 
     sub = await nc.subscribe("job.*.dispatched", cb=on_event)
     done_sub = await nc.subscribe("job.*.succeeded", cb=on_event)
+    failed_sub = await nc.subscribe("job.*.failed", cb=on_event)
     try:
         for i in range(20):  # warm: the runner prepares the deployment and starts its warm parent
             await tenant.run("echo", {"i": i})
@@ -181,16 +194,19 @@ async def platform_numbers(plat: Platform, tenant: Tenant, *, runs: int, burst: 
         t0 = time.monotonic()
         expected.update(await asyncio.gather(*(submit(tenant, i) for i in range(burst))))
         if not expected <= finished:
-            await asyncio.wait_for(all_done.wait(), 300)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_done.wait(), 300)
         elapsed = time.monotonic() - t0
     finally:
         await sub.unsubscribe()
         await done_sub.unsubscribe()
+        await failed_sub.unsubscribe()
         await nc.close()
     return {
         "dispatch_to_run": summary(to_run),
         "submit_to_result_wait_true": summary(round_trip),
-        "burst": {"jobs": burst, "seconds": round(elapsed, 2), "jobs_per_s": round(burst / elapsed, 1)},
+        "burst": {"jobs": burst, "seconds": round(elapsed, 2), "jobs_per_s": round(burst / elapsed, 1),
+                  "unfinished": len(expected - finished), "failed": len(set(failed) & expected), "first_failure": next(iter(failed.values()), None)},
     }
 
 
@@ -221,6 +237,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     async with InProcessRunner(plat, deployment, tenant, sandboxed=sandboxed) as runner:
                         report[key] = {
                             "message_to_run": await runner.latency(args.runs),
+                            "message_to_run_secrets_in_hand": await runner.latency(args.runs, secrets_in_hand=True),
                             "throughput": await runner.throughput(args.burst, in_flight=16),
                         }
             report[label] = await platform_numbers(plat, tenant, runs=args.runs, burst=args.burst)
