@@ -83,3 +83,20 @@ async def test_quiet_streams_get_pings(tenant: Tenant) -> None:
             lines.append(line)
     assert lines.count(": ping") >= 1  # the test platform pings every second
     assert "event: end" in lines and lines.index(": ping") < lines.index("event: end")
+
+
+async def test_a_public_skillpack_runs_from_another_workspace_as_the_callers_job(platform: Platform, tenant: Tenant) -> None:
+    owner = await platform.tenant(f"pub-{uuid.uuid4().hex[:8]}")
+    assert (await owner.push(versioned(5), skillpack="shared")).status_code == 201
+    outsider = await platform.tenant(f"caller-{uuid.uuid4().hex[:8]}")
+    address = {"skill": f"{owner.slug}/shared/which", "inputs": {}}
+    assert (await outsider.http.post("/v1/jobs", json=address)).status_code == 404  # private
+    response = await owner.http.patch("/v1/skillpacks/shared", json={"visibility": "public"})
+    assert response.status_code == 200, response.text
+    job = await outsider.run(**address)
+    assert job["status"] == "succeeded" and job["result"] == {"version": 5}
+    assert job["workspace"] == outsider.slug and job["skillpack"] == "shared"
+    assert [j["id"] for j in (await outsider.http.get("/v1/jobs")).json()["data"]] == [job["id"]]
+    assert (await owner.http.get(f"/v1/jobs/{job['id']}")).status_code == 404  # the caller's job, not the owner's
+    await owner.http.patch("/v1/skillpacks/shared", json={"visibility": "private"})
+    assert (await outsider.http.post("/v1/jobs", json=address)).status_code == 404
