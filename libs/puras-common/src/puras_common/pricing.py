@@ -33,7 +33,7 @@ from puras_common.money import MICROS_PER_USD, ceil_micros, format_usd
 DEFAULT_MARGIN_PCT: Final = Decimal("20")
 """``PURAS_MARGIN_PCT`` when unset: billed = upstream × 1.2."""
 
-Unit = Literal["token", "image", "second", "megapixel", "call"]
+Unit = Literal["token", "image", "second", "megapixel", "character", "call"]
 UsageKind = Literal["llm", "media", "tool"]
 
 _SIZE: Final = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
@@ -150,13 +150,17 @@ class MediaModel:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     aliases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     size_presets: Mapping[str, str] = field(default_factory=dict)
+    estimate: bool = False
+    """The spec names the model but gives no price: the rate is our estimate (docs/media.md)."""
 
     @property
     def shape(self) -> str:
-        """``conditional`` for a table, else ``per_call`` / ``per_second`` / ``per_megapixel``."""
+        """``conditional`` for a table, else ``per_call`` / ``per_second`` / ``per_megapixel`` /
+        ``per_character``."""
         if len(self.rates) > 1:
             return "conditional"
-        return {"image": "per_call", "second": "per_second", "megapixel": "per_megapixel"}.get(self.unit, "per_call")
+        shapes = {"image": "per_call", "second": "per_second", "megapixel": "per_megapixel", "character": "per_character"}
+        return shapes.get(self.unit, "per_call")
 
     def priced_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
         """The inputs with defaults applied and the table's conditions resolved."""
@@ -214,6 +218,13 @@ class MediaModel:
         """How many units the call bills: see the shapes in ``catalog/media.yaml``."""
         if self.unit == "second":
             return self._seconds(priced, measured)
+        if self.unit == "character":
+            if measured:
+                return measured
+            text = priced.get("text")
+            if not isinstance(text, str):
+                raise MeasureRequired(self.slug, "character", "give the text, or the measured number of characters")
+            return Fraction(len(text))  # code points, as the platform counts characters
         images = measured if measured else Fraction(_count(self.slug, priced.get("num_images", 1)))
         if self.unit == "megapixel":
             if measured:
@@ -287,6 +298,7 @@ class MediaCatalogue:
                 defaults=dict(row.get("defaults", {})),
                 aliases={k: dict(v) for k, v in row.get("aliases", {}).items()},
                 size_presets=dict(row.get("size_presets", {})),
+                estimate=bool(row.get("estimate", False)),
             )
             for slug, row in (data.get("models") or {}).items()
         }
@@ -437,6 +449,7 @@ class Pricebook:
             "title": m.title,
             "shape": m.shape,
             "unit": m.unit,
+            "estimate": m.estimate,
             "defaults": dict(m.defaults),
             "rates": [{"variant": r.label, "when": dict(r.when), **self._price(r.usd)} for r in m.rates],
             "default_rate": {"variant": default.label, **self._price(default.usd)},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from puras_common.engines import free_port
@@ -92,3 +92,53 @@ def start_moto() -> Iterator[MotoS3]:
         yield MotoS3(endpoint=f"http://127.0.0.1:{port}")
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class RunningDrive:
+    url: str
+    """The internal listener (``PURAS_DRIVE_URL``)."""
+    data_dir: str
+    token: str
+
+
+@contextlib.asynccontextmanager
+async def run_drive(env: dict[str, str], *, data_dir: str) -> AsyncIterator[RunningDrive]:
+    """The drive service as its own process (``python -m puras_drive``) on a free port, for a
+    component's tests that need real storage, origins and signed links; ``env`` is the service's
+    environment (NATS, database, tokens: ``Infra.service_env("drive")``)."""
+    import asyncio
+    import os
+    import sys
+
+    import httpx
+
+    port = free_port()
+    full = {**os.environ, **env, "PURAS_DRIVE_PORT": str(port), "PURAS_DRIVE_DATA_DIR": data_dir, "PURAS_LOG_LEVEL": "WARNING"}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "puras_drive", env=full)
+    url = f"http://127.0.0.1:{port}"
+    token = full.get("PURAS_INTERNAL_TOKEN", "")
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(600):
+                if process.returncode is not None:
+                    raise RuntimeError(f"the drive exited with {process.returncode} before it was ready")
+                try:
+                    answer = await http.get(f"{url}/internal/drive/00000000-0000-0000-0000-000000000000/mount",
+                                            headers={"Authorization": f"Bearer {token}"}, timeout=1.0)
+                    if answer.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)  # readiness of a process we just started, not a test wait
+            else:
+                raise TimeoutError("the drive did not start within 30 s")
+        yield RunningDrive(url, data_dir, token)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
