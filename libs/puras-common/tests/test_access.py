@@ -29,7 +29,9 @@ def enforced(infra: Infra) -> Infra:
 @pytest.mark.parametrize(
     ("service", "allowed", "refused"),
     [
-        ("gateway", "job.{id}.submitted", "usage.{id}.recorded"),
+        ("gateway", "job.{id}.submitted", "ledger.{id}.posted"),
+        ("gateway", "usage.{id}.recorded", "run.function"),  # media calls made for jobs
+        ("scheduler", "run.agent.child", "usage.{id}.recorded"),
         ("gateway", "job.{id}.cancel_requested", "job.{id}.succeeded"),
         ("function-runner", "job.{id}.started", "job.{id}.submitted"),
         ("function-runner", "job.{id}.log", "job.{id}.succeeded"),

@@ -106,3 +106,35 @@ async def test_cancel_while_queued_cancels_at_once_and_never_dispatches(db: Scra
     assert [e.type for e in emitted] == ["job.cancelled"] and emitted[0].payload.reason == "cancelled while queued"
     await apply(db, balance(ws, 1_000, 1))
     assert await Dispatcher(db.outbox, max_per_workspace=5, batch=10).dispatch_once() == 0
+
+
+async def test_a_subagent_never_waits_behind_its_parents_slot(db: Scratch) -> None:
+    ws = uuid.uuid4()
+    await apply(db, balance(ws, 1_000_000, 1))
+    dispatcher = Dispatcher(db.outbox, max_per_workspace=1, batch=2)
+    root = submitted(ws)
+    await apply(db, root)
+    await dispatcher.dispatch_once()
+    # The workspace is at its limit (the root runs); more roots wait, but the root's child and
+    # grandchild are dispatched at once, on the children's work subject, ahead of the queue.
+    waiting = [submitted(ws) for _ in range(3)]
+    for job in waiting:
+        await apply(db, job)
+    child = _child_of(ws, root.job_id)  # type: ignore[arg-type]
+    await apply(db, child)
+    grandchild = _child_of(ws, child.job_id, kind="agent")  # type: ignore[arg-type]
+    await apply(db, grandchild)
+    await dispatcher.dispatch_once()
+    await dispatcher.dispatch_once()
+    status = {r["id"]: r["status"] for r in await db.pool.fetch("SELECT id, status FROM jobs WHERE workspace_id = $1", ws)}
+    assert status[child.job_id] == status[grandchild.job_id] == "dispatched"
+    assert [status[j.job_id] for j in waiting] == ["queued"] * 3
+    subjects = {r["job_id"]: r["subject"] for r in await db.pool.fetch(
+        "SELECT (body->>'job_id')::uuid AS job_id, subject FROM outbox WHERE type IN ('run.function', 'run.agent') AND (body->>'job_id')::uuid = ANY($1)",
+        [root.job_id, child.job_id, grandchild.job_id])}
+    assert subjects == {root.job_id: "run.function", child.job_id: "run.function.child", grandchild.job_id: "run.agent.child"}
+
+
+def _child_of(ws: uuid.UUID, parent: uuid.UUID, *, kind: str = "function") -> JobSubmitted:
+    job = submitted(ws, kind)
+    return JobSubmitted.new(job.payload.model_copy(update={"parent_job_id": parent}), producer="test", workspace_id=ws, job_id=uuid.uuid4())

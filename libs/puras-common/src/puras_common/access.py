@@ -34,12 +34,24 @@ _RUNNER_EVENTS = (
 """Runners report a job's end to the scheduler, which emits the terminal event (attempt fencing)."""
 
 EVENT_PUBLISH: Final[dict[str, tuple[str, ...]]] = {
-    "gateway": ("job.*.submitted", "job.*.cancel_requested", "feedback.>", "key.>", "workspace.>"),
+    "gateway": (
+        "job.*.submitted",
+        "job.*.cancel_requested",
+        "job.*.subagent",
+        "job.*.usage",
+        "usage.*.recorded",
+        "feedback.>",
+        "key.>",
+        "workspace.>",
+    ),
     "deployments": ("deployment.>", "secret.>"),
     "scheduler": (
         "run.function",
         "run.agent",
+        "run.function.child",
+        "run.agent.child",
         "job.*.dispatched",
+        "job.*.cancel_requested",
         "job.*.retrying",
         "job.*.succeeded",
         "job.*.failed",

@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     SPEND_CAP_REACHED = "spend_cap_reached"
     INTERNAL_ERROR = "internal_error"
     UNAVAILABLE = "unavailable"
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
 
 
 STATUS: Final[Mapping[ErrorCode, int]] = {
@@ -58,6 +60,8 @@ STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.SPEND_CAP_REACHED: 429,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.UPSTREAM_ERROR: 502,
+    ErrorCode.UPSTREAM_TIMEOUT: 504,
 }
 
 
@@ -169,6 +173,7 @@ PUBLIC_EVENT_TYPES: Final[Mapping[str, str]] = {
     "job.usage": "usage",
     "job.output": "output",
     "job.retrying": "retrying",
+    "job.subagent": "subagent",
     "job.succeeded": "succeeded",
     "job.failed": "failed",
     "job.cancelled": "cancelled",

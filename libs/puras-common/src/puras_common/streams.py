@@ -53,7 +53,7 @@ JOBS: Final = StreamSpec(
 )
 WORK: Final = StreamSpec(
     "WORK",
-    (subjects.RUN_FUNCTION, subjects.RUN_AGENT),
+    (subjects.RUN_FUNCTION, subjects.RUN_AGENT, subjects.RUN_FUNCTION_CHILD, subjects.RUN_AGENT_CHILD),
     retention=RetentionPolicy.WORK_QUEUE,
     description="Dispatched jobs; each message is taken by exactly one runner.",
 )

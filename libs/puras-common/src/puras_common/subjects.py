@@ -19,6 +19,13 @@ RUN_FUNCTION: Final = "run.function"
 RUN_AGENT: Final = "run.agent"
 """Work queue: an agentic skill's job, taken by exactly one agent runner."""
 
+RUN_FUNCTION_CHILD: Final = "run.function.child"
+"""Work queue: a deterministic subagent (a job with a parent), taken from runners' own pool of
+slots, so a child never waits behind the parent that is waiting for it."""
+
+RUN_AGENT_CHILD: Final = "run.agent.child"
+"""Work queue: an agentic subagent, likewise."""
+
 USAGE_ALL: Final = "usage.>"
 LEDGER_POSTED_ALL: Final = "ledger.*.posted"
 BALANCE_CHANGED_ALL: Final = "balance.*.changed"

@@ -17,11 +17,11 @@ from puras_function_runner.runner import FunctionRunner
 from puras_function_runner.settings import FunctionRunnerSettings
 
 
-def work_consumer(settings: FunctionRunnerSettings) -> ConsumerSpec:
+def work_consumer(settings: FunctionRunnerSettings, *, children: bool = False) -> ConsumerSpec:
     return ConsumerSpec(
         streams.WORK,
-        "function-runner-work",
-        (subjects.RUN_FUNCTION,),
+        "function-runner-children" if children else "function-runner-work",
+        (subjects.RUN_FUNCTION_CHILD if children else subjects.RUN_FUNCTION,),
         ack_wait_seconds=settings.lease_seconds,
         max_deliver=settings.max_deliveries,
     )
@@ -72,9 +72,9 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
             cancels=cancels,
         )
         runtime.checks["work"] = lambda: {"ok": True, "completed": runner.completed}
-        spec = work_consumer(settings)
-        work = WorkRunner(js=runtime.js, spec=spec, work=runner.work, concurrency=settings.concurrency)
-        runtime.spawn(work.run(), spec.durable)
+        for spec, slots in ((work_consumer(settings), settings.concurrency), (work_consumer(settings, children=True), settings.child_concurrency)):
+            work = WorkRunner(js=runtime.js, spec=spec, work=runner.work, concurrency=slots)
+            runtime.spawn(work.run(), spec.durable)
         try:
             await runtime.run_until_stopped()
         finally:

@@ -15,6 +15,9 @@ class FunctionRunnerSettings(ServiceSettings):
 
     concurrency: int = 32
     """Jobs this process runs at once."""
+    child_concurrency: int = 256
+    """Subagent jobs (``run.function.child``) this process runs at once, on top of
+    ``concurrency``: their own pool, so a child never waits behind parents waiting for it."""
     cache_dir: Path = Path(".puras/runner")
     """Prepared deployments, venvs and job workdirs."""
     deployments_url: str = "http://127.0.0.1:8081"

@@ -9,6 +9,7 @@ from puras_common.http import serve
 from puras_common.migrate import service_migrations
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime, run
+from puras_media import MediaService
 
 from puras_gateway import catalog, jobs, ledger
 from puras_gateway.app import create_app
@@ -39,6 +40,7 @@ async def main(settings: GatewaySettings | None = None) -> None:
                 http=http,
                 payloads=PayloadStore(settings.drive_url, token=token, client=http),
                 live=live,
+                media=MediaService.from_settings(settings, http, producer="gateway", margin_pct=settings.margin_pct),
             )
             gateway.notifier.on_channel(CATALOG_CHANNEL, gateway.skills.clear)
             runtime.spawn(gateway.notifier.run(), "listener")

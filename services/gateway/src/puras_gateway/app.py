@@ -16,9 +16,11 @@ from puras_gateway.routes import (
     feedback,
     jobs,
     keys,
+    media,
     secrets,
     skillpacks,
     skills,
+    subagents,
     system,
 )
 
@@ -41,6 +43,6 @@ def create_app(gateway: Gateway) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["Location", "X-Puras-Job-Id"],
         )
-    for module in (jobs, events, feedback, skills, deployments, skillpacks, secrets, drive, admin, system, keys, billing):
+    for module in (jobs, events, feedback, skills, deployments, skillpacks, secrets, drive, admin, system, keys, billing, media, subagents):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ import httpx
 from puras_common.outbox import Outbox
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime
+from puras_media import MediaService
 
 from puras_gateway.catalog import ResolutionCache
 from puras_gateway.live import LiveJobs
@@ -25,6 +26,8 @@ class Gateway:
     payloads: PayloadStore
     live: LiveJobs
     skills: ResolutionCache = field(default_factory=ResolutionCache)
+    media: MediaService | None = None
+    """The media library, for ``/v1/media/*`` (built at start)."""
 
     @property
     def db(self) -> asyncpg.Pool:

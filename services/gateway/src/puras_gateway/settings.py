@@ -6,11 +6,12 @@ from decimal import Decimal
 from typing import ClassVar
 
 from puras_common.pricing import DEFAULT_MARGIN_PCT
-from puras_common.settings import DEVELOPMENT_SECRET, ServiceSettings
+from puras_common.settings import DEVELOPMENT_SECRET
+from puras_media.settings import MediaSettings
 from pydantic import Field, SecretStr
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(MediaSettings):
     service: ClassVar[str] = "gateway"
     secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "admin_token", "job_token_key")
 
@@ -37,6 +38,11 @@ class GatewaySettings(ServiceSettings):
     """``PURAS_MARGIN_PCT``, as billing reads it: the prices ``GET /v1/pricing`` shows."""
     build_wait_seconds: float = 20.0
     """How long a push whose requirements.txt builds waits for the build before answering 202."""
+    subagent_max_depth: int = Field(default=5, ge=1)
+    """How deep a tree of subagents may grow: a job submitted by a job is at depth 1, its own
+    child at depth 2 …; a submit past this depth is refused."""
+    subagent_max_children: int = Field(default=32, ge=1)
+    """How many subagents one job may start in its life."""
 
     @property
     def base_url(self) -> str:

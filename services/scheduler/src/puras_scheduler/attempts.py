@@ -26,6 +26,8 @@ from puras_common.logging import get_logger
 from puras_common.outbox import Outbox, UnitOfWork
 from pydantic import BaseModel, ValidationError
 
+from puras_scheduler.tree import end_children
+
 log = get_logger("puras_scheduler.attempts")
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -156,6 +158,9 @@ class Attempts:
         )
         for _job_id, job in changed:
             uow.emit(*job.events)
+        for job_id, job in changed:
+            if job.status in TERMINAL:  # a subagent tree ends with its parent
+                await end_children(uow, job_id, why=f"cancelled: its parent job {job_id} {job.status}")
 
     # -- serving the requests over NATS
 

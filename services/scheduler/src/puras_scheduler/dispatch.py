@@ -4,6 +4,11 @@ A job is dispatched when its workspace's balance is above zero and the workspace
 ``max_concurrency_per_workspace`` jobs dispatched or running. Claims use ``FOR UPDATE SKIP
 LOCKED``, so scheduler replicas never dispatch the same job twice; the WORK message and the
 ``job.dispatched`` event commit with the claim.
+
+A subagent (a job with a parent) neither counts against the limit nor waits for it: its parent
+holds a slot while it waits for the child, so gating the child on the same slots could deadlock
+a tree. Subagent trees are bounded by the gateway instead (depth and children per job), and
+their work goes to the runners' own pool of slots (``run.*.child``). Children are claimed first.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ _CLAIM = """
 SELECT j.id, j.workspace_id, j.kind, j.attempt, j.spec
 FROM jobs j JOIN balances b ON b.workspace_id = j.workspace_id
 WHERE j.status = 'queued' AND b.balance_micros > 0
-ORDER BY j.id
+ORDER BY (j.spec->>'parent_job_id') IS NULL, j.id
 LIMIT $1
 FOR UPDATE OF j SKIP LOCKED
 """
@@ -63,6 +68,7 @@ class Dispatcher:
                 for r in await uow.conn.fetch(
                     """SELECT workspace_id, count(*) AS n FROM jobs
                        WHERE status IN ('dispatched', 'running') AND workspace_id = ANY($1)
+                         AND spec->>'parent_job_id' IS NULL
                        GROUP BY workspace_id""",
                     workspaces,
                 )
@@ -70,7 +76,9 @@ class Dispatcher:
         )
         chosen = []
         for row in rows:
-            if active[row["workspace_id"]] < self.max_per_workspace:
+            if row["spec"].get("parent_job_id") is not None:
+                chosen.append(row)  # a subagent: its tree's root holds the slot
+            elif active[row["workspace_id"]] < self.max_per_workspace:
                 active[row["workspace_id"]] += 1
                 chosen.append(row)
         if not chosen:

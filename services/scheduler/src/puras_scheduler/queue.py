@@ -12,6 +12,8 @@ from puras_common.events import (
 from puras_common.events.jobs import CancelledPayload
 from puras_common.outbox import UnitOfWork
 
+from puras_scheduler.tree import end_children, orphaned
+
 
 async def apply_job_event(uow: UnitOfWork, d: Delivery) -> None:
     conn, event = uow.conn, d.event
@@ -22,6 +24,15 @@ async def apply_job_event(uow: UnitOfWork, d: Delivery) -> None:
             event.job_id, event.workspace_id, event.payload.kind.value,
             event.payload.model_dump(mode="json"), event.occurred_at,
         )
+        parent = event.payload.parent_job_id
+        if parent is not None and (why := await orphaned(uow, parent)) is not None:
+            cancelled = await conn.fetchval(
+                "UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1 AND status = 'queued' RETURNING id",
+                event.job_id,
+            )
+            if cancelled is not None:
+                uow.emit(JobCancelled.new(CancelledPayload(attempt=None, reason=f"cancelled: {why}"), producer="scheduler",
+                                          workspace_id=event.workspace_id, job_id=event.job_id, caused_by=event))
     elif isinstance(event, JobCancelRequested):
         cancelled = await conn.fetchval(
             """UPDATE jobs SET status = 'cancelled', finished_at = now()
@@ -45,6 +56,7 @@ async def apply_job_event(uow: UnitOfWork, d: Delivery) -> None:
                     caused_by=event,
                 )
             )
+        await end_children(uow, event.job_id, why=f"cancelled with its parent job {event.job_id}")
 
 
 async def apply_balance(uow: UnitOfWork, d: Delivery) -> None:

@@ -10,6 +10,8 @@ from puras_common.events.jobs import FailedPayload
 from puras_common.logging import get_logger
 from puras_common.outbox import Outbox
 
+from puras_scheduler.tree import end_children
+
 log = get_logger("puras_scheduler.watchdog")
 
 _OVERDUE = """
@@ -54,6 +56,7 @@ class Watchdog:
                         job_id=row["id"],
                     )
                 )
+                await end_children(uow, row["id"], why=f"cancelled: its parent job {row['id']} failed")
         if rows:
             log.warning("failed jobs whose worker was lost", count=len(rows))
         return len(rows)

@@ -16,9 +16,11 @@ from puras_common.events.jobs import (
     JobRetrying,
     JobSpec,
     JobStarted,
+    JobSubagentStarted,
     JobSubmitted,
     JobSucceeded,
     JobUsageRecorded,
+    SubagentSpec,
 )
 from puras_common.events.ledger import BalanceChanged, LedgerPosted
 from puras_common.events.platform import (
@@ -62,6 +64,7 @@ __all__ = [
     "JobRetrying",
     "JobSpec",
     "JobStarted",
+    "JobSubagentStarted",
     "JobSubmitted",
     "JobSucceeded",
     "JobUsageRecorded",
@@ -78,6 +81,7 @@ __all__ = [
     "SkillManifest",
     "SkillpackUpdated",
     "StepCompleted",
+    "SubagentSpec",
     "ToolCalled",
     "ToolCompleted",
     "ToolManifest",

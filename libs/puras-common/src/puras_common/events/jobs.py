@@ -17,6 +17,20 @@ class JobKind(StrEnum):
     AGENT = "agent"
 
 
+class SubagentSpec(Payload):
+    """A subagent that is not a declared skill: a markdown file of the caller's bundle, or an
+    inline prompt, run as an agent in the caller's deployment with the built-in tools and a
+    free-form ``set_output``."""
+
+    kind: Literal["markdown", "prompt"]
+    path: str | None = None
+    """For ``markdown``: the file, relative to the bundle's root (checked to stay inside it)."""
+    prompt: str | None = None
+    """For ``prompt``: the system prompt itself."""
+    model: str | None = None
+    """The caller skill's model; None for the platform default."""
+
+
 class JobSpec(Payload):
     """What a job runs, fixed when it is submitted."""
 
@@ -35,6 +49,8 @@ class JobSpec(Payload):
     """Set instead of ``inputs`` when they exceed the inline limit: a payload object key."""
     parent_job_id: UUID | None = None
     key_id: UUID | None = None
+    subagent: SubagentSpec | None = None
+    """Set for a subagent that is a markdown file or an inline prompt (not a declared skill)."""
 
 
 class _JobEvent(Event):
@@ -194,6 +210,27 @@ class JobUsageRecorded(_JobEvent):
     subject_pattern: ClassVar = "job.{job_id}.usage"
     type: Literal["job.usage"] = "job.usage"
     payload: JobUsagePayload
+
+
+class SubagentStartedPayload(Payload):
+    """A job started a subagent: the child job, and what it runs."""
+
+    child_job_id: UUID
+    kind: Literal["skill", "markdown", "prompt"]
+    target: str
+    """The skill address or the markdown path as the caller gave it; ``prompt`` for an inline prompt."""
+    skill_name: str
+    skillpack: str
+    version: int
+
+
+class JobSubagentStarted(_JobEvent):
+    """On the parent's history: a subagent was submitted as its child (the child's own events
+    are on ``job.<child_job_id>.>``)."""
+
+    subject_pattern: ClassVar = "job.{job_id}.subagent"
+    type: Literal["job.subagent"] = "job.subagent"
+    payload: SubagentStartedPayload
 
 
 TERMINAL_TYPES = frozenset({"job.succeeded", "job.failed", "job.cancelled"})

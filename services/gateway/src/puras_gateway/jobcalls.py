@@ -1,0 +1,71 @@
+"""Endpoints only a running job may call (``/v1/media/*``, ``/v1/subagents``): the caller must
+present its job token (``PURAS_JOB_TOKEN``), and the job must not have ended, so a token that
+outlives its job cannot start work that would be billed to the workspace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Request
+from puras_common.api import ApiError, ErrorCode
+from puras_common.tokens import PREFIX as JOB_TOKEN_PREFIX
+from puras_common.tokens import TokenError, verify_job_token
+
+from puras_gateway.auth import GatewayDep
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobCaller:
+    """The job behind a job token, from the jobs read model."""
+
+    workspace_id: UUID
+    job_id: UUID
+    skill_name: str
+    skillpack_id: UUID
+    skillpack_slug: str
+    owner_workspace_id: UUID
+    deployment_id: UUID
+    version: int
+    kind: str
+    key_id: UUID | None
+    attempt: int
+    status: str
+    parent_job_id: UUID | None
+
+
+async def job_caller(request: Request, gw: GatewayDep) -> JobCaller:
+    """The calling job; 401 without a valid job token, 403 for an API key, 409 once it ended."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    what = f"{request.method} {request.url.path}"
+    if not header:
+        raise ApiError(ErrorCode.MISSING_KEY, f"{what} is called from inside a job with its token: send 'Authorization: Bearer $PURAS_JOB_TOKEN'")
+    if scheme.lower() != "bearer" or not token.startswith(JOB_TOKEN_PREFIX):
+        raise ApiError(
+            ErrorCode.FORBIDDEN,
+            f"{what} is only for code running inside a job (puras.media / puras.subagent use the job's token); "
+            "an API key cannot call it — run a skill that does",
+        )
+    try:
+        claims = verify_job_token(gw.settings.job_token_key.get_secret_value(), token)
+    except (TokenError, ValueError, KeyError) as exc:
+        raise ApiError(ErrorCode.INVALID_KEY, f"invalid job token: {exc}") from None
+    row = await gw.db.fetchrow(
+        """SELECT skill_name, skillpack_id, skillpack_slug, owner_workspace_id, deployment_id, version, kind,
+                  key_id, attempt, status, parent_job_id
+           FROM jobs WHERE id = $1 AND workspace_id = $2 AND skill_name IS NOT NULL""",
+        claims.job_id, claims.workspace_id,
+    )
+    if row is None:
+        raise ApiError(ErrorCode.INVALID_KEY, f"invalid job token: job {claims.job_id} is not known")
+    if row["status"] in TERMINAL:
+        raise ApiError(ErrorCode.CONFLICT, f"job {claims.job_id} has already {row['status']}; its token cannot start new work")
+    return JobCaller(workspace_id=claims.workspace_id, job_id=claims.job_id, **dict(row))
+
+
+JobCallerDep = Annotated[JobCaller, Depends(job_caller)]
