@@ -26,7 +26,10 @@ from puras_agent_runner.testing.web import WebStub
 from puras_common.envelope import Event
 from puras_common.events import JobKind, RunAgent, RunPayload, parse_event
 from puras_deployments.bundle import read_bundle
+from puras_drive.testing import RunningDrive
 from puras_function_runner.prepare import Deployments, Prepared
+from puras_media.testing.elevenlabs import ElevenLabsStub
+from puras_media.testing.fal import FalStub
 from puras_sandbox import python_for
 
 ROOT = os.geteuid() == 0
@@ -96,23 +99,39 @@ class Harness:
     nc: NATS
     settings: AgentRunnerSettings
     drive_root: Path
+    drive: RunningDrive | None = None
+    fal: FalStub | None = None
+    eleven: ElevenLabsStub | None = None
     workspace_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def push(self, files: Mapping[str, str]) -> uuid.UUID:
         return self.deployments.add(files)
 
-    def drive(self, workspace_id: uuid.UUID | None = None) -> Path:
+    def folder(self, workspace_id: uuid.UUID | None = None) -> Path:
+        """The workspace's folder of the drive's local backend."""
         path = self.drive_root / str(workspace_id or self.workspace_id)
         path.mkdir(parents=True, exist_ok=True)
         if UID is not None:
             os.chown(path, UID, UID)
         return path
 
-    def command(self, deployment_id: uuid.UUID, skill: str, inputs: dict[str, Any], *, timeout: int = 60, entrypoint: str = "SKILL.md") -> RunAgent:
+    async def origin(self, path: str, workspace_id: uuid.UUID | None = None) -> dict[str, Any]:
+        """Who wrote a drive file, as the drive recorded it."""
+        assert self.drive is not None
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(
+                f"{self.drive.url}/internal/drive/{workspace_id or self.workspace_id}/origin", params={"path": path},
+                headers={"Authorization": f"Bearer {self.drive.token}"},
+            )
+        return answer.json()
+
+    def command(
+        self, deployment_id: uuid.UUID, skill: str, inputs: dict[str, Any], *, timeout: int = 60, entrypoint: str = "SKILL.md", **spec: Any
+    ) -> RunAgent:
         payload = RunPayload(
             skill_name=skill, skillpack_id=uuid.uuid4(), skillpack_slug="default", owner_workspace_id=self.workspace_id,
             deployment_id=deployment_id, version=1, kind=JobKind.AGENT, entrypoint=entrypoint,
-            timeout_seconds=timeout, inputs=inputs, attempt=1,
+            timeout_seconds=timeout, inputs=inputs, attempt=1, **spec,
         )
         return RunAgent.new(payload, producer="test", workspace_id=self.workspace_id, job_id=uuid.uuid4())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys
@@ -13,17 +12,24 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import httpx
+from puras.netguard import Policy
+from puras_common.attempts import CancelWatch
 from puras_common.bus import connect_nats
+from puras_common.drive import DriveClient
 from puras_common.events import RunAgent
 from puras_common.models import catalogue
 from puras_common.payloads import PayloadStore
 from puras_common.testing import Infra
+from puras_drive.testing import run_drive
+from puras_media import MediaService
+from puras_media.testing.elevenlabs import ElevenLabsStub, elevenlabs_stub
+from puras_media.testing.fal import FalStub, fal_stub
 from puras_sandbox import python_for
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from agent_harness import ROOT, UID, Harness, LocalDeployments
-from puras_agent_runner.cancellation import Cancellations
 from puras_agent_runner.fetching import Fetcher
 from puras_agent_runner.providers import Providers
 from puras_agent_runner.runner import AgentRunner
@@ -46,38 +52,55 @@ async def web() -> AsyncIterator[WebStub]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def harness(infra: Infra, models: ModelStub, web: WebStub) -> AsyncIterator[Harness]:
+async def fal() -> AsyncIterator[FalStub]:
+    async with fal_stub() as stub:
+        yield stub
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def eleven() -> AsyncIterator[ElevenLabsStub]:
+    async with elevenlabs_stub() as stub:
+        yield stub
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def harness(infra: Infra, models: ModelStub, web: WebStub, fal: FalStub, eleven: ElevenLabsStub) -> AsyncIterator[Harness]:
     if ROOT and python_for(UID, UID) is None:
         pytest.skip("no interpreter uid 65534 can run")
     base = Path(tempfile.mkdtemp(prefix="puras-agent-test-"))
     base.chmod(0o711)
-    env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in {**models.env(), **web.env()}.items()}
-    settings = AgentRunnerSettings(
-        cache_dir=base / "runner", drive_data_dir=base / "drive", fetch_allow_private=True, max_steps=50, **env
-    )
     (base / "drive").mkdir(mode=0o711)
-    nc = await connect_nats(infra.nats_url("agent-runner"), name="agent-runner-test")
-    observer = await connect_nats(infra.nats_url(), name="agent-runner-test-observer")
-    deployments = LocalDeployments(settings.cache_dir)
-    providers = Providers(settings, catalogue())
-    fetcher = Fetcher(allow_private=True, timeout_seconds=10)
-    search = search_provider("brave", api_key=settings.search_api_key.get_secret_value(), base_url=settings.search_base_url)
-    runner = AgentRunner(
-        settings=settings, js=nc.jetstream(), deployments=deployments,
-        payloads=PayloadStore("http://127.0.0.1:9", token="unused"), providers=providers, fetcher=fetcher,
-        search=search, secrets=_Secrets(), cancellations=Cancellations(),
-    )
-    follower = asyncio.create_task(runner.cancellations.follow(nc.jetstream()))
-    try:
-        yield Harness(runner, deployments, models, web, observer, settings, base / "drive")
-    finally:
-        follower.cancel()
-        await deployments.close()
-        await providers.aclose()
-        await fetcher.aclose()
-        await nc.close()
-        await observer.close()
-        shutil.rmtree(base, ignore_errors=True)
+    providers_env = {**models.env(), **web.env(), **fal.env(), **eleven.env()}
+    env = {k.removeprefix("PURAS_AGENT_RUNNER_").removeprefix("PURAS_").lower(): v for k, v in providers_env.items()}
+    async with run_drive(infra.service_env("drive"), data_dir=str(base / "drive")) as drive, httpx.AsyncClient(timeout=60) as http:
+        settings = AgentRunnerSettings(
+            cache_dir=base / "runner", drive_url=drive.url, internal_token=drive.token, ssrf_allow="127.0.0.0/8",
+            max_steps=50, media_poll_seconds=0.01, media_poll_max_seconds=0.05, **env,
+        )
+        nc = await connect_nats(infra.nats_url("agent-runner"), name="agent-runner-test")
+        observer = await connect_nats(infra.nats_url(), name="agent-runner-test-observer")
+        deployments = LocalDeployments(settings.cache_dir)
+        providers = Providers(settings, catalogue())
+        fetcher = Fetcher(policy=Policy.parse(settings.ssrf_allow), timeout_seconds=10)
+        search = search_provider("brave", api_key=settings.search_api_key.get_secret_value(), base_url=settings.search_base_url)
+        cancels = CancelWatch(nc)
+        await cancels.start()
+        runner = AgentRunner(
+            settings=settings, js=nc.jetstream(), deployments=deployments,
+            payloads=PayloadStore(drive.url, token=drive.token, client=http), providers=providers, fetcher=fetcher,
+            search=search, secrets=_Secrets(), cancellations=cancels,
+            drive=DriveClient(drive.url, token=drive.token, client=http),
+            media=MediaService.from_settings(settings, http, producer="agent-runner"),
+        )
+        try:
+            yield Harness(runner, deployments, models, web, observer, settings, base / "drive", drive=drive, fal=fal, eleven=eleven)
+        finally:
+            await deployments.close()
+            await providers.aclose()
+            await fetcher.aclose()
+            await nc.close()
+            await observer.close()
+            shutil.rmtree(base, ignore_errors=True)
 
 
 class _Secrets:

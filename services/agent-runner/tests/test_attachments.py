@@ -26,7 +26,7 @@ async def first_message(harness: Harness, marker: str, model: str, attachments: 
 
 
 async def test_images_and_pdfs_reach_claude_as_blocks(harness: Harness, marker: str) -> None:
-    (harness.drive() / f"{marker}.png").write_bytes(PNG)
+    (harness.folder() / f"{marker}.png").write_bytes(PNG)
     text_url = harness.web.page(f"/{marker}/notes.txt", "plain notes", "text/plain")
     attachments = [
         {"base64": base64.b64encode(PNG).decode(), "media_type": "image/png"},

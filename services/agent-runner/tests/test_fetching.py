@@ -1,8 +1,10 @@
-"""The SSRF guard on the fetches the platform makes for a job."""
+"""The SSRF guard on the fetches the platform makes for a job: the agent's fetcher is the
+platform's one guard (:mod:`puras_common.ssrf`, tested in full in puras-common)."""
 
 from __future__ import annotations
 
 import pytest
+from puras.netguard import Policy
 from puras_agent_runner.fetching import BlockedAddress, Fetcher, FetchError
 from puras_agent_runner.testing.web import WebStub
 
@@ -32,9 +34,9 @@ HOSTILE = [
 
 @pytest.mark.parametrize("url", HOSTILE)
 async def test_internal_addresses_are_refused(url: str) -> None:
-    fetcher = Fetcher(allow_private=False, timeout_seconds=2)
+    fetcher = Fetcher(policy=Policy(), timeout_seconds=2)
     try:
-        with pytest.raises(BlockedAddress, match="private or internal address"):
+        with pytest.raises(BlockedAddress, match="refusing to fetch from"):
             await fetcher.get(url, max_bytes=1024)
     finally:
         await fetcher.aclose()
@@ -43,7 +45,7 @@ async def test_internal_addresses_are_refused(url: str) -> None:
 async def test_a_redirect_to_an_internal_address_is_refused(web: WebStub) -> None:
     # The stub is on loopback: trust its host name so the first hop passes and the redirect's
     # target is what the guard judges.
-    fetcher = Fetcher(allow_private=False, trusted_hosts=frozenset({"127.0.0.1"}), timeout_seconds=2)
+    fetcher = Fetcher(policy=Policy.parse("", trusted_origins=[web.base_url]), timeout_seconds=2)
     try:
         assert (await fetcher.get(web.page("/fine.txt", "fine", "text/plain"), max_bytes=1024)).body == b"fine"
         for target in ("http://169.254.169.254/", "http://localhost/", "http://[::1]/"):
@@ -55,9 +57,9 @@ async def test_a_redirect_to_an_internal_address_is_refused(web: WebStub) -> Non
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://example.com/", "ftp://example.com/x"])
 async def test_only_http_and_https_are_fetched(url: str) -> None:
-    fetcher = Fetcher()
+    fetcher = Fetcher(policy=Policy())
     try:
-        with pytest.raises(FetchError, match="only http:// and https://"):
+        with pytest.raises(FetchError, match="only http and https URLs can be fetched"):
             await fetcher.get(url, max_bytes=1024)
     finally:
         await fetcher.aclose()
@@ -65,7 +67,7 @@ async def test_only_http_and_https_are_fetched(url: str) -> None:
 
 async def test_the_checked_address_is_the_one_connected_to(web: WebStub) -> None:
     url = web.page("/pinned.txt", "pinned", "text/plain").replace("127.0.0.1", "localhost")
-    fetcher = Fetcher(allow_private=True, timeout_seconds=5)
+    fetcher = Fetcher(policy=Policy.parse("127.0.0.0/8,::1/128"), timeout_seconds=5)
     try:
         page = await fetcher.get(url, max_bytes=1024)
     finally:

@@ -52,7 +52,7 @@ async def test_hello_answers_through_set_output(harness: Harness, marker: str) -
     first = request.messages[0]["content"][0]["text"]
     assert first.startswith("What is Puras?") and json.loads(first.split("Inputs:\n", 1)[1]) == {"tone": "dry"}
     assert request.tool("set_output")["input_schema"] == {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-    assert request.tool_names == ["bash", "web_search", "image_search", "web_fetch", "file_read", "download_url", "set_output"]
+    assert request.tool_names == ["bash", "media", "web_search", "image_search", "web_fetch", "file_read", "download_url", "set_output"]
     types = [e.type for e in outcome.events]
     assert types == ["job.started", "agent.started", "step.completed", "tool.called", "tool.completed"]
     started = outcome.of("agent.started")[0]
@@ -93,7 +93,7 @@ async def test_an_invalid_set_output_goes_back_to_the_model_which_may_retry(harn
 
 async def test_set_output_ends_the_run_and_later_calls_in_the_response_are_ignored(harness: Harness, marker: str) -> None:
     deployment = harness.push(hello(marker))
-    drive = harness.drive()
+    drive = harness.folder()
     script = harness.models.script(
         Reply(tool_calls=[
             Call("set_output", {"answer": "first"}),
@@ -172,7 +172,7 @@ async def test_a_cancel_request_stops_the_loop_between_steps(harness: Harness, m
     assert outcome.terminal.payload.reason == "cancelled by request after 1 steps"
     # The tool call in flight completed; no further model call was made.
     assert [c.name for c in outcome.of("tool.completed")] == ["bash"]
-    assert (harness.drive() / marker).read_text() == "in-flight\n"
+    assert (harness.folder() / marker).read_text() == "in-flight\n"
     assert len(harness.models.requests_for(script)) == 1
 
 
@@ -180,7 +180,10 @@ async def test_a_cancel_requested_before_the_job_started_stops_it_before_any_mod
     deployment = harness.push(hello(marker))
     script = harness.models.script(Reply(text="never"), match=marker)
     command = harness.command(deployment, "hello", {"prompt": "?"})
-    harness.runner.cancellations.request(command.job_id)
+    # Asked before this runner started the job (between its claim and its start).
+    request = JobCancelRequested.new(CancelRequestedPayload(), producer="gateway", workspace_id=command.workspace_id, job_id=command.job_id)
+    await harness.nc.jetstream().publish(request.subject, request.to_json(), headers={"Nats-Msg-Id": str(request.id)})
+    await _until(lambda: command.job_id in harness.runner.cancellations._recent)
     outcome = await harness.run_command(command)
     assert outcome.status == "cancelled" and not harness.models.requests_for(script)
 

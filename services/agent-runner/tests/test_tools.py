@@ -121,7 +121,7 @@ async def test_web_fetch_defaults_to_20000_characters(harness: Harness, marker: 
 async def test_web_fetch_refuses_non_http_urls_and_binaries(harness: Harness, marker: str) -> None:
     binary = harness.web.page(f"/{marker}.zip", b"PK\x03\x04", "application/zip")
     results, _ = await call_tools(harness, marker, [Call("web_fetch", {"url": "file:///etc/passwd"}), Call("web_fetch", {"url": binary})])
-    assert "only http:// and https:// URLs can be fetched" in results[0]["text"]
+    assert "only http and https URLs can be fetched, not 'file'" in results[0]["text"]
     assert "is application/zip, not a web page; use download_url" in results[1]["text"]
 
 
@@ -156,7 +156,7 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
 
 
 async def test_file_read_gives_images_as_vision_blocks_and_text_inline(harness: Harness, marker: str) -> None:
-    drive = harness.drive()
+    drive = harness.folder()
     (drive / marker).mkdir()
     (drive / marker / "photo.png").write_bytes(PNG)
     (drive / marker / "notes.md").write_text("# Notes\nhello")
@@ -172,7 +172,7 @@ async def test_file_read_gives_images_as_vision_blocks_and_text_inline(harness: 
 
 @pytest.mark.parametrize(("count", "accepted"), [(0, False), (10, True), (11, False)])
 async def test_file_read_takes_1_to_10_paths(harness: Harness, marker: str, count: int, accepted: bool) -> None:
-    drive = harness.drive()
+    drive = harness.folder()
     (drive / f"{marker}.txt").write_text("x")
     results, _ = await call_tools(harness, marker, [Call("file_read", {"paths": [f"{marker}.txt"] * count})])
     assert ("file_read: invalid input" in results[0]["text"]) is not accepted
@@ -180,7 +180,7 @@ async def test_file_read_takes_1_to_10_paths(harness: Harness, marker: str, coun
 
 @pytest.mark.parametrize(("size", "accepted"), [(5 * 1024 * 1024, True), (5 * 1024 * 1024 + 1, False)])
 async def test_file_read_caps_files_at_5_mb(harness: Harness, marker: str, size: int, accepted: bool) -> None:
-    (harness.drive() / f"{marker}.txt").write_bytes(b"a" * size)
+    (harness.folder() / f"{marker}.txt").write_bytes(b"a" * size)
     results, _ = await call_tools(harness, marker, [Call("file_read", {"paths": [f"{marker}.txt"]})])
     text = json.dumps(results[0]["content"])
     if accepted:
@@ -190,7 +190,7 @@ async def test_file_read_caps_files_at_5_mb(harness: Harness, marker: str, size:
 
 
 async def test_file_read_refuses_pdfs_for_models_without_pdf_support_and_escapes(harness: Harness, marker: str) -> None:
-    drive = harness.drive()
+    drive = harness.folder()
     (drive / f"{marker}.pdf").write_bytes(b"%PDF-1.4\n...")
     (drive / f"{marker}.txt").write_text("fine")
     (drive / f"{marker}-link").symlink_to("/etc/passwd")
@@ -212,7 +212,7 @@ async def test_download_url_saves_into_the_drive(harness: Harness, marker: str) 
     first, second = (json.loads(r["text"]) for r in results)
     assert first["drive_path"] == f"{marker}/report.csv" and second["drive_path"] == f"{marker}/named.csv"
     assert first["bytes"] == 8 and first["content_type"] == "text/csv"
-    assert (harness.drive() / marker / "report.csv").read_text() == "a,b\n1,2\n"
+    assert (harness.folder() / marker / "report.csv").read_text() == "a,b\n1,2\n"
 
 
 @pytest.mark.parametrize(("size", "accepted"), [(50 * 1024 * 1024, True), (50 * 1024 * 1024 + 1, False)])
@@ -222,10 +222,10 @@ async def test_download_url_caps_files_at_50_mb(harness: Harness, marker: str, s
     harness.web.pages.pop(f"/big/{marker}.bin")
     if accepted:
         assert json.loads(results[0]["text"])["bytes"] == size
-        (harness.drive() / f"{marker}.bin").unlink()
+        (harness.folder() / f"{marker}.bin").unlink()
     else:
         assert "is larger than the limit of 52428800 bytes (50 MB)" in results[0]["text"]
-        assert not (harness.drive() / f"{marker}.bin").exists()
+        assert not (harness.folder() / f"{marker}.bin").exists()
 
 
 # -- the skill's own tools
@@ -272,5 +272,5 @@ async def test_a_user_tool_runs_in_the_job_workdir_with_its_schemas_enforced_bot
     assert "tool 'double' raised ValueError: seven is not allowed" in results[2]["text"]
     assert json.loads(results[3]["text"]) == {"doubled": 42} and not results[3]["is_error"]
     assert outcome.status == "succeeded"
-    workdir = (harness.drive() / marker).read_text()
+    workdir = (harness.folder() / marker).read_text()
     assert workdir.endswith(str(outcome.terminal.job_id))

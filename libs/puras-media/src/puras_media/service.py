@@ -125,7 +125,7 @@ class MediaService:
         eleven = ElevenLabs(http=http, base_url=settings.elevenlabs_base_url, api_key=settings.elevenlabs_api_key.get_secret_value())
         return cls(
             http=http, fal=fal, elevenlabs=eleven, routes=catalogue(settings.media_endpoints),
-            prices=pricebook(margin_pct) if margin_pct is not None else pricebook(),
+            prices=pricebook(margin_pct if margin_pct is not None else settings.margin_pct),
             # The provider's own file host is trusted; anything else a response points at must be public.
             policy=Policy.parse(settings.ssrf_allow, trusted_origins=[fal.origin, settings.elevenlabs_base_url]),
             producer=producer, max_output_bytes=settings.media_max_output_bytes,

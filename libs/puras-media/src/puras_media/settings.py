@@ -4,10 +4,12 @@ rest are read the same way everywhere (``PURAS_<SERVICE>_…`` still wins for on
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import ClassVar
 
+from puras_common.pricing import DEFAULT_MARGIN_PCT
 from puras_common.settings import ServiceSettings
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 
 class MediaSettings(ServiceSettings):
@@ -28,5 +30,7 @@ class MediaSettings(ServiceSettings):
     media_poll_max_seconds: float = 5.0
     media_max_output_bytes: int = 512 * 1024 * 1024
     """The largest output file the platform downloads into the drive."""
+    margin_pct: Decimal = Field(default=DEFAULT_MARGIN_PCT, ge=0)
+    """``PURAS_MARGIN_PCT``, as billing reads it: the ``billed_micros`` a call answers with."""
     ssrf_allow: str = ""
     """``PURAS_SSRF_ALLOW``: networks output downloads may reach despite the SSRF guard."""

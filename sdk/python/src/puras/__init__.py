@@ -2,7 +2,8 @@
 
 * The client, for apps: ``puras.Client`` submits jobs to deployed skills and waits for them.
 * The in-skill runtime, for code running inside a job: ``puras.secret``, ``puras.load_bytes`` /
-  ``puras.load_path`` (file inputs of any shape) and ``puras.drive`` (signed links).
+  ``puras.load_path`` (file inputs of any shape), ``puras.drive`` (signed links),
+  ``puras.media`` (media generation) and ``puras.subagent`` (child jobs).
 
 Inside a job only this package is importable from the platform, so the client (which needs
 ``httpx``) is loaded on first use rather than at import.
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from puras import drive
+from puras import drive, media, subagent
 from puras.errors import JobError, PurasAPIError, PurasError, SecretError
 from puras.inputs import InputError, load_bytes, load_path
 from puras.runtime import secret
+from puras.subagent import SubagentRunError
 
 if TYPE_CHECKING:
     from puras.client import AsyncClient, Client
@@ -28,8 +30,11 @@ __all__ = [
     "PurasAPIError",
     "PurasError",
     "SecretError",
+    "SubagentRunError",
     "drive",
     "load_bytes",
+    "media",
+    "subagent",
     "load_path",
     "secret",
 ]

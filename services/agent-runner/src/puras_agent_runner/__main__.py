@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 
 import httpx
+from puras.netguard import Policy
 from puras_common import streams, subjects
-from puras_common.attempts import AttemptClient
+from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import ConsumerSpec, WorkRunner
+from puras_common.drive import DriveClient
 from puras_common.models import catalogue
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime, run
 from puras_function_runner.prepare import Deployments
+from puras_media import MediaService
 from puras_sandbox import python_for
 
-from puras_agent_runner.cancellation import Cancellations
 from puras_agent_runner.fetching import Fetcher
 from puras_agent_runner.providers import Providers
 from puras_agent_runner.runner import AgentRunner
@@ -23,6 +25,7 @@ from puras_agent_runner.secrets import NoSecrets
 from puras_agent_runner.settings import AgentRunnerSettings
 
 WORK_CONSUMER = ConsumerSpec(streams.WORK, "agent-runner-work", (subjects.RUN_AGENT,), ack_wait_seconds=60.0)
+CHILD_WORK_CONSUMER = ConsumerSpec(streams.WORK, "agent-runner-children", (subjects.RUN_AGENT_CHILD,), ack_wait_seconds=60.0)
 
 
 async def main(settings: AgentRunnerSettings | None = None) -> None:
@@ -42,13 +45,15 @@ async def main(settings: AgentRunnerSettings | None = None) -> None:
             python=settings.job_python or python_for(uid, gid),
         )
         providers = Providers(settings, catalogue())
-        fetcher = Fetcher(allow_private=settings.fetch_allow_private, timeout_seconds=settings.fetch_timeout_seconds)
+        policy = Policy.parse(settings.ssrf_allow)
+        fetcher = Fetcher(policy=policy, timeout_seconds=settings.fetch_timeout_seconds)
         search = search_provider(
             settings.search_provider, api_key=settings.search_api_key.get_secret_value(), base_url=settings.search_base_url
         )
-        if settings.fetch_allow_private:
-            runtime.log.warning("the SSRF guard is relaxed: fetches may reach loopback and private addresses")
-        cancellations = Cancellations()
+        if settings.ssrf_allow:
+            runtime.log.warning("the SSRF guard is relaxed", allowed=settings.ssrf_allow)
+        cancellations = CancelWatch(runtime.nc)
+        await cancellations.start()
         runner = AgentRunner(
             settings=settings,
             js=runtime.js,
@@ -59,12 +64,14 @@ async def main(settings: AgentRunnerSettings | None = None) -> None:
             search=search,
             secrets=NoSecrets(),
             cancellations=cancellations,
+            drive=DriveClient(settings.drive_url, token=token, client=http),
+            media=MediaService.from_settings(settings, http, producer="agent-runner"),
             attempts=AttemptClient(runtime.nc, runner=settings.instance_id),
         )
         runtime.checks["work"] = lambda: {"ok": True, "completed": runner.completed}
-        work = WorkRunner(js=runtime.js, spec=WORK_CONSUMER, work=runner.work, concurrency=settings.concurrency)
-        runtime.spawn(cancellations.follow(runtime.js), "cancel-requests")
-        runtime.spawn(work.run(), WORK_CONSUMER.durable)
+        for spec, slots in ((WORK_CONSUMER, settings.concurrency), (CHILD_WORK_CONSUMER, settings.child_concurrency)):
+            work = WorkRunner(js=runtime.js, spec=spec, work=runner.work, concurrency=slots)
+            runtime.spawn(work.run(), spec.durable)
         try:
             await runtime.run_until_stopped()
         finally:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from puras_common.models import Model
 
 from puras_agent_runner.conversation import Content, Document, Image
-from puras_agent_runner.drive import DriveFileMissing, DrivePathError, JobDrive, normalise
+from puras_agent_runner.drive import AgentDrive, DriveFileMissing, DrivePathError, normalise
 from puras_agent_runner.fetching import Fetcher, FetchError
 from puras_agent_runner.files import (
     MAX_FILE_BYTES,
@@ -38,7 +38,7 @@ class AttachmentError(ValueError):
 
 
 async def resolve_attachments(
-    raw: Any, *, model: Model, drive: JobDrive, fetcher: Fetcher, signed_urls: bool
+    raw: Any, *, model: Model, drive: AgentDrive, fetcher: Fetcher, signed_urls: bool
 ) -> list[Content]:
     """The content blocks of ``inputs.attachments``, or AttachmentError for the first bad entry."""
     if raw is None:
@@ -56,7 +56,7 @@ async def resolve_attachments(
     return blocks
 
 
-async def _one(entry: Any, where: str, *, model: Model, drive: JobDrive, fetcher: Fetcher, signed_urls: bool) -> Content:
+async def _one(entry: Any, where: str, *, model: Model, drive: AgentDrive, fetcher: Fetcher, signed_urls: bool) -> Content:
     if not isinstance(entry, dict):
         raise AttachmentError(f"{where} must be an object with one of drive_path, url, base64")
     given = [k for k in SHAPES if k in entry]
@@ -114,7 +114,7 @@ def _fetched_type(content_type: str) -> str | None:
     return None if content_type in ("", "application/octet-stream") else content_type
 
 
-async def _drive(path: str, declared: str | None, where: str, *, model: Model, drive: JobDrive, signed_urls: bool) -> Content:
+async def _drive(path: str, declared: str | None, where: str, *, model: Model, drive: AgentDrive, signed_urls: bool) -> Content:
     rel = normalise(path)
     info = await drive.stat(rel)
     check_size(info.bytes, what=f"{where} (drive/{rel})")

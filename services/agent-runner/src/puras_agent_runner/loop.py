@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from puras_common.drive import DriveError
+from puras_common.logging import get_logger
 from puras_common.models import Model
 from puras_common.schemas import validate
 from puras_sandbox import SandboxError
@@ -38,6 +40,8 @@ from puras_agent_runner.tools import SetOutputTool, Tool, ToolContext, ToolError
 from puras_agent_runner.tools.output import NAME as SET_OUTPUT
 
 MISSING_OUTPUT = "agent finished without calling set_output"
+
+log = get_logger("puras_agent_runner.loop")
 
 
 class AgentFailure(Exception):
@@ -139,7 +143,8 @@ class AgentLoop:
         )
 
     def _final_answer(self, text: str) -> Any:
-        if SET_OUTPUT in self.tools:
+        output = self.tools.get(SET_OUTPUT)
+        if isinstance(output, SetOutputTool) and output.required:
             raise AgentFailure(MISSING_OUTPUT, reason="invalid_result", detail={"steps": self.state.steps})
         return {"text": text}
 
@@ -158,6 +163,7 @@ class AgentLoop:
         await self.journal.tool_called(step, call)
         started = self.clock()
         output = await self._dispatch(call)
+        await self._sync(call.name)
         duration_ms = int((self.clock() - started) * 1000)
         summary = output.summary if output.summary is not None else text_of(output.content)
         await self.journal.tool_completed(
@@ -168,6 +174,14 @@ class AgentLoop:
         if isinstance(tool, SetOutputTool) and not output.is_error:
             accepted = tool.output(call.input)
         return ToolResult(call.id, call.name, output.content, output.is_error), accepted
+
+    async def _sync(self, tool: str) -> None:
+        """Record (or upload) what the call wrote to the drive, naming the tool as its origin; a
+        drive that cannot be reached now is retried at the next call and at teardown."""
+        try:
+            await self.context.drive.sync(tool=tool)
+        except (DriveError, OSError) as exc:
+            log.warning("drive files written by a tool call were not saved yet", tool=tool, error=str(exc))
 
     async def _dispatch(self, call: ToolCall) -> ToolOutput:
         tool = self.tools.get(call.name)

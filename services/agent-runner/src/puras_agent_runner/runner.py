@@ -18,8 +18,9 @@ from typing import Any
 
 import orjson
 from nats.js import JetStreamContext
-from puras_common.attempts import AttemptClient
+from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import Delivery, Lease, publish
+from puras_common.drive import DriveClient
 from puras_common.envelope import Event
 from puras_common.events import (
     JobCancelled,
@@ -39,12 +40,13 @@ from puras_common.logging import bound_contextvars, get_logger
 from puras_common.payloads import PayloadStore, payload_key
 from puras_common.tokens import mint_job_token
 from puras_function_runner.prepare import Deployments, Prepared, PrepareError
+from puras_function_runner.workdrive import DriveSyncError, WorkDrives
+from puras_media import MediaService
 from puras_sandbox import Limits
 
 from puras_agent_runner.attachments import AttachmentError, resolve_attachments
-from puras_agent_runner.cancellation import Cancellations
 from puras_agent_runner.conversation import Content, Message, Text
-from puras_agent_runner.drive import LocalJobDrive
+from puras_agent_runner.drive import AgentDrive
 from puras_agent_runner.fetching import Fetcher
 from puras_agent_runner.journal import PRODUCER, Journal
 from puras_agent_runner.loop import AgentCancelled, AgentFailure, AgentLoop
@@ -85,7 +87,9 @@ class AgentRunner:
         fetcher: Fetcher,
         search: SearchProvider | None,
         secrets: SecretSource,
-        cancellations: Cancellations,
+        cancellations: CancelWatch,
+        drive: DriveClient,
+        media: MediaService | None = None,
         attempts: AttemptClient | None = None,
     ) -> None:
         self.settings = settings
@@ -97,9 +101,13 @@ class AgentRunner:
         self.search = search
         self.secrets = secrets
         self.cancellations = cancellations
+        self.drive = drive
+        self.media = media
         self.attempts = attempts  # type: ignore[assignment]
         self.work_root = deployments.cache_dir / "work"
         self.drop_privileges = os.geteuid() == 0
+        self.owner = (settings.sandbox_uid, settings.sandbox_gid) if self.drop_privileges else None
+        self.drives = WorkDrives(drive, owner=self.owner, ssrf_allow=settings.ssrf_allow)
         self.completed = 0
 
     async def work(self, delivery: Delivery, lease: Lease) -> None:
@@ -127,28 +135,24 @@ class AgentRunner:
         scheduler publishes once it accepts the attempt's outcome."""
         p = command.payload
         started_at = time.monotonic() if started_at is None else started_at
-        cancelled = self.cancellations.watch(command.job_id)  # type: ignore[arg-type]
         masker = Masker()
-        try:
-            await publish(self.js, [self._event(command, JobStarted, StartedPayload(attempt=p.attempt, runner=self.settings.instance_id))])
-            if await self.cancellations.requested_in_stream(self.js, command.job_id):  # type: ignore[arg-type]
-                cancelled.set()
-            secrets = await self.secrets.for_job(command)
-            masker = Masker(secrets)
-            result = await self._run(command, p, cancelled, started_at, secrets, masker)
-        except AgentFailure as failure:
-            return self._failed(command, failure, started_at, masker)
-        except AgentCancelled as stop:
-            payload = CancelledPayload(attempt=p.attempt, reason=f"cancelled by request after {stop.steps} steps")
-            return self._event(command, JobCancelled, payload)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("runner failed the agent job")
-            failure = AgentFailure(f"the runner failed to run the job: {type(exc).__name__}: {exc}", reason="runtime")
-            return self._failed(command, failure, started_at, masker)
-        finally:
-            self.cancellations.release(command.job_id)  # type: ignore[arg-type]
+        with self.cancellations.watch(command.job_id) as cancelled:  # type: ignore[arg-type]
+            try:
+                await publish(self.js, [self._event(command, JobStarted, StartedPayload(attempt=p.attempt, runner=self.settings.instance_id))])
+                secrets = await self.secrets.for_job(command)
+                masker = Masker(secrets)
+                result = await self._run(command, p, cancelled, started_at, secrets, masker)
+            except AgentFailure as failure:
+                return self._failed(command, failure, started_at, masker)
+            except AgentCancelled as stop:
+                payload = CancelledPayload(attempt=p.attempt, reason=f"cancelled by request after {stop.steps} steps")
+                return self._event(command, JobCancelled, payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("runner failed the agent job")
+                failure = AgentFailure(f"the runner failed to run the job: {type(exc).__name__}: {exc}", reason="runtime")
+                return self._failed(command, failure, started_at, masker)
         value, ref = result, None
         if len(orjson.dumps(result)) > self.settings.inline_payload_bytes:
             key = payload_key(command.workspace_id, command.job_id, "result")  # type: ignore[arg-type]
@@ -166,23 +170,30 @@ class AgentRunner:
         manifest = prepared.skills.get(p.skill_name)
         if manifest is None:
             raise AgentFailure(f"skill {p.skill_name!r} is not in deployment {p.deployment_id}", reason="runtime")
+        skill_dir = prepared.root / "skills" / p.skill_name
+        system, model_slug = self._instructions(p, manifest, prepared, skill_dir)
         try:
-            resolved = self.providers.resolve(manifest.get("model"))
+            resolved = self.providers.resolve(model_slug)
         except UnknownModel as exc:
             raise AgentFailure(f"skill {p.skill_name!r}: {exc}", reason="runtime") from None
-        skill_dir = prepared.root / "skills" / p.skill_name
-        system = (skill_dir / p.entrypoint).read_text(encoding="utf-8", errors="replace")
         inputs = p.inputs if p.inputs is not None else await self.payloads.get(p.inputs_ref or "")
         workdir = self.work_root / str(command.job_id)
         workdir.mkdir(mode=0o700)
+        job_drive = None
         try:
-            owner = (self.settings.sandbox_uid, self.settings.sandbox_gid) if self.drop_privileges else None
-            if owner:
-                os.chown(workdir, *owner)
-            drive = LocalJobDrive(self.settings.drive_data_dir, str(command.workspace_id), owner=owner)
-            (workdir / "drive").symlink_to(drive.ensure(), target_is_directory=True)
-            env = self._env(command, p, workdir, prepared, secrets)
+            if self.owner:
+                os.chown(workdir, *self.owner)
+            job_drive = await self.drives.attach(
+                workdir, workspace_id=command.workspace_id, job_id=command.job_id, skill_name=p.skill_name, inputs=inputs,  # type: ignore[arg-type]
+            )
+            drive = AgentDrive(job_drive, client=self.drive, workspace_id=command.workspace_id, owner=self.owner)  # type: ignore[arg-type]
+            env = {**self._env(command, p, workdir, prepared, secrets), **job_drive.env}
             deadline = started_at + p.timeout_seconds
+            journal = Journal(self.js, command, masker)
+
+            async def emit(events: list[Any]) -> None:
+                await journal.emit(*events)
+
             ctx = ToolContext(
                 job_id=str(command.job_id),
                 workspace_id=str(command.workspace_id),
@@ -197,6 +208,11 @@ class AgentRunner:
                 vision=resolved.model.vision,
                 pdf=resolved.model.pdf,
                 seconds_left=lambda: deadline - time.monotonic(),
+                media=self.media,
+                emit=emit,
+                key_id=p.key_id,
+                attempt=p.attempt,
+                cancelled=cancelled,
             )
             try:
                 attachments = await resolve_attachments(
@@ -205,8 +221,7 @@ class AgentRunner:
                 )
             except AttachmentError as exc:
                 raise AgentFailure(str(exc), reason="invalid_inputs") from None
-            tools = toolset(manifest, model=resolved.model.slug)
-            journal = Journal(self.js, command, masker)
+            tools = toolset(manifest, model=resolved.model.slug, free_output=p.subagent is not None)
             await journal.agent_started(resolved.model, list(tools), self.settings.max_steps)
             loop = AgentLoop(
                 chat=resolved.chat,
@@ -225,13 +240,35 @@ class AgentRunner:
             )
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())) as window:
-                    return await loop.run()
+                    result = await loop.run()
             except TimeoutError:
                 if window.expired():
                     raise loop.timed_out() from None
                 raise
+            try:
+                await job_drive.save()
+            except DriveSyncError as exc:
+                raise AgentFailure(str(exc), reason="runtime") from None
+            return result
         finally:
+            if job_drive is not None:
+                await job_drive.release()
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _instructions(self, p: RunPayload, manifest: dict[str, Any], prepared: Prepared, skill_dir: Path) -> tuple[str, str | None]:
+        """The system prompt and the model: the skill's own, or a subagent's (a markdown file of
+        the bundle, or an inline prompt, on the caller skill's model)."""
+        sub = p.subagent
+        if sub is None:
+            return (skill_dir / p.entrypoint).read_text(encoding="utf-8", errors="replace"), manifest.get("model")
+        if sub.kind == "prompt":
+            return sub.prompt or "", sub.model
+        root = prepared.root.resolve()
+        path = (root / (sub.path or "")).resolve()
+        if not path.is_relative_to(root) or path.suffix != ".md" or not path.is_file():
+            shown = (sub.path or "").removeprefix(f"skills/{p.skill_name}/")
+            raise AgentFailure(f"subagent file {shown!r} is not in deployment {p.deployment_id} (paths are relative to the skill's folder)", reason="invalid_inputs")
+        return path.read_text(encoding="utf-8", errors="replace"), sub.model
 
     def _limits(self, p: RunPayload) -> Limits:
         s = self.settings

@@ -5,22 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from puras_common.settings import DEVELOPMENT_SECRET, ServiceSettings
+from puras_common.settings import DEVELOPMENT_SECRET
+from puras_media.settings import MediaSettings
 from pydantic import SecretStr
 
 
-class AgentRunnerSettings(ServiceSettings):
+class AgentRunnerSettings(MediaSettings):
     service: ClassVar[str] = "agent-runner"
     secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "job_token_key")
 
     concurrency: int = 64
     """Agent jobs this process runs at once (they mostly wait on providers)."""
+    child_concurrency: int = 256
+    """Subagent jobs (``run.agent.child``) this process runs at once, on top of ``concurrency``:
+    their own pool, so a child never waits behind parents waiting for it."""
     cache_dir: Path = Path(".puras/agent-runner")
     """Prepared deployments, venvs and job workdirs."""
     deployments_url: str = "http://127.0.0.1:8081"
     drive_url: str = "http://127.0.0.1:8082"
-    drive_data_dir: Path = Path(".puras/drive")
-    """The drive's local backend root; a job's ``drive/`` is its workspace's folder under it."""
+    """The drive's internal listener: jobs' ``./drive``, origins, signed links."""
     api_base: str = "http://127.0.0.1:8080"
     """Given to bash and tools as PURAS_API_BASE, for the in-skill SDK."""
     public_url: str | None = None
@@ -63,7 +66,6 @@ class AgentRunnerSettings(ServiceSettings):
     """The search API ``web_search`` and ``image_search`` use: ``brave``."""
     search_api_key: SecretStr = SecretStr("")
     search_base_url: str = "https://api.search.brave.com/res/v1"
-    fetch_allow_private: bool = False
-    """Let web_fetch, download_url and attachment URLs reach loopback and private addresses
-    (only for trusted networks and tests; the SSRF guard refuses them otherwise)."""
     fetch_timeout_seconds: float = 60.0
+    """web_fetch, download_url and attachment URLs; the networks they may reach despite the SSRF
+    guard are ``PURAS_SSRF_ALLOW`` (:class:`MediaSettings.ssrf_allow`)."""

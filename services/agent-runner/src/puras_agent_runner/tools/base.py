@@ -7,14 +7,18 @@ its schema, and a violation goes back to the model as a tool error naming the po
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 from puras_agent_runner.conversation import Content, Text, ToolSpec
 
 if TYPE_CHECKING:
-    from puras_agent_runner.drive import JobDrive
+    from puras_media import Emit, MediaService
+
+    from puras_agent_runner.drive import AgentDrive
     from puras_agent_runner.fetching import Fetcher
     from puras_agent_runner.sandbox import JobSandbox
     from puras_agent_runner.search import SearchProvider
@@ -56,13 +60,19 @@ class ToolContext:
     env: dict[str, str]
     """The environment of bash and user tools: secrets, PURAS_*, PATH with the venv."""
     sandbox: JobSandbox
-    drive: JobDrive
+    drive: AgentDrive
     fetcher: Fetcher
     search: SearchProvider | None
     vision: bool
     pdf: bool
     seconds_left: Any = field(default=lambda: 3600.0)
     """A callable giving the wall-clock seconds the job has left."""
+    media: MediaService | None = None
+    emit: Emit | None = None
+    """Publishes a billable call's usage events in the job's order (the journal)."""
+    key_id: UUID | None = None
+    attempt: int | None = None
+    cancelled: asyncio.Event | None = None
 
 
 class Tool(Protocol):

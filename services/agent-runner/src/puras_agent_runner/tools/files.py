@@ -7,6 +7,8 @@ import re
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+from puras_common.drive import DriveError
+
 from puras_agent_runner.conversation import Content, Text, ToolSpec
 from puras_agent_runner.drive import DriveFileMissing, DrivePathError, normalise
 from puras_agent_runner.fetching import FetchError
@@ -124,8 +126,8 @@ class DownloadUrlTool:
             fetched = await ctx.fetcher.get(url, max_bytes=MAX_DOWNLOAD_BYTES)
             if folder or not rel:
                 rel = f"{rel}/{_filename(fetched.url)}" if rel else _filename(fetched.url)
-            saved = await ctx.drive.write(rel, fetched.body)
-        except (DrivePathError, FetchError) as exc:
+            saved = await ctx.drive.write(rel, fetched.body, tool="download_url")
+        except (DrivePathError, FetchError, DriveError) as exc:
             raise ToolError(str(exc)) from None
         signed = await ctx.drive.signed_url(saved.path)
         result = {

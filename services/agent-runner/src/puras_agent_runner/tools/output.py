@@ -20,7 +20,9 @@ def is_object_schema(schema: dict[str, Any]) -> bool:
 class SetOutputTool:
     """Records the job's output; calling it (validly) ends the run."""
 
-    def __init__(self, output_schema: dict[str, Any]) -> None:
+    def __init__(self, output_schema: dict[str, Any], *, required: bool = True) -> None:
+        self.required = required
+        """False for a subagent's free-form output: a run that ends without it returns its text."""
         # Providers take object schemas only: any other output is wrapped as {"output": ...}.
         self.wrapped = not is_object_schema(output_schema)
         schema = (
