@@ -10,9 +10,9 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
-import httpx
 from puras.netguard import Policy
 from puras_common.attempts import CancelWatch
 from puras_common.bus import connect_nats

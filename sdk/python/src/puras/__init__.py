@@ -33,10 +33,10 @@ __all__ = [
     "SubagentRunError",
     "drive",
     "load_bytes",
-    "media",
-    "subagent",
     "load_path",
+    "media",
     "secret",
+    "subagent",
 ]
 
 
