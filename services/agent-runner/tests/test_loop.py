@@ -54,7 +54,7 @@ async def test_hello_answers_through_set_output(harness: Harness, marker: str) -
     assert request.tool("set_output")["input_schema"] == {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     assert request.tool_names == ["bash", "media", "web_search", "image_search", "web_fetch", "file_read", "download_url", "set_output"]
     types = [e.type for e in outcome.events]
-    assert types == ["job.started", "agent.started", "step.completed", "tool.called", "tool.completed"]
+    assert types == ["job.started", "agent.started", "job.usage", "step.completed", "tool.called", "tool.completed"]
     started = outcome.of("agent.started")[0]
     assert (started.model, started.provider, started.upstream_model) == (catalogue().default, "anthropic", "claude-sonnet-4-6")
     step = outcome.of("step.completed")[0]

@@ -42,7 +42,7 @@ async def test_the_media_tool_generates_bills_and_saves_with_its_origin(harness:
     # One usage event for the call, priced as billing prices it, and its copy on the job.
     media = [u for u in outcome.usage if u.payload.kind == "media"]
     assert len(media) == 1 and pricebook().quote_usage(media[0].payload).billed_micros == 1_450_000
-    assert [e.payload.billed_micros for e in outcome.events if e.type == "job.usage"] == [1_450_000]
+    assert [e.payload.billed_micros for e in outcome.events if e.type == "job.usage" and e.payload.kind == "media"] == [1_450_000]
     assert outcome.of("tool.completed")[0].detail == {"model": "bytedance/seedance-2-fast-t2v", "drive_path": f"{marker}/dawn.mp4", "billed_micros": 1_450_000}
 
 

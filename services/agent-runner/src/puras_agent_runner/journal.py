@@ -1,5 +1,6 @@
 """What an agent job tells the bus while it runs: ``agent.started``, a ``step.completed`` and a
-``usage.recorded`` per model call, a ``tool.called`` and ``tool.completed`` per tool call.
+``usage.recorded`` per model call (with its ``job.usage`` copy for the job's history, from
+:mod:`puras_common.metering`), a ``tool.called`` and ``tool.completed`` per tool call.
 
 Events are published one call at a time and each is acknowledged before the loop goes on, so a
 job's events are in order and all of them precede its terminal event. Every text is masked and
@@ -29,7 +30,9 @@ from puras_common.events.agent import (
     ToolCompletedPayload,
 )
 from puras_common.events.usage import UsageRecordedPayload
+from puras_common.metering import usage_events
 from puras_common.models import Model
+from puras_common.pricing import Pricebook, PricingError, pricebook
 
 from puras_agent_runner.conversation import ToolCall
 from puras_agent_runner.masking import Masker, clip, clip_value
@@ -43,10 +46,11 @@ MAX_INPUT_STRING = 4096
 class Journal:
     """Publishes one agent job's events."""
 
-    def __init__(self, js: JetStreamContext, command: RunAgent, masker: Masker) -> None:
+    def __init__(self, js: JetStreamContext, command: RunAgent, masker: Masker, *, prices: Pricebook | None = None) -> None:
         self.js = js
         self.command = command
         self.masker = masker
+        self.prices = prices or pricebook()
         self.attempt = command.payload.attempt
         self.published = 0
 
@@ -72,23 +76,23 @@ class Journal:
     async def step(self, step: int, model: Model, response: ModelResponse, duration_ms: int) -> None:
         """The step's event and the usage it incurred, in one publish."""
         p = self.command.payload
-        usage = UsageRecorded.new(
-            UsageRecordedPayload(
-                job_id=self.command.job_id,
-                key_id=p.key_id,
-                attempt=self.attempt,
-                kind="llm",
-                provider=model.provider,
-                model=model.slug,
-                input_tokens=response.input_tokens,
-                output_tokens=response.output_tokens,
-                request_id=response.request_id,
-            ),
-            producer=PRODUCER,
-            workspace_id=self.command.workspace_id,
+        usage = UsageRecordedPayload(
             job_id=self.command.job_id,
-            caused_by=self.command,
+            key_id=p.key_id,
+            attempt=self.attempt,
+            kind="llm",
+            provider=model.provider,
+            model=model.slug,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            request_id=response.request_id,
         )
+        try:
+            metered, _ = usage_events(self.prices, usage, workspace_id=self.command.workspace_id, producer=PRODUCER, caused_by=self.command)  # type: ignore[arg-type]
+        except PricingError:
+            # A model the registry cannot price still had its call billed by billing's own rules
+            # (which park it visibly); the job's history then lacks the copy.
+            metered = [UsageRecorded.new(usage, producer=PRODUCER, workspace_id=self.command.workspace_id, job_id=self.command.job_id, caused_by=self.command)]
         completed = StepCompletedPayload(
             attempt=self.attempt,
             step=step,
@@ -100,7 +104,7 @@ class Journal:
             output_tokens=response.output_tokens,
             duration_ms=duration_ms,
         )
-        await self.emit(usage, self.event(StepCompleted, completed))
+        await self.emit(*metered, self.event(StepCompleted, completed))
 
     async def tool_called(self, step: int, call: ToolCall) -> None:
         shown: Any = clip_value(self.masker.value(call.input), MAX_INPUT_STRING)

@@ -38,6 +38,7 @@ from puras_common.events.jobs import (
 )
 from puras_common.logging import bound_contextvars, get_logger
 from puras_common.payloads import PayloadStore, payload_key
+from puras_common.pricing import pricebook
 from puras_common.tokens import mint_job_token
 from puras_function_runner.prepare import Deployments, Prepared, PrepareError
 from puras_function_runner.workdrive import DriveSyncError, WorkDrives
@@ -189,7 +190,7 @@ class AgentRunner:
             drive = AgentDrive(job_drive, client=self.drive, workspace_id=command.workspace_id, owner=self.owner)  # type: ignore[arg-type]
             env = {**self._env(command, p, workdir, prepared, secrets), **job_drive.env}
             deadline = started_at + p.timeout_seconds
-            journal = Journal(self.js, command, masker)
+            journal = Journal(self.js, command, masker, prices=pricebook(self.settings.margin_pct))
 
             async def emit(events: list[Any]) -> None:
                 await journal.emit(*events)
@@ -288,7 +289,9 @@ class AgentRunner:
             skillpack_id=p.skillpack_id,
             ttl_seconds=p.timeout_seconds + 300,
         )
-        bin_dirs = [str(Path(prepared.python).parent)] if prepared.site_packages else []
+        # The job's interpreter first, so `python3` in bash is the deployment's, and the `puras`
+        # package (only it) on PYTHONPATH, so bash can `import puras` (subagents, media, drive).
+        bin_dirs = [str(Path(prepared.python).parent)]
         return {
             **secrets,
             "PATH": ":".join([*bin_dirs, "/usr/local/bin", "/usr/bin", "/bin"]),
@@ -296,7 +299,7 @@ class AgentRunner:
             "TMPDIR": str(workdir),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": ":".join([str(prepared.root), str(workdir)]),
+            "PYTHONPATH": ":".join([str(prepared.root), str(workdir), str(self.deployments.runtime_dir)]),
             "PURAS_API_BASE": self.settings.api_base,
             "PURAS_JOB_TOKEN": token,
             "PURAS_JOB_ID": str(command.job_id),

@@ -142,6 +142,15 @@ class Metadata:
         )
         return {r["path"]: r["content_type"] for r in rows}
 
+    async def written_by_tools(self, workspace_id: UUID, job_id: UUID) -> dict[str, tuple[int, datetime]]:
+        """The files a tool of ``job_id`` wrote, as recorded: ``{path: (bytes, recorded at)}``."""
+        rows = await self.outbox.pool.fetch(
+            """SELECT path, bytes, updated_at FROM objects
+               WHERE workspace_id = $1 AND origin_job_id = $2 AND origin_tool IS NOT NULL AND deleted_at IS NULL""",
+            workspace_id, job_id,
+        )
+        return {r["path"]: (r["bytes"], r["updated_at"]) for r in rows}
+
     async def origin(self, workspace_id: UUID, path: str) -> Origin:
         row = await self.outbox.pool.fetchrow(
             """SELECT origin_job_id, origin_skill, origin_tool, created_at FROM objects

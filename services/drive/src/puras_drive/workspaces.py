@@ -118,6 +118,7 @@ class Drives:
         drive paths are skipped."""
         events = []
         recorded = []
+        known = await self.metadata.written_by_tools(workspace_id, origin.job_id) if origin.tool is None else {}
         for raw in raw_paths:
             try:
                 target = paths.resolve(workspace_id, raw)
@@ -125,6 +126,12 @@ class Drives:
                 continue  # a name a job may make on disk but the drive cannot serve (a backslash…)
             stored = await self.backend.stat(target.key)
             if stored is None:
+                continue
+            same = known.get(target.path)
+            if same is not None and same[0] == stored.bytes and stored.updated_at <= same[1]:
+                # Already recorded by a tool of this job (media, download_url …) and unchanged
+                # since: a tool-less report (the runner's scan) would only erase the tool.
+                recorded.append(target.path)
                 continue
             kind = _content_type(stored.content_type, target.path)
             events.append(
