@@ -160,7 +160,8 @@ async def _declared(gw: Gateway, caller: JobCaller, body: SubagentIn, common: di
         raise _invalid(exc.message.replace("skill ", "target ", 1), "/target") from None
     if address.skillpack is None:
         # A bare name is a skill of the caller's own skillpack, wherever that lives.
-        address = catalog.Address(str(caller.owner_workspace_id), caller.skillpack_slug, address.skill)
+        owner = await gw.db.fetchval("SELECT slug FROM workspaces WHERE id = $1", caller.owner_workspace_id)
+        address = catalog.Address(owner or str(caller.owner_workspace_id), caller.skillpack_slug, address.skill)
     async with gw.db.acquire() as conn:
         skill = await catalog.resolve(
             conn, caller_workspace_id=caller.workspace_id, address=address, default_skillpack=caller.skillpack_slug, version=body.version,
