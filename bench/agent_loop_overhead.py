@@ -24,39 +24,51 @@ sys.path.insert(0, str(HERE.parent / "services" / "agent-runner" / "tests"))
 
 
 async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool = False) -> None:
+    import contextlib
     import shutil
     import tempfile
 
+    import httpx
     from agent_harness import Harness, LocalDeployments
-    from puras_agent_runner.cancellation import Cancellations
     from puras_agent_runner.fetching import Fetcher
     from puras_agent_runner.providers import Providers
     from puras_agent_runner.runner import AgentRunner
     from puras_agent_runner.settings import AgentRunnerSettings
     from puras_agent_runner.testing.models import Call, Reply, model_stub
     from puras_agent_runner.testing.web import web_stub
+    from puras_common.attempts import CancelWatch
     from puras_common.bus import connect_nats
+    from puras_common.drive import DriveClient
     from puras_common.models import catalogue
     from puras_common.payloads import PayloadStore
     from puras_common.streams import ensure_streams
     from puras_common.testing.infra import start_infra
+    from puras_drive.testing import run_drive
 
-    async with start_infra() as infra, model_stub() as models, web_stub() as web:
-        base = Path(tempfile.mkdtemp(prefix="puras-agent-bench-"))
-        base.chmod(0o711)
-        (base / "drive").mkdir(mode=0o711)
-        env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in models.env().items()}
-        settings = AgentRunnerSettings(cache_dir=base / "runner", drive_data_dir=base / "drive", **env)
-        nc = await connect_nats(infra.nats_url("agent-runner"), name="bench")
+    base = Path(tempfile.mkdtemp(prefix="puras-agent-bench-"))
+    base.chmod(0o711)
+    (base / "drive").mkdir(mode=0o711)
+    async with contextlib.AsyncExitStack() as stack:
+        infra = await stack.enter_async_context(start_infra())
+        models = await stack.enter_async_context(model_stub())
+        web = await stack.enter_async_context(web_stub())
+        http = await stack.enter_async_context(httpx.AsyncClient())
         admin = await connect_nats(infra.nats_url(), name="bench-admin")
         await ensure_streams(admin.jetstream())
+        drive = await stack.enter_async_context(run_drive(infra.service_env("drive"), data_dir=str(base / "drive")))
+        env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in models.env().items()}
+        settings = AgentRunnerSettings(cache_dir=base / "runner", drive_url=drive.url, internal_token=drive.token, **env)
+        nc = await connect_nats(infra.nats_url("agent-runner"), name="bench")
         deployments = LocalDeployments(settings.cache_dir)
         providers = Providers(settings, catalogue())
+        cancels = CancelWatch(nc)
+        await cancels.start()
         runner = AgentRunner(
-            settings=settings, js=nc.jetstream(), deployments=deployments, payloads=PayloadStore("http://127.0.0.1:9", token="-"),
-            providers=providers, fetcher=Fetcher(), search=None, secrets=_NoSecrets(), cancellations=Cancellations(),
+            settings=settings, js=nc.jetstream(), deployments=deployments, payloads=PayloadStore(drive.url, token=drive.token, client=http),
+            providers=providers, fetcher=Fetcher(), search=None, secrets=_NoSecrets(), cancellations=cancels,
+            drive=DriveClient(drive.url, token=drive.token, client=http),
         )
-        harness = Harness(runner, deployments, models, web, admin, settings, base / "drive")
+        harness = Harness(runner, deployments, models, web, admin, settings, base / "drive", drive=drive)
         models.latency_seconds = latency
         results: dict[str, list[float]] = {}
         try:
@@ -79,7 +91,7 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
             await providers.aclose()
             await nc.close()
             await admin.close()
-            shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
     if as_json:
         print(json.dumps({
             "steps": steps, "runs": runs, "model_latency_ms": latency * 1000, "tool": tool,

@@ -17,7 +17,10 @@ import pytest
 import pytest_asyncio
 from puras_cli.testing import Platform, Tenant, start_platform
 from puras_common.testing import start_infra
+from puras_agent_runner.testing.models import Call, ModelStub, Reply
+from puras_agent_runner.testing.web import WebStub
 from puras_drive.testing import start_moto
+from puras_media.testing.fal import FalStub, Images
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -28,11 +31,12 @@ _spec.loader.exec_module(drive_project)  # type: ignore[union-attr]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def s3_platform() -> AsyncIterator[Platform]:
+async def s3_platform(model_provider: ModelStub, web_provider: WebStub, fal_provider: FalStub) -> AsyncIterator[Platform]:
     """A platform of its own (own NATS and PostgreSQL) whose drive keeps bytes in S3."""
     with start_moto() as moto:
         async with start_infra(role_prefix="puras_s3") as infra:
             env = {**moto.env(), "PURAS_DRIVE_BACKEND": "s3", "PURAS_DRIVE_S3_BUCKET": "puras-e2e"}
+            env |= {**model_provider.env(), **web_provider.env(), **fal_provider.env(), "PURAS_AGENT_RUNNER_SSRF_ALLOW": "127.0.0.0/8"}
             async with start_platform(infra, extra_env=env) as running:
                 yield running
 
@@ -92,3 +96,41 @@ async def test_files_not_named_in_inputs_are_fetched_on_demand(tenant: Tenant) -
     assert job["result"]["loaded"] == {"lazy/n.txt": "lazy"}
     assert (await tenant.http.get("/v1/drive/origin", params={"path": "lazy/n.txt"})).json()["job_id"] is None
     assert (await tenant.http.get("/v1/drive/origin", params={"path": "lazy/out.txt"})).json()["job_id"] == job["id"]
+
+
+async def test_an_agent_works_on_s3_reading_on_demand_and_writing_back_with_each_tool(
+    s3_platform: Platform, model_provider: ModelStub, web_provider: WebStub, fal_provider: FalStub
+) -> None:
+    marker = uuid.uuid4().hex
+    agent = await s3_platform.tenant(f"s3-agent-{marker[:6]}")
+    project = {
+        "skills/artist/skill.yaml": "entrypoint: SKILL.md\nmodel: claude/haiku-4-5\n",
+        "skills/artist/SKILL.md": f"Use the tools. {marker}\n",
+    }
+    assert (await agent.push(project)).status_code == 201
+    image = drive_project.png(4, 4)
+    await agent.http.post("/v1/drive/upload", files={"file": ("p.png", image, "image/png")}, data={"path": "in/photo.png"})
+    fal_provider.script(Images(), match=marker)
+    csv = web_provider.page(f"/{marker}/data.csv", "a,b\n", "text/csv")
+    script = model_provider.script(
+        Reply(tool_calls=[
+            Call("file_read", {"paths": ["in/photo.png"]}),  # never named in the inputs: fetched on demand
+            Call("media", {"model": "google/imagen-4", "inputs": {"prompt": marker}, "output_path": "out/art.png"}),
+            Call("bash", {"command": "mkdir -p drive/out && cat drive/out/art.png | wc -c > drive/out/size.txt"}),
+            Call("download_url", {"url": csv, "path": "out/"}),
+        ]),
+        Reply(text="done"),
+        match=marker,
+    )
+    job = await agent.run("artist", {"prompt": "go"}, timeout=60)
+    assert job["status"] == "succeeded", (job["error"], job["error_detail"])
+    for path, tool in (("out/art.png", "media"), ("out/size.txt", "bash"), ("out/data.csv", "download_url")):
+        origin = (await agent.http.get("/v1/drive/origin", params={"path": path})).json()
+        assert (origin["job_id"], origin["tool"]) == (job["id"], tool), path
+    assert (await agent.http.get("/v1/drive/origin", params={"path": "in/photo.png"})).json()["job_id"] is None
+    signed = (await agent.http.get("/v1/drive/sign", params={"path": "out/size.txt"})).json()["signed_url"]
+    async with httpx.AsyncClient() as http:
+        size = int((await http.get(signed)).text)
+    assert size > 0  # bash saw the media tool's file in ./drive
+    looked = model_provider.requests_for(script)[1].last_tool_results()[0]
+    assert "in/photo.png (image/png" in looked["text"]
