@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from puras_cli.testing import Platform, Tenant, start_platform
-from puras_common.testing import start_infra
 from puras_agent_runner.testing.models import Call, ModelStub, Reply
 from puras_agent_runner.testing.web import WebStub
+from puras_cli.testing import Platform, Tenant, start_platform
+from puras_common.testing import start_infra
 from puras_drive.testing import start_moto
 from puras_media.testing.fal import FalStub, Images
 

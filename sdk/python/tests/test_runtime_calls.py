@@ -33,9 +33,9 @@ def test_subagent_arguments_that_cannot_work_are_a_value_error(args: tuple, kwar
 
 def test_outside_a_job_the_calls_say_what_they_need(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PURAS_JOB_TOKEN", raising=False)
-    with pytest.raises(PurasError, match="puras.media runs inside a job: it needs PURAS_API_BASE and PURAS_JOB_TOKEN"):
+    with pytest.raises(PurasError, match=r"puras\.media runs inside a job: it needs PURAS_API_BASE and PURAS_JOB_TOKEN"):
         media.run("google/imagen-4", {"prompt": "x"})
-    with pytest.raises(PurasError, match="puras.subagent runs inside a job"):
+    with pytest.raises(PurasError, match=r"puras\.subagent runs inside a job"):
         subagent.run("echo", {"text": "x"})
 
 

@@ -163,7 +163,7 @@ async def _declared(gw: Gateway, caller: JobCaller, body: SubagentIn, common: di
         owner = await gw.db.fetchval("SELECT slug FROM workspaces WHERE id = $1", caller.owner_workspace_id)
         address = catalog.Address(owner or str(caller.owner_workspace_id), caller.skillpack_slug, address.skill)
     async with gw.db.acquire() as conn:
-        skill = await catalog.resolve(
+        skill = await gw.skills.resolve(
             conn, caller_workspace_id=caller.workspace_id, address=address, default_skillpack=caller.skillpack_slug, version=body.version,
         )
     if skill.input_schema is not None and (problems := validate(skill.input_schema, body.inputs, root=("inputs",))):
@@ -213,7 +213,7 @@ async def submit(gw: Gateway, caller: JobCaller, body: SubagentIn) -> JobOut:
                 "(PURAS_GATEWAY_SUBAGENT_MAX_CHILDREN)", "/target",
             )
         uow.emit(notice, submitted)  # the parent's notice first: it is on the stream before the child can run
-        await jobs.apply_event(uow.conn, submitted, seq=None)
+        await jobs.fold(uow.conn, [(submitted, None)])
     workspace = await gw.db.fetchval("SELECT slug FROM workspaces WHERE id = $1", caller.workspace_id)
     return JobOut(
         id=child_id, status=JobStatus.QUEUED, skill_name=spec.skill_name, skillpack=spec.skillpack_slug, workspace=workspace,
