@@ -41,10 +41,11 @@ async def tenant(platform: Platform) -> Tenant:
 
 
 async def settled_cost(tenant: Tenant, job_id: str, expected: int) -> dict:
-    """The job once billing's ledger shows ``expected`` as its cost."""
+    """The job once the read model has its end and billing's ledger shows ``expected`` as its cost
+    (a waiting client is answered from the terminal event, a little ahead of both)."""
     async def read() -> dict | None:
         job = (await tenant.http.get(f"/v1/jobs/{job_id}")).json()
-        return job if job["cost_micros"] == expected else None
+        return job if job["cost_micros"] == expected and job["status"] == "succeeded" else None
 
     return await eventually(read, timeout=20)
 
@@ -153,6 +154,7 @@ async def test_only_a_running_job_may_call_the_media_endpoints(platform: Platfor
         missing = await anonymous.post("/v1/media/generate", json=body)
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_key"
         done = await tenant.run("render", {"model": "openai/gpt-image-9", "inputs": {}})
+        await eventually(lambda: _in_read_model(tenant, done["id"]), timeout=10)
         token = mint_job_token(
             platform.config.credentials.job_token_key, workspace_id=uuid.UUID(tenant.id), job_id=uuid.UUID(done["id"]),
             skillpack_id=uuid.uuid4(), ttl_seconds=60,
@@ -161,3 +163,8 @@ async def test_only_a_running_job_may_call_the_media_endpoints(platform: Platfor
         assert late.status_code == 409 and "its token cannot start new work" in late.json()["error"]["message"]
         forged = await anonymous.post("/v1/media/generate", json=body, headers={"Authorization": "Bearer pjt_e30.AAAA"})
         assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_key"
+
+
+async def _in_read_model(tenant: Tenant, job_id: str) -> bool:
+    """Whether the jobs read model (which the token check reads) has the job's end."""
+    return (await tenant.http.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded"

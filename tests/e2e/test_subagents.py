@@ -173,7 +173,8 @@ async def test_a_three_level_tree_rolls_its_costs_up_to_the_root(
     # The tree, from each parent's own history: root → writer (an agent) → render.
     (writer_id,) = await children(tenant, root["id"])
     (render_id,) = await children(tenant, writer_id)
-    writer, render = await job(tenant, writer_id), await job(tenant, render_id)
+    writer = await eventually(lambda: _ended(tenant, writer_id), timeout=20)
+    render = await eventually(lambda: _ended(tenant, render_id), timeout=20)
     assert (writer["skill_name"], writer["parent_job_id"], writer["status"]) == ("writer", root["id"], "succeeded")
     assert (render["skill_name"], render["parent_job_id"], render["status"]) == ("render", writer_id, "succeeded")
     notice = next(e for e in await events(tenant, root["id"]) if e["type"] == "subagent")["payload"]
@@ -186,7 +187,7 @@ async def test_a_three_level_tree_rolls_its_costs_up_to_the_root(
 
     async def settled() -> dict[str, dict[str, Any]] | None:
         jobs = {i: await job(tenant, i) for i in expected}
-        return jobs if all(jobs[i]["cost_micros"] == c for i, c in expected.items()) else None
+        return jobs if all(jobs[i]["cost_micros"] == c and jobs[i]["status"] == "succeeded" for i, c in expected.items()) else None
 
     jobs = await eventually(settled, timeout=30)
     assert jobs[render_id]["total_cost_micros"] == 1_820_000
