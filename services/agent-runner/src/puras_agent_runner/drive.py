@@ -29,6 +29,7 @@ from uuid import UUID
 
 from puras_common.drive import DriveClient, DriveError
 from puras_function_runner.workdrive import CopiedDrive, JobDrive
+from puras_media import MediaError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_PATH_CHARS = 1024
@@ -201,8 +202,6 @@ class AgentMediaStore:
         self.drive = drive
 
     async def save(self, path: str, chunks: AsyncIterable[bytes], *, content_type: str | None) -> str:
-        from puras_media import MediaError
-
         try:
             return (await self.drive.write(path, chunks, tool="media")).path
         except DrivePathError as exc:
