@@ -194,9 +194,9 @@ async def _hold_streams(running: Running, key: str, job_ids: list[str], *, strea
 async def fill_history(running: Running, *, jobs: int, events: int) -> None:
     """Past jobs and events in every store a job touches: the gateway's and scheduler's tables
     and the JOBS stream."""
-    creds = running.config.credentials
     pg = running.engines.postgres
-    admin = await asyncpg.connect(pg.dsn(database="puras") if pg else os.environ["PURAS_DATABASE_URL"])
+    dsn = pg.dsn(database="puras") if pg else os.environ["PURAS_DATABASE_URL"]
+    admin = await asyncpg.connect(dsn)
     ws = uuid.uuid4()
     try:
         job_ids = [uuid.uuid4() for _ in range(jobs)]
@@ -218,7 +218,6 @@ async def fill_history(running: Running, *, jobs: int, events: int) -> None:
             "jobs", schema_name="scheduler", columns=["id", "workspace_id", "kind", "status", "attempt", "spec", "submitted_at"],
             records=[(j, ws, "function", "succeeded", 1, "{}", ts) for j in job_ids],
         )
-        await admin.execute("ANALYZE gateway.jobs; ANALYZE gateway.job_events; ANALYZE scheduler.jobs")
     finally:
         await admin.close()
     nc = await connect_nats(running.config.nats_urls["admin"], name="bench-history")
@@ -234,8 +233,31 @@ async def fill_history(running: Running, *, jobs: int, events: int) -> None:
             await asyncio.gather(*pending)
             pending.clear()
     await asyncio.gather(*pending)
-    await nc.close()
-    _ = creds
+    try:
+        await drained(js, "JOBS")
+    finally:
+        await nc.close()
+    # What autovacuum and the checkpointer would do after such a load, done now rather than
+    # during the measurement that follows.
+    admin = await asyncpg.connect(dsn)
+    try:
+        for table in ("gateway.jobs", "gateway.job_events", "scheduler.jobs"):
+            await admin.execute(f"VACUUM (ANALYZE) {table}")
+        await admin.execute("CHECKPOINT")
+    finally:
+        await admin.close()
+
+
+async def drained(js: Any, stream: str, *, timeout: float = 1800) -> None:
+    """Until every durable consumer of ``stream`` has processed all it was sent: the services
+    have projected the history, so the measurement after it is not racing their catch-up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        infos = await js.consumers_info(stream)
+        if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos if i.config.durable_name):
+            return
+        await asyncio.sleep(1)
+    raise TimeoutError(f"consumers of {stream} still behind after {timeout:.0f} s")
 
 
 class Redis:
