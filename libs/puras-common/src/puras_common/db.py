@@ -47,6 +47,7 @@ async def create_pool(
                 min_size=min_size,
                 max_size=max_size,
                 init=_init_connection,
+                reset=_no_session_state,
                 server_settings={"search_path": schema, "application_name": application_name},
             )
         except (OSError, asyncpg.exceptions.CannotConnectNowError) as exc:
@@ -54,6 +55,13 @@ async def create_pool(
                 raise DatabaseUnavailable(f"no database at {_redact(dsn)} after {wait_seconds:.0f}s: {exc}") from exc
             await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
             attempt += 1
+
+
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """Pooled connections carry no session state to undo: LISTEN, advisory locks and
+    migrations use connections of their own (:func:`connect`). So a release costs no round
+    trip (asyncpg's default runs ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``
+    on every one); an open transaction is still rolled back by asyncpg itself."""
 
 
 async def connect(dsn: str, *, schema: str, application_name: str) -> asyncpg.Connection:

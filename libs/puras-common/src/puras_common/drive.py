@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -24,6 +24,48 @@ class DriveError(RuntimeError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+async def request_retried(
+    client: httpx.AsyncClient, method: str, url: str, *, failure: Callable[[str], Exception], **kwargs: Any
+) -> httpx.Response:
+    """A small idempotent request to a platform listener, retried on transport errors and 5xx
+    (five attempts); the first answer below 500 is returned as it is, else ``failure(message)``
+    is raised."""
+    last = ""
+    for attempt in range(5):
+        try:
+            response = await client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            last = repr(exc)
+        else:
+            if response.status_code < 500:
+                return response
+            last = f"answered {response.status_code}"
+        await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
+    raise failure(f"{method} {url} failed after 5 attempts: {last}")
+
+
+def drive_paths_in(value: Any, *, limit: int) -> list[str]:
+    """Every ``drive_path`` string anywhere in ``value`` (``{"drive_path": …}`` objects in inputs
+    or results), in order, without repeats, at most ``limit``."""
+    found: list[str] = []
+
+    def visit(node: Any) -> None:
+        if len(found) >= limit:
+            return
+        if isinstance(node, dict):
+            path = node.get("drive_path")
+            if isinstance(path, str) and path and path not in found:
+                found.append(path)
+            for child in node.values():
+                visit(child)
+        elif isinstance(node, list):
+            for child in node:
+                visit(child)
+
+    visit(value)
+    return found
 
 
 @dataclass(frozen=True)
@@ -60,20 +102,9 @@ class DriveClient:
         return f"{self.base_url}/internal/drive/{workspace_id}/{verb}"
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        """A small idempotent request, retried on transport errors and 5xx."""
-        last: Exception | None = None
-        for attempt in range(5):
-            try:
-                response = await self.client.request(method, url, headers=self.headers, **kwargs)
-            except httpx.TransportError as exc:
-                last = exc
-            else:
-                if response.status_code < 500:
-                    _raise_for(response, method, url)
-                    return response.json()
-                last = DriveError(f"{method} {url}: drive answered {response.status_code}", status=response.status_code)
-            await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
-        raise DriveError(f"{method} {url} failed after 5 attempts: {last!r}")
+        response = await request_retried(self.client, method, url, failure=DriveError, headers=self.headers, **kwargs)
+        _raise_for(response, method, url)
+        return response.json()
 
     async def mount(self, workspace_id: UUID) -> Mount:
         body = await self._call("GET", self._url(workspace_id, "mount"))

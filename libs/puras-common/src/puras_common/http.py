@@ -103,9 +103,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ApiError(ErrorCode.INTERNAL_ERROR, "internal error; it has been logged"))
 
 
-def require_internal_token(request: Request) -> None:
+async def require_internal_token(request: Request) -> None:
     """Internal listeners accept only the platform's shared token (``app.state.internal_token``),
-    compared in constant time."""
+    compared in constant time. (A coroutine, so FastAPI does not hand it to its thread pool.)"""
     token: str = request.app.state.internal_token
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

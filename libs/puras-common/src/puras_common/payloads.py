@@ -7,14 +7,13 @@ Events carry the object's key instead (``inputs_ref`` / ``result_ref``). Keys ar
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from uuid import UUID
 
 import httpx
 import orjson
 
-from puras_common.errors import backoff
+from puras_common.drive import request_retried
 
 
 class PayloadStoreError(RuntimeError):
@@ -45,21 +44,10 @@ class PayloadStore:
 
     async def _request(self, method: str, key: str, **kwargs: Any) -> httpx.Response:
         url = f"{self.base_url}/internal/payloads/{key}"
-        last: Exception | None = None
-        for attempt in range(5):
-            try:
-                response = await self.client.request(method, url, headers=self.headers, **kwargs)
-            except httpx.TransportError as exc:
-                last = exc
-            else:
-                if response.status_code < 500:
-                    if response.status_code >= 400:
-                        raise PayloadStoreError(f"{method} {key}: drive answered {response.status_code} {response.text[:200]}")
-                    return response
-                last = PayloadStoreError(f"{method} {key}: drive answered {response.status_code}")
-
-            await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
-        raise PayloadStoreError(f"{method} {key} failed after 5 attempts: {last!r}")
+        response = await request_retried(self.client, method, url, failure=PayloadStoreError, headers=self.headers, **kwargs)
+        if response.status_code >= 400:
+            raise PayloadStoreError(f"{method} {key}: drive answered {response.status_code} {response.text[:200]}")
+        return response
 
     async def aclose(self) -> None:
         await self.client.aclose()

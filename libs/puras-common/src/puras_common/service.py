@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from puras_common import subjects
 from puras_common.access import schema_name
 from puras_common.bus import connect_nats
-from puras_common.db import create_pool
+from puras_common.db import connect, create_pool
 from puras_common.logging import configure_logging, get_logger
 from puras_common.migrate import MigrationSource, common_migrations, migrate
 from puras_common.outbox import Outbox, OutboxRelay
@@ -86,8 +86,11 @@ class ServiceRuntime:
             self.pool = await create_pool(
                 dsn, schema=self.schema, application_name=self.name, max_size=self.pool_size
             )
-            async with self.pool.acquire() as conn:
+            conn = await connect(dsn, schema=self.schema, application_name=f"{self.name}-migrate")
+            try:
                 applied = await migrate(conn, schema=self.schema, sources=[common_migrations(), self.migrations])
+            finally:
+                await conn.close()
             if applied:
                 self.log.info("migrated", applied=applied)
             self.outbox = Outbox(self.pool, schema=self.schema)

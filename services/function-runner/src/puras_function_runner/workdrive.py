@@ -28,7 +28,7 @@ from uuid import UUID
 
 from puras.drive import FETCHED_ENV, relative
 from puras.netguard import ALLOW_ENV
-from puras_common.drive import DriveClient, DriveError, Mount, Origin
+from puras_common.drive import DriveClient, DriveError, Mount, Origin, drive_paths_in
 from puras_common.logging import get_logger
 
 log = get_logger("puras_function_runner.workdrive")
@@ -37,6 +37,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 256 * 1024
 _MAX_REPORT = 5000
+MAX_PREFETCH = 1000
+"""Drive files named in a job's inputs that are fetched before it starts."""
 """Paths per origin report; a job that wrote more is reported in several."""
 _FETCHED_FILE = ".puras-drive-fetched"
 _CLOCK_REALTIME_COARSE = 5
@@ -98,27 +100,6 @@ def open_no_follow(root: Path, rel: str) -> int:
         os.close(file_fd)
         raise FileNotFoundError(rel)
     return file_fd
-
-
-def drive_paths_in(value: Any, *, limit: int = 1000) -> list[str]:
-    """Every ``{"drive_path": …}`` in a job's inputs (attachments included), at most ``limit``."""
-    found: list[str] = []
-
-    def visit(node: Any) -> None:
-        if len(found) >= limit:
-            return
-        if isinstance(node, dict):
-            path = node.get("drive_path")
-            if isinstance(path, str) and path not in found:
-                found.append(path)
-            for child in node.values():
-                visit(child)
-        elif isinstance(node, list):
-            for child in node:
-                visit(child)
-
-    visit(value)
-    return found
 
 
 class JobDrive:
@@ -320,5 +301,5 @@ class WorkDrives:
         )
         drive._own(link)
         drive._own(fetched)
-        await drive.prefetch(drive_paths_in(inputs))
+        await drive.prefetch(drive_paths_in(inputs, limit=MAX_PREFETCH))
         return drive

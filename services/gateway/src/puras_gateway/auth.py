@@ -15,7 +15,8 @@ from puras_gateway import fences, keys
 from puras_gateway.context import Gateway
 
 
-def gateway(request: Request) -> Gateway:
+async def gateway(request: Request) -> Gateway:
+    # async: FastAPI would run a plain function in its thread pool, a hand-off on every request.
     return request.app.state.gateway
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from puras_common.api import JobOut, OutputFile
-from puras_common.drive import DriveClient, DriveError
+from puras_common.drive import DriveClient, DriveError, drive_paths_in
 from puras_common.logging import get_logger
 
 from puras_gateway.context import Gateway
@@ -16,31 +16,10 @@ log = get_logger("puras_gateway.outputs")
 MAX_OUTPUTS = 200
 
 
-def drive_paths(value: Any) -> list[str]:
-    """``drive_path`` strings anywhere in ``value``, in order, without repeats."""
-    found: list[str] = []
-
-    def visit(node: Any) -> None:
-        if len(found) >= MAX_OUTPUTS:
-            return
-        if isinstance(node, dict):
-            path = node.get("drive_path")
-            if isinstance(path, str) and path and path not in found:
-                found.append(path)
-            for child in node.values():
-                visit(child)
-        elif isinstance(node, list):
-            for child in node:
-                visit(child)
-
-    visit(value)
-    return found
-
-
 async def with_outputs(gw: Gateway, job: JobOut, workspace_id: Any) -> JobOut:
     """``job`` with its outputs listed; links are ``None`` if the drive cannot be reached, so
     reading a job never fails on account of its files."""
-    paths = drive_paths(job.result)
+    paths = drive_paths_in(job.result, limit=MAX_OUTPUTS)
     if not paths:
         return job
     links: dict[str, str | None] = {}
