@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import rawhttp
 import sse_clients
 from harness import Running, rss_bytes
 from puras_common.bus import connect_nats
@@ -48,23 +49,24 @@ async def _terminal_counter(running: Running) -> tuple[Any, set[str], asyncio.Ev
 async def echo_throughput(running: Running, key: str, *, n: int, concurrency: int = 64) -> dict[str, float]:
     """N async submissions, ``concurrency`` in flight; jobs/s until all are terminal."""
     nc, done, finished, state = await _terminal_counter(running)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=running.url, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=120) as http:
-        slots = asyncio.Semaphore(concurrency)
+    body = orjson.dumps(ECHO)
+    left = iter(range(n))
 
-        async def one() -> None:
-            async with slots:
-                response = await http.post("/v1/jobs", json=ECHO)
-                response.raise_for_status()
-                state["want"].add(response.json()["id"])
+    async def submitter() -> None:
+        async with rawhttp.Connection(running.url, token=key) as http:
+            for _ in left:
+                status, answer = await http.post("/v1/jobs", body)
+                if status != 201:
+                    raise RuntimeError(f"submit answered {status}: {answer[:300]!r}")
+                state["want"].add(orjson.loads(answer)["id"])
 
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(n)))
-        submitted = time.perf_counter()
-        state["submitted"] = True
-        if state["want"] <= done:
-            finished.set()
-        await asyncio.wait_for(finished.wait(), timeout=600)
+    start = time.perf_counter()
+    await asyncio.gather(*(submitter() for _ in range(min(concurrency, n))))
+    submitted = time.perf_counter()
+    state["submitted"] = True
+    if state["want"] <= done:
+        finished.set()
+    await asyncio.wait_for(finished.wait(), timeout=600)
     await nc.close()
     total = state["last"] - start
     return {"jobs_per_s": n / total, "seconds": total, "submit_per_s": n / (submitted - start)}
@@ -73,12 +75,14 @@ async def echo_throughput(running: Running, key: str, *, n: int, concurrency: in
 async def sync_round_trip(running: Running, key: str, *, m: int) -> list[float]:
     """Sequential ``wait=true`` submissions; milliseconds each."""
     out = []
-    async with httpx.AsyncClient(base_url=running.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+    body = orjson.dumps(ECHO)
+    async with rawhttp.Connection(running.url, token=key) as http:
         for _ in range(m):
             t = time.perf_counter()
-            response = await http.post("/v1/jobs?wait=true", json=ECHO)
+            status, answer = await http.post("/v1/jobs?wait=true", body)
             out.append((time.perf_counter() - t) * 1000)
-            assert response.json()["status"] == "succeeded", response.text
+            if status != 200 or orjson.loads(answer)["status"] != "succeeded":
+                raise RuntimeError(f"sync submit answered {status}: {answer[:300]!r}")
     return out
 
 
