@@ -129,6 +129,19 @@ async def test_call_mode_arguments_are_checked(tenant: Tenant) -> None:
     assert edge.status_code == 200
 
 
+async def test_what_a_wait_answers_is_readable_straight_after(tenant: Tenant) -> None:
+    # A client told "succeeded" reads the same job, and its whole history, with its next request.
+    for _ in range(10):
+        job = await tenant.run("chatty", {"lines": 3})
+        assert job["status"] == "succeeded"
+        again = (await tenant.http.get(f"/v1/jobs/{job['id']}")).json()
+        assert (again["status"], again["result"]) == ("succeeded", job["result"])
+        page = (await tenant.http.get(f"/v1/jobs/{job['id']}/events")).json()
+        assert page["terminal"] is True and page["events"][-1]["type"] == "succeeded"
+        logged = "".join(e["payload"]["text"] + "\n" for e in page["events"] if e["type"] == "log")
+        assert logged == "line 0\nline 1\nline 2\n"
+
+
 async def test_wait_returns_the_current_row_at_timeout(tenant: Tenant) -> None:
     response = await tenant.http.post("/v1/jobs?wait=true&timeout=1", json={"skill": "sleeper", "inputs": {"marker": "x", "seconds": 3}})
     assert response.status_code == 200 and response.json()["status"] in ("queued", "running")

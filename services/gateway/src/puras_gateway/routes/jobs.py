@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 from typing import Annotated, Any
 from uuid import UUID
@@ -245,9 +246,10 @@ async def job_or_404(gw: Gateway, who: Principal, job_id: str) -> JobOut:
 async def wait_for_terminal(gw: Gateway, job_id: UUID, workspace_id: UUID, *, timeout: float) -> JobOut:
     """The job once terminal, or as it stands when ``timeout`` passes.
 
-    The answer comes from the terminal event itself, as this process's live subscription sees
-    it, so a waiting client does not also wait for the read model to be updated; the read
-    model's notification covers an event that went by before the wait began.
+    The end is seen on this process's live subscription, usually before the read model has it;
+    the answer then waits (briefly) for the read model too, so a client that reads the job or
+    its events right after is never shown less than it was told. The read model's
+    notification also covers an end that went by before the wait began.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -265,12 +267,31 @@ async def wait_for_terminal(gw: Gateway, job_id: UUID, workspace_id: UUID, *, ti
                 event = event_arrived.result().event
                 if isinstance(event, JobStarted) and job.started_at is None:
                     job = job.model_copy(update={"status": JobStatus.RUNNING, "started_at": event.occurred_at})
-                elif (ended := await terminal_from_event(gw, job, event)) is not None:
-                    return ended
+                elif isinstance(event, TERMINAL_EVENTS):
+                    projected_job = await _projected(gw, job_id, workspace_id, projected, until=deadline)
+                    return projected_job or await terminal_from_event(gw, job, event) or job
                 continue
             projected.clear()
             job = await load_job(gw, job_id, workspace_id) or job
         return job
+
+
+TERMINAL_EVENTS = (JobSucceeded, JobFailed, JobCancelled)
+
+
+async def _projected(gw: Gateway, job_id: UUID, workspace_id: UUID, projected: asyncio.Event, *, until: float) -> JobOut | None:
+    """The job as the read model has it once it shows the end (its events are in by then), or
+    None if the read model is still behind at ``until``."""
+    loop = asyncio.get_running_loop()
+    while True:
+        job = await load_job(gw, job_id, workspace_id)
+        if job is not None and job.status.terminal:
+            return job
+        if (remaining := until - loop.time()) <= 0:
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(projected.wait(), timeout=min(remaining, 1.0))
+        projected.clear()
 
 
 async def terminal_from_event(gw: Gateway, job: JobOut, event: Event) -> JobOut | None:
