@@ -225,3 +225,82 @@ async def test_poison_event_is_dead_lettered_and_the_rest_still_apply(scratch: S
         assert reasons[1].startswith("undecodable")
     finally:
         consume.cancel()
+
+
+async def test_many_concurrent_transactions_committing_out_of_order_lose_nothing(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    # Transactions take their ids early and commit late, in any order (as a busy gateway's
+    # submits do); every event still reaches the stream, once.
+    ws = uuid.uuid4()
+    n, writers = 3000, 64
+    events = iter(workspace_events(ws, n))
+    rng = __import__("random").Random(7)
+
+    async def writer() -> None:
+        for event in events:
+            async with scratch.outbox.transaction() as uow:
+                await uow.conn.execute("SELECT pg_current_xact_id()")
+                await asyncio.sleep(rng.random() * 0.01)
+                uow.emit(event)
+
+    async with running(OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)):
+        await asyncio.gather(*(writer() for _ in range(writers)))
+        seen = await stream_slugs(js, ws, n, timeout=60)
+    assert len(seen) == len(set(seen)) and set(seen) == {f"s{i}" for i in range(n)}
+
+
+async def _burn_xids_to_just_below_a_power_of_ten(conn: asyncpg.Connection) -> None:
+    """Consume transaction ids until the next one is a little below 10**k (a subtransaction
+    that writes takes one id, so one statement can burn thousands; the last few go singly)."""
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS burner (x int)")
+    current = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
+    boundary = 10 ** len(str(current))
+    if boundary - current > 12:
+        assert boundary - current < 2_000_000, "this cluster's ids are too far from the next power of ten"
+        await conn.execute(
+            f"""DO $$ BEGIN FOR i IN 1..{boundary - current - 12} LOOP
+                    BEGIN INSERT INTO burner VALUES (1); EXCEPTION WHEN others THEN NULL; END;
+                END LOOP; END $$"""
+        )
+    while int(await conn.fetchval("SELECT pg_current_xact_id()::text")) < boundary - 3:
+        pass
+
+
+async def test_the_cursor_survives_transaction_ids_gaining_a_digit(scratch: Scratch, js: JetStreamContext) -> None:
+    # Ids 99…9 and 100…0 must be ordered as numbers, not as text ("1000" < "999"): a relay
+    # that published the newer row first would move its cursor past the older one for good.
+    ws = uuid.uuid4()
+    old, new1, held, new2 = workspace_events(ws, 4)
+    admin = await asyncpg.connect(scratch.dsn)
+    try:
+        await _burn_xids_to_just_below_a_power_of_ten(admin)
+    finally:
+        await admin.close()
+    async with scratch.outbox.transaction() as uow:  # an id just below the boundary
+        uow.emit(old)
+    async with scratch.pool.acquire() as conn:
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS burner (x int)")
+        for _ in range(5):  # step over the boundary
+            await conn.execute("INSERT INTO burner VALUES (1)")
+    async with scratch.outbox.transaction() as uow:
+        uow.emit(new1)
+    ids = await scratch.pool.fetch("SELECT tx_id::text AS t FROM outbox ORDER BY seq")
+    assert len(ids[0]["t"]) < len(ids[1]["t"]), ids  # the two rows straddle 10**k
+    # A transaction still open between two committed ones: rows after it are not final yet.
+    blocker = await scratch.pool.acquire()
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT pg_current_xact_id()")
+        async with scratch.outbox.transaction() as uow:
+            uow.emit(new2)
+        async with running(OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)):
+            await asyncio.sleep(0.5)  # the relay publishes what is final
+            await scratch.outbox.write(blocker, [held])
+            await tx.commit()
+            scratch.outbox.committed.set()
+            seen = await stream_slugs(js, ws, 4, timeout=10)
+    finally:
+        await scratch.pool.release(blocker)
+    assert sorted(seen) == ["s0", "s1", "s2", "s3"]

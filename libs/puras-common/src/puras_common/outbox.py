@@ -89,12 +89,14 @@ class Outbox:
         )
 
 
+# ORDER BY names the table's columns: a bare ``tx_id`` would be the text alias of the select
+# list, and "10000" sorts before "9999", which would move the cursor past rows not yet published.
 _FETCH = """
 SELECT seq, tx_id::text AS tx_id, event_id, subject, body::text AS body,
        tx_id < pg_snapshot_xmin(pg_current_snapshot()) AS final
 FROM outbox
-WHERE (tx_id, seq) > ($1::text::xid8, $2)
-ORDER BY tx_id, seq
+WHERE (outbox.tx_id, outbox.seq) > ($1::text::xid8, $2)
+ORDER BY outbox.tx_id, outbox.seq
 LIMIT $3
 """
 
@@ -126,6 +128,7 @@ class OutboxRelay:
         self.ack_timeout = ack_timeout
         self.name = f"{outbox.schema}-relay"
         self.published = 0
+        self.duplicates = 0
         self._cursor: tuple[str, int] = ("0", 0)
         self._unpersisted = 0
         self.leader = asyncio.Event()
@@ -208,6 +211,7 @@ class OutboxRelay:
             ]
             failed_at, error = await publish_acks(futures, timeout=self.ack_timeout)
             if failed_at is None:
+                self._note_duplicates(batch, futures)
                 return
             row = batch[failed_at]
             delay = backoff(attempt, base=0.05, cap=2.0)
@@ -222,6 +226,21 @@ class OutboxRelay:
             start += failed_at
             attempt += 1
             await asyncio.sleep(delay)
+
+    def _note_duplicates(self, rows: list[Any], futures: list[asyncio.Future[Any]]) -> None:
+        """JetStream answers ``duplicate`` for an event id it already holds. That is expected
+        after a takeover replays from the persisted cursor; at any other time it means a row's
+        event was not stored by this publish, so it is logged with the rows it concerns."""
+        duplicates = [row for row, future in zip(rows, futures, strict=True) if getattr(future.result(), "duplicate", False)]
+        if duplicates:
+            self.duplicates += len(duplicates)
+            log.warning(
+                "outbox rows acknowledged as duplicates",
+                relay=self.name,
+                count=len(duplicates),
+                first_seq=duplicates[0]["seq"],
+                first_event_id=str(duplicates[0]["event_id"]),
+            )
 
     async def _persist(self, conn: asyncpg.Connection) -> None:
         if not self._unpersisted:
