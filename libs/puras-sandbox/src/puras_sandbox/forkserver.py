@@ -119,6 +119,8 @@ class Child:
         self._closed: list[asyncio.Future[None]] = [loop.create_future() for _ in range(3)]
         self._result = _Collector(self._closed[2], server.max_result_bytes)
         self._transports: list[asyncio.BaseTransport] = []
+        self._wrapped = 0
+        """Read ends handed to a file object so far: those are closed by it, never by number."""
         self._outcome: Outcome | None = None
 
     def __repr__(self) -> str:
@@ -134,7 +136,15 @@ class Child:
         for fd, proto in specs:
             # wrapping an fd we already hold does not touch the filesystem
             pipe = open(fd, "rb", buffering=0, closefd=True)
-            transport, _ = await loop.connect_read_pipe(lambda p=proto: p, pipe)
+            self._wrapped += 1
+            try:
+                transport, _ = await loop.connect_read_pipe(lambda p=proto: p, pipe)
+            except BaseException:
+                # Closed here, once; closing it again by number would close whatever fd
+                # the process has opened under that number since.
+                with contextlib.suppress(OSError):
+                    pipe.close()
+                raise
             self._transports.append(transport)
 
     def _set_exit(self, exit_code: int | None, sig: int | None) -> None:
@@ -449,7 +459,7 @@ class ForkServer:
             await child._connect(*read_ends)
             await fut
         except BaseException:
-            for fd in read_ends[len(child._transports):]:
+            for fd in read_ends[child._wrapped:]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             child._close_transports()

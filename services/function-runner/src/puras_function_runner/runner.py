@@ -307,7 +307,8 @@ class FunctionRunner:
             if drive is not None:
                 await drive.release()
             # Removing the directory is nobody's wait: a thread does it while the result travels.
-            asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
+            removal = asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
+            removal.add_done_callback(_report_removal)
 
     async def _wait(self, child: Child, attempt: Attempt) -> Outcome:
         """The child's outcome; TimeoutError past the job's timeout, JobCancelledError on cancel."""
@@ -410,3 +411,9 @@ def _storable(value: Any) -> Any:
     if isinstance(value, dict):
         return {_storable(k): _storable(v) for k, v in value.items()}
     return value
+
+
+def _report_removal(removal: asyncio.Future[None]) -> None:
+    """A job's workdir removal runs in a thread nobody awaits: its failure is logged here."""
+    if not removal.cancelled() and (exc := removal.exception()) is not None:
+        log.warning("a job's workdir could not be removed", error=repr(exc))
