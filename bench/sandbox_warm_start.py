@@ -154,7 +154,7 @@ async def run_mode(bench: Bench, *, sandboxed: bool, runs: int,
     try:
         first = servers[0]
         result: dict[str, Any] = {
-            "python": first.python, "uid": first.uid, "prefork": prefork,
+            "python": _shown(first.python), "uid": first.uid, "prefork": prefork,
             "back_to_back": await bench.latency(first, runs),
             # jobs that arrive with a little idle time in between (the usual case)
             "spaced_2ms": await bench.latency(first, runs, pause=0.002),
@@ -215,5 +215,16 @@ async def main() -> int:
     return 0
 
 
+def _shown(path: str) -> str:
+    """An interpreter path as the report shows it: relative to the checkout when inside it, so
+    results name no machine's directories."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
 if __name__ == "__main__":
     sys.exit(asyncio.run(main()))
+

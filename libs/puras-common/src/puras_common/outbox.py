@@ -128,7 +128,6 @@ class OutboxRelay:
         self.ack_timeout = ack_timeout
         self.name = f"{outbox.schema}-relay"
         self.published = 0
-        self.duplicates = 0
         self._cursor: tuple[str, int] = ("0", 0)
         self._unpersisted = 0
         self.leader = asyncio.Event()
@@ -233,7 +232,6 @@ class OutboxRelay:
         event was not stored by this publish, so it is logged with the rows it concerns."""
         duplicates = [row for row, future in zip(rows, futures, strict=True) if getattr(future.result(), "duplicate", False)]
         if duplicates:
-            self.duplicates += len(duplicates)
             log.warning(
                 "outbox rows acknowledged as duplicates",
                 relay=self.name,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 from typing import Annotated, Any
 from uuid import UUID
@@ -33,7 +32,7 @@ from puras_common.events import (
     JobSubmitted,
     JobSucceeded,
 )
-from puras_common.events.jobs import CancelRequestedPayload
+from puras_common.events.jobs import TERMINAL_TYPES, CancelRequestedPayload
 from puras_common.ids import new_id, parse_id
 from puras_common.payloads import payload_key
 from puras_common.schemas import validate
@@ -267,8 +266,11 @@ async def wait_for_terminal(gw: Gateway, job_id: UUID, workspace_id: UUID, *, ti
                 event = event_arrived.result().event
                 if isinstance(event, JobStarted) and job.started_at is None:
                     job = job.model_copy(update={"status": JobStatus.RUNNING, "started_at": event.occurred_at})
-                elif isinstance(event, TERMINAL_EVENTS):
-                    projected_job = await _projected(gw, job_id, workspace_id, projected, until=deadline)
+                elif event.type in TERMINAL_TYPES:
+                    projected_job = await gw.notifier.wait_until(
+                        JOBS_CHANNEL, str(job_id), lambda: _ended_in_read_model(gw, job_id, workspace_id),
+                        timeout=max(0.0, deadline - loop.time()),
+                    )
                     return projected_job or await terminal_from_event(gw, job, event) or job
                 continue
             projected.clear()
@@ -276,22 +278,10 @@ async def wait_for_terminal(gw: Gateway, job_id: UUID, workspace_id: UUID, *, ti
         return job
 
 
-TERMINAL_EVENTS = (JobSucceeded, JobFailed, JobCancelled)
-
-
-async def _projected(gw: Gateway, job_id: UUID, workspace_id: UUID, projected: asyncio.Event, *, until: float) -> JobOut | None:
-    """The job as the read model has it once it shows the end (its events are in by then), or
-    None if the read model is still behind at ``until``."""
-    loop = asyncio.get_running_loop()
-    while True:
-        job = await load_job(gw, job_id, workspace_id)
-        if job is not None and job.status.terminal:
-            return job
-        if (remaining := until - loop.time()) <= 0:
-            return None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(projected.wait(), timeout=min(remaining, 1.0))
-        projected.clear()
+async def _ended_in_read_model(gw: Gateway, job_id: UUID, workspace_id: UUID) -> JobOut | None:
+    """The job as the read model has it, once that shows its end (its events are in by then)."""
+    job = await load_job(gw, job_id, workspace_id)
+    return job if job is not None and job.status.terminal else None
 
 
 async def terminal_from_event(gw: Gateway, job: JobOut, event: Event) -> JobOut | None:
