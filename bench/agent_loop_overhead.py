@@ -34,16 +34,17 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
     from puras_agent_runner.providers import Providers
     from puras_agent_runner.runner import AgentRunner
     from puras_agent_runner.settings import AgentRunnerSettings
-    from puras_agent_runner.testing.models import Call, Reply, model_stub
-    from puras_agent_runner.testing.web import web_stub
+    from puras_common.access import inbox_prefix
     from puras_common.attempts import CancelWatch
     from puras_common.bus import connect_nats
+    from puras_common.consumers import provision_bus
     from puras_common.drive import DriveClient
-    from puras_common.models import catalogue
     from puras_common.payloads import PayloadStore
-    from puras_common.streams import ensure_streams
-    from puras_common.testing.infra import start_infra
-    from puras_drive.testing import run_drive
+    from puras_pricing.models import catalogue
+    from puras_testing.drive import run_drive
+    from puras_testing.infra import start_infra
+    from puras_testing.models import Call, Reply, model_stub
+    from puras_testing.web import web_stub
 
     base = Path(tempfile.mkdtemp(prefix="puras-agent-bench-"))
     base.chmod(0o711)
@@ -54,32 +55,53 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
         web = await stack.enter_async_context(web_stub())
         http = await stack.enter_async_context(httpx.AsyncClient())
         admin = await connect_nats(infra.nats_url(), name="bench-admin")
-        await ensure_streams(admin.jetstream())
-        drive = await stack.enter_async_context(run_drive(infra.service_env("drive"), data_dir=str(base / "drive")))
+        await provision_bus(admin.jetstream())
+        drive = await stack.enter_async_context(
+            run_drive(infra.service_env("drive"), data_dir=str(base / "drive"))
+        )
         env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in models.env().items()}
-        settings = AgentRunnerSettings(cache_dir=base / "runner", drive_url=drive.url, internal_token=drive.token, **env)
-        nc = await connect_nats(infra.nats_url("agent-runner"), name="bench")
+        settings = AgentRunnerSettings(
+            cache_dir=base / "runner", drive_url=drive.url, internal_token=drive.token, **env
+        )
+        nc = await connect_nats(
+            infra.nats_url("agent-runner"), name="bench", inbox_prefix=inbox_prefix("agent-runner")
+        )
         deployments = LocalDeployments(settings.cache_dir)
         providers = Providers(settings, catalogue())
         cancels = CancelWatch(nc)
         await cancels.start()
         runner = AgentRunner(
-            settings=settings, js=nc.jetstream(), deployments=deployments, payloads=PayloadStore(drive.url, token=drive.token, client=http),
-            providers=providers, fetcher=Fetcher(), search=None, secrets=_NoSecrets(), cancellations=cancels,
+            settings=settings,
+            js=nc.jetstream(),
+            deployments=deployments,
+            payloads=PayloadStore(drive.url, token=drive.token, client=http),
+            providers=providers,
+            fetcher=Fetcher(),
+            search=None,
+            secrets=_NoSecrets(),
+            cancellations=cancels,
             drive=DriveClient(drive.url, token=drive.token, client=http),
         )
-        harness = Harness(runner, deployments, models, web, admin, settings, base / "drive", drive=drive)
+        harness = Harness(
+            runner, deployments, models, web, admin, settings, base / "drive", drive=drive
+        )
         models.latency_seconds = latency
         results: dict[str, list[float]] = {}
         try:
             for model in ("claude/sonnet-4-7", "gpt/4o"):
-                deployment = harness.push({
-                    "skills/b/skill.yaml": f"entrypoint: SKILL.md\nmodel: {model}\noutput_schema: {{type: object}}\n",
-                    "skills/b/SKILL.md": f"bench {model}",
-                })
+                deployment = harness.push(
+                    {
+                        "skills/b/skill.yaml": f"entrypoint: SKILL.md\nmodel: {model}\noutput_schema: {{type: object}}\n",
+                        "skills/b/SKILL.md": f"bench {model}",
+                    }
+                )
                 turn = Reply(tool_calls=[Call(tool, {"command": "true"} if tool == "bash" else {})])
                 for run in range(runs + 1):
-                    models.script(*[turn] * (steps - 1), Reply(tool_calls=[Call("set_output", {"ok": True})]), match=f"bench {model}")
+                    models.script(
+                        *[turn] * (steps - 1),
+                        Reply(tool_calls=[Call("set_output", {"ok": True})]),
+                        match=f"bench {model}",
+                    )
                     t0 = time.perf_counter()
                     outcome = await harness.run(deployment, "b", {"prompt": "go"})
                     elapsed = time.perf_counter() - t0
@@ -93,14 +115,27 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
             await admin.close()
     shutil.rmtree(base, ignore_errors=True)
     if as_json:
-        print(json.dumps({
-            "steps": steps, "runs": runs, "model_latency_ms": latency * 1000, "tool": tool,
-            "overhead_ms_per_step": {model: sorted(values) for model, values in results.items()},
-        }))
+        print(
+            json.dumps(
+                {
+                    "steps": steps,
+                    "runs": runs,
+                    "model_latency_ms": latency * 1000,
+                    "tool": tool,
+                    "overhead_ms_per_step": {
+                        model: sorted(values) for model, values in results.items()
+                    },
+                }
+            )
+        )
         return
-    print(f"loop overhead per step beyond {latency * 1000:.0f} ms of model latency ({steps} steps, {tool} each step, {runs} runs):")
+    print(
+        f"loop overhead per step beyond {latency * 1000:.0f} ms of model latency ({steps} steps, {tool} each step, {runs} runs):"
+    )
     for model, values in results.items():
-        print(f"  {model:20s} median {statistics.median(values):6.2f} ms   min {min(values):6.2f} ms   max {max(values):6.2f} ms")
+        print(
+            f"  {model:20s} median {statistics.median(values):6.2f} ms   min {min(values):6.2f} ms   max {max(values):6.2f} ms"
+        )
 
 
 class _NoSecrets:
@@ -113,7 +148,11 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--tool", default="bash", help="the tool called each step: bash, or set_output-free 'web_search'")
+    parser.add_argument(
+        "--tool",
+        default="bash",
+        help="the tool called each step: bash, or set_output-free 'web_search'",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     asyncio.run(main(args.steps, args.runs, args.latency, args.tool, args.json))

@@ -28,14 +28,41 @@ import asyncpg
 from puras_common.bus import connect_nats, publish
 from puras_common.events import UsageRecorded, UsageRecordedPayload
 from puras_common.streams import ensure_streams
-from puras_common.testing import start_infra
+from puras_testing import start_infra
 
 CALLS: list[dict[str, Any]] = [
-    {"kind": "llm", "provider": "anthropic", "model": "claude/sonnet-4-7", "input_tokens": 3_200, "output_tokens": 410},
-    {"kind": "llm", "provider": "openai", "model": "gpt/5-mini", "input_tokens": 900, "output_tokens": 120},
-    {"kind": "media", "provider": "fal", "model": "bytedance/seedance-2-t2v", "inputs": {"duration": "5"}},
-    {"kind": "media", "provider": "fal", "model": "openai/gpt-image-2", "inputs": {"quality": "medium", "size": "1024x1024"}},
-    {"kind": "media", "provider": "fal", "model": "kuaishou/kling-v3-t2v", "inputs": {"duration": "10"}},
+    {
+        "kind": "llm",
+        "provider": "anthropic",
+        "model": "claude/sonnet-4-7",
+        "input_tokens": 3_200,
+        "output_tokens": 410,
+    },
+    {
+        "kind": "llm",
+        "provider": "openai",
+        "model": "gpt/5-mini",
+        "input_tokens": 900,
+        "output_tokens": 120,
+    },
+    {
+        "kind": "media",
+        "provider": "fal",
+        "model": "bytedance/seedance-2-t2v",
+        "inputs": {"duration": "5"},
+    },
+    {
+        "kind": "media",
+        "provider": "fal",
+        "model": "openai/gpt-image-2",
+        "inputs": {"quality": "medium", "size": "1024x1024"},
+    },
+    {
+        "kind": "media",
+        "provider": "fal",
+        "model": "kuaishou/kling-v3-t2v",
+        "inputs": {"duration": "10"},
+    },
 ]
 
 
@@ -54,7 +81,10 @@ def usage_events(n: int, workspaces: list[uuid.UUID]) -> list[UsageRecorded]:
 
 async def start_billing(env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "puras_billing", env={**os.environ, **env, "PURAS_LOG_LEVEL": "WARNING"},
+        sys.executable,
+        "-m",
+        "puras_billing",
+        env={**os.environ, **env, "PURAS_LOG_LEVEL": "WARNING"},
     )
 
 
@@ -69,12 +99,15 @@ async def wait_for(probe: Any, *, timeout: float, what: str, interval: float = 0
 
 
 async def charged(db: asyncpg.Connection, workspaces: list[uuid.UUID]) -> int:
-    return await db.fetchval("SELECT count(*) FROM billing.usage WHERE workspace_id = ANY($1)", workspaces)
+    return await db.fetchval(
+        "SELECT count(*) FROM billing.usage WHERE workspace_id = ANY($1)", workspaces
+    )
 
 
 async def consistent(db: asyncpg.Connection, workspaces: list[uuid.UUID], n: int) -> None:
     entries = await db.fetchval(
-        "SELECT count(*) FROM billing.ledger WHERE workspace_id = ANY($1) AND kind = 'charge'", workspaces
+        "SELECT count(*) FROM billing.ledger WHERE workspace_id = ANY($1) AND kind = 'charge'",
+        workspaces,
     )
     mismatched = await db.fetchval(
         """SELECT count(*) FROM billing.balances b WHERE b.workspace_id = ANY($1) AND b.balance_micros <>
@@ -85,7 +118,9 @@ async def consistent(db: asyncpg.Connection, workspaces: list[uuid.UUID], n: int
     assert mismatched == 0, f"{mismatched} balances differ from the sum of their entries"
 
 
-async def run_once(infra: Any, js: Any, db: asyncpg.Connection, *, n: int, workspaces: int, backlog: bool) -> dict[str, Any]:
+async def run_once(
+    infra: Any, js: Any, db: asyncpg.Connection, *, n: int, workspaces: int, backlog: bool
+) -> dict[str, Any]:
     ws = [uuid.uuid4() for _ in range(workspaces)]
     events = usage_events(n, ws)
     billing = None if backlog else await start_billing(infra.service_env("billing"))
@@ -100,7 +135,9 @@ async def run_once(infra: Any, js: Any, db: asyncpg.Connection, *, n: int, works
             billing = await start_billing(infra.service_env("billing"))
             await wait_for(lambda: consumer_ready(js), timeout=60, what="billing to start")
             t0 = await wait_for(lambda: _any(db, ws), timeout=60, what="the first charge")
-        done = await wait_for(lambda: _all(db, ws, n), timeout=600, what=f"{n} charges", interval=0.05)
+        done = await wait_for(
+            lambda: _all(db, ws, n), timeout=600, what=f"{n} charges", interval=0.05
+        )
         await consistent(db, ws, n)
     finally:
         if billing is not None:
@@ -126,7 +163,11 @@ async def consumer_ready(js: Any) -> bool:
 
 
 async def _any(db: asyncpg.Connection, ws: list[uuid.UUID]) -> bool:
-    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM billing.usage WHERE workspace_id = ANY($1))", ws))
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM billing.usage WHERE workspace_id = ANY($1))", ws
+        )
+    )
 
 
 async def _all(db: asyncpg.Connection, ws: list[uuid.UUID], n: int) -> bool:
@@ -146,8 +187,12 @@ async def main() -> None:
             js = nc.jetstream()
             await ensure_streams(js)
             results = [
-                await run_once(infra, js, db, n=args.events, workspaces=args.workspaces, backlog=False),
-                await run_once(infra, js, db, n=args.events, workspaces=args.workspaces, backlog=True),
+                await run_once(
+                    infra, js, db, n=args.events, workspaces=args.workspaces, backlog=False
+                ),
+                await run_once(
+                    infra, js, db, n=args.events, workspaces=args.workspaces, backlog=True
+                ),
                 await run_once(infra, js, db, n=args.events, workspaces=1, backlog=True),
             ]
         finally:
@@ -158,8 +203,10 @@ async def main() -> None:
         return
     for r in results:
         extra = f", published in {r['publish_s']} s" if r["publish_s"] is not None else ""
-        print(f"{r['mode']:>7}: {r['events']} usage events over {r['workspaces']} workspaces charged in "
-              f"{r['seconds']} s = {r['events_per_s']}/s{extra}")
+        print(
+            f"{r['mode']:>7}: {r['events']} usage events over {r['workspaces']} workspaces charged in "
+            f"{r['seconds']} s = {r['events_per_s']}/s{extra}"
+        )
 
 
 if __name__ == "__main__":

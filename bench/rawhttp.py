@@ -39,7 +39,8 @@ class Connection:
         assert self.reader is not None and self.writer is not None
         self.writer.write(
             f"POST {path} HTTP/1.1\r\n{self._head}Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
         )
         status_line = await self.reader.readline()
         if not status_line:

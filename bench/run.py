@@ -23,8 +23,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads
 from harness import machine, platform, summary
 
-FULL = {"n": 2000, "m": 300, "repeats": 3, "delivery": 500, "levels": [1000, 5000, 10000, 19000], "history": (100_000, 1_000_000)}
-QUICK = {"n": 400, "m": 100, "repeats": 2, "delivery": 200, "levels": [500, 2000], "history": (10_000, 100_000)}
+FULL = {
+    "n": 2000,
+    "m": 300,
+    "repeats": 3,
+    "delivery": 500,
+    "levels": [1000, 5000, 10000, 19000],
+    "history": (100_000, 1_000_000),
+}
+QUICK = {
+    "n": 400,
+    "m": 100,
+    "repeats": 2,
+    "delivery": 200,
+    "levels": [500, 2000],
+    "history": (10_000, 100_000),
+}
 TARGETS = {
     "throughput_vs_celery_subprocess": ("≥", 5.0),
     "sync_p50_vs_celery_subprocess": ("≤", 0.5),
@@ -43,14 +57,26 @@ async def measure_puras(p: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     async with platform(log_path=log_dir / "platform.log") as running:
         key = await running.workspace("bench")
         await running.push(key, Path(__file__).parent / "projects" / "echo")
-        await workloads.sync_round_trip(running, key, m=20)  # warm: deployment prepared, fork server up
+        await workloads.sync_round_trip(
+            running, key, m=20
+        )  # warm: deployment prepared, fork server up
         say("echo throughput")
-        runs = [await workloads.echo_throughput(running, key, n=p["n"]) for _ in range(p["repeats"])]
-        out["echo_throughput"] = {**summary([r["jobs_per_s"] for r in runs]), "n": p["n"], "runs_detail": runs}
+        runs = [
+            await workloads.echo_throughput(running, key, n=p["n"]) for _ in range(p["repeats"])
+        ]
+        out["echo_throughput"] = {
+            **summary([r["jobs_per_s"] for r in runs]),
+            "n": p["n"],
+            "runs_detail": runs,
+        }
         say("sync round trip")
         out["sync_round_trip_ms"] = summary(await workloads.sync_round_trip(running, key, m=p["m"]))
+        say("echo throughput with two function-runner replicas")
+        out["echo_throughput_two_runners"] = await two_runner_throughput(running, key, p)
         say("publish → SSE")
-        out["publish_to_sse_ms"] = summary(await workloads.event_delivery(running, samples=p["delivery"]))
+        out["publish_to_sse_ms"] = summary(
+            await workloads.event_delivery(running, samples=p["delivery"])
+        )
         levels = []
         for streams in p["levels"]:
             say(f"SSE capacity: {streams} streams")
@@ -60,6 +86,20 @@ async def measure_puras(p: dict[str, Any], log_dir: Path) -> dict[str, Any]:
         out["sse_capacity"] = levels
         out["history"] = await measure_history(running, key, p)
     return out
+
+
+async def two_runner_throughput(running: Any, key: str, p: dict[str, Any]) -> dict[str, Any]:
+    """The echo workload again with a second function-runner process (the scale-out step a
+    deployment takes); the replica stops afterwards, so later workloads compare as before."""
+    await running.add_replica("function-runner", "function-runner-2")
+    try:
+        await workloads.sync_round_trip(running, key, m=20)  # the replica warms its fork server
+        runs = [
+            await workloads.echo_throughput(running, key, n=p["n"]) for _ in range(p["repeats"])
+        ]
+    finally:
+        await running.supervisor.pause("function-runner-2")
+    return {**summary([r["jobs_per_s"] for r in runs]), "n": p["n"], "runs_detail": runs}
 
 
 async def measure_history(running: Any, key: str, p: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +112,15 @@ async def measure_history(running: Any, key: str, p: dict[str, Any]) -> dict[str
     await workloads.fill_history(running, jobs=jobs, events=events)
     filled = time.perf_counter() - t
     after = summary(await workloads.sync_round_trip(running, key, m=p["m"]))
-    return {"jobs": jobs, "events": events, "fill_seconds": filled, "p50_empty_ms": before["p50"],
-            "p50_full_ms": after["p50"], "before": before, "after": after}
+    return {
+        "jobs": jobs,
+        "events": events,
+        "fill_seconds": filled,
+        "p50_empty_ms": before["p50"],
+        "p50_full_ms": after["p50"],
+        "before": before,
+        "after": after,
+    }
 
 
 async def history_only(p: dict[str, Any], log_dir: Path) -> dict[str, Any]:
@@ -86,12 +133,24 @@ async def history_only(p: dict[str, Any], log_dir: Path) -> dict[str, Any]:
 
 COMPONENTS = {
     # name: (script, arguments for a full run, for a quick run, the floor or peer it is read against)
-    "usage_events_per_s": ("billing_usage.py", ["--events", "20000"], ["--events", "3000"],
-                           "PostgreSQL: 4.8k single-row inserts/s on one connection"),
-    "warm_start": ("sandbox_warm_start.py", ["--runs", "1000"], ["--runs", "200"],
-                   "os.fork of a lean warm parent 0.77 ms; a fresh interpreter 15 ms"),
-    "agent_loop_overhead": ("agent_loop_overhead.py", ["--runs", "5"], ["--runs", "2", "--steps", "10"],
-                            "one SDK call to the local stub model ~3 ms"),
+    "usage_events_per_s": (
+        "billing_usage.py",
+        ["--events", "20000"],
+        ["--events", "3000"],
+        "PostgreSQL: 4.8k single-row inserts/s on one connection",
+    ),
+    "warm_start": (
+        "sandbox_warm_start.py",
+        ["--runs", "1000"],
+        ["--runs", "200"],
+        "os.fork of a lean warm parent 0.77 ms; a fresh interpreter 15 ms",
+    ),
+    "agent_loop_overhead": (
+        "agent_loop_overhead.py",
+        ["--runs", "5"],
+        ["--runs", "2", "--steps", "10"],
+        "one SDK call to the local stub model ~3 ms",
+    ),
 }
 
 
@@ -132,10 +191,14 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
     sub = celery["echo_subprocess"]
     biggest = max(puras["sse_capacity"], key=lambda level: level["streams"])
     values = {
-        "throughput_vs_celery_subprocess": puras["echo_throughput"]["median"] / sub["throughput"]["median"],
-        "throughput_vs_celery_inprocess": puras["echo_throughput"]["median"] / celery["echo"]["throughput"]["median"],
-        "sync_p50_vs_celery_subprocess": puras["sync_round_trip_ms"]["p50"] / sub["round_trip_ms"]["p50"],
-        "sync_p50_vs_celery_inprocess": puras["sync_round_trip_ms"]["p50"] / celery["echo"]["round_trip_ms"]["p50"],
+        "throughput_vs_celery_subprocess": puras["echo_throughput"]["median"]
+        / sub["throughput"]["median"],
+        "throughput_vs_celery_inprocess": puras["echo_throughput"]["median"]
+        / celery["echo"]["throughput"]["median"],
+        "sync_p50_vs_celery_subprocess": puras["sync_round_trip_ms"]["p50"]
+        / sub["round_trip_ms"]["p50"],
+        "sync_p50_vs_celery_inprocess": puras["sync_round_trip_ms"]["p50"]
+        / celery["echo"]["round_trip_ms"]["p50"],
         "publish_to_sse_p50_ms": puras["publish_to_sse_ms"]["p50"],
         "bytes_per_stream": biggest["bytes_per_stream"],
         "history_ratio": puras["history"]["p50_full_ms"] / puras["history"]["p50_empty_ms"],
@@ -160,6 +223,9 @@ def table(report: dict[str, Any]) -> str:
         f"| echo throughput (median of {p['echo_throughput']['runs']}, N={p['echo_throughput']['n']}) | "
         f"{p['echo_throughput']['median']:.0f} jobs/s (min {p['echo_throughput']['min']:.0f}, max {p['echo_throughput']['max']:.0f}) | "
         f"{c['echo']['throughput']['median']:.0f} tasks/s | {c['echo_subprocess']['throughput']['median']:.0f} tasks/s |",
+        f"| echo throughput, two function-runner replicas | "
+        f"{p['echo_throughput_two_runners']['median']:.0f} jobs/s (min {p['echo_throughput_two_runners']['min']:.0f}, "
+        f"max {p['echo_throughput_two_runners']['max']:.0f}) | | |",
         f"| sync round trip p50 / p99 ({p['sync_round_trip_ms']['runs']} runs) | {ms(p['sync_round_trip_ms'])} | "
         f"{ms(c['echo']['round_trip_ms'])} | {ms(c['echo_subprocess']['round_trip_ms'])} |",
         "",
@@ -203,7 +269,9 @@ def component_rows(components: dict[str, Any]) -> list[str]:
             rows.append(f"| {name} | failed: {entry.get('error', '')[-200:]!r} | {floor} |")
         elif name == "usage_events_per_s":
             for r in result:
-                rows.append(f"| billing charges usage events ({r['mode']}, {r['workspaces']} workspaces) | {r['events_per_s']}/s | {floor} |")
+                rows.append(
+                    f"| billing charges usage events ({r['mode']}, {r['workspaces']} workspaces) | {r['events_per_s']}/s | {floor} |"
+                )
         elif name == "warm_start":
             for mode in ("unsandboxed", "sandboxed"):
                 data = result.get(mode, {})
@@ -217,28 +285,41 @@ def component_rows(components: dict[str, Any]) -> list[str]:
                 )
         elif name == "agent_loop_overhead":
             for model, values in result["overhead_ms_per_step"].items():
-                rows.append(f"| agent loop overhead per step, {model} | median {statistics.median(values):.1f} ms | {floor} |")
+                rows.append(
+                    f"| agent loop overhead per step, {model} | median {statistics.median(values):.1f} ms | {floor} |"
+                )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--history-only", action="store_true", help="only the history workload; prints its figures")
+    parser.add_argument(
+        "--history-only", action="store_true", help="only the history workload; prints its figures"
+    )
     args = parser.parse_args()
     params = QUICK if args.quick else FULL
     if args.history_only:
-        print(workloads.dumps(asyncio.run(history_only(params, Path(tempfile.gettempdir())))).decode())
+        print(
+            workloads.dumps(asyncio.run(history_only(params, Path(tempfile.gettempdir())))).decode()
+        )
         return
     results_dir = Path(__file__).resolve().parent / "results"
     results_dir.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
-    report: dict[str, Any] = {"machine": machine(), "started_at": datetime.now(UTC).isoformat(), "quick": args.quick, "params": params}
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "started_at": datetime.now(UTC).isoformat(),
+        "quick": args.quick,
+        "params": params,
+    }
     t0 = time.perf_counter()
     report["puras"] = asyncio.run(measure_puras(params, Path(tempfile.gettempdir())))
     report["celery"] = measure_celery(params)
     report["components"] = measure_components(args.quick)
-    (results_dir / f"{stamp}.json").write_bytes(workloads.dumps(report))  # kept even if the summary fails
+    (results_dir / f"{stamp}.json").write_bytes(
+        workloads.dumps(report)
+    )  # kept even if the summary fails
     report["verdicts"] = verdicts(report)
     report["seconds"] = time.perf_counter() - t0
     (results_dir / f"{stamp}.json").write_bytes(workloads.dumps(report))

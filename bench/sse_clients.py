@@ -23,7 +23,9 @@ class Tally:
     failed: int = 0
 
 
-async def hold_stream(url: str, key: str, job_id: str, tally: Tally, stop: asyncio.Event, connected: asyncio.Event) -> None:
+async def hold_stream(
+    url: str, key: str, job_id: str, tally: Tally, stop: asyncio.Event, connected: asyncio.Event
+) -> None:
     parts = urlsplit(url)
     try:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=1 << 20)
@@ -84,7 +86,9 @@ async def _read_chunk(reader: asyncio.StreamReader) -> bytes:
     return data[:-2]
 
 
-def client_process(url: str, key: str, job_ids: list[str], per_job: int, ready, stop_flag, results) -> None:
+def client_process(
+    url: str, key: str, job_ids: list[str], per_job: int, ready, stop_flag, results
+) -> None:
     """A worker process: ``per_job`` streams for each job; reports when all are open, then
     records latencies until ``stop_flag`` is set."""
     import resource
@@ -98,7 +102,9 @@ def client_process(url: str, key: str, job_ids: list[str], per_job: int, ready, 
         for job_id in job_ids:
             for _ in range(per_job):
                 connected = asyncio.Event()
-                tasks.append(asyncio.create_task(hold_stream(url, key, job_id, tally, stop, connected)))
+                tasks.append(
+                    asyncio.create_task(hold_stream(url, key, job_id, tally, stop, connected))
+                )
                 await connected.wait()  # one at a time: a steady ramp the server can accept
         ready.put((tally.connected, tally.failed))
         while not stop_flag.is_set():

@@ -31,8 +31,8 @@ PROJECT = {
 
 
 async def main(calls: int) -> None:
-    from puras_cli.testing import start_platform
-    from puras_common.testing.infra import start_infra
+    from puras_testing.infra import start_infra
+    from puras_testing.platform import start_platform
 
     env = {"PURAS_GATEWAY_SUBAGENT_MAX_CHILDREN": str(calls + 1)}
     async with start_infra() as infra, start_platform(infra, extra_env=env) as platform:
@@ -49,7 +49,9 @@ async def main(calls: int) -> None:
         inside = job["result"]
     print(f"{calls} round trips of a deterministic echo skill:")
     for name, values in (("app, wait=true", direct), ("subagent.run in a job", inside)):
-        print(f"  {name:24s} median {statistics.median(values):6.1f} ms   min {min(values):6.1f} ms   max {max(values):6.1f} ms")
+        print(
+            f"  {name:24s} median {statistics.median(values):6.1f} ms   min {min(values):6.1f} ms   max {max(values):6.1f} ms"
+        )
 
 
 if __name__ == "__main__":

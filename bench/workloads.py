@@ -19,15 +19,17 @@ import orjson
 import rawhttp
 import sse_clients
 from harness import Running, rss_bytes
+from puras_cli.engines import free_port
 from puras_common.bus import connect_nats
-from puras_common.engines import free_port
 from puras_common.events import JobLogged
 from puras_common.events.jobs import LoggedPayload
 
 ECHO = {"skill": "echo", "inputs": {"text": "hello"}}
 
 
-async def _terminal_counter(running: Running) -> tuple[Any, set[str], asyncio.Event, dict[str, Any]]:
+async def _terminal_counter(
+    running: Running,
+) -> tuple[Any, set[str], asyncio.Event, dict[str, Any]]:
     nc = await connect_nats(running.config.nats_urls["admin"], name="bench-terminal")
     done: set[str] = set()
     state: dict[str, Any] = {"want": set(), "last": 0.0}
@@ -46,7 +48,9 @@ async def _terminal_counter(running: Running) -> tuple[Any, set[str], asyncio.Ev
     return nc, done, finished, state
 
 
-async def echo_throughput(running: Running, key: str, *, n: int, concurrency: int = 64) -> dict[str, float]:
+async def echo_throughput(
+    running: Running, key: str, *, n: int, concurrency: int = 64
+) -> dict[str, float]:
     """N async submissions, ``concurrency`` in flight; jobs/s until all are terminal."""
     nc, done, finished, state = await _terminal_counter(running)
     body = orjson.dumps(ECHO)
@@ -101,7 +105,9 @@ class IdleJobs:
         await self.running.push(self.key, Path(__file__).parent / "projects" / "idle")
         async with self._http() as http:
             for _ in range(self.count):
-                response = await http.post("/v1/jobs", json={"skill": "wait", "inputs": {"seconds": 3600}})
+                response = await http.post(
+                    "/v1/jobs", json={"skill": "wait", "inputs": {"seconds": 3600}}
+                )
                 response.raise_for_status()
                 self.ids.append(response.json()["id"])
         return self
@@ -112,10 +118,14 @@ class IdleJobs:
                 await http.post(f"/v1/jobs/{job_id}/cancel")
 
     def _http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.running.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60)
+        return httpx.AsyncClient(
+            base_url=self.running.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
+        )
 
 
-async def _publish_marks(running: Running, job_ids: list[str], *, rounds: int, spacing: float) -> None:
+async def _publish_marks(
+    running: Running, job_ids: list[str], *, rounds: int, spacing: float
+) -> None:
     """Synthetic ``log`` events (as a runner publishes them) carrying their publish time."""
     nc = await connect_nats(running.config.nats_urls["admin"], name="bench-publisher")
     js = nc.jetstream()
@@ -124,7 +134,9 @@ async def _publish_marks(running: Running, job_ids: list[str], *, rounds: int, s
         for job_id in job_ids:
             event = JobLogged.new(
                 LoggedPayload(attempt=1, stream="stdout", text=f"T{time.time_ns()}"),
-                producer="function-runner", workspace_id=ws, job_id=uuid.UUID(job_id),
+                producer="function-runner",
+                workspace_id=ws,
+                job_id=uuid.UUID(job_id),
             )
             await js.publish(event.subject, event.to_json(), headers={"Nats-Msg-Id": str(event.id)})
         await asyncio.sleep(spacing)
@@ -135,7 +147,9 @@ async def event_delivery(running: Running, *, samples: int) -> list[float]:
     """Publish → SSE client, one stream, milliseconds."""
     async with IdleJobs(running, 1) as idle:
         tally, stop, connected = sse_clients.Tally(), asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(sse_clients.hold_stream(running.url, idle.key, idle.ids[0], tally, stop, connected))
+        task = asyncio.create_task(
+            sse_clients.hold_stream(running.url, idle.key, idle.ids[0], tally, stop, connected)
+        )
         await connected.wait()
         await asyncio.sleep(0.5)
         await _publish_marks(running, idle.ids, rounds=samples, spacing=0.01)
@@ -143,19 +157,27 @@ async def event_delivery(running: Running, *, samples: int) -> list[float]:
         stop.set()
         await task
     if not tally.latencies_ms:
-        raise RuntimeError(f"no event reached the SSE client (connected {tally.connected}, failed {tally.failed})")
+        raise RuntimeError(
+            f"no event reached the SSE client (connected {tally.connected}, failed {tally.failed})"
+        )
     return tally.latencies_ms
 
 
-async def sse_capacity(running: Running, *, streams: int, jobs: int = 100, processes: int = 4, rounds: int = 10) -> dict[str, Any]:
+async def sse_capacity(
+    running: Running, *, streams: int, jobs: int = 100, processes: int = 4, rounds: int = 10
+) -> dict[str, Any]:
     """Hold ``streams`` SSE connections on one gateway process (idle jobs), publish ``rounds`` of
     one event per job (each reaches streams/jobs viewers), and report delivery latency and the
     gateway's memory per stream."""
     async with IdleJobs(running, jobs) as idle:
-        return await _hold_streams(running, idle.key, idle.ids, streams=streams, processes=processes, rounds=rounds)
+        return await _hold_streams(
+            running, idle.key, idle.ids, streams=streams, processes=processes, rounds=rounds
+        )
 
 
-async def _hold_streams(running: Running, key: str, job_ids: list[str], *, streams: int, processes: int, rounds: int) -> dict[str, Any]:
+async def _hold_streams(
+    running: Running, key: str, job_ids: list[str], *, streams: int, processes: int, rounds: int
+) -> dict[str, Any]:
     jobs = len(job_ids)
     gateway = running.pid("gateway")
     before = rss_bytes(gateway)
@@ -164,8 +186,12 @@ async def _hold_streams(running: Running, key: str, job_ids: list[str], *, strea
     per_job = max(1, streams // jobs)
     groups = [job_ids[i::processes] for i in range(processes)]
     workers = [
-        ctx.Process(target=sse_clients.client_process, args=(running.url, key, group, per_job, ready, stop_flag, results))
-        for group in groups if group
+        ctx.Process(
+            target=sse_clients.client_process,
+            args=(running.url, key, group, per_job, ready, stop_flag, results),
+        )
+        for group in groups
+        if group
     ]
     t0 = time.perf_counter()
     for w in workers:
@@ -209,17 +235,37 @@ async def fill_history(running: Running, *, jobs: int, events: int) -> None:
 
         ts = datetime.fromtimestamp(now, UTC)
         await admin.copy_records_to_table(
-            "jobs", schema_name="gateway",
-            columns=["id", "workspace_id", "skill_name", "skillpack_slug", "status", "attempt", "version", "created_at", "finished_at"],
+            "jobs",
+            schema_name="gateway",
+            columns=[
+                "id",
+                "workspace_id",
+                "skill_name",
+                "skillpack_slug",
+                "status",
+                "attempt",
+                "version",
+                "created_at",
+                "finished_at",
+            ],
             records=[(j, ws, "echo", "default", "succeeded", 1, 1, ts, ts) for j in job_ids],
         )
-        base = await admin.fetchval("SELECT coalesce(max(seq), 0) FROM gateway.job_events") + 10_000_000
-        await admin.copy_records_to_table(
-            "job_events", schema_name="gateway", columns=["seq", "job_id", "type", "payload", "created_at"],
-            records=[(base + i, job_ids[i % jobs], "log", '{"text": "x"}', ts) for i in range(events)],
+        base = (
+            await admin.fetchval("SELECT coalesce(max(seq), 0) FROM gateway.job_events")
+            + 10_000_000
         )
         await admin.copy_records_to_table(
-            "jobs", schema_name="scheduler", columns=["id", "workspace_id", "kind", "status", "attempt", "spec", "submitted_at"],
+            "job_events",
+            schema_name="gateway",
+            columns=["seq", "job_id", "type", "payload", "created_at"],
+            records=[
+                (base + i, job_ids[i % jobs], "log", '{"text": "x"}', ts) for i in range(events)
+            ],
+        )
+        await admin.copy_records_to_table(
+            "jobs",
+            schema_name="scheduler",
+            columns=["id", "workspace_id", "kind", "status", "attempt", "spec", "submitted_at"],
             records=[(j, ws, "function", "succeeded", 1, "{}", ts) for j in job_ids],
         )
     finally:
@@ -229,7 +275,9 @@ async def fill_history(running: Running, *, jobs: int, events: int) -> None:
     pending = []
     for i in range(events):
         event = JobLogged.new(
-            LoggedPayload(attempt=1, stream="stdout", text="x"), producer="function-runner", workspace_id=ws,
+            LoggedPayload(attempt=1, stream="stdout", text="x"),
+            producer="function-runner",
+            workspace_id=ws,
             job_id=job_ids[i % jobs],
         )
         pending.append(await js.publish_async(event.subject, event.to_json()))
@@ -258,7 +306,9 @@ async def drained(js: Any, stream: str, *, timeout: float = 1800) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         infos = await js.consumers_info(stream)
-        if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos if i.config.durable_name):
+        if all(
+            i.num_pending == 0 and i.num_ack_pending == 0 for i in infos if i.config.durable_name
+        ):
             return
         await asyncio.sleep(1)
     raise TimeoutError(f"consumers of {stream} still behind after {timeout:.0f} s")
@@ -277,8 +327,19 @@ class Redis:
 
     def __enter__(self) -> Redis:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         import redis
 
@@ -305,11 +366,31 @@ class CeleryWorker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> CeleryWorker:
-        env = {**os.environ, "BENCH_REDIS_URL": self.redis.url, "PYTHONPATH": str(Path(__file__).parent)}
+        env = {
+            **os.environ,
+            "BENCH_REDIS_URL": self.redis.url,
+            "PYTHONPATH": str(Path(__file__).parent),
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "celery_peer", "worker", "--pool=prefork",
-             f"--concurrency={os.cpu_count()}", "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env=env, cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "celery_peer",
+                "worker",
+                "--pool=prefork",
+                f"--concurrency={os.cpu_count()}",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            env=env,
+            cwd=Path(__file__).parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         import celery_peer
 

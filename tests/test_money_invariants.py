@@ -37,20 +37,38 @@ from puras_common.events import CreditGranted, LedgerPosted, UsageRecorded, Usag
 from puras_common.events.platform import CreditGrantedPayload
 from puras_common.migrate import service_migrations
 from puras_common.outbox import Outbox
-from puras_common.pricing import pricebook
-from puras_common.testing import Infra, Scratch, scratch_schema
 from puras_gateway import ledger as gateway_ledger
+from puras_pricing import pricebook
+from puras_testing import Infra, Scratch, scratch_schema
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
-    ("claude/sonnet-4-7", {"kind": "llm", "provider": "anthropic", "input_tokens": 1234, "output_tokens": 567}),
-    ("claude/haiku-4-5", {"kind": "llm", "provider": "anthropic", "input_tokens": 1, "output_tokens": 1}),
-    ("gpt/4o-mini", {"kind": "llm", "provider": "openai", "input_tokens": 90_000, "output_tokens": 0}),
+    (
+        "claude/sonnet-4-7",
+        {"kind": "llm", "provider": "anthropic", "input_tokens": 1234, "output_tokens": 567},
+    ),
+    (
+        "claude/haiku-4-5",
+        {"kind": "llm", "provider": "anthropic", "input_tokens": 1, "output_tokens": 1},
+    ),
+    (
+        "gpt/4o-mini",
+        {"kind": "llm", "provider": "openai", "input_tokens": 90_000, "output_tokens": 0},
+    ),
     ("bytedance/seedance-2-t2v", {"kind": "media", "provider": "fal", "inputs": {"duration": "5"}}),
-    ("bytedance/seedance-2-r2v", {"kind": "media", "provider": "fal", "units": "7.25", "inputs": {"video_urls": ["v"]}}),
-    ("openai/gpt-image-2", {"kind": "media", "provider": "fal", "inputs": {"quality": "low", "num_images": 2}}),
-    ("kuaishou/kling-v3-t2v", {"kind": "media", "provider": "fal", "inputs": {"duration": "10", "voice_control": True}}),
+    (
+        "bytedance/seedance-2-r2v",
+        {"kind": "media", "provider": "fal", "units": "7.25", "inputs": {"video_urls": ["v"]}},
+    ),
+    (
+        "openai/gpt-image-2",
+        {"kind": "media", "provider": "fal", "inputs": {"quality": "low", "num_images": 2}},
+    ),
+    (
+        "kuaishou/kling-v3-t2v",
+        {"kind": "media", "provider": "fal", "inputs": {"duration": "10", "voice_control": True}},
+    ),
     ("web_search", {"kind": "tool", "provider": "platform"}),
 ]
 
@@ -78,7 +96,13 @@ class Billing:
     pool: Any = None
 
     async def start(self) -> None:
-        self.pool = await create_pool(self.scratch.dsn, schema=self.scratch.schema, application_name="billing-test", min_size=1, max_size=2)
+        self.pool = await create_pool(
+            self.scratch.dsn,
+            schema=self.scratch.schema,
+            application_name="billing-test",
+            min_size=1,
+            max_size=2,
+        )
         self.outbox = Outbox(self.pool, schema=self.scratch.schema)
         charges = UsageCharges(pricebook())
         self.grants = self._runner("grants", billing_ledger.apply_grant)
@@ -91,15 +115,25 @@ class Billing:
     async def stop(self) -> None:
         await self.pool.close()
 
-    async def deliver(self, events: list[Event], *, crash: bool = False, inbox: str | None = None) -> None:
+    async def deliver(
+        self, events: list[Event], *, crash: bool = False, inbox: str | None = None
+    ) -> None:
         """One batch per consumer through the runner's own transaction (inbox + apply + outbox)."""
         for runner, kind in ((self.grants, CreditGranted), (self.usage, UsageRecorded)):
-            batch = [Delivery(e, i + 1, 1, e.subject, None) for i, e in enumerate(events) if isinstance(e, kind)]  # type: ignore[arg-type]
+            batch = [
+                Delivery(e, i + 1, 1, e.subject, None)
+                for i, e in enumerate(events)
+                if isinstance(e, kind)
+            ]  # type: ignore[arg-type]
             if not batch:
                 continue
             if inbox is not None:  # a consumer that remembers nothing, as after a rebuild
-                runner = ProjectionRunner(js=None, outbox=self.outbox, apply=runner.apply,  # type: ignore[arg-type]
-                                          spec=ConsumerSpec(streams.USAGE, f"{runner.consumer}-{inbox}", ("usage.>",)))
+                runner = ProjectionRunner(
+                    js=None,
+                    outbox=self.outbox,
+                    apply=runner.apply,  # type: ignore[arg-type]
+                    spec=ConsumerSpec(streams.USAGE, f"{runner.consumer}-{inbox}", ("usage.>",)),
+                )
             if crash:
                 await self._crash(runner, batch)
             else:
@@ -128,29 +162,56 @@ class Billing:
 def scenario() -> st.SearchStrategy[dict[str, Any]]:
     source = st.one_of(
         st.tuples(st.just("grant"), st.integers(0, 1), st.integers(1, 3_000_000)),
-        st.tuples(st.just("usage"), st.integers(0, 1), st.integers(0, 2), st.integers(0, 1), st.integers(0, len(CALLS) - 1)),
+        st.tuples(
+            st.just("usage"),
+            st.integers(0, 1),
+            st.integers(0, 2),
+            st.integers(0, 1),
+            st.integers(0, len(CALLS) - 1),
+        ),
     )
     step = st.one_of(
-        st.tuples(st.just("deliver"), st.lists(st.integers(0, 63), min_size=1, max_size=6), st.booleans(), st.booleans()),
+        st.tuples(
+            st.just("deliver"),
+            st.lists(st.integers(0, 63), min_size=1, max_size=6),
+            st.booleans(),
+            st.booleans(),
+        ),
         st.tuples(st.just("restart")),
     )
     return st.fixed_dictionaries(
-        {"sources": st.lists(source, min_size=1, max_size=14), "steps": st.lists(step, max_size=12), "seed": st.randoms()}
+        {
+            "sources": st.lists(source, min_size=1, max_size=14),
+            "steps": st.lists(step, max_size=12),
+            "seed": st.randoms(),
+        }
     )
 
 
-def make_events(sources: list[tuple], workspaces: list[uuid.UUID], jobs: dict, keys: dict) -> list[Event]:
+def make_events(
+    sources: list[tuple], workspaces: list[uuid.UUID], jobs: dict, keys: dict
+) -> list[Event]:
     events: list[Event] = []
     for source in sources:
         if source[0] == "grant":
             _, w, micros = source
-            events.append(CreditGranted.new(CreditGrantedPayload(amount_micros=micros), producer="gateway", workspace_id=workspaces[w]))
+            events.append(
+                CreditGranted.new(
+                    CreditGrantedPayload(amount_micros=micros),
+                    producer="gateway",
+                    workspace_id=workspaces[w],
+                )
+            )
         else:
             _, w, j, k, c = source
             model, fields = CALLS[c]
             job, key = jobs[w][j], keys[w][k]
             payload = UsageRecordedPayload(job_id=job, key_id=key, attempt=1, model=model, **fields)
-            events.append(UsageRecorded.new(payload, producer="agent-runner", workspace_id=workspaces[w], job_id=job))
+            events.append(
+                UsageRecorded.new(
+                    payload, producer="agent-runner", workspace_id=workspaces[w], job_id=job
+                )
+            )
     return events
 
 
@@ -179,16 +240,36 @@ async def check_ledger(pool: Any, workspaces: list[uuid.UUID]) -> None:
 
 async def gateway_view(pool: Any, workspaces: list[uuid.UUID]) -> dict[str, Any]:
     return {
-        "balances": [dict(r) for r in await pool.fetch(
-            "SELECT workspace_id, balance_micros, version FROM balances WHERE workspace_id = ANY($1) ORDER BY 1", workspaces)],
-        "jobs": [dict(r) for r in await pool.fetch(
-            "SELECT job_id, cost_micros, usage_rows FROM job_costs WHERE workspace_id = ANY($1) ORDER BY 1", workspaces)],
-        "keys": [dict(r) for r in await pool.fetch(
-            """SELECT k.key_id, k.day, k.spent_micros FROM key_spend k
-               WHERE k.key_id IN (SELECT key_id FROM usage_rows WHERE workspace_id = ANY($1)) ORDER BY 1, 2""", workspaces)],
-        "usage": [dict(r) for r in await pool.fetch(
-            """SELECT usage_id, job_id, key_id, model, units, unit, billed_micros, created_at FROM usage_rows
-               WHERE workspace_id = ANY($1) ORDER BY 1""", workspaces)],
+        "balances": [
+            dict(r)
+            for r in await pool.fetch(
+                "SELECT workspace_id, balance_micros, version FROM balances WHERE workspace_id = ANY($1) ORDER BY 1",
+                workspaces,
+            )
+        ],
+        "jobs": [
+            dict(r)
+            for r in await pool.fetch(
+                "SELECT job_id, cost_micros, usage_rows FROM job_costs WHERE workspace_id = ANY($1) ORDER BY 1",
+                workspaces,
+            )
+        ],
+        "keys": [
+            dict(r)
+            for r in await pool.fetch(
+                """SELECT k.key_id, k.day, k.spent_micros FROM key_spend k
+               WHERE k.key_id IN (SELECT key_id FROM usage_rows WHERE workspace_id = ANY($1)) ORDER BY 1, 2""",
+                workspaces,
+            )
+        ],
+        "usage": [
+            dict(r)
+            for r in await pool.fetch(
+                """SELECT usage_id, job_id, key_id, model, units, unit, billed_micros, created_at FROM usage_rows
+               WHERE workspace_id = ANY($1) ORDER BY 1""",
+                workspaces,
+            )
+        ],
     }
 
 
@@ -198,7 +279,11 @@ async def fold(gateway: Scratch, events: list[LedgerPosted]) -> None:
             await gateway_ledger.apply_posted(conn, event)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=scenario())
 async def test_money_invariants_hold_for_any_interleaving(
     case: dict[str, Any], schemas: tuple[Scratch, Scratch, Scratch]
@@ -219,7 +304,9 @@ async def test_money_invariants_hold_for_any_interleaving(
                 continue
             _, picks, crash, bypass = step
             batch = [events[i % len(events)] for i in picks]
-            await billing.deliver(batch, crash=crash, inbox=uuid.uuid4().hex[:6] if bypass else None)
+            await billing.deliver(
+                batch, crash=crash, inbox=uuid.uuid4().hex[:6] if bypass else None
+            )
             await check_ledger(billing.pool, workspaces)
         # JetStream delivers every event at least once in the end.
         await billing.deliver(events)
@@ -238,16 +325,27 @@ async def test_money_invariants_hold_for_any_interleaving(
             cost = pricebook().quote_usage(event.payload).billed_micros  # type: ignore[attr-defined]
             expected_balance[event.workspace_id] -= cost  # type: ignore[index]
             expected_job[event.payload.job_id] += cost  # type: ignore[attr-defined,index]
-    balances = {r["workspace_id"]: r["balance_micros"] for r in await billing_db.pool.fetch(
-        "SELECT workspace_id, balance_micros FROM balances WHERE workspace_id = ANY($1)", workspaces)}
+    balances = {
+        r["workspace_id"]: r["balance_micros"]
+        for r in await billing_db.pool.fetch(
+            "SELECT workspace_id, balance_micros FROM balances WHERE workspace_id = ANY($1)",
+            workspaces,
+        )
+    }
     assert balances == dict(expected_balance)
-    job_costs = {r["job_id"]: r["cost"] for r in await billing_db.pool.fetch(
-        "SELECT job_id, sum(billed_micros) AS cost FROM usage WHERE workspace_id = ANY($1) GROUP BY job_id", workspaces)}
+    job_costs = {
+        r["job_id"]: r["cost"]
+        for r in await billing_db.pool.fetch(
+            "SELECT job_id, sum(billed_micros) AS cost FROM usage WHERE workspace_id = ANY($1) GROUP BY job_id",
+            workspaces,
+        )
+    }
     assert job_costs == dict(expected_job)
 
     # The LEDGER stream is billing's outbox: fold it live (duplicated), and rebuilt in another order.
     posted = [
-        parse_event(r["body"]) for r in await billing_db.pool.fetch(
+        parse_event(r["body"])
+        for r in await billing_db.pool.fetch(
             "SELECT body::text AS body FROM outbox WHERE type = 'ledger.posted' AND body->>'workspace_id' = ANY($1::text[]) ORDER BY tx_id, seq",
             [str(w) for w in workspaces],
         )
@@ -258,6 +356,10 @@ async def test_money_invariants_hold_for_any_interleaving(
     await fold(rebuilt, shuffled)  # type: ignore[arg-type]
     view = await gateway_view(live.pool, workspaces)
     assert view == await gateway_view(rebuilt.pool, workspaces)
-    assert {r["workspace_id"]: r["balance_micros"] for r in view["balances"]} == dict(expected_balance)
-    assert {r["job_id"]: r["cost_micros"] for r in view["jobs"]} == {j: c for j, c in expected_job.items()}
+    assert {r["workspace_id"]: r["balance_micros"] for r in view["balances"]} == dict(
+        expected_balance
+    )
+    assert {r["job_id"]: r["cost_micros"] for r in view["jobs"]} == {
+        j: c for j, c in expected_job.items()
+    }
     assert sum(r["billed_micros"] for r in view["usage"]) == sum(expected_job.values())

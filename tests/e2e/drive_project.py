@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 THUMBNAIL_MAIN = '''
 import struct
@@ -95,9 +96,23 @@ PROJECT: dict[str, str] = {
         timeout_seconds: 60
         """,
     "skills/thumbnail/main.py": THUMBNAIL_MAIN,
+    "skills/writer/skill.yaml": "entrypoint: main.py:run\ntimeout_seconds: 60\n",
+    "skills/writer/main.py": """
+        import time
+        from pathlib import Path
+
+        def run(inputs):
+            folder = Path("drive") / inputs["folder"]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{inputs['name']}-first.txt").write_text(inputs["name"])
+            time.sleep(inputs.get("pause", 0))
+            (folder / f"{inputs['name']}-second.txt").write_text(inputs["name"])
+            return {"wrote": inputs["name"]}
+        """,
     "skills/scribble/skill.yaml": "entrypoint: main.py:run\n",
     "skills/scribble/main.py": """
         import os
+        import shutil
         from pathlib import Path
 
         def run(inputs):
@@ -108,6 +123,22 @@ PROJECT: dict[str, str] = {
                 target.write_text(text)
             for name, to in inputs.get("links", {}).items():
                 os.symlink(to, root / name)
+            for name in inputs.get("remove", []):
+                target = root / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+            for name, text in inputs.get("then", {}).items():
+                target = root / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+            for name in inputs.get("fifos", []):  # relative to the workdir
+                fifo = Path(name)
+                fifo.parent.mkdir(parents=True, exist_ok=True)
+                if fifo.exists():
+                    fifo.unlink()
+                os.mkfifo(fifo)
             seen = {}
             for name in inputs.get("read", []):
                 try:
@@ -126,16 +157,45 @@ PROJECT: dict[str, str] = {
 }
 
 
+async def fifo_then_another_job(tenant: Any, get_origin: Any) -> None:
+    """A job puts FIFOs where the runner reads (its fetched-files list, a drive file): it ends
+    normally, its regular file is saved, and the runner goes on to the next job."""
+    job = await tenant.run(
+        "scribble",
+        {
+            "files": {"fifo/after.txt": "saved"},
+            "fifos": [".puras-drive-fetched", "drive/fifo/pipe.txt"],
+        },
+        timeout=60,
+    )
+    assert job["status"] == "succeeded", (job["status"], job["error"])
+    assert await get_origin("fifo/after.txt") == job["id"]
+    listing = (await tenant.http.get("/v1/drive/list", params={"prefix": "fifo/"})).json()
+    assert [f["path"] for f in listing["files"]] == ["fifo/after.txt"]
+    following = await tenant.run("scribble", {"files": {"fifo/next.txt": "next"}})
+    assert following["status"] == "succeeded", following["error"]
+
+
 def png(width: int, height: int) -> bytes:
     """A deterministic RGB gradient."""
-    rows = [bytes(b for x in range(width) for b in ((x * 7) % 256, (y * 11) % 256, (x + y) % 256)) for y in range(height)]
+    rows = [
+        bytes(b for x in range(width) for b in ((x * 7) % 256, (y * 11) % 256, (x + y) % 256))
+        for y in range(height)
+    ]
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     raw = b"".join(b"\x00" + row for row in rows)
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def pixel(data: bytes, x: int, y: int) -> tuple[int, int, int]:

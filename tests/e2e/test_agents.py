@@ -11,16 +11,23 @@ import uuid
 import asyncpg
 import pytest
 from nats.js import JetStreamContext
-from puras_agent_runner.testing.models import Call, ModelStub, Reply, Wait
-from puras_cli.testing import Platform, Tenant
 from puras_common.events import JobCancelRequested
 from puras_common.events.jobs import CancelRequestedPayload
-from puras_common.testing import eventually
+from puras_testing import eventually
+from puras_testing.models import Call, ModelStub, Reply, Wait
+from puras_testing.platform import Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-FAMILIES = {None: "anthropic", "claude/haiku-4-5": "anthropic", "gpt/5-mini": "openai", "gemini/2.5-flash": "gemini"}
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+FAMILIES = {
+    None: "anthropic",
+    "claude/haiku-4-5": "anthropic",
+    "gpt/5-mini": "openai",
+    "gemini/2.5-flash": "gemini",
+}
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 def quickstart(marker: str, model: str | None) -> dict[str, str]:
@@ -60,20 +67,32 @@ async def tenant_with(platform: Platform, files: dict[str, str]) -> Tenant:
     return tenant
 
 
-async def public_events(admin_db: asyncpg.Connection, job_id: str, until: str) -> list[asyncpg.Record]:
+async def public_events(
+    admin_db: asyncpg.Connection, job_id: str, until: str
+) -> list[asyncpg.Record]:
     async def probe() -> list[asyncpg.Record] | None:
-        rows = await admin_db.fetch("SELECT type, payload FROM gateway.job_events WHERE job_id = $1 ORDER BY seq", uuid.UUID(job_id))
+        rows = await admin_db.fetch(
+            "SELECT type, payload FROM gateway.job_events WHERE job_id = $1 ORDER BY seq",
+            uuid.UUID(job_id),
+        )
         return rows if any(r["type"] == until for r in rows) else None
 
     return await eventually(probe, timeout=20, what=f"{until} in job_events")
 
 
 @pytest.mark.parametrize("model", FAMILIES)
-async def test_quickstart_hello_runs_on_every_family(platform: Platform, model_provider: ModelStub, admin_db: asyncpg.Connection, model: str | None) -> None:
+async def test_quickstart_hello_runs_on_every_family(
+    platform: Platform, model_provider: ModelStub, admin_db: asyncpg.Connection, model: str | None
+) -> None:
     marker = f"hello-{uuid.uuid4().hex}"
     tenant = await tenant_with(platform, quickstart(marker, model))
     script = model_provider.script(
-        Reply(text="Let me answer.", tool_calls=[Call("set_output", {"answer": "Puras is a backend for agents."})], input_tokens=812, output_tokens=31),
+        Reply(
+            text="Let me answer.",
+            tool_calls=[Call("set_output", {"answer": "Puras is a backend for agents."})],
+            input_tokens=812,
+            output_tokens=31,
+        ),
         match=marker,
     )
     job = await tenant.run("hello", {"prompt": "What is Puras?"})
@@ -85,28 +104,48 @@ async def test_quickstart_hello_runs_on_every_family(platform: Platform, model_p
     events = await public_events(admin_db, job["id"], "succeeded")
     types = [r["type"] for r in events]
     assert types[:1] == ["queued"] and types[-1] == "succeeded"
-    assert [t for t in types if t in ("agent_start", "step", "tool_call", "tool_result")] == ["agent_start", "step", "tool_call", "tool_result"]
+    assert [t for t in types if t in ("agent_start", "step", "tool_call", "tool_result")] == [
+        "agent_start",
+        "step",
+        "tool_call",
+        "tool_result",
+    ]
     agent_start = next(r for r in events if r["type"] == "agent_start")
     assert '"model": "%s"' % (model or "claude/sonnet-4-6") in agent_start["payload"]
 
 
 @pytest.mark.parametrize("model", ["claude/sonnet-4-7", "gpt/4o", "gemini/2.5-pro"])
-async def test_example_caption_sees_the_photo(platform: Platform, model_provider: ModelStub, model: str) -> None:
+async def test_example_caption_sees_the_photo(
+    platform: Platform, model_provider: ModelStub, model: str
+) -> None:
     marker = f"caption-{uuid.uuid4().hex}"
     tenant = await tenant_with(platform, quickstart(marker, model))
-    script = model_provider.script(Reply(tool_calls=[Call("set_output", {"caption": "Bold red, built to move."})]), match=f"{marker}-caption")
+    script = model_provider.script(
+        Reply(tool_calls=[Call("set_output", {"caption": "Bold red, built to move."})]),
+        match=f"{marker}-caption",
+    )
     photo = base64.b64encode(PNG).decode()
-    job = await tenant.run("caption", {"prompt": "Tone: playful. Write the caption.", "attachments": [{"base64": photo, "media_type": "image/png"}]})
+    job = await tenant.run(
+        "caption",
+        {
+            "prompt": "Tone: playful. Write the caption.",
+            "attachments": [{"base64": photo, "media_type": "image/png"}],
+        },
+    )
     assert job["status"] == "succeeded", job
     assert job["result"] == {"caption": "Bold red, built to move."}
     assert photo in model_provider.requests_for(script)[0].text()
 
 
-async def test_caption_with_a_pdf_on_gpt_fails_up_front(platform: Platform, model_provider: ModelStub) -> None:
+async def test_caption_with_a_pdf_on_gpt_fails_up_front(
+    platform: Platform, model_provider: ModelStub
+) -> None:
     marker = f"caption-{uuid.uuid4().hex}"
     tenant = await tenant_with(platform, quickstart(marker, "gpt/4o"))
     pdf = base64.b64encode(b"%PDF-1.4\n").decode()
-    job = await tenant.run("caption", {"attachments": [{"base64": pdf, "media_type": "application/pdf"}]})
+    job = await tenant.run(
+        "caption", {"attachments": [{"base64": pdf, "media_type": "application/pdf"}]}
+    )
     assert job["status"] == "failed"
     assert job["error"] == (
         "inputs.attachments[0] (application/pdf) is a PDF and gpt/4o cannot read PDFs (only the Claude family can); "
@@ -114,7 +153,9 @@ async def test_caption_with_a_pdf_on_gpt_fails_up_front(platform: Platform, mode
     )
 
 
-async def test_a_running_agent_job_is_cancelled_between_steps(platform: Platform, model_provider: ModelStub, js: JetStreamContext) -> None:
+async def test_a_running_agent_job_is_cancelled_between_steps(
+    platform: Platform, model_provider: ModelStub, js: JetStreamContext
+) -> None:
     marker = f"cancel-{uuid.uuid4().hex}"
     tenant = await tenant_with(platform, quickstart(marker, None))
     release = asyncio.Event()
@@ -123,11 +164,20 @@ async def test_a_running_agent_job_is_cancelled_between_steps(platform: Platform
         Reply(tool_calls=[Call("set_output", {"answer": "too late"})]),
         match=marker,
     )
-    submitted = await tenant.http.post("/v1/jobs", json={"skill": "hello", "inputs": {"prompt": "wait"}})
+    submitted = await tenant.http.post(
+        "/v1/jobs", json={"skill": "hello", "inputs": {"prompt": "wait"}}
+    )
     job_id = submitted.json()["id"]
-    await eventually(lambda: model_provider.requests_for(script), timeout=20, what="the first model call")
+    await eventually(
+        lambda: model_provider.requests_for(script), timeout=20, what="the first model call"
+    )
     # What the gateway publishes for POST /v1/jobs/{id}/cancel on a running job.
-    request = JobCancelRequested.new(CancelRequestedPayload(), producer="gateway", workspace_id=uuid.UUID(tenant.id), job_id=uuid.UUID(job_id))
+    request = JobCancelRequested.new(
+        CancelRequestedPayload(),
+        producer="gateway",
+        workspace_id=uuid.UUID(tenant.id),
+        job_id=uuid.UUID(job_id),
+    )
     await js.publish(request.subject, request.to_json(), headers={"Nats-Msg-Id": str(request.id)})
     release.set()
 

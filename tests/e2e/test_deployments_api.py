@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from puras_cli.testing import Platform, Tenant
-from puras_common.testing import eventually
-from puras_deployments.testing import find_links_index, make_wheel
 from puras_gateway import keys
+from puras_testing import eventually
+from puras_testing.platform import Platform, Tenant
+from puras_testing.wheels import find_links_index, make_wheel
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -42,7 +42,10 @@ async def test_list_activate_rollback_and_delete(platform: Platform) -> None:
     v1 = await pushed(tenant, versioned("one"), notes="first")
     v2 = await pushed(tenant, versioned("two"), notes="second")
     listing = (await tenant.http.get("/v1/deployments")).json()
-    assert [(d["version"], d["active"], d["notes"]) for d in listing["data"]] == [(2, True, "second"), (1, False, "first")]
+    assert [(d["version"], d["active"], d["notes"]) for d in listing["data"]] == [
+        (2, True, "second"),
+        (1, False, "first"),
+    ]
     assert listing["data"][0]["skills"][0]["name"] == "which"
     assert (await tenant.run("which", {}))["result"] == {"label": "two"}
 
@@ -71,16 +74,22 @@ async def test_push_without_activate_leaves_the_live_version(platform: Platform)
     staged = await pushed(tenant, versioned("staged"), activate="false")
     assert staged["active"] is False
     assert (await tenant.run("which", {}))["result"] == {"label": "live"}
-    assert (await tenant.run("which", {}, version=staged["version"]))["result"] == {"label": "staged"}
+    assert (await tenant.run("which", {}, version=staged["version"]))["result"] == {
+        "label": "staged"
+    }
 
 
 async def test_skillpacks_and_visibility_decide_who_runs_what(platform: Platform) -> None:
     owner = await platform.tenant(f"owner-{uuid.uuid4().hex[:8]}")
     caller = await platform.tenant(f"caller-{uuid.uuid4().hex[:8]}")
     await pushed(owner, versioned("tools-v1"), skillpack="tools")
-    listed = (await owner.http.get("/v1/deployments", params={"skillpack": f"{owner.slug}/tools"})).json()
+    listed = (
+        await owner.http.get("/v1/deployments", params={"skillpack": f"{owner.slug}/tools"})
+    ).json()
     assert [d["skillpack"] for d in listed["data"]] == ["tools"]
-    foreign = await owner.http.get("/v1/deployments", params={"skillpack": f"{caller.slug}/default"})
+    foreign = await owner.http.get(
+        "/v1/deployments", params={"skillpack": f"{caller.slug}/default"}
+    )
     assert foreign.status_code == 404
 
     address = f"{owner.slug}/tools/which"
@@ -91,9 +100,13 @@ async def test_skillpacks_and_visibility_decide_who_runs_what(platform: Platform
     ran = await caller.run(address, {})
     assert ran["status"] == "succeeded" and ran["result"] == {"label": "tools-v1"}
     assert ran["workspace"] == caller.slug  # billed to, and run in, the caller's workspace
-    back = await owner.http.patch(f"/v1/skillpacks/{owner.slug}/tools", json={"visibility": "private"})
+    back = await owner.http.patch(
+        f"/v1/skillpacks/{owner.slug}/tools", json={"visibility": "private"}
+    )
     assert back.json()["visibility"] == "private"
-    assert (await caller.http.post("/v1/jobs", json={"skill": address, "inputs": {}})).status_code == 404
+    assert (
+        await caller.http.post("/v1/jobs", json={"skill": address, "inputs": {}})
+    ).status_code == 404
 
     packs = (await owner.http.get("/v1/skillpacks")).json()["data"]
     assert [(p["slug"], p["active_version"]) for p in packs] == [("tools", 1)]
@@ -101,17 +114,31 @@ async def test_skillpacks_and_visibility_decide_who_runs_what(platform: Platform
     assert bad.status_code == 400
 
 
-async def test_publishable_keys_cannot_manage(platform: Platform, admin_db: asyncpg.Connection) -> None:
+async def test_publishable_keys_cannot_manage(
+    platform: Platform, admin_db: asyncpg.Connection
+) -> None:
     tenant = await platform.tenant(f"pub-{uuid.uuid4().hex[:8]}")
     minted = keys.mint("publishable")
     await admin_db.execute(
         "INSERT INTO gateway.api_keys (id, workspace_id, kind, prefix, secret_sha256) VALUES ($1, $2, 'publishable', $3, $4)",
-        uuid.uuid4(), uuid.UUID(tenant.id), minted.prefix, minted.secret_sha256,
+        uuid.uuid4(),
+        uuid.UUID(tenant.id),
+        minted.prefix,
+        minted.secret_sha256,
     )
-    async with httpx.AsyncClient(base_url=platform.url, headers={"Authorization": f"Bearer {minted.token}"}) as http:
-        for method, path in (("GET", "/v1/deployments"), ("GET", "/v1/secrets"), ("PUT", "/v1/secrets/X"),
-                             ("GET", "/v1/skillpacks"), ("POST", f"/v1/deployments/{uuid.uuid4()}/activate")):
-            response = await http.request(method, path, json={"value": "v"} if method == "PUT" else None)
+    async with httpx.AsyncClient(
+        base_url=platform.url, headers={"Authorization": f"Bearer {minted.token}"}
+    ) as http:
+        for method, path in (
+            ("GET", "/v1/deployments"),
+            ("GET", "/v1/secrets"),
+            ("PUT", "/v1/secrets/X"),
+            ("GET", "/v1/skillpacks"),
+            ("POST", f"/v1/deployments/{uuid.uuid4()}/activate"),
+        ):
+            response = await http.request(
+                method, path, json={"value": "v"} if method == "PUT" else None
+            )
             assert response.status_code == 403, (method, path, response.text)
             assert "publishable key" in response.json()["error"]["message"]
 
@@ -143,10 +170,16 @@ async def ready(tenant: Tenant, response: httpx.Response) -> dict[str, Any]:
         body = (await tenant.http.get(f"/v1/deployments/{deployment['id']}")).json()
         return body if body["status"] != "building" else None
 
-    return deployment if response.status_code == 201 else await eventually(settled, timeout=90, interval=0.2)
+    return (
+        deployment
+        if response.status_code == 201
+        else await eventually(settled, timeout=90, interval=0.2)
+    )
 
 
-async def test_a_requirements_venv_is_built_once_and_reused(platform: Platform, index_dir: Path) -> None:
+async def test_a_requirements_venv_is_built_once_and_reused(
+    platform: Platform, index_dir: Path
+) -> None:
     make_wheel(index_dir, "greeting", "1.0", "HELLO = 'hello from a wheel'\n")
     first_tenant = await platform.tenant(f"reqs-{uuid.uuid4().hex[:8]}")
     second_tenant = await platform.tenant(f"reqs-{uuid.uuid4().hex[:8]}")
@@ -159,8 +192,13 @@ async def test_a_requirements_venv_is_built_once_and_reused(platform: Platform, 
     # Another workspace, the same file, the index gone: no build, the same wheels, the same venv.
     again = await second_tenant.push(files)
     assert again.status_code == 201, again.text
-    log = (await second_tenant.http.get(f"/v1/deployments/{again.json()['id']}")).json()["build_log"]
-    assert "already built" in log and first["requirements_sha256"] == again.json()["requirements_sha256"]
+    log = (await second_tenant.http.get(f"/v1/deployments/{again.json()['id']}")).json()[
+        "build_log"
+    ]
+    assert (
+        "already built" in log
+        and first["requirements_sha256"] == again.json()["requirements_sha256"]
+    )
     assert (await second_tenant.run("uses", {}))["result"] == {"greeting": "hello from a wheel"}
     venvs = platform.config.home / "runner" / "venvs"
     assert [p.name for p in venvs.iterdir() if first["requirements_sha256"].startswith(p.name)] == [
@@ -168,7 +206,9 @@ async def test_a_requirements_venv_is_built_once_and_reused(platform: Platform, 
     ]
 
 
-async def test_an_install_failure_fails_the_push_with_pips_message(platform: Platform, index_dir: Path) -> None:
+async def test_an_install_failure_fails_the_push_with_pips_message(
+    platform: Platform, index_dir: Path
+) -> None:
     tenant = await platform.tenant(f"badreqs-{uuid.uuid4().hex[:8]}")
     with find_links_index(index_dir) as index:
         response = await tenant.push(with_requirements(index, "greeting==9.9"))
@@ -178,14 +218,20 @@ async def test_an_install_failure_fails_the_push_with_pips_message(platform: Pla
         return
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["code"] == "invalid_bundle" and error["message"].startswith("requirements.txt: pip could not install")
+    assert error["code"] == "invalid_bundle" and error["message"].startswith(
+        "requirements.txt: pip could not install"
+    )
     assert "No matching distribution found for greeting==9.9" in error["message"]
     (detail,) = error["details"]
     listed = (await tenant.http.get("/v1/deployments")).json()["data"]
-    assert [(d["id"], d["status"], d["active"]) for d in listed] == [(detail["deployment_id"], "failed", False)]
+    assert [(d["id"], d["status"], d["active"]) for d in listed] == [
+        (detail["deployment_id"], "failed", False)
+    ]
 
 
-async def test_a_long_build_answers_202_and_jobs_wait_for_ready(platform: Platform, index_dir: Path) -> None:
+async def test_a_long_build_answers_202_and_jobs_wait_for_ready(
+    platform: Platform, index_dir: Path
+) -> None:
     make_wheel(index_dir, "greeting", "2.0", "HELLO = 'built slowly'\n")
     tenant = await platform.tenant(f"slow-{uuid.uuid4().hex[:8]}")
     live = await pushed(tenant, versioned("live"))
@@ -198,8 +244,12 @@ async def test_a_long_build_answers_202_and_jobs_wait_for_ready(platform: Platfo
             assert building["status"] == "building" and building["active"] is False
             shown = (await tenant.http.get(f"/v1/deployments/{building['id']}")).json()
             assert shown["status"] == "building" and "Looking in links" in shown["build_log"]
-            pinned = await tenant.http.post("/v1/jobs", json={"skill": "uses", "inputs": {}, "version": building["version"]})
-            assert pinned.status_code == 409 and "still building" in pinned.json()["error"]["message"]
+            pinned = await tenant.http.post(
+                "/v1/jobs", json={"skill": "uses", "inputs": {}, "version": building["version"]}
+            )
+            assert (
+                pinned.status_code == 409 and "still building" in pinned.json()["error"]["message"]
+            )
             early = await tenant.http.post(f"/v1/deployments/{building['id']}/activate")
             assert early.status_code == 409
             # Meanwhile the active version keeps serving.
@@ -214,7 +264,9 @@ async def test_a_long_build_answers_202_and_jobs_wait_for_ready(platform: Platfo
 
     async def runs_new_code() -> dict[str, Any] | None:
         # The gateway's catalogue follows the activation event a moment later.
-        response = await tenant.http.post("/v1/jobs?wait=true", json={"skill": "uses", "inputs": {}})
+        response = await tenant.http.post(
+            "/v1/jobs?wait=true", json={"skill": "uses", "inputs": {}}
+        )
         return response.json() if response.status_code == 200 else None
 
     job = await eventually(runs_new_code, timeout=30, what="jobs to run on the built version")

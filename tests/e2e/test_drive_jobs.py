@@ -12,11 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from puras_cli.testing import Platform, Tenant
+from puras_testing.platform import Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-_spec = importlib.util.spec_from_file_location("drive_project", Path(__file__).with_name("drive_project.py"))
+_spec = importlib.util.spec_from_file_location(
+    "drive_project", Path(__file__).with_name("drive_project.py")
+)
 drive_project = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 sys.modules["drive_project"] = drive_project
 _spec.loader.exec_module(drive_project)  # type: ignore[union-attr]
@@ -32,7 +34,9 @@ async def tenant(platform: Platform) -> Tenant:
 
 async def run_thumbnail(tenant: Tenant) -> tuple[dict, bytes]:
     image = drive_project.png(40, 24)
-    up = await tenant.http.post("/v1/drive/upload", files={"file": ("photo.png", image, "image/png")})
+    up = await tenant.http.post(
+        "/v1/drive/upload", files={"file": ("photo.png", image, "image/png")}
+    )
     assert up.status_code == 201, up.text
     uploaded = up.json()
     job = await tenant.run(
@@ -47,7 +51,9 @@ async def run_thumbnail(tenant: Tenant) -> tuple[dict, bytes]:
     return job, image
 
 
-async def test_a_skill_reads_an_upload_three_ways_and_writes_a_thumbnail_whose_origin_is_the_job(tenant: Tenant) -> None:
+async def test_a_skill_reads_an_upload_three_ways_and_writes_a_thumbnail_whose_origin_is_the_job(
+    tenant: Tenant,
+) -> None:
     job, image = await run_thumbnail(tenant)
     assert job["status"] == "succeeded", (job["error"], job["error_detail"])
     result = job["result"]
@@ -58,7 +64,11 @@ async def test_a_skill_reads_an_upload_three_ways_and_writes_a_thumbnail_whose_o
     async with httpx.AsyncClient() as http:
         assert (await http.get(job["outputs"][0]["signed_url"])).content.startswith(b"\x89PNG")
     origin = (await tenant.http.get("/v1/drive/origin", params={"path": thumb_path})).json()
-    assert origin["job_id"] == job["id"] and origin["skill_name"] == "thumbnail" and origin["tool"] is None
+    assert (
+        origin["job_id"] == job["id"]
+        and origin["skill_name"] == "thumbnail"
+        and origin["tool"] is None
+    )
     assert origin["created_at"] is not None
     signed = (await tenant.http.get("/v1/drive/sign", params={"path": thumb_path})).json()
     async with httpx.AsyncClient() as http:
@@ -75,7 +85,11 @@ async def test_links_a_job_makes_are_not_followed_and_other_workspaces_stay_out_
     platform: Platform, tenant: Tenant
 ) -> None:
     other = await platform.tenant(f"drivejobs-o-{uuid.uuid4().hex[:6]}")
-    await other.http.post("/v1/drive/upload", files={"file": ("s.txt", b"theirs", "text/plain")}, data={"path": "secret.txt"})
+    await other.http.post(
+        "/v1/drive/upload",
+        files={"file": ("s.txt", b"theirs", "text/plain")},
+        data={"path": "secret.txt"},
+    )
     other_root = platform.config.home / "drive" / other.id
     job = await tenant.run(
         "scribble",
@@ -87,9 +101,13 @@ async def test_links_a_job_makes_are_not_followed_and_other_workspaces_stay_out_
     assert job["status"] == "succeeded", (job["error"], job["error_detail"])
     for path in ("escape.txt", "escape_dir/secret.txt"):
         assert (await tenant.http.get("/v1/drive/sign", params={"path": path})).status_code == 404
-        assert (await tenant.http.get("/v1/drive/origin", params={"path": path})).json()["job_id"] is None
+        assert (await tenant.http.get("/v1/drive/origin", params={"path": path})).json()[
+            "job_id"
+        ] is None
     root = (await tenant.http.get("/v1/drive/list")).json()
-    assert "escape_dir" not in root["folders"] and "escape.txt" not in [f["name"] for f in root["files"]]
+    assert "escape_dir" not in root["folders"] and "escape.txt" not in [
+        f["name"] for f in root["files"]
+    ]
     zipped = await tenant.http.get("/v1/drive/zip")
     assert b"theirs" not in zipped.content
     origin = (await tenant.http.get("/v1/drive/origin", params={"path": "notes/mine.txt"})).json()
@@ -103,17 +121,29 @@ async def test_a_failed_job_still_has_its_files_recorded(tenant: Tenant) -> None
     assert origin["job_id"] == job["id"]
 
 
-async def test_a_job_sees_files_uploaded_before_it_and_origin_is_not_claimed_for_them(tenant: Tenant) -> None:
-    await tenant.http.post("/v1/drive/upload", files={"file": ("r.txt", b"uploaded", "text/plain")}, data={"path": "in/read.txt"})
+async def test_a_job_sees_files_uploaded_before_it_and_origin_is_not_claimed_for_them(
+    tenant: Tenant,
+) -> None:
+    await tenant.http.post(
+        "/v1/drive/upload",
+        files={"file": ("r.txt", b"uploaded", "text/plain")},
+        data={"path": "in/read.txt"},
+    )
     job = await tenant.run("scribble", {"read": ["in/read.txt", "in/none.txt"]})
     assert job["result"]["seen"] == {"in/read.txt": "uploaded", "in/none.txt": "FileNotFoundError"}
     origin = (await tenant.http.get("/v1/drive/origin", params={"path": "in/read.txt"})).json()
     assert origin["job_id"] is None
 
 
-async def test_a_job_cannot_have_the_sdk_fetch_from_the_platforms_private_addresses(platform: Platform, tenant: Tenant) -> None:
+async def test_a_job_cannot_have_the_sdk_fetch_from_the_platforms_private_addresses(
+    platform: Platform, tenant: Tenant
+) -> None:
     internal = f"http://127.0.0.1:{platform.config.ports['drive']}/internal/payloads/x"
-    for url in (internal, "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:1/"):
+    for url in (
+        internal,
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]:1/",
+    ):
         job = await tenant.run("scribble", {"load": [url]})
         assert job["status"] == "failed", job
         assert "InputError" in job["error"] and "refusing to fetch" in job["error"], job["error"]

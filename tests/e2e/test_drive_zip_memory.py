@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from puras_cli.testing import Platform
+from puras_testing.platform import Platform
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -40,7 +40,9 @@ async def test_a_200_mb_prefix_zips_with_flat_memory(platform: Platform) -> None
     for i in range(FILES):
         response = await tenant.http.post(
             "/v1/drive/upload",
-            files={"file": (f"part{i}.bin", block * (FILE_BYTES // MB), "application/octet-stream")},
+            files={
+                "file": (f"part{i}.bin", block * (FILE_BYTES // MB), "application/octet-stream")
+            },
             data={"path": f"big/videos/part{i}.bin"},
             timeout=120,
         )
@@ -54,9 +56,13 @@ async def test_a_200_mb_prefix_zips_with_flat_memory(platform: Platform) -> None
 
     with tempfile.NamedTemporaryFile(suffix=".zip") as out:
         received = 0
-        async with tenant.http.stream("GET", "/v1/drive/zip", params={"prefix": "big/videos"}, timeout=300) as response:
+        async with tenant.http.stream(
+            "GET", "/v1/drive/zip", params={"prefix": "big/videos"}, timeout=300
+        ) as response:
             assert response.status_code == 200
-            assert "content-length" not in response.headers  # streamed, not buffered to learn its size
+            assert (
+                "content-length" not in response.headers
+            )  # streamed, not buffered to learn its size
             async for chunk in response.aiter_raw():
                 received += len(chunk)
                 out.write(chunk)
@@ -70,6 +76,10 @@ async def test_a_200_mb_prefix_zips_with_flat_memory(platform: Platform) -> None
             assert member.read(MB) == block
 
     growth = {name: after[name] - before[name] for name in pids}
-    print(f"zip of {received / MB:.1f} MiB: peak RSS growth {({k: f'{v / MB:.1f} MiB' for k, v in growth.items()})}")
+    print(
+        f"zip of {received / MB:.1f} MiB: peak RSS growth { ({k: f'{v / MB:.1f} MiB' for k, v in growth.items()}) }"
+    )
     for name, grew in growth.items():
-        assert grew < FLAT_LIMIT, f"{name} peak memory grew {grew / MB:.1f} MiB while streaming {received / MB:.0f} MiB"
+        assert grew < FLAT_LIMIT, (
+            f"{name} peak memory grew {grew / MB:.1f} MiB while streaming {received / MB:.0f} MiB"
+        )

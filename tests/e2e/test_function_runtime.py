@@ -1,7 +1,7 @@
 """The function runtime end to end: secrets reach the job's environment and nothing else (not
 the API, not log events, not the bus, not the platform's logs); a job in its sandbox sees no
-other workspace, no platform credential, no other process; the network only when the skill
-wants it; limits and the wall-clock timeout kill the job's whole process tree."""
+other workspace, no platform credential, no other process; no direct network (the egress
+proxy is the only way out, when the skill wants the network); limits and the wall-clock timeout kill the job's whole process tree."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from puras_cli.testing import Platform, Tenant
 from puras_common.events import parse_event
-from puras_common.testing import eventually
 from puras_sandbox import bwrap_available
+from puras_testing import eventually
+from puras_testing.platform import Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -84,7 +84,10 @@ async def test_a_secret_reaches_the_job_and_nothing_else(
     assert [s["name"] for s in listed.json()["data"]] == ["API_TOKEN"]
     assert ok["status"] == "succeeded", (ok["error"], ok["error_detail"])
     result = ok["result"]
-    assert result["sha256"] == hashlib.sha256(SECRET.encode()).hexdigest() and result["in_environ"] is True
+    assert (
+        result["sha256"] == hashlib.sha256(SECRET.encode()).hexdigest()
+        and result["in_environ"] is True
+    )
     assert result["echo"] == "***"  # masked in the result shown
     assert "NOT_SET is not set" in result["missing"] and result["default"] == "fallback"
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: the API refused ***"
@@ -148,13 +151,19 @@ def snoop_project() -> dict[str, str]:
     }
 
 
-async def test_a_job_sees_no_other_workspace_no_credentials_and_no_other_process(platform: Platform) -> None:
-    if not bwrap_available(65534 if os.geteuid() == 0 else None, 65534 if os.geteuid() == 0 else None):
+async def test_a_job_sees_no_other_workspace_no_credentials_and_no_other_process(
+    platform: Platform,
+) -> None:
+    if not bwrap_available(
+        65534 if os.geteuid() == 0 else None, 65534 if os.geteuid() == 0 else None
+    ):
         pytest.skip("without bubblewrap jobs are not isolated from each other (docs/isolation.md)")
     victim = await platform.tenant(f"victim-{uuid.uuid4().hex[:8]}")
     snooper = await platform.tenant(f"snoop-{uuid.uuid4().hex[:8]}")
     assert (await victim.push(snoop_project())).status_code == 201
-    assert (await victim.run("snoop", {"files": {}, "dirs": {}, "port": 1}))["status"] == "succeeded"
+    assert (await victim.run("snoop", {"files": {}, "dirs": {}, "port": 1}))[
+        "status"
+    ] == "succeeded"
     home = platform.config.home
     victim_work = home / "runner" / "work" / victim.id
     planted = victim_work / "planted.txt"
@@ -166,8 +175,11 @@ async def test_a_job_sees_no_other_workspace_no_credentials_and_no_other_process
     assert (await snooper.push(snoop_project())).status_code == 201
     inputs = {
         "files": {"other_workspace_file": str(planted), "credentials": str(credentials)},
-        "dirs": {"other_workspace_dir": str(victim_work), "bundles": str(home / "deployments" / "bundles"),
-                 "other_deployments": str(home / "runner" / "deployments")},
+        "dirs": {
+            "other_workspace_dir": str(victim_work),
+            "bundles": str(home / "deployments" / "bundles"),
+            "other_deployments": str(home / "runner" / "deployments"),
+        },
         "port": int(platform.url.rsplit(":", 1)[1]),
     }
     job = await snooper.run("snoop", inputs)
@@ -176,16 +188,39 @@ async def test_a_job_sees_no_other_workspace_no_credentials_and_no_other_process
     for name in ("other_workspace_file", "credentials", "other_workspace_dir", "bundles"):
         assert seen[name][0] == "refused", (name, seen[name])
     # Only the job's own deployment is there (the directories leading to it are bound empty).
-    assert seen["other_deployments"] == ["reachable", str([job["deployment_id"]])], seen["other_deployments"]
-    for name in ("parent_environ", "init_environ"):  # the sandbox's own processes: empty environments
+    assert seen["other_deployments"] == ["reachable", str([job["deployment_id"]])], seen[
+        "other_deployments"
+    ]
+    for name in (
+        "parent_environ",
+        "init_environ",
+    ):  # the sandbox's own processes: empty environments
         assert seen[name][0] == "refused" or "PURAS" not in seen[name][1], (name, seen[name])
     assert seen["processes"] <= 4  # bwrap, the warm parent, its spare, this job: nobody else's
     assert set(seen["env"]) == {
-        "PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PURAS_API_BASE", "PURAS_JOB_TOKEN",
-        "PURAS_JOB_ID", "PURAS_WORKSPACE_ID", "PURAS_SKILL", "PURAS_DEPLOYMENT_ROOT",
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "PYTHONUNBUFFERED",
+        "PURAS_API_BASE",
+        "PURAS_JOB_TOKEN",
+        "PURAS_JOB_ID",
+        "PURAS_WORKSPACE_ID",
+        "PURAS_SKILL",
+        "PURAS_DEPLOYMENT_ROOT",
+        "PURAS_DRIVE_FETCHED",  # where the SDK lists the drive files it fetched
+        *("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"),  # network: true (the default)
     }
-    assert seen["uid"] == (65534 if os.geteuid() == 0 else os.getuid())
-    assert seen["gateway"] == ["reachable", "connected"]  # network: true (the default)
+    # As root, each workspace's jobs run as a uid of its own (docs/isolation.md).
+    if os.geteuid() == 0:
+        victim_drive = (home / "drive" / victim.id).stat()
+        assert victim_drive.st_uid >= 2_000_000 and victim_drive.st_mode & 0o777 == 0o700
+        assert seen["uid"] >= 2_000_000 and seen["uid"] != victim_drive.st_uid
+    else:
+        assert seen["uid"] == os.getuid()
+    # Even with network: true, no direct route: only the egress proxy (tests/e2e/test_network.py).
+    assert seen["gateway"][0] == "refused"
 
     offline = await snooper.run("offline", {**inputs, "files": {}, "dirs": {}})
     assert offline["status"] == "succeeded", offline
@@ -258,7 +293,9 @@ async def test_the_timeout_kills_the_whole_process_tree(limited: Tenant) -> None
     job = await limited.run("hang", {"marker": marker}, timeout=30)
     assert job["status"] == "failed" and job["error_detail"] == {"timeout_seconds": 2}, job
     assert "exceeded its timeout of 2 s" in job["error"]
-    assert await eventually(lambda: marked(marker) == [], timeout=10, what="the job's processes to be gone")
+    assert await eventually(
+        lambda: marked(marker) == [], timeout=10, what="the job's processes to be gone"
+    )
 
 
 async def test_the_memory_limit_fails_a_job_that_allocates_too_much(limited: Tenant) -> None:

@@ -12,8 +12,8 @@ import httpx
 import orjson
 import pytest
 from httpx_sse import aconnect_sse
-from puras_cli.testing import ECHO_PROJECT, Platform, Tenant
-from puras_common.testing import eventually
+from puras_testing import eventually
+from puras_testing.platform import ECHO_PROJECT, Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -57,8 +57,14 @@ async def tenant(platform: Platform) -> Tenant:
     return tenant
 
 
-async def read_sse(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> tuple[list[Any], dict[str, Any] | None, httpx.Response]:
-    """(events, end frame data, response) of one SSE response, parsed by httpx-sse."""
+async def read_sse(
+    http: httpx.AsyncClient, method: str, url: str, **kw: Any
+) -> tuple[list[Any], dict[str, Any] | None, httpx.Response]:
+    """(events, end frame data, response) of one SSE response, parsed by httpx-sse.
+
+    httpx-sse dispatches a ``: ping`` comment as an event with empty data once an id has been
+    seen (it keeps the last id across events), so pings are skipped here by their empty data.
+    """
     events, end = [], None
     async with aconnect_sse(http, method, url, timeout=60, **kw) as source:
         response = source.response
@@ -66,19 +72,26 @@ async def read_sse(http: httpx.AsyncClient, method: str, url: str, **kw: Any) ->
             if sse.event == "end":
                 end = orjson.loads(sse.data)
                 break
-            events.append((sse.id, orjson.loads(sse.data)))
+            if sse.data:
+                events.append((sse.id, orjson.loads(sse.data)))
     return events, end, response
 
 
 async def test_stream_true_sends_every_event_then_the_end_frame(tenant: Tenant) -> None:
     events, end, response = await read_sse(
-        tenant.http, "POST", "/v1/jobs?stream=true", json={"skill": "chatty", "inputs": {"lines": 3}}
+        tenant.http,
+        "POST",
+        "/v1/jobs?stream=true",
+        json={"skill": "chatty", "inputs": {"lines": 3}},
     )
     assert response.headers["content-type"].startswith("text/event-stream")
     job_id = response.headers["x-puras-job-id"]
     types = [data["type"] for _, data in events]
     assert types[0] == "queued" and types[1] == "started" and types[-1] == "succeeded"
-    assert "".join(d["payload"]["text"] + "\n" for _, d in events if d["type"] == "log") == "line 0\nline 1\nline 2\n"
+    assert (
+        "".join(d["payload"]["text"] + "\n" for _, d in events if d["type"] == "log")
+        == "line 0\nline 1\nline 2\n"
+    )
     ids = [int(i) for i, _ in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(int(i) == d["id"] for i, d in events)
@@ -97,7 +110,9 @@ async def test_paged_events_resume_and_late_attach_agree_id_for_id(tenant: Tenan
     assert page["terminal"] is True
 
     middle = int(full[2][0])
-    resumed, end2, _ = await read_sse(tenant.http, "GET", f"{url}/stream", headers={"Last-Event-ID": str(middle)})
+    resumed, end2, _ = await read_sse(
+        tenant.http, "GET", f"{url}/stream", headers={"Last-Event-ID": str(middle)}
+    )
     assert [int(i) for i, _ in resumed] == [int(i) for i, _ in full[3:]]
     assert end2 is not None
     by_query, _, _ = await read_sse(tenant.http, "GET", f"{url}/stream?after_id={middle}")
@@ -109,8 +124,29 @@ async def test_paged_events_resume_and_late_attach_agree_id_for_id(tenant: Tenan
     assert [e["id"] for e in first["events"] + rest["events"]] == [e["id"] for e in page["events"]]
 
 
+async def test_a_stream_resumed_at_or_after_its_end_ends_at_once(tenant: Tenant) -> None:
+    job = await tenant.run("chatty", {"lines": 2})
+    url = f"/v1/jobs/{job['id']}"
+    last = (await tenant.http.get(f"{url}/events")).json()["events"][-1]
+    assert last["type"] == "succeeded"
+    for kw in (
+        {"headers": {"Last-Event-ID": str(last["id"])}},
+        {"params": {"after_id": last["id"] + 1000}},
+    ):
+        # Without an answer the stream would stay open with pings (every 1 s here) forever.
+        events, end, _ = await asyncio.wait_for(
+            read_sse(tenant.http, "GET", f"{url}/stream", **kw), 10
+        )
+        assert events == []
+        assert end is not None and end["status"] == "succeeded" and end["job"]["id"] == job["id"]
+
+
 async def test_a_live_viewer_sees_events_as_they_happen(tenant: Tenant) -> None:
-    job = (await tenant.http.post("/v1/jobs", json={"skill": "chatty", "inputs": {"lines": 4, "pause": 0.3}})).json()
+    job = (
+        await tenant.http.post(
+            "/v1/jobs", json={"skill": "chatty", "inputs": {"lines": 4, "pause": 0.3}}
+        )
+    ).json()
     events, end, _ = await read_sse(tenant.http, "GET", f"/v1/jobs/{job['id']}/stream")
     assert [d["type"] for _, d in events].count("log") >= 1 and end["status"] == "succeeded"  # type: ignore[index]
 
@@ -124,7 +160,9 @@ async def test_call_mode_arguments_are_checked(tenant: Tenant) -> None:
         ("timeout=5", "only meaningful with wait=true"),
     ):
         response = await tenant.http.post(f"/v1/jobs?{query}", json=body)
-        assert response.status_code == 400 and fragment in response.json()["error"]["message"], query
+        assert response.status_code == 400 and fragment in response.json()["error"]["message"], (
+            query
+        )
     edge = await tenant.http.post("/v1/jobs?wait=true&timeout=1", json=body)
     assert edge.status_code == 200
 
@@ -143,7 +181,10 @@ async def test_what_a_wait_answers_is_readable_straight_after(tenant: Tenant) ->
 
 
 async def test_wait_returns_the_current_row_at_timeout(tenant: Tenant) -> None:
-    response = await tenant.http.post("/v1/jobs?wait=true&timeout=1", json={"skill": "sleeper", "inputs": {"marker": "x", "seconds": 3}})
+    response = await tenant.http.post(
+        "/v1/jobs?wait=true&timeout=1",
+        json={"skill": "sleeper", "inputs": {"marker": "x", "seconds": 3}},
+    )
     assert response.status_code == 200 and response.json()["status"] in ("queued", "running")
 
 
@@ -158,7 +199,11 @@ async def test_jobs_are_listed_newest_first_with_filters_and_cursors(platform: P
     assert [j["skill_name"] for j in failed] == ["liar"]
     seen, cursor = [], None
     while True:
-        page = (await tenant.http.get("/v1/jobs", params={"limit": 2, **({"cursor": cursor} if cursor else {})})).json()
+        page = (
+            await tenant.http.get(
+                "/v1/jobs", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+            )
+        ).json()
         seen += [j["id"] for j in page["data"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -175,13 +220,18 @@ async def test_jobs_are_listed_newest_first_with_filters_and_cursors(platform: P
 async def test_output_schema_is_enforced_on_the_result(tenant: Tenant) -> None:
     job = await tenant.run("liar", {})
     assert job["status"] == "failed"
-    assert job["error"] == "result does not match the output_schema: 'not a number' is not of type 'integer' at /result/n"
+    assert (
+        job["error"]
+        == "result does not match the output_schema: 'not a number' is not of type 'integer' at /result/n"
+    )
 
 
 async def test_an_overrun_fails_naming_the_limit(tenant: Tenant) -> None:
     job = await tenant.run("slow", {}, timeout=20)
     assert job["status"] == "failed"
-    assert "exceeded its timeout of 2 s" in job["error"] and job["error_detail"] == {"timeout_seconds": 2}
+    assert "exceeded its timeout of 2 s" in job["error"] and job["error_detail"] == {
+        "timeout_seconds": 2
+    }
 
 
 def processes_with(marker: str) -> list[str]:
@@ -190,21 +240,28 @@ def processes_with(marker: str) -> list[str]:
 
 async def test_cancelling_a_running_job_stops_it_and_leaves_no_process(tenant: Tenant) -> None:
     marker = f"puras-cancel-{uuid.uuid4().hex}"
-    job = (await tenant.http.post("/v1/jobs", json={"skill": "sleeper", "inputs": {"marker": marker}})).json()
+    job = (
+        await tenant.http.post("/v1/jobs", json={"skill": "sleeper", "inputs": {"marker": marker}})
+    ).json()
 
     async def running() -> bool:
-        return (await tenant.http.get(f"/v1/jobs/{job['id']}")).json()["status"] == "running" and bool(processes_with(marker))
+        return (await tenant.http.get(f"/v1/jobs/{job['id']}")).json()[
+            "status"
+        ] == "running" and bool(processes_with(marker))
 
     await eventually(running, timeout=20, what="the job to run")
     response = await tenant.http.post(f"/v1/jobs/{job['id']}/cancel")
     assert response.status_code == 202 and response.json()["status"] == "running"
+
     async def cancelled() -> dict[str, Any] | None:
         got = (await tenant.http.get(f"/v1/jobs/{job['id']}")).json()
         return got if got["status"] == "cancelled" else None
 
     done = await eventually(cancelled, timeout=20, what="the job to be cancelled")
     assert done["error"] == "cancelled while running"
-    await eventually(lambda: not processes_with(marker), timeout=10, what="every process of the job to be gone")
+    await eventually(
+        lambda: not processes_with(marker), timeout=10, what="every process of the job to be gone"
+    )
     again = await tenant.http.post(f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409 and "already cancelled" in again.json()["error"]["message"]
 
@@ -216,12 +273,16 @@ async def test_cancelling_a_queued_job_is_immediate(platform: Platform) -> None:
     try:
         broke = await platform.tenant(f"broke-{uuid.uuid4().hex[:8]}", credit_usd="1")
         assert (await broke.push(PROJECT)).status_code == 201
-        job = (await broke.http.post("/v1/jobs", json={"skill": "echo", "inputs": {"text": "x"}})).json()
+        job = (
+            await broke.http.post("/v1/jobs", json={"skill": "echo", "inputs": {"text": "x"}})
+        ).json()
         response = await broke.http.post(f"/v1/jobs/{job['id']}/cancel")
     finally:
         await platform.start_service("billing")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    types = [e["type"] for e in (await broke.http.get(f"/v1/jobs/{job['id']}/events")).json()["events"]]
+    types = [
+        e["type"] for e in (await broke.http.get(f"/v1/jobs/{job['id']}/events")).json()["events"]
+    ]
     assert types == ["queued", "cancelled"]
 
 
@@ -230,34 +291,72 @@ async def test_idempotent_submission(tenant: Tenant) -> None:
     body = {"skill": "echo", "inputs": {"text": "once"}}
     first = await tenant.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
     assert first.status_code == 201
-    racing = await asyncio.gather(*(tenant.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key}) for _ in range(5)))
+    racing = await asyncio.gather(
+        *(
+            tenant.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+            for _ in range(5)
+        )
+    )
     assert {r.json()["id"] for r in racing} == {first.json()["id"]}
     assert all(r.status_code == 200 and r.headers["idempotent-replayed"] == "true" for r in racing)
     fresh = uuid.uuid4().hex
-    concurrent = await asyncio.gather(*(tenant.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": fresh}) for _ in range(5)))
-    assert len({r.json()["id"] for r in concurrent}) == 1, "concurrent first uses of a key must create one job"
-    conflict = await tenant.http.post("/v1/jobs", json={**body, "inputs": {"text": "twice"}}, headers={"Idempotency-Key": key})
-    assert conflict.status_code == 409 and "different request body" in conflict.json()["error"]["message"]
+    concurrent = await asyncio.gather(
+        *(
+            tenant.http.post("/v1/jobs", json=body, headers={"Idempotency-Key": fresh})
+            for _ in range(5)
+        )
+    )
+    assert len({r.json()["id"] for r in concurrent}) == 1, (
+        "concurrent first uses of a key must create one job"
+    )
+    conflict = await tenant.http.post(
+        "/v1/jobs", json={**body, "inputs": {"text": "twice"}}, headers={"Idempotency-Key": key}
+    )
+    assert (
+        conflict.status_code == 409
+        and "different request body" in conflict.json()["error"]["message"]
+    )
 
 
 async def test_feedback_upserts_per_end_user_with_stats(tenant: Tenant) -> None:
     job = await tenant.run("echo", {"text": "rate me"})
     url = f"/v1/jobs/{job['id']}/feedback"
-    assert (await tenant.http.post(url, json={"rating": 1, "end_user_id": "ann"})).status_code == 200
-    assert (await tenant.http.post(url, json={"rating": -1, "end_user_id": "bob", "comment": "meh"})).status_code == 200
-    assert (await tenant.http.post(url, json={"rating": 1, "end_user_id": "bob"})).json()["rating"] == 1  # overwritten
-    assert (await tenant.http.post(url, json={"comment": "no thumb", "end_user_id": "cy"})).status_code == 200
+    assert (
+        await tenant.http.post(url, json={"rating": 1, "end_user_id": "ann"})
+    ).status_code == 200
+    assert (
+        await tenant.http.post(url, json={"rating": -1, "end_user_id": "bob", "comment": "meh"})
+    ).status_code == 200
+    assert (await tenant.http.post(url, json={"rating": 1, "end_user_id": "bob"})).json()[
+        "rating"
+    ] == 1  # overwritten
+    assert (
+        await tenant.http.post(url, json={"comment": "no thumb", "end_user_id": "cy"})
+    ).status_code == 200
     listed = (await tenant.http.get(url)).json()["data"]
     assert [f["end_user_id"] for f in listed] == ["cy", "bob", "ann"]
-    assert (await tenant.http.get(f"{url}/stats")).json() == {"up": 2, "down": 0, "count": 3, "score": 2}
-    for bad in ({"rating": 0}, {"rating": 2}, {"rating": 1, "extra": True}, {"comment": "x" * 4001}):
+    assert (await tenant.http.get(f"{url}/stats")).json() == {
+        "up": 2,
+        "down": 0,
+        "count": 3,
+        "score": 2,
+    }
+    for bad in (
+        {"rating": 0},
+        {"rating": 2},
+        {"rating": 1, "extra": True},
+        {"comment": "x" * 4001},
+    ):
         assert (await tenant.http.post(url, json=bad)).status_code == 400, bad
 
 
 async def test_skills_are_listed_with_their_schemas(tenant: Tenant) -> None:
     skills = {s["name"]: s for s in (await tenant.http.get("/v1/skills")).json()["data"]}
     assert set(skills) == {"echo", "chatty", "sleeper", "slow", "liar"}
-    assert skills["echo"]["input_schema"]["required"] == ["text"] and skills["echo"]["kind"] == "function"
+    assert (
+        skills["echo"]["input_schema"]["required"] == ["text"]
+        and skills["echo"]["kind"] == "function"
+    )
     assert (await tenant.http.get("/v1/skills?skillpack=nope")).status_code == 404
 
 
@@ -265,13 +364,26 @@ async def test_openapi_describes_every_endpoint_and_its_errors(platform: Platfor
     async with httpx.AsyncClient(base_url=platform.url) as http:
         spec = (await http.get("/openapi.json")).json()
     paths = spec["paths"]
-    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/stream",
-                 "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/feedback", "/v1/skills", "/v1/deployments"):
+    for path in (
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/events",
+        "/v1/jobs/{job_id}/stream",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/feedback",
+        "/v1/skills",
+        "/v1/deployments",
+    ):
         assert path in paths, path
     submit = paths["/v1/jobs"]["post"]
     assert {"400", "401", "404", "413", "422"} <= set(submit["responses"])
     assert submit["requestBody"]["content"]["application/json"]["schema"]["required"] == ["skill"]
-    assert {p["name"] for p in submit["parameters"]} >= {"wait", "timeout", "stream", "Idempotency-Key"}
+    assert {p["name"] for p in submit["parameters"]} >= {
+        "wait",
+        "timeout",
+        "stream",
+        "Idempotency-Key",
+    }
 
 
 async def test_live_streams_keep_flowing_after_a_burst(tenant: Tenant, platform: Platform) -> None:
@@ -289,13 +401,23 @@ async def test_live_streams_keep_flowing_after_a_burst(tenant: Tenant, platform:
     futures = [
         await js.publish_async(
             f"job.{noise}.log",
-            JobLogged.new(LoggedPayload(attempt=1, stream="stdout", text="x" * 2000), producer="t", job_id=noise).to_json(),
+            JobLogged.new(
+                LoggedPayload(attempt=1, stream="stdout", text="x" * 2000),
+                producer="t",
+                job_id=noise,
+            ).to_json(),
         )
         for _ in range(20_000)
     ]
     await aio.gather(*futures)
     await nc.close()
     events, end, _ = await aio.wait_for(
-        read_sse(tenant.http, "POST", "/v1/jobs?stream=true", json={"skill": "chatty", "inputs": {"lines": 2}}), 60
+        read_sse(
+            tenant.http,
+            "POST",
+            "/v1/jobs?stream=true",
+            json={"skill": "chatty", "inputs": {"lines": 2}},
+        ),
+        60,
     )
     assert [d["type"] for _, d in events][-1] == "succeeded" and end is not None

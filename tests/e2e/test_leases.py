@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
-from puras_cli.testing import Platform, Tenant
 from puras_common.events import parse_event
-from puras_common.testing import eventually
+from puras_testing import eventually
+from puras_testing.platform import Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -78,7 +78,11 @@ async def finished(tenant: Tenant, job_id: str) -> dict[str, Any]:
 async def test_a_killed_runners_job_finishes_on_another_exactly_once(
     two_runners: Platform, tenant: Tenant, js: JetStreamContext
 ) -> None:
-    job = (await tenant.http.post("/v1/jobs", json={"skill": "steady", "inputs": {"seconds": 2, "tag": "k"}})).json()
+    job = (
+        await tenant.http.post(
+            "/v1/jobs", json={"skill": "steady", "inputs": {"seconds": 2, "tag": "k"}}
+        )
+    ).json()
     holder = runner_holding(two_runners, await started_on(tenant, js, job["id"]))
     await two_runners.supervisor.kill(holder)  # SIGKILL: the runner and its job die mid-way
     done = await finished(tenant, job["id"])
@@ -86,13 +90,19 @@ async def test_a_killed_runners_job_finishes_on_another_exactly_once(
     assert done["attempt"] == 2
     types = [e.type for e in await job_events(js, job["id"])]
     assert types.count("job.succeeded") == 1 and types.count("job.retrying") == 1
-    assert [t for t in types if t in ("job.succeeded", "job.failed", "job.cancelled")] == ["job.succeeded"]
+    assert [t for t in types if t in ("job.succeeded", "job.failed", "job.cancelled")] == [
+        "job.succeeded"
+    ]
 
 
 async def test_a_runner_that_wakes_up_late_cannot_complete_the_job(
     two_runners: Platform, tenant: Tenant, js: JetStreamContext
 ) -> None:
-    job = (await tenant.http.post("/v1/jobs", json={"skill": "steady", "inputs": {"seconds": 1, "tag": "s"}})).json()
+    job = (
+        await tenant.http.post(
+            "/v1/jobs", json={"skill": "steady", "inputs": {"seconds": 1, "tag": "s"}}
+        )
+    ).json()
     holder = runner_holding(two_runners, await started_on(tenant, js, job["id"]))
     stale_pid = two_runners.pid(holder)
     os.kill(stale_pid, signal.SIGSTOP)  # frozen: no heartbeats, its lease runs out
@@ -103,7 +113,8 @@ async def test_a_runner_that_wakes_up_late_cannot_complete_the_job(
         os.kill(stale_pid, signal.SIGCONT)
     # The stale runner finishes attempt 1 and reports it; the scheduler refuses it.
     await eventually(
-        lambda: "attempt 1 was superseded by attempt 2" in two_runners.logs(holder), timeout=20,
+        lambda: "attempt 1 was superseded by attempt 2" in two_runners.logs(holder),
+        timeout=20,
         what="the stale runner's result to be refused",
     )
     events = await job_events(js, job["id"])

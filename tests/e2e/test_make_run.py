@@ -26,7 +26,12 @@ PURAS = Path(sys.executable).parent / "puras"
 def start(cwd: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PURAS_")}
     return subprocess.Popen(
-        [str(PURAS), "up"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [str(PURAS), "up"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
 
@@ -62,8 +67,12 @@ def test_puras_up_reaches_ready_and_the_printed_curl_succeeds() -> None:
             banner = read_until_ready(proc)
             assert "Puras is ready." in banner
             key = re.search(r"API key\s+(puras_live_\S+)", banner).group(1)  # type: ignore[union-attr]
-            command = banner[banner.index("curl -X POST") : banner.index("Ctrl-C")].replace("\\\n", " ")
-            result = subprocess.run(["bash", "-c", command.strip() + " -sS"], capture_output=True, text=True, timeout=60)
+            command = banner[banner.index("curl -X POST") : banner.index("Ctrl-C")].replace(
+                "\\\n", " "
+            )
+            result = subprocess.run(
+                ["bash", "-c", command.strip() + " -sS"], capture_output=True, text=True, timeout=60
+            )
             job = orjson.loads(result.stdout)
             assert job["status"] == "succeeded", job
             assert job["result"] == {"echoed": "hello"}
@@ -72,8 +81,12 @@ def test_puras_up_reaches_ready_and_the_printed_curl_succeeds() -> None:
         assert proc.returncode == 0, out[-3000:]
         assert "puras: stopped" in out
         # No service, NATS or PostgreSQL process is left behind.
-        leftovers = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True).stdout.split()
-        assert leftovers == [], subprocess.run(["ps", "-fp", ",".join(leftovers)], capture_output=True, text=True).stdout
+        leftovers = subprocess.run(
+            ["pgrep", "-f", str(workdir)], capture_output=True, text=True
+        ).stdout.split()
+        assert leftovers == [], subprocess.run(
+            ["ps", "-fp", ",".join(leftovers)], capture_output=True, text=True
+        ).stdout
 
         # A second start keeps the workspace, its key and the deployment.
         proc = start(workdir)
@@ -81,7 +94,9 @@ def test_puras_up_reaches_ready_and_the_printed_curl_succeeds() -> None:
             banner = read_until_ready(proc)
             assert key in banner
             assert "created workspace" not in banner and "deployed" not in banner
-            command = banner[banner.index("curl -X POST") : banner.index("Ctrl-C")].replace("\\\n", " ")
+            command = banner[banner.index("curl -X POST") : banner.index("Ctrl-C")].replace(
+                "\\\n", " "
+            )
             args = shlex.split(command)
             result = subprocess.run([*args, "-sS"], capture_output=True, text=True, timeout=60)
             assert orjson.loads(result.stdout)["status"] == "succeeded"

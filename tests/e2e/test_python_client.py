@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import puras
 import pytest
-from puras_cli.testing import ECHO_PROJECT, Platform, Tenant
+from puras_testing.platform import ECHO_PROJECT, Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -73,7 +73,9 @@ class _Iter(httpx.SyncByteStream):
         return self.it
 
 
-async def test_run_submit_get_wait_and_errors(platform: Platform, tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_run_submit_get_wait_and_errors(
+    platform: Platform, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PURAS_API_KEY", tenant.api_key)
     monkeypatch.setenv("PURAS_API_BASE", platform.url)
 
@@ -98,15 +100,23 @@ async def test_run_submit_get_wait_and_errors(platform: Platform, tenant: Tenant
     assert out["sync"] == ("succeeded", {"echoed": "sync"})
     assert out["waited"] == {"echoed": "full path"} and out["get"]
     assert out["job_error"] == ("failed", "KeyError: 'missing'")
-    assert out["api_error"] == (422, "validation_error", [{"pointer": "/inputs/text", "message": "1 is not of type 'string'"}])
+    assert out["api_error"] == (
+        422,
+        "validation_error",
+        [{"pointer": "/inputs/text", "message": "1 is not of type 'string'"}],
+    )
 
 
-async def test_events_resume_after_a_dropped_connection_without_gaps(platform: Platform, tenant: Tenant) -> None:
+async def test_events_resume_after_a_dropped_connection_without_gaps(
+    platform: Platform, tenant: Tenant
+) -> None:
     job = await tenant.run("chatty", {"lines": 6})
     reference = (await tenant.http.get(f"/v1/jobs/{job['id']}/events")).json()["events"]
 
     def follow(transport: httpx.BaseTransport | None, mode: str = "sse") -> list[int]:
-        with puras.Client(api_key=tenant.api_key, api_base=platform.url, transport=transport) as client:
+        with puras.Client(
+            api_key=tenant.api_key, api_base=platform.url, transport=transport
+        ) as client:
             return [e["id"] for e in client.events(job["id"], transport=mode)]  # type: ignore[arg-type]
 
     dropper = DropOnce(lines_before_drop=7)  # mid-way through the third event
@@ -127,3 +137,23 @@ async def test_async_client(platform: Platform, tenant: Tenant) -> None:
         with pytest.raises(puras.PurasAPIError) as missing:
             await client.get(str(uuid.uuid4()))
         assert missing.value.status == 404 and missing.value.code == "not_found"
+
+
+async def test_events_resumed_at_the_last_event_of_an_ended_job_end_at_once(
+    platform: Platform, tenant: Tenant
+) -> None:
+    job = await tenant.run("chatty", {"lines": 2})
+    async with puras.AsyncClient(api_key=tenant.api_key, api_base=platform.url) as client:
+        seen = [e async for e in client.events(job["id"])]
+        assert seen[-1]["type"] == "succeeded"
+
+        async def resume() -> list[dict[str, Any]]:
+            return [e async for e in client.events(job["id"], after_id=seen[-1]["id"])]
+
+        assert await asyncio.wait_for(resume(), 10) == []
+
+    def sync_resume() -> list[dict[str, Any]]:
+        with puras.Client(api_key=tenant.api_key, api_base=platform.url) as client:
+            return list(client.events(job["id"], after_id=seen[-1]["id"]))
+
+    assert await asyncio.wait_for(asyncio.to_thread(sync_resume), 10) == []

@@ -8,10 +8,10 @@ import uuid
 import asyncpg
 import pytest
 from nats.js import JetStreamContext
-from puras_cli.testing import ECHO_PROJECT, Platform
 from puras_common import streams
 from puras_common.bus import ConsumerSpec, reset_consumer
-from puras_common.testing import eventually
+from puras_testing import eventually
+from puras_testing.platform import ECHO_PROJECT, Platform
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 import pytest
 from nats.js import JetStreamContext
-from puras_cli.testing import ECHO_PROJECT, Platform, Tenant, project_zip
 from puras_common.events import parse_event
-from puras_common.testing import eventually
+from puras_testing import eventually
+from puras_testing.platform import ECHO_PROJECT, Platform, Tenant, project_zip
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -60,7 +60,9 @@ async def tenant(platform: Platform) -> Tenant:
     return tenant
 
 
-async def test_workspace_key_is_shown_once_and_stored_as_prefix_and_hash(platform: Platform, admin_db: asyncpg.Connection) -> None:
+async def test_workspace_key_is_shown_once_and_stored_as_prefix_and_hash(
+    platform: Platform, admin_db: asyncpg.Connection
+) -> None:
     tenant = await platform.tenant(f"keys-{uuid.uuid4().hex[:8]}")
     prefix, secret = tenant.api_key.removeprefix("puras_live_").split(".")
     assert len(prefix) == 8 and len(secret) == 32
@@ -70,14 +72,20 @@ async def test_workspace_key_is_shown_once_and_stored_as_prefix_and_hash(platfor
     assert secret not in stored
 
 
-async def test_every_kind_of_bad_key_gets_a_401_saying_which(platform: Platform, tenant: Tenant, admin_db: asyncpg.Connection) -> None:
+async def test_every_kind_of_bad_key_gets_a_401_saying_which(
+    platform: Platform, tenant: Tenant, admin_db: asyncpg.Connection
+) -> None:
     async with httpx.AsyncClient(base_url=platform.url) as http:
+
         async def code(headers: dict[str, str]) -> tuple[int, str, str]:
             r = await http.get(f"/v1/jobs/{uuid.uuid4()}", headers=headers)
             return r.status_code, r.json()["error"]["code"], r.json()["error"]["message"]
 
         assert (await code({}))[:2] == (401, "missing_key")
-        assert (await code({"Authorization": "Bearer puras_live_abc"}))[:2] == (401, "malformed_key")
+        assert (await code({"Authorization": "Bearer puras_live_abc"}))[:2] == (
+            401,
+            "malformed_key",
+        )
         no_dot = tenant.api_key.replace(".", "")
         status, err, message = await code({"Authorization": f"Bearer {no_dot}"})
         assert (status, err) == (401, "malformed_key") and "dot" in message
@@ -89,7 +97,10 @@ async def test_every_kind_of_bad_key_gets_a_401_saying_which(platform: Platform,
             "UPDATE gateway.api_keys SET revoked_at = now() WHERE prefix = $1",
             revoked.api_key.split(".")[0].removeprefix("puras_live_"),
         )
-        assert (await code({"Authorization": f"Bearer {revoked.api_key}"}))[:2] == (401, "revoked_key")
+        assert (await code({"Authorization": f"Bearer {revoked.api_key}"}))[:2] == (
+            401,
+            "revoked_key",
+        )
 
 
 async def test_push_lists_the_discovered_skills(tenant: Tenant) -> None:
@@ -99,8 +110,12 @@ async def test_push_lists_the_discovered_skills(tenant: Tenant) -> None:
     assert body["version"] == 2 and body["status"] == "ready" and body["active"] is True
     kinds = {s["name"]: s["kind"] for s in body["skills"]}
     assert kinds == {
-        "big": "function", "boom": "function", "chatty": "function", "echo": "function",
-        "hello": "agent", "notjson": "function",
+        "big": "function",
+        "boom": "function",
+        "chatty": "function",
+        "echo": "function",
+        "hello": "agent",
+        "notjson": "function",
     }
 
 
@@ -108,25 +123,56 @@ async def test_push_lists_the_discovered_skills(tenant: Tenant) -> None:
     ("files", "expected"),
     [
         ({"README.md": "no skills"}, "skills/: no skills/ directory"),
-        ({"skills/echo/skill.yaml": "entrypoint: main.py:run\n"}, "skills/echo/skill.yaml: entrypoint: main.py does not exist"),
-        ({"skills/Bad_Name/skill.yaml": "entrypoint: SKILL.md\n", "skills/Bad_Name/SKILL.md": "x"}, "skill name 'Bad_Name'"),
-        ({"skills/a/skill.yaml": "entrypoint: [unclosed\n"}, "skills/a/skill.yaml: not valid YAML"),
-        ({"skills/a/skill.yaml": "entrypoint: main.py:go\n", "skills/a/main.py": "def run(i): return i\n"}, "main.py defines no function 'go'"),
-        ({"skills/a/skill.yaml": "entrypoint: main\n"}, "skills/a/skill.yaml: entrypoint: 'main' must look like 'main.py:run'"),
-        ({"skills/a/skill.yaml": "entrypoint: SKILL.md\nsurprise: 1\n", "skills/a/SKILL.md": "x"}, "skills/a/skill.yaml: surprise: unknown field"),
         (
-            {"skills/a/skill.yaml": "entrypoint: SKILL.md\ninput_schema: {type: bogus}\n", "skills/a/SKILL.md": "x"},
+            {"skills/echo/skill.yaml": "entrypoint: main.py:run\n"},
+            "skills/echo/skill.yaml: entrypoint: main.py does not exist",
+        ),
+        (
+            {
+                "skills/Bad_Name/skill.yaml": "entrypoint: SKILL.md\n",
+                "skills/Bad_Name/SKILL.md": "x",
+            },
+            "skill name 'Bad_Name'",
+        ),
+        ({"skills/a/skill.yaml": "entrypoint: [unclosed\n"}, "skills/a/skill.yaml: not valid YAML"),
+        (
+            {
+                "skills/a/skill.yaml": "entrypoint: main.py:go\n",
+                "skills/a/main.py": "def run(i): return i\n",
+            },
+            "main.py defines no function 'go'",
+        ),
+        (
+            {"skills/a/skill.yaml": "entrypoint: main\n"},
+            "skills/a/skill.yaml: entrypoint: 'main' must look like 'main.py:run'",
+        ),
+        (
+            {
+                "skills/a/skill.yaml": "entrypoint: SKILL.md\nsurprise: 1\n",
+                "skills/a/SKILL.md": "x",
+            },
+            "skills/a/skill.yaml: surprise: unknown field",
+        ),
+        (
+            {
+                "skills/a/skill.yaml": "entrypoint: SKILL.md\ninput_schema: {type: bogus}\n",
+                "skills/a/SKILL.md": "x",
+            },
             "skills/a/skill.yaml: input_schema: not a valid JSON Schema",
         ),
     ],
 )
-async def test_bad_bundles_are_refused_naming_file_and_problem(tenant: Tenant, files: dict[str, str], expected: str) -> None:
+async def test_bad_bundles_are_refused_naming_file_and_problem(
+    tenant: Tenant, files: dict[str, str], expected: str
+) -> None:
     response = await tenant.push(files)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_bundle"
     assert expected in error["message"], error["message"]
-    assert error["details"] and all({"file", "field", "message"} <= set(d) for d in error["details"])
+    assert error["details"] and all(
+        {"file", "field", "message"} <= set(d) for d in error["details"]
+    )
 
 
 async def test_zip_slip_and_non_zip_bundles_are_refused(tenant: Tenant) -> None:
@@ -134,7 +180,9 @@ async def test_zip_slip_and_non_zip_bundles_are_refused(tenant: Tenant) -> None:
     response = await tenant.push(evil)
     assert response.status_code == 400 and "'..' in path" in response.json()["error"]["message"]
     response = await tenant.push(b"this is not a zip")
-    assert response.status_code == 400 and "not a zip archive" in response.json()["error"]["message"]
+    assert (
+        response.status_code == 400 and "not a zip archive" in response.json()["error"]["message"]
+    )
 
 
 async def test_echo_job_runs_end_to_end(tenant: Tenant) -> None:
@@ -151,7 +199,11 @@ async def test_echo_job_runs_end_to_end(tenant: Tenant) -> None:
     done = await eventually(finished, timeout=30, what="the echo job to finish")
     assert done["status"] == "succeeded", done
     assert done["result"] == {"echoed": "hi"}
-    assert done["attempt"] == 1 and done["version"] >= 1 and done["deployment_id"] == job["deployment_id"]
+    assert (
+        done["attempt"] == 1
+        and done["version"] >= 1
+        and done["deployment_id"] == job["deployment_id"]
+    )
     assert done["created_at"] <= done["started_at"] <= done["finished_at"]
 
 
@@ -162,7 +214,8 @@ async def test_wait_true_returns_the_terminal_job(tenant: Tenant) -> None:
 
 async def test_json_body_without_content_type_is_accepted(tenant: Tenant) -> None:
     response = await tenant.http.post(
-        "/v1/jobs?wait=true", content=b'{"skill":"echo","inputs":{"text":"curl"}}',
+        "/v1/jobs?wait=true",
+        content=b'{"skill":"echo","inputs":{"text":"curl"}}',
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 200 and response.json()["result"] == {"echoed": "curl"}
@@ -209,7 +262,9 @@ async def test_unknown_skill_and_bad_bodies_get_clear_4xx(tenant: Tenant) -> Non
     assert r.status_code == 400 and r.json()["error"]["details"][0]["pointer"] == "/input"
     r = await tenant.http.post("/v1/jobs", content=b"{not json")
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
-    r = await tenant.http.post("/v1/jobs?wait=true&timeout=61", json={"skill": "echo", "inputs": {"text": "x"}})
+    r = await tenant.http.post(
+        "/v1/jobs?wait=true&timeout=61", json={"skill": "echo", "inputs": {"text": "x"}}
+    )
     assert r.status_code == 400 and "1 and 60" in r.json()["error"]["message"]
     r = await tenant.http.get("/v1/jobs/not-a-uuid")
     assert r.status_code == 404
@@ -223,7 +278,9 @@ async def test_body_over_1_mib_is_refused_naming_the_drive(tenant: Tenant) -> No
     assert "1 MiB" in message and "/v1/drive/upload" in message
 
 
-async def test_large_inputs_and_results_travel_as_references(tenant: Tenant, js: JetStreamContext) -> None:
+async def test_large_inputs_and_results_travel_as_references(
+    tenant: Tenant, js: JetStreamContext
+) -> None:
     blob = "y" * (300 * 1024)  # over the 256 KiB inline limit, under the 1 MiB body limit
     job = await tenant.run("big", {"blob": blob})
     assert job["status"] == "succeeded", job
@@ -233,4 +290,3 @@ async def test_large_inputs_and_results_travel_as_references(tenant: Tenant, js:
         (msg,) = await sub.fetch(1, timeout=2)
         assert len(msg.data) < 4096, f"{suffix} carried the bytes"
         assert getattr(parse_event(msg.data).payload, field).startswith("payloads/")
-

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from puras_agent_runner.testing.models import Call, ModelStub, Reply
-from puras_cli.testing import Platform, Tenant
-from puras_common.testing import eventually
-from puras_media.testing.fal import FalStub, Images, Video
+from puras_testing import eventually
+from puras_testing.media.fal import FalStub, Images, Video
+from puras_testing.models import Call, ModelStub, Reply
+from puras_testing.platform import Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -148,12 +148,18 @@ async def job(tenant: Tenant, job_id: str) -> dict[str, Any]:
 
 
 async def events(tenant: Tenant, job_id: str) -> list[dict[str, Any]]:
-    return (await tenant.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000})).json()["events"]
+    return (await tenant.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000})).json()[
+        "events"
+    ]
 
 
 async def children(tenant: Tenant, job_id: str) -> list[str]:
     """The subagents a job started, from its own history."""
-    return [e["payload"]["child_job_id"] for e in await events(tenant, job_id) if e["type"] == "subagent"]
+    return [
+        e["payload"]["child_job_id"]
+        for e in await events(tenant, job_id)
+        if e["type"] == "subagent"
+    ]
 
 
 async def test_a_three_level_tree_rolls_its_costs_up_to_the_root(
@@ -163,8 +169,16 @@ async def test_a_three_level_tree_rolls_its_costs_up_to_the_root(
     fal_provider.script(Images(), Video(5), match=marker)
     shell = f"python3 -c \"import json, puras; print(json.dumps(puras.subagent.run('render', {{'marker': '{marker}'}})))\""
     model_provider.script(
-        Reply(tool_calls=[Call("bash", {"command": shell, "timeout": 120})], input_tokens=1000, output_tokens=100),
-        Reply(tool_calls=[Call("set_output", {"clip": "rendered"})], input_tokens=1500, output_tokens=50),
+        Reply(
+            tool_calls=[Call("bash", {"command": shell, "timeout": 120})],
+            input_tokens=1000,
+            output_tokens=100,
+        ),
+        Reply(
+            tool_calls=[Call("set_output", {"clip": "rendered"})],
+            input_tokens=1500,
+            output_tokens=50,
+        ),
         match=f"{MARKER}-writer",
     )
     root = await tenant.run("planner", {"marker": marker}, timeout=60)
@@ -175,19 +189,38 @@ async def test_a_three_level_tree_rolls_its_costs_up_to_the_root(
     (render_id,) = await children(tenant, writer_id)
     writer = await eventually(lambda: _ended(tenant, writer_id), timeout=20)
     render = await eventually(lambda: _ended(tenant, render_id), timeout=20)
-    assert (writer["skill_name"], writer["parent_job_id"], writer["status"]) == ("writer", root["id"], "succeeded")
-    assert (render["skill_name"], render["parent_job_id"], render["status"]) == ("render", writer_id, "succeeded")
+    assert (writer["skill_name"], writer["parent_job_id"], writer["status"]) == (
+        "writer",
+        root["id"],
+        "succeeded",
+    )
+    assert (render["skill_name"], render["parent_job_id"], render["status"]) == (
+        "render",
+        writer_id,
+        "succeeded",
+    )
     notice = next(e for e in await events(tenant, root["id"]) if e["type"] == "subagent")["payload"]
     assert (notice["kind"], notice["target"], notice["skill_name"]) == ("skill", "writer", "writer")
-    shell_result = next(e for e in await events(tenant, writer_id) if e["type"] == "tool_result")["payload"]["output"]
+    shell_result = next(e for e in await events(tenant, writer_id) if e["type"] == "tool_result")[
+        "payload"
+    ]["output"]
     assert render["result"]["drive_path"] in shell_result
     # Billing charged every call once; each job's cost is its own, the total adds its subtree.
-    writer_llm = 1000 * 0.3 + 100 * 1.5 + 1500 * 0.3 + 50 * 1.5  # claude/haiku-4-5: $0.30 / $1.50 per M tokens
+    writer_llm = (
+        1000 * 0.3 + 100 * 1.5 + 1500 * 0.3 + 50 * 1.5
+    )  # claude/haiku-4-5: $0.30 / $1.50 per M tokens
     expected = {root["id"]: 60_000, writer_id: int(writer_llm), render_id: 1_820_000}
 
     async def settled() -> dict[str, dict[str, Any]] | None:
         jobs = {i: await job(tenant, i) for i in expected}
-        return jobs if all(jobs[i]["cost_micros"] == c and jobs[i]["status"] == "succeeded" for i, c in expected.items()) else None
+        return (
+            jobs
+            if all(
+                jobs[i]["cost_micros"] == c and jobs[i]["status"] == "succeeded"
+                for i, c in expected.items()
+            )
+            else None
+        )
 
     jobs = await eventually(settled, timeout=30)
     assert jobs[render_id]["total_cost_micros"] == 1_820_000
@@ -197,8 +230,12 @@ async def test_a_three_level_tree_rolls_its_costs_up_to_the_root(
     assert usage["cost_micros"] == 60_000  # the root's own rows only
 
 
-async def test_cancelling_the_root_cancels_the_whole_tree(tenant: Tenant, model_provider: ModelStub) -> None:
-    shell = "python3 -c \"import puras; puras.subagent.run('sleeper', {}, timeout=280)\"; echo ended"
+async def test_cancelling_the_root_cancels_the_whole_tree(
+    tenant: Tenant, model_provider: ModelStub
+) -> None:
+    shell = (
+        "python3 -c \"import puras; puras.subagent.run('sleeper', {}, timeout=280)\"; echo ended"
+    )
     model_provider.script(
         Reply(tool_calls=[Call("bash", {"command": shell, "timeout": 290})]),
         Reply(tool_calls=[Call("bash", {"command": "echo never"})]),
@@ -220,7 +257,9 @@ async def test_cancelling_the_root_cancels_the_whole_tree(tenant: Tenant, model_
 
     async def all_ended() -> list[dict[str, Any]] | None:
         tree = [await job(tenant, i) for i in (boss_id, middle_id, sleeper_id)]
-        return tree if all(j["status"] in ("succeeded", "failed", "cancelled") for j in tree) else None
+        return (
+            tree if all(j["status"] in ("succeeded", "failed", "cancelled") for j in tree) else None
+        )
 
     boss, middle, sleeper = await eventually(all_ended, timeout=60)
     assert [boss["status"], middle["status"], sleeper["status"]] == ["cancelled"] * 3
@@ -241,34 +280,61 @@ async def test_the_tree_is_bounded_in_depth_and_in_children(tenant: Tenant) -> N
     assert "would be at depth 4; the limit is 3" in node["message"]
     fanned = await tenant.run("fan", {}, timeout=60)
     assert fanned["result"][:4] == [{"echoed": str(i)} for i in range(4)]
-    assert fanned["result"][4]["refused"] == 400 and "has started 4 subagents; the limit is 4" in fanned["result"][4]["message"]
+    assert (
+        fanned["result"][4]["refused"] == 400
+        and "has started 4 subagents; the limit is 4" in fanned["result"][4]["message"]
+    )
 
 
-async def test_targets_are_checked_before_they_are_queued_and_failures_raise(tenant: Tenant, model_provider: ModelStub) -> None:
+async def test_targets_are_checked_before_they_are_queued_and_failures_raise(
+    tenant: Tenant, model_provider: ModelStub
+) -> None:
     marker = uuid.uuid4().hex
-    model_provider.script(Reply(tool_calls=[Call("set_output", {"output": {"greeting": "hello"}})]), match=f"{marker}-inline")
+    model_provider.script(
+        Reply(tool_calls=[Call("set_output", {"output": {"greeting": "hello"}})]),
+        match=f"{marker}-inline",
+    )
     model_provider.script(Reply(text="Too short."), match=f"{MARKER}-critic")
     checks = await tenant.run("checks", {"marker": marker}, timeout=60)
     assert checks["status"] == "succeeded", checks
     r = checks["result"]
-    assert r["invalid"]["api"] == 422 and r["invalid"]["details"][0]["pointer"] == "/inputs" and "'text'" in r["invalid"]["message"]
+    assert (
+        r["invalid"]["api"] == 422
+        and r["invalid"]["details"][0]["pointer"] == "/inputs"
+        and "'text'" in r["invalid"]["message"]
+    )
     assert r["missing"]["api"] == 404 and "skill 'nope' not found" in r["missing"]["message"]
     assert r["pinned"] == {"ok": {"echoed": "v"}}
-    assert r["no_version"]["api"] == 404 and "version 99 of skillpack" in r["no_version"]["message"] and "/default' not found" in r["no_version"]["message"]
-    assert r["no_file"]["run_error"] == "failed" and "'references/absent.md' is not in deployment" in r["no_file"]["message"]
+    assert (
+        r["no_version"]["api"] == 404
+        and "version 99 of skillpack" in r["no_version"]["message"]
+        and "/default' not found" in r["no_version"]["message"]
+    )
+    assert (
+        r["no_file"]["run_error"] == "failed"
+        and "'references/absent.md' is not in deployment" in r["no_file"]["message"]
+    )
     assert r["escape"]["api"] == 400 and "leaves the bundle" in r["escape"]["message"]
-    assert r["both"] == r["neither"] == {"value_error": "pass exactly one of target (a skill or a .md file) and prompt"}
+    assert (
+        r["both"]
+        == r["neither"]
+        == {"value_error": "pass exactly one of target (a skill or a .md file) and prompt"}
+    )
     assert r["version_with_prompt"]["value_error"].startswith("version pins a declared skill")
     assert r["inline"] == {"ok": {"greeting": "hello"}}
     assert r["markdown"] == {"ok": {"text": "Too short."}}
-    kinds = {e["payload"]["kind"] for e in await events(tenant, checks["id"]) if e["type"] == "subagent"}
+    kinds = {
+        e["payload"]["kind"] for e in await events(tenant, checks["id"]) if e["type"] == "subagent"
+    }
     assert kinds == {"skill", "markdown", "prompt"}
 
 
 async def test_a_child_that_outlives_its_wait_and_its_parent_is_cancelled(tenant: Tenant) -> None:
     parent = await tenant.run("impatient", {}, timeout=60)
     late = parent["result"]
-    assert late["status"] in ("queued", "running") and "did not finish within 1 s" in late["message"]
+    assert (
+        late["status"] in ("queued", "running") and "did not finish within 1 s" in late["message"]
+    )
     # It keeps its own job timeout (290 s here) only while its parent lives.
     slow = await eventually(lambda: _ended(tenant, late["job_id"]), timeout=30)
     assert slow["status"] == "cancelled" and slow["parent_job_id"] == parent["id"]

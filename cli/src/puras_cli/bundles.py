@@ -7,7 +7,17 @@ import os
 import zipfile
 from pathlib import Path
 
-EXCLUDED_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".puras"}
+EXCLUDED_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    "node_modules",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".puras",
+}
 
 
 def zip_project(directory: Path) -> bytes:

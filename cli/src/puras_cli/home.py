@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 from puras_common.access import Credentials
-from puras_common.engines import free_port
+
+from puras_cli.engines import free_port
 
 
 class Home:
@@ -43,7 +44,11 @@ class Home:
             creds = Credentials.generate()
             self._write("credentials.json", dataclasses.asdict(creds))
             return creds
-        return Credentials(**data)
+        creds = Credentials(**data)
+        if set(dataclasses.asdict(creds)) - set(data):
+            # A credential added since this installation began: generate it once and keep it.
+            self._write("credentials.json", dataclasses.asdict(creds))
+        return creds
 
     def ports(self, names: tuple[str, ...], preferred: dict[str, int]) -> dict[str, int]:
         """Ports chosen once and remembered, so a restart finds the same services."""

@@ -3,16 +3,26 @@ credentials, ports and directories, turned into each process's environment."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from puras_common.access import SERVICES, Credentials
+from puras_common.access import SERVICES, Credentials, operator_secrets
 
 MODULES: Final = {service: "puras_" + service.replace("-", "_") for service in SERVICES}
 """``python -m <module>`` for each service."""
 
-START_ORDER: Final = ("drive", "deployments", "billing", "scheduler", "function-runner", "agent-runner", "gateway")
+START_ORDER: Final = (
+    "drive",
+    "deployments",
+    "billing",
+    "scheduler",
+    "function-runner",
+    "agent-runner",
+    "webhooks",
+    "gateway",
+)
 
 
 @dataclass
@@ -25,7 +35,7 @@ class PlatformConfig:
     database_urls: dict[str, str]
     """Per stateful service."""
     ports: dict[str, int]
-    """``gateway``, ``deployments``, ``drive``."""
+    """``gateway``, ``deployments``, ``drive``, and ``ops-<service>`` for each ops listener."""
     public_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -33,15 +43,18 @@ class PlatformConfig:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}"
 
-    def env_for(self, service: str) -> dict[str, str]:
+    def ops_url(self, name: str) -> str | None:
+        """Where the process ``name`` (a service, or a replica's name) serves ``/metrics``."""
+        port = self.ports.get(f"ops-{name}")
+        return f"http://127.0.0.1:{port}" if port else None
+
+    def env_for(self, service: str, *, name: str | None = None) -> dict[str, str]:
+        """The environment of ``service``'s process ``name`` (default: the service's own)."""
         c = self.credentials
         env = {
             "PURAS_NATS_URL": self.nats_urls.get(service, self.nats_urls.get("admin", "")),
-            "PURAS_INTERNAL_TOKEN": c.internal_token,
-            "PURAS_JOB_TOKEN_KEY": c.job_token_key,
-            "PURAS_ADMIN_TOKEN": c.admin_token,
-            "PURAS_SECRETS_KEY": c.secrets_key,
-            "PURAS_DRIVE_SIGNING_KEY": c.drive_signing_key,
+            **operator_secrets(service, os.environ),
+            **c.secrets_env(service),
             "PURAS_LOG_FORMAT": "json",
             "PURAS_GATEWAY_PORT": str(self.ports["gateway"]),
             "PURAS_DEPLOYMENTS_PORT": str(self.ports["deployments"]),
@@ -53,6 +66,8 @@ class PlatformConfig:
             "PURAS_DRIVE_DATA_DIR": str(self.home / "drive"),
             "PURAS_FUNCTION_RUNNER_CACHE_DIR": str(self.home / "runner"),
             "PURAS_AGENT_RUNNER_CACHE_DIR": str(self.home / "agent-runner"),
+            # A replica without a port of its own picks a free one (it reports it in health).
+            "PURAS_OPS_PORT": str(self.ports.get(f"ops-{name or service}", 0)),
         }
         if self.public_url:
             env["PURAS_PUBLIC_URL"] = self.public_url

@@ -13,22 +13,28 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
 
 import httpx
 import orjson
 from puras_common.access import STATEFUL
 from puras_common.bus import connect_nats
-from puras_common.engines import NatsServer, PostgresServer, provision_postgres
-from puras_common.streams import ensure_streams
+from puras_common.consumers import provision_bus
 
 from puras_cli.bundles import zip_project
+from puras_cli.engines import NatsServer, PostgresServer, provision_postgres
 from puras_cli.home import Home
 from puras_cli.platform import MODULES, START_ORDER, PlatformConfig
-from puras_cli.supervisor import Supervisor
+from puras_cli.supervisor import Supervisor, sweep
 
 DATABASE = "puras"
+
+
+ENGINES: Final = ("nats", "postgres")
+"""The supervisor's names for the embedded engines; they start first and stop last."""
 
 
 @dataclass
@@ -38,14 +44,15 @@ class Engines:
     nats_urls: dict[str, str] = field(default_factory=dict)
     database_urls: dict[str, str] = field(default_factory=dict)
 
-    async def stop(self) -> None:
-        if self.nats is not None:
-            await self.nats.stop()
-        if self.postgres is not None:
-            await self.postgres.stop()
+
+def stop_grace() -> float:
+    """Seconds a service has to stop (and its runners to drain) before SIGKILL."""
+    return float(os.environ.get("PURAS_STOP_GRACE_SECONDS", "30"))
 
 
-async def start_engines(home: Home, say) -> Engines:
+async def start_engines(home: Home, say: Callable[[str], None], supervisor: Supervisor) -> Engines:
+    """NATS and PostgreSQL under the supervisor (restarted if they die), unless the environment
+    names running ones; then the roles, schemas and streams."""
     creds = home.credentials()
     engines = Engines()
     external_nats = os.environ.get("PURAS_NATS_URL")
@@ -54,34 +61,63 @@ async def start_engines(home: Home, say) -> Engines:
         say(f"using NATS at {external_nats.split('@')[-1]}")
     else:
         ports = home.ports(("nats",), {})
-        engines.nats = NatsServer(store_dir=home.path / "nats", users=creds.nats_users(), port=ports["nats"])
-        await engines.nats.start()
-        engines.nats_urls = {name: engines.nats.url(name) for name in (*MODULES, "admin")}
-        say(f"NATS JetStream on 127.0.0.1:{engines.nats.port} (data in {home.path / 'nats'})")
+        nats = NatsServer(
+            store_dir=home.path / "nats", users=creds.nats_users(), port=ports["nats"]
+        )
+        supervisor.add("nats", nats.prepare(), {}, ready=nats.ready)
+        await supervisor.start_and_wait("nats", timeout=30)
+        engines.nats = nats
+        engines.nats_urls = {name: nats.url(name) for name in (*MODULES, "admin")}
+        say(f"NATS JetStream on 127.0.0.1:{nats.port} (data in {home.path / 'nats'})")
     admin_dsn = os.environ.get("PURAS_DATABASE_URL")
     if admin_dsn:
         say(f"using PostgreSQL at {admin_dsn.split('@')[-1]}")
     else:
         ports = home.ports(("postgres",), {})
-        engines.postgres = PostgresServer(
-            data_dir=home.path / "pg", admin_password=creds.postgres["admin"], port=ports["postgres"]
+        postgres = PostgresServer(
+            data_dir=home.path / "pg",
+            admin_password=creds.postgres["admin"],
+            port=ports["postgres"],
         )
-        await engines.postgres.start()
-        admin_dsn = engines.postgres.dsn()
-        say(f"PostgreSQL on 127.0.0.1:{engines.postgres.port} (data in {home.path / 'pg'})")
+        await postgres.prepare()
+        uid, gid = postgres.owner() or (None, None)
+        # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+        supervisor.add(
+            "postgres",
+            postgres.argv(),
+            {},
+            stop_signal=signal.SIGINT,
+            user=uid,
+            group=gid,
+            ready=postgres.ready,
+        )
+        await supervisor.start_and_wait("postgres", timeout=120)
+        engines.postgres = postgres
+        admin_dsn = postgres.dsn()
+        say(f"PostgreSQL on 127.0.0.1:{postgres.port} (data in {home.path / 'pg'})")
     engines.database_urls = await provision_postgres(
         admin_dsn, database=DATABASE, passwords={s: creds.postgres[s] for s in STATEFUL}
     )
     nc = await connect_nats(engines.nats_urls["admin"], name="puras-up")
     try:
-        await ensure_streams(nc.jetstream())
+        await provision_bus(nc.jetstream())
     finally:
         await nc.close()
     return engines
 
 
+async def stop_all(supervisor: Supervisor, *, grace: float | None = None) -> None:
+    """The services first (each drains within the grace), then the engines."""
+    grace = stop_grace() if grace is None else grace
+    services = [n for n in supervisor.children if n not in ENGINES]
+    await supervisor.stop(grace=grace, order=list(reversed(START_ORDER)), only=services)
+    await supervisor.stop(grace=grace)
+
+
 def platform_config(home: Home, engines: Engines) -> PlatformConfig:
-    ports = home.ports(("gateway", "deployments", "drive"), {"gateway": 8080})
+    ports = home.ports(
+        ("gateway", "deployments", "drive", *(f"ops-{s}" for s in MODULES)), {"gateway": 8080}
+    )
     return PlatformConfig(
         home=home.path,
         credentials=home.credentials(),
@@ -111,7 +147,9 @@ async def wait_ready(config: PlatformConfig, *, timeout: float = 60.0) -> None:
                     if orjson.loads(reply.data).get("status") == "ok":
                         pending.discard(service)
             if pending and loop.time() > deadline:
-                raise TimeoutError(f"services not healthy after {timeout:.0f}s: {', '.join(sorted(pending))}")
+                raise TimeoutError(
+                    f"services not healthy after {timeout:.0f}s: {', '.join(sorted(pending))}"
+                )
             if pending:
                 await asyncio.sleep(0.2)
     finally:
@@ -126,7 +164,9 @@ async def wait_ready(config: PlatformConfig, *, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)
 
 
-async def bootstrap(home: Home, config: PlatformConfig, *, examples: Path | None, say) -> dict[str, str]:
+async def bootstrap(
+    home: Home, config: PlatformConfig, *, examples: Path | None, say: Callable[[str], None]
+) -> dict[str, Any]:
     """The ``local`` workspace and its key (created once), and the example project (pushed once)."""
     local = home.local()
     async with httpx.AsyncClient(base_url=config.gateway_url, timeout=120.0) as http:
@@ -142,6 +182,10 @@ async def bootstrap(home: Home, config: PlatformConfig, *, examples: Path | None
             local = {"workspace": "local", "api_key": created["api_key"]}
             home.save_local(local)
             say("created workspace 'local' with $10.00 of credit")
+        if "login" not in local:
+            local["login"] = await _create_login(http, config)
+            home.save_local(local)
+            say(f"created the console login {local['login']['email']}")
         if examples is not None and not local.get("examples_deployed"):
             response = await http.post(
                 "/v1/deployments",
@@ -157,14 +201,32 @@ async def bootstrap(home: Home, config: PlatformConfig, *, examples: Path | None
     return local
 
 
-def banner(config: PlatformConfig, local: dict[str, str], home: Home) -> str:
+LOCAL_LOGIN = "admin@puras.local"
+"""The console's first user, an owner of the ``local`` workspace."""
+
+
+async def _create_login(http: httpx.AsyncClient, config: PlatformConfig) -> dict[str, str]:
+    response = await http.post(
+        "/v1/admin/workspaces/local/users",
+        json={"email": LOCAL_LOGIN, "role": "owner", "reset_password": True},
+        headers={"Authorization": f"Bearer {config.credentials.admin_token}"},
+    )
+    if response.status_code not in (200, 201):
+        raise RuntimeError(f"could not create the console login: {response.text}")
+    return {"email": LOCAL_LOGIN, "password": response.json()["password"]}
+
+
+def banner(config: PlatformConfig, local: dict[str, Any], home: Home) -> str:
     key = local["api_key"]
+    login = local["login"]
     return "\n".join(
         [
             "",
             "Puras is ready.",
             f"  gateway  {config.gateway_url}",
             f"  API key  {key}   (saved in {home.path / 'local.json'})",
+            f"  console  {config.gateway_url}/console",
+            f"           sign in as {login['email']}, password {login['password']}",
             "",
             "  Run the example echo skill:",
             f"    curl -X POST '{config.gateway_url}/v1/jobs?wait=true' \\",
@@ -188,9 +250,12 @@ async def up(*, examples: Path | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    engines = await start_engines(home, say)
-    supervisor = Supervisor()
+    pidfile = home.path / "supervisor.json"
+    if left := sweep(pidfile):
+        say(f"stopped what a previous run left running: {', '.join(left)}")
+    supervisor = Supervisor(pidfile=pidfile)
     try:
+        engines = await start_engines(home, say, supervisor)
         config = platform_config(home, engines)
         supervise(config, supervisor)
         await supervisor.start_all()
@@ -207,6 +272,6 @@ async def up(*, examples: Path | None) -> int:
         say("stopping")
         return 0
     finally:
-        await supervisor.stop(order=list(reversed(START_ORDER)))
-        await engines.stop()
+        await stop_all(supervisor)
+        pidfile.unlink(missing_ok=True)
         say("stopped")

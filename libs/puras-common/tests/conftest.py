@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from puras_common.testing import Infra, Scratch, scratch_schema
+from puras_testing import Infra, Scratch, scratch_schema
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -9,14 +9,20 @@ import uuid
 import nats
 import pytest
 from nats.aio.client import Client as NATS
-from puras_common.testing import Infra
+from puras_common.access import inbox_prefix
+from puras_testing import Infra
 
 
 async def connect_as(infra: Infra, service: str, errors: list[str]) -> NATS:
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    return await nats.connect(infra.nats_url(service), error_cb=on_error, max_reconnect_attempts=0)
+    return await nats.connect(
+        infra.nats_url(service),
+        error_cb=on_error,
+        max_reconnect_attempts=0,
+        inbox_prefix=inbox_prefix(service),
+    )
 
 
 @pytest.fixture
@@ -42,7 +48,9 @@ def enforced(infra: Infra) -> Infra:
         ("deployments", "deployment.{id}.created", "workspace.{id}.credit_granted"),
     ],
 )
-async def test_services_publish_only_their_own_events(enforced: Infra, service: str, allowed: str, refused: str) -> None:
+async def test_services_publish_only_their_own_events(
+    enforced: Infra, service: str, allowed: str, refused: str
+) -> None:
     errors: list[str] = []
     nc = await connect_as(enforced, service, errors)
     try:
@@ -61,13 +69,16 @@ async def test_a_service_cannot_answer_another_services_endpoints(enforced: Infr
     errors: list[str] = []
     nc = await connect_as(enforced, "function-runner", errors)
     try:
+
         async def answer(_msg: object) -> None:
             raise AssertionError("should never receive a request")
 
         await nc.subscribe("svc.deployments.secrets", cb=answer)
         await nc.flush()
         await asyncio.sleep(0.2)
-        assert any("permissions violation" in e.lower() and "subscription" in e.lower() for e in errors), errors
+        assert any(
+            "permissions violation" in e.lower() and "subscription" in e.lower() for e in errors
+        ), errors
     finally:
         await nc.close()
 
@@ -80,7 +91,9 @@ async def test_only_runners_may_ask_for_a_jobs_secrets(enforced: Infra, service:
         await nc.publish("svc.deployments.secrets", b"{}")
         await nc.flush()
         await asyncio.sleep(0.2)
-        assert any("permissions violation" in e.lower() and "publish" in e.lower() for e in errors), errors
+        assert any(
+            "permissions violation" in e.lower() and "publish" in e.lower() for e in errors
+        ), errors
     finally:
         await nc.close()
     runner_errors: list[str] = []
@@ -106,17 +119,3 @@ async def test_streams_cannot_be_deleted_by_a_service(enforced: Infra) -> None:
         assert (await admin.jetstream().stream_info("JOBS")).config.name == "JOBS"
     finally:
         await admin.close()
-
-
-async def test_services_may_answer_flow_control(enforced: Infra) -> None:
-    """Ordered consumers (the gateway's live fan-out) stall unless the client can answer the
-    server's flow-control requests."""
-    errors: list[str] = []
-    nc = await connect_as(enforced, "gateway", errors)
-    try:
-        await nc.publish("$JS.FC.JOBS.x.y", b"")
-        await nc.flush()
-        await asyncio.sleep(0.2)
-        assert not errors, errors
-    finally:
-        await nc.close()

@@ -10,8 +10,15 @@ from pydantic import ValidationError
 
 def spec(**kw: object) -> JobSpec:
     base = dict(
-        skill_name="echo", skillpack_id=uuid.uuid4(), skillpack_slug="default", owner_workspace_id=uuid.uuid4(),
-        deployment_id=uuid.uuid4(), version=1, kind="function", entrypoint="main.py:run", timeout_seconds=30,
+        skill_name="echo",
+        skillpack_id=uuid.uuid4(),
+        skillpack_slug="default",
+        owner_workspace_id=uuid.uuid4(),
+        deployment_id=uuid.uuid4(),
+        version=1,
+        kind="function",
+        entrypoint="main.py:run",
+        timeout_seconds=30,
         inputs={"text": "hi"},
     )
     base.update(kw)
@@ -29,16 +36,23 @@ def test_round_trip_keeps_every_field_and_the_subject() -> None:
 
 
 def test_causation_threads_correlation() -> None:
-    first = WorkspaceCreated.new(WorkspaceCreatedPayload(slug="a", name="A"), producer="t", workspace_id=uuid.uuid4())
+    first = WorkspaceCreated.new(
+        WorkspaceCreatedPayload(slug="a", name="A"), producer="t", workspace_id=uuid.uuid4()
+    )
     second = WorkspaceCreated.new(
-        WorkspaceCreatedPayload(slug="a", name="A"), producer="t", workspace_id=uuid.uuid4(), caused_by=first
+        WorkspaceCreatedPayload(slug="a", name="A"),
+        producer="t",
+        workspace_id=uuid.uuid4(),
+        caused_by=first,
     )
     assert second.causation_id == first.id
     assert second.correlation_id == first.correlation_id
 
 
 def test_events_are_immutable() -> None:
-    event = WorkspaceCreated.new(WorkspaceCreatedPayload(slug="a", name="A"), producer="t", workspace_id=uuid.uuid4())
+    event = WorkspaceCreated.new(
+        WorkspaceCreatedPayload(slug="a", name="A"), producer="t", workspace_id=uuid.uuid4()
+    )
     with pytest.raises(ValidationError):
         event.producer = "other"  # type: ignore[misc]
 
@@ -49,7 +63,9 @@ def test_unknown_type_is_named() -> None:
 
 
 def test_older_payloads_are_upcast(monkeypatch: pytest.MonkeyPatch) -> None:
-    event = WorkspaceCreated.new(WorkspaceCreatedPayload(slug="a", name="A"), producer="t", workspace_id=uuid.uuid4())
+    event = WorkspaceCreated.new(
+        WorkspaceCreatedPayload(slug="a", name="A"), producer="t", workspace_id=uuid.uuid4()
+    )
     old = event.model_dump(mode="json")
     old["payload"] = {"slug": "a", "title": "Old name"}  # version 1 called it "title"
     monkeypatch.setattr(WorkspaceCreated, "current_schema_version", 2)

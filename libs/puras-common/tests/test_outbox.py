@@ -16,21 +16,31 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from puras_common import streams
-from puras_common.bus import ConsumerSpec, Delivery, ProjectionRunner, reset_consumer
+from puras_common.bus import (
+    ConsumerSpec,
+    Delivery,
+    ProjectionRunner,
+    ensure_consumer,
+    reset_consumer,
+)
 from puras_common.events import WorkspaceCreated
 from puras_common.events.platform import WorkspaceCreatedPayload
 from puras_common.outbox import OutboxRelay, UnitOfWork
-from puras_common.testing import Scratch, eventually
+from puras_testing import Scratch, eventually
 
 
 def workspace_events(ws: uuid.UUID, n: int, start: int = 0) -> list[WorkspaceCreated]:
     return [
-        WorkspaceCreated.new(WorkspaceCreatedPayload(slug=f"s{i}", name=f"n{i}"), producer="test", workspace_id=ws)
+        WorkspaceCreated.new(
+            WorkspaceCreatedPayload(slug=f"s{i}", name=f"n{i}"), producer="test", workspace_id=ws
+        )
         for i in range(start, start + n)
     ]
 
 
-async def stream_slugs(js: JetStreamContext, ws: uuid.UUID, expect: int, timeout: float = 10.0) -> list[str]:
+async def stream_slugs(
+    js: JetStreamContext, ws: uuid.UUID, expect: int, timeout: float = 10.0
+) -> list[str]:
     """Every message for ``ws`` in PLATFORM, read with an ephemeral consumer."""
     sub = await js.pull_subscribe(
         f"workspace.{ws}.>", stream="PLATFORM", config=ConsumerConfig(ack_policy=AckPolicy.NONE)
@@ -61,7 +71,9 @@ async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
             await task
 
 
-async def test_relay_publishes_committed_events_in_order(scratch: Scratch, js: JetStreamContext) -> None:
+async def test_relay_publishes_committed_events_in_order(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
     ws = uuid.uuid4()
     events = workspace_events(ws, 60)
 
@@ -76,7 +88,9 @@ async def test_relay_publishes_committed_events_in_order(scratch: Scratch, js: J
     assert seen == [f"s{i}" for i in range(60)]
 
 
-async def test_rolled_back_transaction_emits_nothing(scratch: Scratch, js: JetStreamContext) -> None:
+async def test_rolled_back_transaction_emits_nothing(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
     ws = uuid.uuid4()
     with pytest.raises(RuntimeError):
         async with scratch.outbox.transaction() as uow:
@@ -131,7 +145,15 @@ async def test_event_committed_but_not_published_is_published_after_restart_exac
     ws = uuid.uuid4()
     proc = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-c", CRASH_AFTER_COMMIT, scratch.dsn, scratch.schema, infra.nats_url(), str(ws)],
+        [
+            sys.executable,
+            "-c",
+            CRASH_AFTER_COMMIT,
+            scratch.dsn,
+            scratch.schema,
+            infra.nats_url(),
+            str(ws),
+        ],
         capture_output=True,
         timeout=60,
     )
@@ -150,6 +172,7 @@ async def test_event_committed_but_not_published_is_published_after_restart_exac
 
     spec = ConsumerSpec(streams.PLATFORM, f"test-{uuid.uuid4().hex[:8]}", (f"workspace.{ws}.>",))
     projection = ProjectionRunner(js=js, outbox=scratch.outbox, spec=spec, apply=apply)
+    await ensure_consumer(js, spec)  # as provisioning does
     consume = asyncio.create_task(projection.run())
     try:
         # The restarted relay finds the row after the persisted cursor and publishes it.
@@ -167,7 +190,9 @@ async def test_event_committed_but_not_published_is_published_after_restart_exac
         consume.cancel()
 
 
-async def test_redelivered_event_changes_projection_once(scratch: Scratch, js: JetStreamContext) -> None:
+async def test_redelivered_event_changes_projection_once(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
     ws = uuid.uuid4()
     event = workspace_events(ws, 1)[0]
 
@@ -179,6 +204,7 @@ async def test_redelivered_event_changes_projection_once(scratch: Scratch, js: J
 
     spec = ConsumerSpec(streams.PLATFORM, f"test-{uuid.uuid4().hex[:8]}", (f"workspace.{ws}.>",))
     projection = ProjectionRunner(js=js, outbox=scratch.outbox, spec=spec, apply=apply)
+    await ensure_consumer(js, spec)  # as provisioning does
     consume = asyncio.create_task(projection.run())
     count = "SELECT n FROM counters WHERE name = $1"
     try:
@@ -186,7 +212,9 @@ async def test_redelivered_event_changes_projection_once(scratch: Scratch, js: J
         await eventually(lambda: scratch.pool.fetchval(count, str(ws)), what="first application")
         # The same event again, past the server's duplicate window (a different msg id): the
         # stream now holds it twice, and the consumer sees both.
-        await js.publish(event.subject, event.to_json(), headers={"Nats-Msg-Id": f"{event.id}-late"})
+        await js.publish(
+            event.subject, event.to_json(), headers={"Nats-Msg-Id": f"{event.id}-late"}
+        )
         await eventually(lambda: projection.skipped >= 1, what="the duplicate to be skipped")
         # And a consumer reset replays the whole stream again.
         consume.cancel()
@@ -199,7 +227,9 @@ async def test_redelivered_event_changes_projection_once(scratch: Scratch, js: J
         consume.cancel()
 
 
-async def test_poison_event_is_dead_lettered_and_the_rest_still_apply(scratch: Scratch, js: JetStreamContext) -> None:
+async def test_poison_event_is_dead_lettered_and_the_rest_still_apply(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
     ws = uuid.uuid4()
     good = workspace_events(ws, 2)
 
@@ -211,12 +241,15 @@ async def test_poison_event_is_dead_lettered_and_the_rest_still_apply(scratch: S
     durable = f"test-{uuid.uuid4().hex[:8]}"
     spec = ConsumerSpec(streams.PLATFORM, durable, (f"workspace.{ws}.>",), max_deliver=2)
     projection = ProjectionRunner(js=js, outbox=scratch.outbox, spec=spec, apply=apply)
+    await ensure_consumer(js, spec)  # as provisioning does
     consume = asyncio.create_task(projection.run())
     try:
         await js.publish(f"workspace.{ws}.created", b"not json at all")
         for e in good:
             await js.publish(e.subject, e.to_json(), headers={"Nats-Msg-Id": str(e.id)})
-        await eventually(lambda: scratch.pool.fetchval("SELECT n FROM counters WHERE name = 's1'"), what="s1")
+        await eventually(
+            lambda: scratch.pool.fetchval("SELECT n FROM counters WHERE name = 's1'"), what="s1"
+        )
         await eventually(lambda: projection.dead_lettered == 2, timeout=20, what="two dead letters")
         dlq = await js.pull_subscribe(f"dlq.platform.{durable}", stream="DLQ")
         msgs = await dlq.fetch(2, timeout=5)
@@ -257,7 +290,9 @@ async def _burn_xids_to_just_below_a_power_of_ten(conn: asyncpg.Connection) -> N
     current = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
     boundary = 10 ** len(str(current))
     if boundary - current > 12:
-        assert boundary - current < 2_000_000, "this cluster's ids are too far from the next power of ten"
+        assert boundary - current < 2_000_000, (
+            "this cluster's ids are too far from the next power of ten"
+        )
         await conn.execute(
             f"""DO $$ BEGIN FOR i IN 1..{boundary - current - 12} LOOP
                     BEGIN INSERT INTO burner VALUES (1); EXCEPTION WHEN others THEN NULL; END;
@@ -267,7 +302,9 @@ async def _burn_xids_to_just_below_a_power_of_ten(conn: asyncpg.Connection) -> N
         pass
 
 
-async def test_the_cursor_survives_transaction_ids_gaining_a_digit(scratch: Scratch, js: JetStreamContext) -> None:
+async def test_the_cursor_survives_transaction_ids_gaining_a_digit(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
     # Ids 99…9 and 100…0 must be ordered as numbers, not as text ("1000" < "999"): a relay
     # that published the newer row first would move its cursor past the older one for good.
     ws = uuid.uuid4()

@@ -16,11 +16,11 @@ import httpx
 import pytest_asyncio
 from puras_common.drive import DriveClient, Origin
 from puras_common.envelope import Event
-from puras_common.testing import Infra
-from puras_drive.testing import RunningDrive, run_drive
 from puras_media import CallContext, DriveStore, MediaRequest, MediaService, MediaSettings
-from puras_media.testing.elevenlabs import ElevenLabsStub, elevenlabs_stub
-from puras_media.testing.fal import FalStub, fal_stub
+from puras_testing import Infra
+from puras_testing.drive import RunningDrive, run_drive
+from puras_testing.media.elevenlabs import ElevenLabsStub, elevenlabs_stub
+from puras_testing.media.fal import FalStub, fal_stub
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +56,9 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 def media_settings(fal: FalStub, eleven: ElevenLabsStub, **overrides: Any) -> MediaSettings:
     env = {k.removeprefix("PURAS_").lower(): v for k, v in {**fal.env(), **eleven.env()}.items()}
-    return MediaSettings(media_poll_seconds=0.01, media_poll_max_seconds=0.05, **{**env, **overrides})
+    return MediaSettings(
+        media_poll_seconds=0.01, media_poll_max_seconds=0.05, **{**env, **overrides}
+    )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -77,11 +79,24 @@ class Caller:
     async def emit(self, events: list[Event]) -> None:
         self.events.extend(events)
 
-    async def run(self, model: str, inputs: dict[str, Any] | None = None, *, service: MediaService | None = None, **kw: Any) -> dict[str, Any]:
-        store = DriveStore(self.client, workspace_id=self.workspace_id, origin=Origin(self.job_id, "renderer", "media"))
+    async def run(
+        self,
+        model: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        service: MediaService | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        store = DriveStore(
+            self.client,
+            workspace_id=self.workspace_id,
+            origin=Origin(self.job_id, "renderer", "media"),
+        )
         context = CallContext(workspace_id=self.workspace_id, job_id=self.job_id, attempt=1)
         request = MediaRequest(model, inputs if inputs is not None else {}, **kw)
-        return await (service or self.media).run(request, context=context, store=store, emit=self.emit)
+        return await (service or self.media).run(
+            request, context=context, store=store, emit=self.emit
+        )
 
     @property
     def usage(self) -> list[Event]:

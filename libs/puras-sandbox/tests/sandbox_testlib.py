@@ -48,7 +48,8 @@ NOBODY_PYTHON = _nobody_python()
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="dropping to uid 65534 needs root")
 needs_nobody_python = pytest.mark.skipif(
     NOBODY_PYTHON is None,
-    reason="no python interpreter executable by uid 65534 (the venv's lives under /root)")
+    reason="no python interpreter executable by uid 65534 (the venv's lives under /root)",
+)
 
 
 def skip_without_bwrap(uid: int | None = None) -> None:
@@ -57,8 +58,10 @@ def skip_without_bwrap(uid: int | None = None) -> None:
         pytest.skip("bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap")
     if not bwrap_available(uid, uid):
         who = f" as uid {uid}" if uid is not None else ""
-        pytest.skip(f"bwrap is installed but cannot create a sandbox{who} here "
-                    "(unprivileged user namespaces disabled?)")
+        pytest.skip(
+            f"bwrap is installed but cannot create a sandbox{who} here "
+            "(unprivileged user namespaces disabled?)"
+        )
 
 
 def write_skill(directory: Path, source: str, module: str = "main") -> Path:
@@ -75,11 +78,11 @@ def write_skill(directory: Path, source: str, module: str = "main") -> Path:
     return path
 
 
-def call(directory: Path | str, payload: bytes = b"{}", module: str = "main",
-         function: str = "run") -> PythonCall:
+def call(
+    directory: Path | str, payload: bytes = b"{}", module: str = "main", function: str = "run"
+) -> PythonCall:
     """A PythonCall of ``module.function`` in ``directory``."""
-    return PythonCall(import_dir=str(directory), module=module, function=function,
-                      payload=payload)
+    return PythonCall(import_dir=str(directory), module=module, function=function, payload=payload)
 
 
 def group_members(pgid: int) -> list[tuple[int, str]]:
@@ -93,7 +96,7 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
                 data = f.read()
         except OSError:
             continue
-        fields = data[data.rfind(b")") + 2:].split()
+        fields = data[data.rfind(b")") + 2 :].split()
         state, pg = fields[0].decode(), int(fields[2])
         if pg == pgid and state not in ("Z", "X"):
             found.append((int(name), state))
@@ -114,7 +117,7 @@ def processes_with_arg(marker: str) -> list[int]:
                 data = f.read()
         except OSError:
             continue
-        state = data[data.rfind(b")") + 2:].split()[0]
+        state = data[data.rfind(b")") + 2 :].split()[0]
         if needle in argv and state not in (b"Z", b"X"):
             found.append(int(name))
     return found

@@ -76,8 +76,7 @@ class Layout:
         (self.hidden / "secret.txt").write_text("platform data")
 
     def isolation(self, network: bool = False) -> Isolation:
-        return Isolation(ro_binds=(str(self.skill),), rw_binds=(str(self.jobs),),
-                         network=network)
+        return Isolation(ro_binds=(str(self.skill),), rw_binds=(str(self.jobs),), network=network)
 
 
 @pytest.fixture
@@ -97,8 +96,14 @@ async def sandboxed(layout: Layout) -> AsyncIterator[ForkServer]:
     skip_without_bwrap(uid)
     if NOBODY_PYTHON is None and uid is not None:
         pytest.skip("no python interpreter executable by uid 65534")
-    fs = ForkServer(python=_python(), sys_path=[], uid=uid, gid=uid,
-                    isolation=layout.isolation(), name="sandboxed")
+    fs = ForkServer(
+        python=_python(),
+        sys_path=[],
+        uid=uid,
+        gid=uid,
+        isolation=layout.isolation(),
+        name="sandboxed",
+    )
     await fs.start()
     try:
         yield fs
@@ -109,8 +114,11 @@ async def sandboxed(layout: Layout) -> AsyncIterator[ForkServer]:
 async def _probe(fs: ForkServer, layout: Layout, **inputs: object) -> dict:
     inputs.setdefault("paths", [])
     inputs.setdefault("writes", [])
-    child = await fs.spawn(call(layout.skill, json.dumps(inputs).encode()),
-                           workdir=str(layout.work), env={"HOME": str(layout.work)})
+    child = await fs.spawn(
+        call(layout.skill, json.dumps(inputs).encode()),
+        workdir=str(layout.work),
+        env={"HOME": str(layout.work)},
+    )
     outcome = await asyncio.wait_for(child.wait(), 60)
     assert outcome.result is not None, await child.stderr.read()
     assert outcome.result["ok"], outcome.result
@@ -119,10 +127,22 @@ async def _probe(fs: ForkServer, layout: Layout, **inputs: object) -> dict:
 
 async def test_unbound_host_paths_are_invisible(sandboxed: ForkServer, layout: Layout) -> None:
     here = HERE
-    value = await _probe(sandboxed, layout, paths=[
-        str(layout.hidden), str(layout.hidden / "secret.txt"), "/root", "/etc/shadow",
-        str(here), "/var/lib", "/home", str(layout.skill / "main.py"), str(layout.work),
-        "/usr/bin/env"])
+    value = await _probe(
+        sandboxed,
+        layout,
+        paths=[
+            str(layout.hidden),
+            str(layout.hidden / "secret.txt"),
+            "/root",
+            "/etc/shadow",
+            str(here),
+            "/var/lib",
+            "/home",
+            str(layout.skill / "main.py"),
+            str(layout.work),
+            "/usr/bin/env",
+        ],
+    )
     visible = value["visible"]
     assert visible[str(layout.hidden)] is False
     assert visible[str(layout.hidden / "secret.txt")] is False
@@ -136,14 +156,16 @@ async def test_unbound_host_paths_are_invisible(sandboxed: ForkServer, layout: L
     assert visible["/usr/bin/env"] is True
 
 
-async def test_rw_bind_is_writable_and_ro_bind_is_not(sandboxed: ForkServer,
-                                                      layout: Layout) -> None:
+async def test_rw_bind_is_writable_and_ro_bind_is_not(
+    sandboxed: ForkServer, layout: Layout
+) -> None:
     import errno
 
     target_rw = layout.work / "out.txt"
     target_ro = layout.skill / "tamper.txt"
-    value = await _probe(sandboxed, layout, writes=[str(target_rw), str(target_ro),
-                                                   "/usr/tamper.txt"])
+    value = await _probe(
+        sandboxed, layout, writes=[str(target_rw), str(target_ro), "/usr/tamper.txt"]
+    )
     assert value["write"][str(target_rw)] == "ok"
     assert target_rw.read_text() == "written from the sandbox"
     assert value["write"][str(target_ro)] == errno.EROFS
@@ -179,19 +201,25 @@ async def test_network_true_shares_the_host_network(layout: Layout) -> None:
     listener.listen(8)
     port = listener.getsockname()[1]
     try:
-        async with ForkServer(python=_python(), sys_path=[], uid=uid, gid=uid,
-                              isolation=layout.isolation(network=True), name="net") as fs:
+        async with ForkServer(
+            python=_python(),
+            sys_path=[],
+            uid=uid,
+            gid=uid,
+            isolation=layout.isolation(network=True),
+            name="net",
+        ) as fs:
             value = await _probe(fs, layout, ports=[port])
         assert value["connect"][str(port)] == "connected"
     finally:
         listener.close()
 
 
-async def test_kill_works_inside_the_pid_namespace(sandboxed: ForkServer,
-                                                   layout: Layout) -> None:
+async def test_kill_works_inside_the_pid_namespace(sandboxed: ForkServer, layout: Layout) -> None:
     marker = f"{uuid.uuid4().int % 10**6}.{os.getpid()}"
-    child = await sandboxed.spawn(Exec(["sleep", marker]), workdir=str(layout.work),
-                                  env={"PATH": "/usr/bin:/bin"})
+    child = await sandboxed.spawn(
+        Exec(["sleep", marker]), workdir=str(layout.work), env={"PATH": "/usr/bin:/bin"}
+    )
     assert await eventually(lambda: len(processes_with_arg(marker)) == 1)
     host_pid = processes_with_arg(marker)[0]
     assert child.pid != host_pid  # the child has its own pid namespace
@@ -202,9 +230,12 @@ async def test_kill_works_inside_the_pid_namespace(sandboxed: ForkServer,
 
 
 async def test_a_process_that_leaves_its_job_dies_with_it_inside_the_sandbox(
-        sandboxed: ForkServer, layout: Layout) -> None:
+    sandboxed: ForkServer, layout: Layout
+) -> None:
     marker = f"escaper-{uuid.uuid4().hex}"
-    write_skill(layout.skill, """
+    write_skill(
+        layout.skill,
+        """
         import os
         def run(inputs):
             middle = os.fork()
@@ -215,9 +246,14 @@ async def test_a_process_that_leaves_its_job_dies_with_it_inside_the_sandbox(
                 os._exit(0)
             os.waitpid(middle, 0)
             return "left"
-    """, module="escaper")
-    child = await sandboxed.spawn(call(layout.skill, json.dumps({"marker": marker}).encode(), module="escaper"),
-                                  workdir=str(layout.work), env={"PATH": "/usr/bin:/bin"})
+    """,
+        module="escaper",
+    )
+    child = await sandboxed.spawn(
+        call(layout.skill, json.dumps({"marker": marker}).encode(), module="escaper"),
+        workdir=str(layout.work),
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert (await asyncio.wait_for(child.wait(), 30)).result == {"ok": True, "value": "left"}
     assert await eventually(lambda: processes_with_arg(marker) == []), processes_with_arg(marker)
 
@@ -237,12 +273,19 @@ async def test_sandboxed_zygote_death_takes_its_children(layout: Layout) -> None
     if NOBODY_PYTHON is None and uid is not None:
         pytest.skip("no python interpreter executable by uid 65534")
     marker = f"{uuid.uuid4().int % 10**6}.{os.getpid()}"
-    fs = ForkServer(python=_python(), sys_path=[], uid=uid, gid=uid,
-                    isolation=layout.isolation(), name="sandbox-doomed")
+    fs = ForkServer(
+        python=_python(),
+        sys_path=[],
+        uid=uid,
+        gid=uid,
+        isolation=layout.isolation(),
+        name="sandbox-doomed",
+    )
     await fs.start()
     try:
-        child = await fs.spawn(Exec(["sleep", marker]), workdir=str(layout.work),
-                               env={"PATH": "/usr/bin:/bin"})
+        child = await fs.spawn(
+            Exec(["sleep", marker]), workdir=str(layout.work), env={"PATH": "/usr/bin:/bin"}
+        )
         assert await eventually(lambda: len(processes_with_arg(marker)) == 1)
         os.kill(fs.pid, signal.SIGKILL)  # bwrap itself
         with pytest.raises(ForkServerDied):
@@ -254,17 +297,69 @@ async def test_sandboxed_zygote_death_takes_its_children(layout: Layout) -> None
 
 async def test_missing_bind_is_reported(shared_dir: Path) -> None:
     skip_without_bwrap()
-    fs = ForkServer(python=sys.executable, sys_path=[], name="badbind",
-                    isolation=Isolation(ro_binds=(str(shared_dir / "nope"),)))
+    fs = ForkServer(
+        python=sys.executable,
+        sys_path=[],
+        name="badbind",
+        isolation=Isolation(ro_binds=(str(shared_dir / "nope"),)),
+    )
     with pytest.raises(SandboxError, match="nope"):
         await fs.start()
 
 
 async def test_bind_plan_orders_parents_first_and_skips_covered_paths() -> None:
-    plan = _plan_binds([
-        ("rw", "/srv/data/jobs"), ("ro", "/srv/data"), ("ro", "/usr"),
-        ("ro-try", "/usr/lib/python3"), ("ro", "/srv/data/jobs/shared"),
-        ("rw", "/srv/data/jobs/a"), ("ro-try", "/opt/x"), ("ro", "/opt/x"),
-    ])
-    assert plan == [("ro", "/usr"), ("ro", "/opt/x"), ("ro", "/srv/data"),
-                    ("rw", "/srv/data/jobs"), ("ro", "/srv/data/jobs/shared")]
+    plan = _plan_binds(
+        [
+            ("rw", "/srv/data/jobs"),
+            ("ro", "/srv/data"),
+            ("ro", "/usr"),
+            ("ro-try", "/usr/lib/python3"),
+            ("ro", "/srv/data/jobs/shared"),
+            ("rw", "/srv/data/jobs/a"),
+            ("ro-try", "/opt/x"),
+            ("ro", "/opt/x"),
+        ]
+    )
+    assert plan == [
+        ("ro", "/usr"),
+        ("ro", "/opt/x"),
+        ("ro", "/srv/data"),
+        ("rw", "/srv/data/jobs"),
+        ("ro", "/srv/data/jobs/shared"),
+    ]
+
+
+async def test_an_egress_socket_needs_a_namespace_of_the_sandboxs_own() -> None:
+    from puras_sandbox.bwrap import EGRESS_SCRIPT, bwrap_command
+
+    with pytest.raises(ValueError, match="network=False"):
+        Isolation(network=True, egress_socket="/run/egress/egress.sock")
+    with pytest.raises(ValueError, match="absolute"):
+        Isolation(egress_socket="egress.sock")
+    for port in (0, 65536):
+        with pytest.raises(ValueError, match="TCP port"):
+            Isolation(egress_socket="/run/egress/egress.sock", egress_port=port)
+    argv = bwrap_command(
+        bwrap="/usr/bin/bwrap",
+        isolation=Isolation(egress_socket="/tmp/egress-x/egress.sock", egress_port=65535),
+        python="/usr/bin/python3",
+        python_paths=(),
+        sys_path=(),
+        zygote_files=(),
+        uid=None,
+        gid=None,
+    )
+    assert "--share-net" not in argv
+    assert ["--ro-bind", "/tmp/egress-x", "/tmp/egress-x"] == argv[
+        argv.index("/tmp/egress-x") - 1 : argv.index("/tmp/egress-x") + 2
+    ]
+    # After bwrap's own options: the hand-over first, then (appended by the caller) the zygote.
+    tail = argv[argv.index("--") + 1 :]
+    assert tail == [
+        "/usr/bin/python3",
+        "-I",
+        "-S",
+        EGRESS_SCRIPT,
+        "/tmp/egress-x/egress.sock",
+        "65535",
+    ]

@@ -39,8 +39,9 @@ async def _family(server: ForkServer, tmp_path: Path, **inputs: object):
     import json
 
     write_skill(tmp_path, FAMILY)
-    child = await server.spawn(call(tmp_path, json.dumps(inputs).encode()),
-                               workdir=str(tmp_path), env=ENV)
+    child = await server.spawn(
+        call(tmp_path, json.dumps(inputs).encode()), workdir=str(tmp_path), env=ENV
+    )
     assert await asyncio.wait_for(child.stdout.readline(), 30) == b"ready\n"
     # the job's own process plus 2 sleeps, a forked copy and its sleep
     assert await eventually(lambda: len(group_members(child.pid)) >= 5)
@@ -72,15 +73,19 @@ async def test_terminate_escalates_to_sigkill(server: ForkServer, tmp_path: Path
     assert await eventually(lambda: group_members(child.pid) == []), group_members(child.pid)
 
 
-async def test_leftovers_in_the_group_are_killed_when_the_job_ends(server: ForkServer,
-                                                                   tmp_path: Path) -> None:
-    write_skill(tmp_path, """
+async def test_leftovers_in_the_group_are_killed_when_the_job_ends(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    write_skill(
+        tmp_path,
+        """
         import subprocess
         def run(inputs):
             # a background process that keeps the job's stdout open
             subprocess.Popen(["sleep", "1000"])
             return "done"
-    """)
+    """,
+    )
     child = await server.spawn(call(tmp_path), workdir=str(tmp_path), env=ENV)
     outcome = await asyncio.wait_for(child.wait(), 30)
     assert outcome.result == {"ok": True, "value": "done"}
@@ -107,8 +112,9 @@ ESCAPER = """
 
 
 @pytest.mark.parametrize("how", ["returns", "is_killed"])
-async def test_processes_that_leave_the_jobs_session_are_killed_too(server: ForkServer, tmp_path: Path,
-                                                                     how: str) -> None:
+async def test_processes_that_leave_the_jobs_session_are_killed_too(
+    server: ForkServer, tmp_path: Path, how: str
+) -> None:
     marker = f"escaper-{uuid.uuid4().hex}"
     write_skill(tmp_path, ESCAPER)
     payload = json.dumps({"marker": marker, "hang": how == "is_killed"}).encode()
@@ -134,8 +140,10 @@ async def test_zygote_death_fails_waits_and_kills_children(tmp_path: Path) -> No
     fs = ForkServer(python=sys.executable, sys_path=[], name="doomed")
     await fs.start()
     try:
-        children = [await fs.spawn(Exec(["sleep", marker]), workdir=str(tmp_path), env=ENV)
-                    for _ in range(3)]
+        children = [
+            await fs.spawn(Exec(["sleep", marker]), workdir=str(tmp_path), env=ENV)
+            for _ in range(3)
+        ]
         assert await eventually(lambda: len(processes_with_arg(marker)) == 3)
         os.kill(fs.pid, signal.SIGKILL)
         for child in children:
@@ -172,7 +180,7 @@ def _is_zombie(pid: int) -> bool:
             data = f.read()
     except OSError:
         return True
-    return data[data.rfind(b")") + 2:].split()[0] in (b"Z", b"X")
+    return data[data.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
 
 
 async def test_spawn_before_start_and_double_start(tmp_path: Path) -> None:
@@ -191,21 +199,26 @@ async def test_spawn_before_start_and_double_start(tmp_path: Path) -> None:
 
 
 async def test_failed_preload_is_reported() -> None:
-    fs = ForkServer(python=sys.executable, sys_path=[], preload=("no_such_module_xyz",),
-                    name="badpreload")
+    fs = ForkServer(
+        python=sys.executable, sys_path=[], preload=("no_such_module_xyz",), name="badpreload"
+    )
     with pytest.raises(SandboxError, match="no_such_module_xyz"):
         await fs.start()
     assert not fs.alive
 
 
 async def test_preloaded_modules_are_already_imported(tmp_path: Path) -> None:
-    write_skill(tmp_path, """
+    write_skill(
+        tmp_path,
+        """
         import sys
         def run(inputs):
             return {"decimal": "decimal" in sys.modules, "fractions": "fractions" in sys.modules}
-    """)
-    async with ForkServer(python=sys.executable, sys_path=[], preload=("decimal",),
-                          name="preload") as fs:
+    """,
+    )
+    async with ForkServer(
+        python=sys.executable, sys_path=[], preload=("decimal",), name="preload"
+    ) as fs:
         outcome = await (await fs.spawn(call(tmp_path), workdir=str(tmp_path), env={})).wait()
     assert outcome.result["value"] == {"decimal": True, "fractions": False}
 
@@ -218,22 +231,28 @@ async def test_missing_interpreter_is_reported() -> None:
 
 async def test_without_spare_children_jobs_still_run(tmp_path: Path) -> None:
     write_skill(tmp_path, "def run(inputs):\n    return inputs\n")
-    async with ForkServer(python=sys.executable, sys_path=[], name="nospare",
-                          prefork=False) as fs:
-        children = await asyncio.gather(*[
-            fs.spawn(call(tmp_path, b'{"i": %d}' % i), workdir=str(tmp_path), env={})
-            for i in range(5)])
+    async with ForkServer(python=sys.executable, sys_path=[], name="nospare", prefork=False) as fs:
+        children = await asyncio.gather(
+            *[
+                fs.spawn(call(tmp_path, b'{"i": %d}' % i), workdir=str(tmp_path), env={})
+                for i in range(5)
+            ]
+        )
         results = [await c.wait() for c in children]
     assert [r.result["value"]["i"] for r in results] == list(range(5))
 
 
 async def test_cancelled_spawns_leave_no_child_and_no_broken_channel(
-        server: ForkServer, tmp_path: Path) -> None:
+    server: ForkServer, tmp_path: Path
+) -> None:
     marker = f"{uuid.uuid4().int % 10**6}.{os.getpid()}"
     for delay_steps in range(6):
-        tasks = [asyncio.ensure_future(server.spawn(Exec(["sleep", marker]),
-                                                    workdir=str(tmp_path), env=ENV))
-                 for _ in range(10)]
+        tasks = [
+            asyncio.ensure_future(
+                server.spawn(Exec(["sleep", marker]), workdir=str(tmp_path), env=ENV)
+            )
+            for _ in range(10)
+        ]
         for _ in range(delay_steps):
             await asyncio.sleep(0)
         for t in tasks:
@@ -245,6 +264,7 @@ async def test_cancelled_spawns_leave_no_child_and_no_broken_channel(
                 continue
             await child.kill()  # spawned before the cancel landed: ours to clean up
     assert await eventually(lambda: processes_with_arg(marker) == [])
-    outcome = await (await server.spawn(Exec(["echo", "still fine"]), workdir=str(tmp_path),
-                                        env=ENV)).wait()
+    outcome = await (
+        await server.spawn(Exec(["echo", "still fine"]), workdir=str(tmp_path), env=ENV)
+    ).wait()
     assert outcome.exit_code == 0

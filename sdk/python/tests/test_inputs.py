@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from puras import InputError, load_bytes, load_path
-from puras_common.testing.ssrf import LoopbackSite, loopback_site
+from puras_testing.ssrf import LoopbackSite, loopback_site
 
 PNG = b"\x89PNG\r\n\x1a\nfake image bytes"
 WS = str(uuid.uuid4())
@@ -58,7 +58,12 @@ def test_load_path_writes_inline_data_to_a_temp_file_with_a_fitting_suffix(job: 
 
 
 def test_drive_paths_are_the_live_files_under_drive(job: Path) -> None:
-    for value in ({"drive_path": "uploads/a.png"}, "uploads/a.png", f"{WS}/uploads/a.png", "drive/uploads/a.png"):
+    for value in (
+        {"drive_path": "uploads/a.png"},
+        "uploads/a.png",
+        f"{WS}/uploads/a.png",
+        "drive/uploads/a.png",
+    ):
         path = load_path(value)
         assert path == job / "drive" / "uploads" / "a.png", value
         assert load_bytes(value) == PNG
@@ -66,7 +71,12 @@ def test_drive_paths_are_the_live_files_under_drive(job: Path) -> None:
 
 def test_paths_that_would_leave_the_drive_are_refused(job: Path) -> None:
     (job / "secret.txt").write_text("outside")
-    for value in ("../secret.txt", {"drive_path": "/etc/passwd"}, {"drive_path": "a/../../secret.txt"}, {"drive_path": "a\\b"}):
+    for value in (
+        "../secret.txt",
+        {"drive_path": "/etc/passwd"},
+        {"drive_path": "a/../../secret.txt"},
+        {"drive_path": "a\\b"},
+    ):
         with pytest.raises(InputError):
             load_bytes(value)
 
@@ -77,12 +87,19 @@ def test_a_missing_drive_file_says_where_it_looked(job: Path) -> None:
 
 
 def test_bad_values_say_what_is_wrong(job: Path) -> None:
-    for value, message in (({}, "drive_path, url or data"), (42, "not int"), ({"data": "@@@"}, "base64"), ({"url": ""}, "non-empty")):
+    for value, message in (
+        ({}, "drive_path, url or data"),
+        (42, "not int"),
+        ({"data": "@@@"}, "base64"),
+        ({"url": ""}, "non-empty"),
+    ):
         with pytest.raises(InputError, match=message):
             load_bytes(value)
 
 
-def test_urls_are_fetched_under_the_guard(job: Path, site: LoopbackSite, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_urls_are_fetched_under_the_guard(
+    job: Path, site: LoopbackSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(InputError, match="loopback"):
         load_bytes({"url": f"{site.base}/ok"})
     monkeypatch.setenv("PURAS_SSRF_ALLOW", "127.0.0.2/32")
@@ -94,6 +111,8 @@ def test_urls_are_fetched_under_the_guard(job: Path, site: LoopbackSite, monkeyp
         load_bytes({"url": site.redirect("http://127.0.0.1:1/")})
 
 
-def test_the_platforms_own_api_is_trusted(job: Path, site: LoopbackSite, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_platforms_own_api_is_trusted(
+    job: Path, site: LoopbackSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PURAS_API_BASE", site.base)
     assert load_bytes({"url": f"{site.base}/ok"}) == PNG

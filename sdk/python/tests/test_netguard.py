@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 from puras import netguard
-from puras_common.testing.ssrf import HOSTILE_URLS, LoopbackSite, loopback_site
+from puras_testing.ssrf import HOSTILE_URLS, LoopbackSite, loopback_site
 
 ONLY_SITE = netguard.Policy.parse("127.0.0.2/32")
 
@@ -26,7 +26,9 @@ def test_hostile_urls_are_refused(url: str) -> None:
     assert isinstance(caught.value, netguard.BlockedURL), caught.value
 
 
-@pytest.mark.parametrize("url", [u for u in HOSTILE_URLS if u.startswith("http://") and "@" not in u])
+@pytest.mark.parametrize(
+    "url", [u for u in HOSTILE_URLS if u.startswith("http://") and "@" not in u]
+)
 def test_redirects_to_hostile_urls_are_refused(site: LoopbackSite, url: str) -> None:
     with pytest.raises(netguard.BlockedURL):
         netguard.fetch(site.redirect(url), io.BytesIO(), policy=ONLY_SITE)
@@ -54,7 +56,9 @@ def test_the_size_cap_holds_at_its_edge(site: LoopbackSite) -> None:
     sink = io.BytesIO()
     netguard.fetch(f"{site.base}/ok", sink, policy=ONLY_SITE, max_bytes=len(b"fetched!"))
     with pytest.raises(netguard.FetchTooLarge):
-        netguard.fetch(f"{site.base}/ok", io.BytesIO(), policy=ONLY_SITE, max_bytes=len(b"fetched!") - 1)
+        netguard.fetch(
+            f"{site.base}/ok", io.BytesIO(), policy=ONLY_SITE, max_bytes=len(b"fetched!") - 1
+        )
 
 
 def test_a_server_that_never_answers_times_out(site: LoopbackSite) -> None:
@@ -64,8 +68,16 @@ def test_a_server_that_never_answers_times_out(site: LoopbackSite) -> None:
 
 @pytest.mark.parametrize(
     ("address", "blocked"),
-    [("8.8.8.8", False), ("2606:4700::1111", False), ("::ffff:8.8.8.8", False), ("::ffff:10.1.1.1", True),
-     ("169.254.169.254", True), ("fc00::1", True), ("100.100.100.200", True), ("198.18.0.1", True)],
+    [
+        ("8.8.8.8", False),
+        ("2606:4700::1111", False),
+        ("::ffff:8.8.8.8", False),
+        ("::ffff:10.1.1.1", True),
+        ("169.254.169.254", True),
+        ("fc00::1", True),
+        ("100.100.100.200", True),
+        ("198.18.0.1", True),
+    ],
 )
 def test_address_policy(address: str, blocked: bool) -> None:
     assert (netguard.why_blocked(ipaddress.ip_address(address)) is not None) is blocked

@@ -26,14 +26,19 @@ SDK = Path(__file__).resolve().parents[1] / "src"
         ((), {"prompt": "  "}, "prompt must be a non-empty"),
     ],
 )
-def test_subagent_arguments_that_cannot_work_are_a_value_error(args: tuple, kwargs: dict, message: str) -> None:
+def test_subagent_arguments_that_cannot_work_are_a_value_error(
+    args: tuple, kwargs: dict, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         subagent.run(*args, **kwargs)
 
 
 def test_outside_a_job_the_calls_say_what_they_need(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PURAS_JOB_TOKEN", raising=False)
-    with pytest.raises(PurasError, match=r"puras\.media runs inside a job: it needs PURAS_API_BASE and PURAS_JOB_TOKEN"):
+    with pytest.raises(
+        PurasError,
+        match=r"puras\.media runs inside a job: it needs PURAS_API_BASE and PURAS_JOB_TOKEN",
+    ):
         media.run("google/imagen-4", {"prompt": "x"})
     with pytest.raises(PurasError, match=r"puras\.subagent runs inside a job"):
         subagent.run("echo", {"text": "x"})
@@ -41,5 +46,11 @@ def test_outside_a_job_the_calls_say_what_they_need(monkeypatch: pytest.MonkeyPa
 
 def test_the_runtime_modules_import_with_the_standard_library_alone() -> None:
     code = "import sys, puras, puras.media, puras.subagent; print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'puras_common', 'puras_media')))"
-    out = subprocess.run([sys.executable, "-S", "-c", code], env={"PYTHONPATH": str(SDK)}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        env={"PYTHONPATH": str(SDK)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "[]"

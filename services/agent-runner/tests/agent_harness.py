@@ -21,19 +21,21 @@ import httpx
 from nats.aio.client import Client as NATS
 from puras_agent_runner.runner import AgentRunner
 from puras_agent_runner.settings import AgentRunnerSettings
-from puras_agent_runner.testing.models import ModelStub
-from puras_agent_runner.testing.web import WebStub
 from puras_common.envelope import Event
 from puras_common.events import JobKind, RunAgent, RunPayload, parse_event
 from puras_deployments.bundle import read_bundle
-from puras_drive.testing import RunningDrive
-from puras_function_runner.prepare import Deployments, Prepared
-from puras_media.testing.elevenlabs import ElevenLabsStub
-from puras_media.testing.fal import FalStub
-from puras_sandbox import python_for
+from puras_jobhost.prepare import Deployments, Prepared
+from puras_sandbox import bwrap_available, python_for
+from puras_testing.drive import RunningDrive
+from puras_testing.media.elevenlabs import ElevenLabsStub
+from puras_testing.media.fal import FalStub
+from puras_testing.models import ModelStub
+from puras_testing.web import WebStub
 
 ROOT = os.geteuid() == 0
 UID = 65534 if ROOT else None
+SANDBOXED = bwrap_available(UID, UID)
+"""bash and tools run in bubblewrap wherever it works, as on the platform."""
 
 
 class LocalDeployments(Deployments):
@@ -43,8 +45,15 @@ class LocalDeployments(Deployments):
     def __init__(self, cache_dir: Path) -> None:
         http = httpx.AsyncClient()
         super().__init__(
-            cache_dir=cache_dir, deployments_url="http://unused", token="unused", http=http,
-            uid=UID, gid=UID, max_warm=8, python=python_for(UID, UID),
+            cache_dir=cache_dir,
+            deployments_url="http://unused",
+            token="unused",
+            http=http,
+            uid=UID,
+            gid=UID,
+            max_warm=8,
+            python=python_for(UID, UID),
+            sandboxed=SANDBOXED,
         )
         self.projects: dict[uuid.UUID, Path] = {}
 
@@ -63,7 +72,11 @@ class LocalDeployments(Deployments):
                 os.chmod(os.path.join(dirpath, name), 0o644)
         self.projects[deployment_id] = root
         self._prepared[deployment_id] = Prepared(
-            deployment_id, root, {s.name: s.model_dump(mode="json") for s in report.skills}, self.python, []
+            deployment_id,
+            root,
+            {s.name: s.model_dump(mode="json") for s in report.skills},
+            self.python,
+            [],
         )
         return deployment_id
 
@@ -108,11 +121,10 @@ class Harness:
         return self.deployments.add(files)
 
     def folder(self, workspace_id: uuid.UUID | None = None) -> Path:
-        """The workspace's folder of the drive's local backend."""
+        """The workspace's folder of the drive's local backend (the drive gives it, and what
+        is in it, to the workspace's uid when a job first mounts it)."""
         path = self.drive_root / str(workspace_id or self.workspace_id)
         path.mkdir(parents=True, exist_ok=True)
-        if UID is not None:
-            os.chown(path, UID, UID)
         return path
 
     async def origin(self, path: str, workspace_id: uuid.UUID | None = None) -> dict[str, Any]:
@@ -120,22 +132,43 @@ class Harness:
         assert self.drive is not None
         async with httpx.AsyncClient() as http:
             answer = await http.get(
-                f"{self.drive.url}/internal/drive/{workspace_id or self.workspace_id}/origin", params={"path": path},
+                f"{self.drive.url}/internal/drive/{workspace_id or self.workspace_id}/origin",
+                params={"path": path},
                 headers={"Authorization": f"Bearer {self.drive.token}"},
             )
         return answer.json()
 
     def command(
-        self, deployment_id: uuid.UUID, skill: str, inputs: dict[str, Any], *, timeout: int = 60, entrypoint: str = "SKILL.md", **spec: Any
+        self,
+        deployment_id: uuid.UUID,
+        skill: str,
+        inputs: dict[str, Any],
+        *,
+        timeout: int = 60,
+        entrypoint: str = "SKILL.md",
+        **spec: Any,
     ) -> RunAgent:
         payload = RunPayload(
-            skill_name=skill, skillpack_id=uuid.uuid4(), skillpack_slug="default", owner_workspace_id=self.workspace_id,
-            deployment_id=deployment_id, version=1, kind=JobKind.AGENT, entrypoint=entrypoint,
-            timeout_seconds=timeout, inputs=inputs, attempt=1, **spec,
+            skill_name=skill,
+            skillpack_id=uuid.uuid4(),
+            skillpack_slug="default",
+            owner_workspace_id=self.workspace_id,
+            deployment_id=deployment_id,
+            version=1,
+            kind=JobKind.AGENT,
+            entrypoint=entrypoint,
+            timeout_seconds=timeout,
+            inputs=inputs,
+            attempt=1,
+            **spec,
         )
-        return RunAgent.new(payload, producer="test", workspace_id=self.workspace_id, job_id=uuid.uuid4())
+        return RunAgent.new(
+            payload, producer="test", workspace_id=self.workspace_id, job_id=uuid.uuid4()
+        )
 
-    async def run(self, deployment_id: uuid.UUID, skill: str, inputs: dict[str, Any], **kw: Any) -> Outcome:
+    async def run(
+        self, deployment_id: uuid.UUID, skill: str, inputs: dict[str, Any], **kw: Any
+    ) -> Outcome:
         command = self.command(deployment_id, skill, inputs, **kw)
         return await self.run_command(command)
 
@@ -143,8 +176,12 @@ class Harness:
         events: list[Event] = []
         usage: list[Event] = []
         subs = [
-            await self.nc.subscribe(f"job.{command.job_id}.>", cb=functools.partial(_append, events)),
-            await self.nc.subscribe(f"usage.{command.workspace_id}.recorded", cb=functools.partial(_append, usage)),
+            await self.nc.subscribe(
+                f"job.{command.job_id}.>", cb=functools.partial(_append, events)
+            ),
+            await self.nc.subscribe(
+                f"usage.{command.workspace_id}.recorded", cb=functools.partial(_append, usage)
+            ),
         ]
         await self.nc.flush()
         try:
@@ -158,5 +195,3 @@ class Harness:
 
 async def _append(into: list[Event], msg: Any) -> None:
     into.append(parse_event(msg.data))
-
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from puras.netguard import Policy
 from puras_agent_runner.fetching import BlockedAddress, Fetcher, FetchError
-from puras_agent_runner.testing.web import WebStub
+from puras_testing.web import WebStub
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -47,7 +47,9 @@ async def test_a_redirect_to_an_internal_address_is_refused(web: WebStub) -> Non
     # target is what the guard judges.
     fetcher = Fetcher(policy=Policy.parse("", trusted_origins=[web.base_url]), timeout_seconds=2)
     try:
-        assert (await fetcher.get(web.page("/fine.txt", "fine", "text/plain"), max_bytes=1024)).body == b"fine"
+        assert (
+            await fetcher.get(web.page("/fine.txt", "fine", "text/plain"), max_bytes=1024)
+        ).body == b"fine"
         for target in ("http://169.254.169.254/", "http://localhost/", "http://[::1]/"):
             with pytest.raises(BlockedAddress):
                 await fetcher.get(web.redirect(f"/to-{target}", target), max_bytes=1024)
@@ -55,7 +57,9 @@ async def test_a_redirect_to_an_internal_address_is_refused(web: WebStub) -> Non
         await fetcher.aclose()
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://example.com/", "ftp://example.com/x"])
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "gopher://example.com/", "ftp://example.com/x"]
+)
 async def test_only_http_and_https_are_fetched(url: str) -> None:
     fetcher = Fetcher(policy=Policy())
     try:

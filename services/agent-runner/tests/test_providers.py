@@ -17,13 +17,22 @@ from puras_agent_runner.providers import (
     call_with_retries,
 )
 from puras_agent_runner.settings import AgentRunnerSettings
-from puras_agent_runner.testing.models import Call, Fail, ModelStub, Reply, model_stub
-from puras_common.models import catalogue, local_models
+from puras_pricing.models import catalogue, local_models
+from puras_testing.models import Call, Fail, ModelStub, Reply, model_stub
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-FAMILIES = {"claude/sonnet-4-7": "anthropic", "gpt/4o": "openai", "gemini/2.5-flash": "gemini", "local/llama": "openai"}
-TOOL = ToolSpec("lookup", "Look something up.", {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]})
+FAMILIES = {
+    "claude/sonnet-4-7": "anthropic",
+    "gpt/4o": "openai",
+    "gemini/2.5-flash": "gemini",
+    "local/llama": "openai",
+}
+TOOL = ToolSpec(
+    "lookup",
+    "Look something up.",
+    {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +46,15 @@ def providers(stub: ModelStub) -> Providers:
     env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in stub.env().items()}
     settings = AgentRunnerSettings(**env)
     models = catalogue()
-    merged = type(models)(default=models.default, models={**models.models, **local_models(f'{{"llama": {{"base_url": "{stub.openai_url}", "upstream": "llama3"}}}}')})
+    merged = type(models)(
+        default=models.default,
+        models={
+            **models.models,
+            **local_models(
+                f'{{"llama": {{"base_url": "{stub.openai_url}", "upstream": "llama3"}}}}'
+            ),
+        },
+    )
     return Providers(settings, merged)
 
 
@@ -52,11 +69,18 @@ def request(marker: str, upstream: str, messages: list[Message] | None = None) -
 
 
 @pytest.mark.parametrize("slug", FAMILIES)
-async def test_text_tool_calls_and_usage_come_back_through_the_sdk(stub: ModelStub, providers: Providers, slug: str) -> None:
+async def test_text_tool_calls_and_usage_come_back_through_the_sdk(
+    stub: ModelStub, providers: Providers, slug: str
+) -> None:
     resolved = providers.resolve(slug)
     marker = f"contract-{slug}"
     script = stub.script(
-        Reply(text="Let me look.", tool_calls=[Call("lookup", {"q": "puras"})], input_tokens=321, output_tokens=45),
+        Reply(
+            text="Let me look.",
+            tool_calls=[Call("lookup", {"q": "puras"})],
+            input_tokens=321,
+            output_tokens=45,
+        ),
         match=marker,
     )
     response = await resolved.chat.complete(request(marker, resolved.model.upstream))
@@ -73,7 +97,9 @@ async def test_text_tool_calls_and_usage_come_back_through_the_sdk(stub: ModelSt
 
 
 @pytest.mark.parametrize("slug", FAMILIES)
-async def test_a_tool_result_with_an_image_reaches_the_model(stub: ModelStub, providers: Providers, slug: str) -> None:
+async def test_a_tool_result_with_an_image_reaches_the_model(
+    stub: ModelStub, providers: Providers, slug: str
+) -> None:
     resolved = providers.resolve(slug)
     marker = f"images-{slug}"
     script = stub.script(Reply(text="A red square."), match=marker)
@@ -81,7 +107,10 @@ async def test_a_tool_result_with_an_image_reaches_the_model(stub: ModelStub, pr
     messages = [
         Message("user", [Text("look"), Image("image/png", data=png)]),
         Message("assistant", [ToolCall("c1", "lookup", {"q": "x"})]),
-        Message("user", [ToolResult("c1", "lookup", (Text("=== a.png ==="), Image("image/png", data=png)))]),
+        Message(
+            "user",
+            [ToolResult("c1", "lookup", (Text("=== a.png ==="), Image("image/png", data=png)))],
+        ),
     ]
     response = await resolved.chat.complete(request(marker, resolved.model.upstream, messages))
     assert response.text == "A red square." and response.stop_reason == "end_turn"
@@ -90,7 +119,9 @@ async def test_a_tool_result_with_an_image_reaches_the_model(stub: ModelStub, pr
 
 
 @pytest.mark.parametrize("slug", FAMILIES)
-async def test_a_refusal_carries_the_providers_message(stub: ModelStub, providers: Providers, slug: str) -> None:
+async def test_a_refusal_carries_the_providers_message(
+    stub: ModelStub, providers: Providers, slug: str
+) -> None:
     resolved = providers.resolve(slug)
     marker = f"refuse-{slug}"
     stub.script(Fail(400, "prompt is too long: 300000 tokens > 200000 maximum"), match=marker)
@@ -103,10 +134,17 @@ async def test_a_refusal_carries_the_providers_message(stub: ModelStub, provider
 
 @pytest.mark.parametrize("slug", FAMILIES)
 @pytest.mark.parametrize("status", [429, 500, 529])
-async def test_transient_failures_are_retried_then_succeed(stub: ModelStub, providers: Providers, slug: str, status: int) -> None:
+async def test_transient_failures_are_retried_then_succeed(
+    stub: ModelStub, providers: Providers, slug: str, status: int
+) -> None:
     resolved = providers.resolve(slug)
     marker = f"retry-{status}-{slug}"
-    script = stub.script(Fail(status, "slow down", retry_after=0), Fail(status, "slow down"), Reply(text="made it"), match=marker)
+    script = stub.script(
+        Fail(status, "slow down", retry_after=0),
+        Fail(status, "slow down"),
+        Reply(text="made it"),
+        match=marker,
+    )
     retries: list[int] = []
 
     async def on_retry(exc: TransientProviderError, attempt: int, delay: float) -> None:
@@ -136,17 +174,24 @@ async def test_retries_are_bounded(stub: ModelStub, providers: Providers) -> Non
 
 
 @pytest.mark.parametrize("slug", ["gpt/4o-mini", "gemini/2.0-flash"])
-async def test_malformed_tool_arguments_are_reported_not_raised(stub: ModelStub, providers: Providers, slug: str) -> None:
+async def test_malformed_tool_arguments_are_reported_not_raised(
+    stub: ModelStub, providers: Providers, slug: str
+) -> None:
     # (The Anthropic SDK parses streamed arguments itself, leniently; the tool's input schema
     # then says what is missing.)
     resolved = providers.resolve(slug)
     marker = f"malformed-{slug}"
     stub.script(Reply(tool_calls=[Call("lookup", '{"q": ')]), match=marker)
     response = await resolved.chat.complete(request(marker, resolved.model.upstream))
-    assert response.tool_calls[0].malformed is not None and "not valid JSON" in response.tool_calls[0].malformed
+    assert (
+        response.tool_calls[0].malformed is not None
+        and "not valid JSON" in response.tool_calls[0].malformed
+    )
 
 
-async def test_the_api_keys_and_upstream_ids_come_from_settings_and_catalogue(stub: ModelStub, providers: Providers) -> None:
+async def test_the_api_keys_and_upstream_ids_come_from_settings_and_catalogue(
+    stub: ModelStub, providers: Providers
+) -> None:
     assert providers.resolve(None).model.slug == catalogue().default
     assert providers.resolve("gemini/2.5-pro").model.upstream == "gemini-2.5-pro"
     assert providers.resolve("local/llama").model.input_usd_per_mtok == 0

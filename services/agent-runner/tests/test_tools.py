@@ -7,12 +7,18 @@ import json
 
 import pytest
 from agent_harness import Harness
-from puras_agent_runner.testing.models import Call, Reply
+from puras_testing.models import Call, Reply
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def project(marker: str, *, model: str = "claude/sonnet-4-7", extra_yaml: str = "", files: dict[str, str] | None = None) -> dict[str, str]:
+def project(
+    marker: str,
+    *,
+    model: str = "claude/sonnet-4-7",
+    extra_yaml: str = "",
+    files: dict[str, str] | None = None,
+) -> dict[str, str]:
     return {
         "skills/agent/skill.yaml": f"entrypoint: SKILL.md\nmodel: {model}\n{extra_yaml}",
         "skills/agent/SKILL.md": f"Use the tools. {marker}",
@@ -20,8 +26,16 @@ def project(marker: str, *, model: str = "claude/sonnet-4-7", extra_yaml: str = 
     }
 
 
-async def call_tools(harness: Harness, marker: str, calls: list[Call], *, files: dict[str, str] | None = None,
-                     model: str = "claude/sonnet-4-7", extra_yaml: str = "", secrets: dict[str, str] | None = None) -> tuple[list[dict], object]:
+async def call_tools(
+    harness: Harness,
+    marker: str,
+    calls: list[Call],
+    *,
+    files: dict[str, str] | None = None,
+    model: str = "claude/sonnet-4-7",
+    extra_yaml: str = "",
+    secrets: dict[str, str] | None = None,
+) -> tuple[list[dict], object]:
     """Run one step that makes ``calls``; returns the tool results the model got back and the outcome."""
     deployment = harness.push(project(marker, model=model, extra_yaml=extra_yaml, files=files))
     script = harness.models.script(Reply(tool_calls=calls), Reply(text="done"), match=marker)
@@ -36,28 +50,41 @@ async def call_tools(harness: Harness, marker: str, calls: list[Call], *, files:
 # -- bash
 
 
-async def test_bash_runs_in_the_workdir_with_drive_secrets_and_deployment_root(harness: Harness, marker: str) -> None:
+async def test_bash_runs_in_the_workdir_with_drive_secrets_and_deployment_root(
+    harness: Harness, marker: str
+) -> None:
     command = 'ls -d drive && echo "root=$PURAS_DEPLOYMENT_ROOT" && echo "key=$API_KEY" && id -u && test -w drive && echo writable'
-    results, outcome = await call_tools(harness, marker, [Call("bash", {"command": command})], secrets={"API_KEY": "sk-live-abcdef123456"})
+    results, outcome = await call_tools(
+        harness,
+        marker,
+        [Call("bash", {"command": command})],
+        secrets={"API_KEY": "sk-live-abcdef123456"},
+    )
     text = results[0]["text"]
     assert text.startswith("exit code: 0\n")
     assert "drive\n" in text and "key=sk-live-abcdef123456" in text and "writable" in text
     root = text.split("root=")[1].split("\n")[0]
     assert root.endswith("/project") and "deployments" in root
-    if harness.deployments.uid is not None:
-        assert "\n65534\n" in text
+    if harness.deployments.uid is not None:  # the workspace's own uid, not the shared one
+        owner = await harness.runner.drives.owner_for(harness.workspace_id)
+        assert owner is not None and owner[0] >= 2_000_000
+        assert f"\n{owner[0]}\n" in text and "\n65534\n" not in text
     # The event shows the output with the secret masked.
     shown = outcome.of("tool.completed")[0].output
     assert "key=***" in shown and "sk-live-abcdef123456" not in shown
 
 
 async def test_bash_returns_the_exit_code_and_merged_streams(harness: Harness, marker: str) -> None:
-    results, _ = await call_tools(harness, marker, [Call("bash", {"command": "echo out; echo err >&2; exit 3"})])
+    results, _ = await call_tools(
+        harness, marker, [Call("bash", {"command": "echo out; echo err >&2; exit 3"})]
+    )
     assert results[0]["text"] == "exit code: 3\noutput:\nout\nerr\n"
 
 
 @pytest.mark.parametrize(("size", "cut"), [(8192, False), (8193, True)])
-async def test_bash_output_is_the_last_8_kib(harness: Harness, marker: str, size: int, cut: bool) -> None:
+async def test_bash_output_is_the_last_8_kib(
+    harness: Harness, marker: str, size: int, cut: bool
+) -> None:
     command = f"head -c {size - 1} /dev/zero | tr '\\0' 'a'; printf Z"
     results, _ = await call_tools(harness, marker, [Call("bash", {"command": command})])
     head, _, output = results[0]["text"].partition(":\n")
@@ -65,9 +92,15 @@ async def test_bash_output_is_the_last_8_kib(harness: Harness, marker: str, size
     assert ("(the last 8192 of 8193 bytes)" in head) is cut
 
 
-@pytest.mark.parametrize(("timeout", "accepted"), [(0, False), (1, True), (600, True), (601, False)])
-async def test_bash_timeout_is_1_to_600_seconds(harness: Harness, marker: str, timeout: int, accepted: bool) -> None:
-    results, _ = await call_tools(harness, marker, [Call("bash", {"command": "echo fine", "timeout": timeout})])
+@pytest.mark.parametrize(
+    ("timeout", "accepted"), [(0, False), (1, True), (600, True), (601, False)]
+)
+async def test_bash_timeout_is_1_to_600_seconds(
+    harness: Harness, marker: str, timeout: int, accepted: bool
+) -> None:
+    results, _ = await call_tools(
+        harness, marker, [Call("bash", {"command": "echo fine", "timeout": timeout})]
+    )
     if accepted:
         assert results[0]["text"].startswith("exit code: 0")
     else:
@@ -75,14 +108,26 @@ async def test_bash_timeout_is_1_to_600_seconds(harness: Harness, marker: str, t
 
 
 async def test_bash_kills_a_command_at_its_timeout(harness: Harness, marker: str) -> None:
-    results, outcome = await call_tools(harness, marker, [Call("bash", {"command": "echo started; sleep 30 & sleep 30", "timeout": 1})])
-    assert results[0]["text"].startswith("timed out after 1 s; the command and its children were killed\noutput:\nstarted")
+    results, outcome = await call_tools(
+        harness,
+        marker,
+        [Call("bash", {"command": "echo started; sleep 30 & sleep 30", "timeout": 1})],
+    )
+    assert results[0]["text"].startswith(
+        "timed out after 1 s; the command and its children were killed\noutput:\nstarted"
+    )
     completed = outcome.of("tool.completed")[0]
-    assert completed.is_error and completed.detail["timed_out"] is True and completed.duration_ms < 10_000
+    assert (
+        completed.is_error
+        and completed.detail["timed_out"] is True
+        and completed.duration_ms < 10_000
+    )
 
 
 async def test_disable_bash_removes_the_tool(harness: Harness, marker: str) -> None:
-    results, outcome = await call_tools(harness, marker, [Call("bash", {"command": "true"})], extra_yaml="disable_bash: true\n")
+    results, outcome = await call_tools(
+        harness, marker, [Call("bash", {"command": "true"})], extra_yaml="disable_bash: true\n"
+    )
     assert "bash" not in outcome.of("agent.started")[0].tools
     assert results[0]["text"].startswith("there is no tool named 'bash'")
 
@@ -97,13 +142,24 @@ async def test_web_fetch_returns_title_text_and_final_url(harness: Harness, mark
     results, outcome = await call_tools(harness, marker, [Call("web_fetch", {"url": start})])
     text = results[0]["text"]
     assert text == f"URL: {target}\nTitle: The Page\n\nHello\n\nWorld & more"
-    assert outcome.of("tool.completed")[0].detail == {"url": target, "title": "The Page", "chars": 19, "truncated": False}
+    assert outcome.of("tool.completed")[0].detail == {
+        "url": target,
+        "title": "The Page",
+        "chars": 19,
+        "truncated": False,
+    }
 
 
-@pytest.mark.parametrize(("max_chars", "accepted"), [(499, False), (500, True), (200_000, True), (200_001, False)])
-async def test_web_fetch_max_chars_is_500_to_200000(harness: Harness, marker: str, max_chars: int, accepted: bool) -> None:
+@pytest.mark.parametrize(
+    ("max_chars", "accepted"), [(499, False), (500, True), (200_000, True), (200_001, False)]
+)
+async def test_web_fetch_max_chars_is_500_to_200000(
+    harness: Harness, marker: str, max_chars: int, accepted: bool
+) -> None:
     url = harness.web.page(f"/{marker}.txt", "x" * 250_000, "text/plain")
-    results, _ = await call_tools(harness, marker, [Call("web_fetch", {"url": url, "max_chars": max_chars})])
+    results, _ = await call_tools(
+        harness, marker, [Call("web_fetch", {"url": url, "max_chars": max_chars})]
+    )
     text = results[0]["text"]
     if not accepted:
         assert "web_fetch: invalid input" in text and "at /max_chars" in text
@@ -115,12 +171,18 @@ async def test_web_fetch_max_chars_is_500_to_200000(harness: Harness, marker: st
 async def test_web_fetch_defaults_to_20000_characters(harness: Harness, marker: str) -> None:
     url = harness.web.page(f"/{marker}.txt", "y" * 20_001, "text/plain")
     results, _ = await call_tools(harness, marker, [Call("web_fetch", {"url": url})])
-    assert results[0]["text"].endswith("y" * 20_000 + "\n[truncated: showing 20000 of 20001 characters]")
+    assert results[0]["text"].endswith(
+        "y" * 20_000 + "\n[truncated: showing 20000 of 20001 characters]"
+    )
 
 
 async def test_web_fetch_refuses_non_http_urls_and_binaries(harness: Harness, marker: str) -> None:
     binary = harness.web.page(f"/{marker}.zip", b"PK\x03\x04", "application/zip")
-    results, _ = await call_tools(harness, marker, [Call("web_fetch", {"url": "file:///etc/passwd"}), Call("web_fetch", {"url": binary})])
+    results, _ = await call_tools(
+        harness,
+        marker,
+        [Call("web_fetch", {"url": "file:///etc/passwd"}), Call("web_fetch", {"url": binary})],
+    )
     assert "only http and https URLs can be fetched, not 'file'" in results[0]["text"]
     assert "is application/zip, not a web page; use download_url" in results[1]["text"]
 
@@ -128,15 +190,31 @@ async def test_web_fetch_refuses_non_http_urls_and_binaries(harness: Harness, ma
 # -- search
 
 
-@pytest.mark.parametrize(("tool", "max_results", "expected"), [
-    ("web_search", None, 5), ("web_search", 1, 1), ("web_search", 20, 20), ("web_search", 0, None), ("web_search", 21, None),
-    ("image_search", None, 5), ("image_search", 20, 20), ("image_search", 21, None),
-])
-async def test_search_returns_1_to_20_results(harness: Harness, marker: str, tool: str, max_results: int | None, expected: int | None) -> None:
-    args = {"query": f"red bicycle {marker}"} | ({"max_results": max_results} if max_results is not None else {})
+@pytest.mark.parametrize(
+    ("tool", "max_results", "expected"),
+    [
+        ("web_search", None, 5),
+        ("web_search", 1, 1),
+        ("web_search", 20, 20),
+        ("web_search", 0, None),
+        ("web_search", 21, None),
+        ("image_search", None, 5),
+        ("image_search", 20, 20),
+        ("image_search", 21, None),
+    ],
+)
+async def test_search_returns_1_to_20_results(
+    harness: Harness, marker: str, tool: str, max_results: int | None, expected: int | None
+) -> None:
+    args = {"query": f"red bicycle {marker}"} | (
+        {"max_results": max_results} if max_results is not None else {}
+    )
     results, _ = await call_tools(harness, marker, [Call(tool, args)])
     if expected is None:
-        assert f"{tool}: invalid input" in results[0]["text"] and "at /max_results" in results[0]["text"]
+        assert (
+            f"{tool}: invalid input" in results[0]["text"]
+            and "at /max_results" in results[0]["text"]
+        )
         return
     rows = json.loads(results[0]["text"])
     assert len(rows) == expected
@@ -145,17 +223,24 @@ async def test_search_returns_1_to_20_results(harness: Harness, marker: str, too
     if tool == "web_search":
         assert set(rows[0]) == {"title", "url", "snippet"}
     else:
-        assert rows[0]["image_url"] == "https://cdn.example.com/1.jpg" and (rows[0]["width"], rows[0]["height"]) == (1600, 1200)
+        assert rows[0]["image_url"] == "https://cdn.example.com/1.jpg" and (
+            rows[0]["width"],
+            rows[0]["height"],
+        ) == (1600, 1200)
         assert rows[0]["thumbnail_url"] and rows[0]["source_page"] == "https://example.com/page/1"
 
 
 # -- file_read
 
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
-async def test_file_read_gives_images_as_vision_blocks_and_text_inline(harness: Harness, marker: str) -> None:
+async def test_file_read_gives_images_as_vision_blocks_and_text_inline(
+    harness: Harness, marker: str
+) -> None:
     drive = harness.folder()
     (drive / marker).mkdir()
     (drive / marker / "photo.png").write_bytes(PNG)
@@ -165,37 +250,60 @@ async def test_file_read_gives_images_as_vision_blocks_and_text_inline(harness: 
     content = results[0]["content"]
     assert content[0] == {"type": "text", "text": f"=== {marker}/photo.png (image/png, 0.1KB) ==="}
     assert content[1]["type"] == "image" and content[1]["source"]["media_type"] == "image/png"
-    assert content[2]["text"].startswith(f"=== {marker}/notes.md (text/markdown") and content[3]["text"] == "# Notes\nhello"
-    assert content[4]["text"] == f"=== {marker}/missing.txt ===\nerror: drive/{marker}/missing.txt does not exist"
+    assert (
+        content[2]["text"].startswith(f"=== {marker}/notes.md (text/markdown")
+        and content[3]["text"] == "# Notes\nhello"
+    )
+    assert (
+        content[4]["text"]
+        == f"=== {marker}/missing.txt ===\nerror: drive/{marker}/missing.txt does not exist"
+    )
     assert not results[0]["is_error"]
 
 
 @pytest.mark.parametrize(("count", "accepted"), [(0, False), (10, True), (11, False)])
-async def test_file_read_takes_1_to_10_paths(harness: Harness, marker: str, count: int, accepted: bool) -> None:
+async def test_file_read_takes_1_to_10_paths(
+    harness: Harness, marker: str, count: int, accepted: bool
+) -> None:
     drive = harness.folder()
     (drive / f"{marker}.txt").write_text("x")
-    results, _ = await call_tools(harness, marker, [Call("file_read", {"paths": [f"{marker}.txt"] * count})])
+    results, _ = await call_tools(
+        harness, marker, [Call("file_read", {"paths": [f"{marker}.txt"] * count})]
+    )
     assert ("file_read: invalid input" in results[0]["text"]) is not accepted
 
 
-@pytest.mark.parametrize(("size", "accepted"), [(5 * 1024 * 1024, True), (5 * 1024 * 1024 + 1, False)])
-async def test_file_read_caps_files_at_5_mb(harness: Harness, marker: str, size: int, accepted: bool) -> None:
+@pytest.mark.parametrize(
+    ("size", "accepted"), [(5 * 1024 * 1024, True), (5 * 1024 * 1024 + 1, False)]
+)
+async def test_file_read_caps_files_at_5_mb(
+    harness: Harness, marker: str, size: int, accepted: bool
+) -> None:
     (harness.folder() / f"{marker}.txt").write_bytes(b"a" * size)
-    results, _ = await call_tools(harness, marker, [Call("file_read", {"paths": [f"{marker}.txt"]})])
+    results, _ = await call_tools(
+        harness, marker, [Call("file_read", {"paths": [f"{marker}.txt"]})]
+    )
     text = json.dumps(results[0]["content"])
     if accepted:
         assert "[truncated:" in text and "has 5242880 characters; showing the first 100000" in text
     else:
-        assert f"is {size} bytes; the limit is 5242880 bytes (5 MB) per file" in text and results[0]["is_error"]
+        assert (
+            f"is {size} bytes; the limit is 5242880 bytes (5 MB) per file" in text
+            and results[0]["is_error"]
+        )
 
 
-async def test_file_read_refuses_pdfs_for_models_without_pdf_support_and_escapes(harness: Harness, marker: str) -> None:
+async def test_file_read_refuses_pdfs_for_models_without_pdf_support_and_escapes(
+    harness: Harness, marker: str
+) -> None:
     drive = harness.folder()
     (drive / f"{marker}.pdf").write_bytes(b"%PDF-1.4\n...")
     (drive / f"{marker}.txt").write_text("fine")
     (drive / f"{marker}-link").symlink_to("/etc/passwd")
     paths = [f"{marker}.pdf", f"{marker}.txt", "../../etc/passwd", f"{marker}-link"]
-    results, _ = await call_tools(harness, marker, [Call("file_read", {"paths": paths})], model="gpt/4o")
+    results, _ = await call_tools(
+        harness, marker, [Call("file_read", {"paths": paths})], model="gpt/4o"
+    )
     text = results[0]["text"]
     assert "is a PDF and gpt/4o cannot read PDFs" in text and "fine" in text
     assert "leaves the drive ('..' is not allowed)" in text
@@ -207,18 +315,30 @@ async def test_file_read_refuses_pdfs_for_models_without_pdf_support_and_escapes
 
 async def test_download_url_saves_into_the_drive(harness: Harness, marker: str) -> None:
     url = harness.web.page(f"/files/{marker}/report.csv", "a,b\n1,2\n", "text/csv")
-    calls = [Call("download_url", {"url": url, "path": f"{marker}/"}), Call("download_url", {"url": url, "path": f"drive/{marker}/named.csv"})]
+    calls = [
+        Call("download_url", {"url": url, "path": f"{marker}/"}),
+        Call("download_url", {"url": url, "path": f"drive/{marker}/named.csv"}),
+    ]
     results, _ = await call_tools(harness, marker, calls)
     first, second = (json.loads(r["text"]) for r in results)
-    assert first["drive_path"] == f"{marker}/report.csv" and second["drive_path"] == f"{marker}/named.csv"
+    assert (
+        first["drive_path"] == f"{marker}/report.csv"
+        and second["drive_path"] == f"{marker}/named.csv"
+    )
     assert first["bytes"] == 8 and first["content_type"] == "text/csv"
     assert (harness.folder() / marker / "report.csv").read_text() == "a,b\n1,2\n"
 
 
-@pytest.mark.parametrize(("size", "accepted"), [(50 * 1024 * 1024, True), (50 * 1024 * 1024 + 1, False)])
-async def test_download_url_caps_files_at_50_mb(harness: Harness, marker: str, size: int, accepted: bool) -> None:
+@pytest.mark.parametrize(
+    ("size", "accepted"), [(50 * 1024 * 1024, True), (50 * 1024 * 1024 + 1, False)]
+)
+async def test_download_url_caps_files_at_50_mb(
+    harness: Harness, marker: str, size: int, accepted: bool
+) -> None:
     url = harness.web.page(f"/big/{marker}.bin", b"\0" * size, "application/octet-stream")
-    results, _ = await call_tools(harness, marker, [Call("download_url", {"url": url, "path": f"{marker}.bin"})])
+    results, _ = await call_tools(
+        harness, marker, [Call("download_url", {"url": url, "path": f"{marker}.bin"})]
+    )
     harness.web.pages.pop(f"/big/{marker}.bin")
     if accepted:
         assert json.loads(results[0]["text"])["bytes"] == size
@@ -254,7 +374,9 @@ USER_TOOL_CODE = {
 }
 
 
-async def test_a_user_tool_runs_in_the_job_workdir_with_its_schemas_enforced_both_ways(harness: Harness, marker: str) -> None:
+async def test_a_user_tool_runs_in_the_job_workdir_with_its_schemas_enforced_both_ways(
+    harness: Harness, marker: str
+) -> None:
     calls = [
         Call("double", {"n": "two"}),
         Call("double", {"n": 13}),
@@ -262,7 +384,12 @@ async def test_a_user_tool_runs_in_the_job_workdir_with_its_schemas_enforced_bot
         Call("double", {"n": 21}),
     ]
     results, outcome = await call_tools(
-        harness, marker, calls, extra_yaml=USER_TOOL_YAML, files=USER_TOOL_CODE, secrets={"MARK": marker}
+        harness,
+        marker,
+        calls,
+        extra_yaml=USER_TOOL_YAML,
+        files=USER_TOOL_CODE,
+        secrets={"MARK": marker},
     )
     assert "double: invalid input: 'two' is not of type 'integer' at /n" in results[0]["text"]
     assert results[1]["is_error"] and (

@@ -14,17 +14,21 @@ from puras_common.bus import Delivery
 from puras_common.events import BalanceChanged, CreditGranted, LedgerPosted
 from puras_common.events.platform import CreditGrantedPayload
 from puras_common.migrate import service_migrations
-from puras_common.testing import Infra, Scratch, scratch_schema
+from puras_testing import Infra, Scratch, scratch_schema
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def db(infra: Infra) -> AsyncIterator[Scratch]:
-    async with scratch_schema(infra.admin_database_dsn, service_migrations("billing", ledger.__file__)) as s:
+    async with scratch_schema(
+        infra.admin_database_dsn, service_migrations("billing", ledger.__file__)
+    ) as s:
         yield s
 
 
 def grant(workspace: uuid.UUID, micros: int) -> CreditGranted:
-    return CreditGranted.new(CreditGrantedPayload(amount_micros=micros), producer="test", workspace_id=workspace)
+    return CreditGranted.new(
+        CreditGrantedPayload(amount_micros=micros), producer="test", workspace_id=workspace
+    )
 
 
 async def deliver(db: Scratch, event: CreditGranted) -> list:
@@ -42,8 +46,12 @@ async def test_each_grant_is_posted_once_and_moves_the_balance(db: Scratch) -> N
     assert await deliver(db, first) == []  # redelivered: nothing posted, nothing emitted
     emitted = await deliver(db, grant(ws, 250_000))
     assert emitted[1].payload.balance_micros == 5_250_000 and emitted[1].payload.version == 2
-    total = await db.pool.fetchval("SELECT sum(amount_micros) FROM ledger WHERE workspace_id = $1", ws)
-    assert total == await db.pool.fetchval("SELECT balance_micros FROM balances WHERE workspace_id = $1", ws)
+    total = await db.pool.fetchval(
+        "SELECT sum(amount_micros) FROM ledger WHERE workspace_id = $1", ws
+    )
+    assert total == await db.pool.fetchval(
+        "SELECT balance_micros FROM balances WHERE workspace_id = $1", ws
+    )
 
 
 async def test_the_ledger_refuses_update_delete_and_truncate(db: Scratch) -> None:

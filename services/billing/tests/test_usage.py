@@ -13,23 +13,35 @@ from puras_billing.usage import UnattributedUsage, UsageCharges
 from puras_common.bus import Delivery
 from puras_common.events import BalanceChanged, LedgerPosted, UsageRecorded, UsageRecordedPayload
 from puras_common.migrate import service_migrations
-from puras_common.pricing import Pricebook, UnknownModel
-from puras_common.testing import Infra, Scratch, scratch_schema
+from puras_pricing import Pricebook, UnknownModel
+from puras_testing import Infra, Scratch, scratch_schema
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def db(infra: Infra) -> AsyncIterator[Scratch]:
     import puras_billing
 
-    async with scratch_schema(infra.admin_database_dsn, service_migrations("billing", puras_billing.__file__)) as s:
+    async with scratch_schema(
+        infra.admin_database_dsn, service_migrations("billing", puras_billing.__file__)
+    ) as s:
         yield s
 
 
-def usage(workspace: uuid.UUID | None, model: str = "bytedance/seedance-2-t2v", **fields) -> UsageRecorded:
+def usage(
+    workspace: uuid.UUID | None, model: str = "bytedance/seedance-2-t2v", **fields
+) -> UsageRecorded:
     payload = UsageRecordedPayload(
-        **{"kind": "media", "provider": "fal", "model": model, "inputs": {"duration": "5"}, **fields}
+        **{
+            "kind": "media",
+            "provider": "fal",
+            "model": model,
+            "inputs": {"duration": "5"},
+            **fields,
+        }
     )
-    return UsageRecorded.new(payload, producer="test", workspace_id=workspace, job_id=fields.get("job_id"))
+    return UsageRecorded.new(
+        payload, producer="test", workspace_id=workspace, job_id=fields.get("job_id")
+    )
 
 
 async def deliver(db: Scratch, event: UsageRecorded, charges: UsageCharges | None = None) -> list:
@@ -45,22 +57,47 @@ async def test_a_usage_event_is_priced_recorded_and_charged_once(db: Scratch) ->
     emitted = await deliver(db, event)
     assert [type(e) for e in emitted] == [LedgerPosted, BalanceChanged]
     posted = emitted[0].payload
-    assert (posted.kind, posted.amount_micros, posted.balance_micros) == ("charge", -1_820_000, -1_820_000)
+    assert (posted.kind, posted.amount_micros, posted.balance_micros) == (
+        "charge",
+        -1_820_000,
+        -1_820_000,
+    )
     assert (posted.job_id, posted.key_id, posted.source_event_id) == (job, key, event.id)
-    assert posted.usage.billed_micros == 1_820_000 and (posted.usage.units, posted.usage.unit) == ("5", "second")
+    assert posted.usage.billed_micros == 1_820_000 and (posted.usage.units, posted.usage.unit) == (
+        "5",
+        "second",
+    )
     assert posted.usage.recorded_at == event.occurred_at
 
     assert await deliver(db, event) == []  # redelivered: nothing charged, nothing emitted
     row = await db.pool.fetchrow("SELECT * FROM usage WHERE usage_id = $1", event.id)
-    assert (row["job_id"], row["key_id"], row["model"], row["billed_micros"]) == (job, key, event.payload.model, 1_820_000)
+    assert (row["job_id"], row["key_id"], row["model"], row["billed_micros"]) == (
+        job,
+        key,
+        event.payload.model,
+        1_820_000,
+    )
     assert row["request_id"] == "req-1" and str(row["margin_pct"]) == "20"
-    assert await db.pool.fetchval("SELECT count(*) FROM ledger WHERE source_event_id = $1", event.id) == 1
+    assert (
+        await db.pool.fetchval("SELECT count(*) FROM ledger WHERE source_event_id = $1", event.id)
+        == 1
+    )
 
 
 async def test_llm_usage_is_priced_from_tokens(db: Scratch) -> None:
     ws = uuid.uuid4()
-    emitted = await deliver(db, usage(ws, "claude/sonnet-4-7", kind="llm", provider="anthropic", inputs=None,
-                                      input_tokens=12_000, output_tokens=3_000))
+    emitted = await deliver(
+        db,
+        usage(
+            ws,
+            "claude/sonnet-4-7",
+            kind="llm",
+            provider="anthropic",
+            inputs=None,
+            input_tokens=12_000,
+            output_tokens=3_000,
+        ),
+    )
     assert emitted[0].payload.usage.billed_micros == 12_000 * 36 // 10 + 3_000 * 18
     assert emitted[0].payload.usage.units == "15000"
 
@@ -69,7 +106,10 @@ async def test_the_margin_billing_runs_with_is_the_one_charged_and_recorded(db: 
     emitted = await deliver(db, usage(uuid.uuid4()), UsageCharges(Pricebook("25")))
     assert emitted[0].payload.amount_micros == -1_895_834
     usage_id = emitted[0].payload.source_event_id
-    assert str(await db.pool.fetchval("SELECT margin_pct FROM usage WHERE usage_id = $1", usage_id)) == "25"
+    assert (
+        str(await db.pool.fetchval("SELECT margin_pct FROM usage WHERE usage_id = $1", usage_id))
+        == "25"
+    )
 
 
 async def test_an_unpriceable_event_writes_nothing(db: Scratch) -> None:

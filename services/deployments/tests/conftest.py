@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 from nats.aio.client import Client as NATS
-from puras_common.testing import Infra
+from puras_testing import Infra
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,7 +22,6 @@ from nats.aio.client import Client as NATS
 from puras_common.logging import get_logger
 from puras_common.migrate import service_migrations
 from puras_common.secret_delivery import SUBJECT
-from puras_common.testing import Infra, Scratch, scratch_schema
 from puras_deployments import app as app_module
 from puras_deployments.__main__ import build_sandbox
 from puras_deployments.app import Service, create_app
@@ -31,6 +30,8 @@ from puras_deployments.settings import DeploymentsSettings
 from puras_deployments.store import BundleStore
 from puras_deployments.tenant_secrets import Secrets
 from puras_deployments.vault import MasterKeys
+from puras_testing import Infra, Scratch, scratch_schema
+from puras_testing.wheels import INDEX_PORT
 
 MASTER_KEY = "11" * 32
 JOB_TOKEN_KEY = "job-token-key-for-tests"
@@ -41,7 +42,10 @@ def project_zip(files: Mapping[str, str | bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, content in files.items():
-            archive.writestr(name, content if isinstance(content, bytes) else textwrap.dedent(content).lstrip("\n"))
+            archive.writestr(
+                name,
+                content if isinstance(content, bytes) else textwrap.dedent(content).lstrip("\n"),
+            )
     return buffer.getvalue()
 
 
@@ -61,9 +65,15 @@ class Harness:
     secrets_subject: str
     """Where this copy answers secrets requests (the session's platform answers the real one)."""
 
-    async def push(self, workspace: UUID, files: Mapping[str, str | bytes], **params: Any) -> httpx.Response:
+    async def push(
+        self, workspace: UUID, files: Mapping[str, str | bytes], **params: Any
+    ) -> httpx.Response:
         query = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items()}
-        return await self.http.post(f"/internal/workspaces/{workspace}/deployments", params=query, content=project_zip(files))
+        return await self.http.post(
+            f"/internal/workspaces/{workspace}/deployments",
+            params=query,
+            content=project_zip(files),
+        )
 
     async def events(self, *types: str) -> list[dict[str, Any]]:
         rows = await self.db.pool.fetch("SELECT type, body FROM outbox ORDER BY seq")
@@ -75,21 +85,36 @@ async def running(infra: Infra, nc: NATS, **overrides: Any) -> AsyncIterator[Har
     data_dir = Path(tempfile.mkdtemp(prefix="puras-deployments-test-"))
     data_dir.chmod(0o711)
     try:
-        async with scratch_schema(infra.admin_database_dsn, service_migrations("deployments", app_module.__file__)) as db:
+        async with scratch_schema(
+            infra.admin_database_dsn, service_migrations("deployments", app_module.__file__)
+        ) as db:
             settings = DeploymentsSettings(
-                data_dir=data_dir, internal_token=TOKEN, secrets_key=MASTER_KEY, job_token_key=JOB_TOKEN_KEY,
-                build_timeout_seconds=120, **overrides,
+                data_dir=data_dir,
+                internal_token=TOKEN,
+                secrets_key=MASTER_KEY,
+                job_token_key=JOB_TOKEN_KEY,
+                build_timeout_seconds=120,
+                **{"egress_test_allow": f"127.0.0.1:{INDEX_PORT}", **overrides},
             )
             store = BundleStore(data_dir)
             (data_dir / "builds").mkdir(mode=0o711)
             (data_dir / "tools").mkdir()
-            secrets = Secrets(db.outbox, MasterKeys.from_settings(MASTER_KEY), job_token_key=JOB_TOKEN_KEY)
-            builder = Builder(
-                outbox=db.outbox, store=store,
-                sandbox=await asyncio.to_thread(build_sandbox, settings, get_logger("test")),
-                work_root=data_dir / "builds", concurrency=2, lease_seconds=30, max_log_bytes=64 * 1024,
+            secrets = Secrets(
+                db.outbox, MasterKeys.from_settings(MASTER_KEY), job_token_key=JOB_TOKEN_KEY
             )
-            service = Service(settings=settings, outbox=db.outbox, store=store, secrets=secrets, builder=builder)
+            builder = Builder(
+                outbox=db.outbox,
+                store=store,
+                sandbox=await asyncio.to_thread(build_sandbox, settings, get_logger("test")),
+                work_root=data_dir / "builds",
+                concurrency=2,
+                lease_seconds=30,
+                max_log_bytes=64 * 1024,
+            )
+            service = Service(
+                settings=settings, outbox=db.outbox, store=store, secrets=secrets, builder=builder
+            )
+
             async def answer(msg: Any) -> None:
                 await secrets.answer(db.pool, msg)
 
@@ -98,7 +123,9 @@ async def running(infra: Infra, nc: NATS, **overrides: Any) -> AsyncIterator[Har
             task = asyncio.create_task(builder.run())
             transport = httpx.ASGITransport(app=create_app(service))
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://deployments", headers={"Authorization": f"Bearer {TOKEN}"}
+                transport=transport,
+                base_url="http://deployments",
+                headers={"Authorization": f"Bearer {TOKEN}"},
             ) as http:
                 try:
                     yield Harness(db, service, builder, http, data_dir, subject)

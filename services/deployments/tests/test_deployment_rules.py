@@ -13,22 +13,41 @@ async def test_versions_count_up_and_the_list_is_newest_first(harness: Harness) 
     ws = uuid.uuid4()
     first = await harness.push(ws, ECHO, notes="one")
     assert first.status_code == 201, first.text
-    assert (first.json()["version"], first.json()["status"], first.json()["active"]) == (1, "ready", True)
-    second = await harness.push(ws, {**ECHO, "skills/other/skill.yaml": "entrypoint: main.py:run\n",
-                                     "skills/other/main.py": "def run(i):\n    return i\n"}, notes="two")
+    assert (first.json()["version"], first.json()["status"], first.json()["active"]) == (
+        1,
+        "ready",
+        True,
+    )
+    second = await harness.push(
+        ws,
+        {
+            **ECHO,
+            "skills/other/skill.yaml": "entrypoint: main.py:run\n",
+            "skills/other/main.py": "def run(i):\n    return i\n",
+        },
+        notes="two",
+    )
     assert second.json()["version"] == 2 and second.json()["active"]
     listing = (await harness.http.get(f"/internal/workspaces/{ws}/deployments")).json()
     assert [d["version"] for d in listing["data"]] == [2, 1]
     assert [d["active"] for d in listing["data"]] == [True, False]
     assert [s["name"] for s in listing["data"][0]["skills"]] == ["echo", "other"]
     assert listing["data"][1]["notes"] == "one" and listing["next_cursor"] is None
-    page = (await harness.http.get(f"/internal/workspaces/{ws}/deployments", params={"limit": 1})).json()
+    page = (
+        await harness.http.get(f"/internal/workspaces/{ws}/deployments", params={"limit": 1})
+    ).json()
     assert [d["version"] for d in page["data"]] == [2] and page["next_cursor"] == "2"
-    rest = (await harness.http.get(f"/internal/workspaces/{ws}/deployments", params={"limit": 1, "cursor": 2})).json()
+    rest = (
+        await harness.http.get(
+            f"/internal/workspaces/{ws}/deployments", params={"limit": 1, "cursor": 2}
+        )
+    ).json()
     assert [d["version"] for d in rest["data"]] == [1] and rest["next_cursor"] is None
 
 
-async def test_activation_is_a_switch_and_rollback_activates_an_older_version(harness: Harness) -> None:
+async def test_activation_is_a_switch_and_rollback_activates_an_older_version(
+    harness: Harness,
+) -> None:
     ws = uuid.uuid4()
     v1 = (await harness.push(ws, ECHO)).json()
     v2 = (await harness.push(ws, ECHO, activate=False)).json()
@@ -44,7 +63,8 @@ async def test_activation_is_a_switch_and_rollback_activates_an_older_version(ha
     assert again.status_code == 200  # already active: nothing changes
 
     activations = [
-        e["payload"] for e in await harness.events("deployment.activated")
+        e["payload"]
+        for e in await harness.events("deployment.activated")
         if e["workspace_id"] == str(ws)
     ]
     assert [(a["version"], a["activation"]) for a in activations] == [(1, 1), (2, 2), (1, 3)]
@@ -82,7 +102,9 @@ async def test_a_workspace_never_reaches_another_workspaces_deployments(harness:
     ):
         response = await harness.http.request(method, path)
         assert response.status_code == 404, (method, path, response.text)
-    assert (await harness.http.get(f"/internal/workspaces/{stranger}/deployments")).json()["data"] == []
+    assert (await harness.http.get(f"/internal/workspaces/{stranger}/deployments")).json()[
+        "data"
+    ] == []
 
 
 async def test_skillpacks_have_their_own_versions_pointer_and_visibility(harness: Harness) -> None:
@@ -93,34 +115,63 @@ async def test_skillpacks_have_their_own_versions_pointer_and_visibility(harness
     assert (tools["version"], tools2["version"], tools2["skillpack"]) == (1, 2, "tools")
     packs = (await harness.http.get(f"/internal/workspaces/{ws}/skillpacks")).json()["data"]
     assert [(p["slug"], p["active_version"], p["deployments"], p["visibility"]) for p in packs] == [
-        ("default", 1, 1, "private"), ("tools", 2, 2, "private"),
+        ("default", 1, 1, "private"),
+        ("tools", 2, 2, "private"),
     ]
-    by_id = await harness.http.get(f"/internal/workspaces/{ws}/deployments", params={"skillpack": tools["skillpack_id"]})
+    by_id = await harness.http.get(
+        f"/internal/workspaces/{ws}/deployments", params={"skillpack": tools["skillpack_id"]}
+    )
     assert [d["version"] for d in by_id.json()["data"]] == [2, 1]
 
-    made_public = await harness.http.patch(f"/internal/workspaces/{ws}/skillpacks/tools", json={"visibility": "public"})
+    made_public = await harness.http.patch(
+        f"/internal/workspaces/{ws}/skillpacks/tools", json={"visibility": "public"}
+    )
     assert made_public.status_code == 200 and made_public.json()["visibility"] == "public"
-    same = await harness.http.patch(f"/internal/workspaces/{ws}/skillpacks/tools", json={"visibility": "public"})
+    same = await harness.http.patch(
+        f"/internal/workspaces/{ws}/skillpacks/tools", json={"visibility": "public"}
+    )
     assert same.status_code == 200
     back = await harness.http.patch(
-        f"/internal/workspaces/{ws}/skillpacks/{tools['skillpack_id']}", json={"visibility": "private"}
+        f"/internal/workspaces/{ws}/skillpacks/{tools['skillpack_id']}",
+        json={"visibility": "private"},
     )
     assert back.json()["visibility"] == "private"
-    updates = [e["payload"] for e in await harness.events("deployment.skillpack_updated") if e["workspace_id"] == str(ws)]
+    updates = [
+        e["payload"]
+        for e in await harness.events("deployment.skillpack_updated")
+        if e["workspace_id"] == str(ws)
+    ]
     assert [(u["visibility"], u["revision"]) for u in updates] == [("public", 1), ("private", 2)]
 
-    bad = await harness.http.patch(f"/internal/workspaces/{ws}/skillpacks/tools", json={"visibility": "open"})
-    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["pointer"] == "/body/visibility"
-    missing = await harness.http.patch(f"/internal/workspaces/{ws}/skillpacks/nope", json={"visibility": "public"})
+    bad = await harness.http.patch(
+        f"/internal/workspaces/{ws}/skillpacks/tools", json={"visibility": "open"}
+    )
+    assert (
+        bad.status_code == 400
+        and bad.json()["error"]["details"][0]["pointer"] == "/body/visibility"
+    )
+    missing = await harness.http.patch(
+        f"/internal/workspaces/{ws}/skillpacks/nope", json={"visibility": "public"}
+    )
     assert missing.status_code == 404
-    other = await harness.http.patch(f"/internal/workspaces/{uuid.uuid4()}/skillpacks/tools", json={"visibility": "public"})
+    other = await harness.http.patch(
+        f"/internal/workspaces/{uuid.uuid4()}/skillpacks/tools", json={"visibility": "public"}
+    )
     assert other.status_code == 404
 
 
 async def test_bad_skillpack_references_are_refused_with_the_rule(harness: Harness) -> None:
     ws = uuid.uuid4()
     pushed = await harness.push(ws, ECHO, skillpack="Not A Slug")
-    assert pushed.status_code == 400 and pushed.json()["error"]["details"][0]["pointer"] == "/skillpack"
-    listed = await harness.http.get(f"/internal/workspaces/{ws}/deployments", params={"skillpack": "ghost"})
+    assert (
+        pushed.status_code == 400
+        and pushed.json()["error"]["details"][0]["pointer"] == "/skillpack"
+    )
+    listed = await harness.http.get(
+        f"/internal/workspaces/{ws}/deployments", params={"skillpack": "ghost"}
+    )
     assert listed.status_code == 404 and "ghost" in listed.json()["error"]["message"]
-    assert (await harness.http.get(f"/internal/workspaces/{ws}/deployments")).json() == {"data": [], "next_cursor": None}
+    assert (await harness.http.get(f"/internal/workspaces/{ws}/deployments")).json() == {
+        "data": [],
+        "next_cursor": None,
+    }

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from deployments_testlib import ECHO, JOB_TOKEN_KEY, MASTER_KEY, Harness
 from nats.aio.client import Client as NATS
+from puras_common import tokens
 from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_secrets
-from puras_common.testing import eventually
 from puras_common.tokens import mint_job_token
 from puras_deployments import vault
 from puras_deployments.tenant_secrets import MAX_SECRETS, MAX_TOTAL_BYTES, MAX_VALUE_BYTES, Secrets
+from puras_testing import eventually
 
 VALUE = "sk-live-7f3a9c2e-do-not-leak"
 
@@ -28,11 +29,21 @@ def url(ws: uuid.UUID, name: str = "", **query: str) -> str:
 
 
 async def skillpack_id(harness: Harness, ws: uuid.UUID, slug: str = "default") -> uuid.UUID:
-    return await harness.db.pool.fetchval("SELECT id FROM skillpacks WHERE workspace_id = $1 AND slug = $2", ws, slug)
+    return await harness.db.pool.fetchval(
+        "SELECT id FROM skillpacks WHERE workspace_id = $1 AND slug = $2", ws, slug
+    )
 
 
 def token(ws: uuid.UUID, pack: uuid.UUID, job: uuid.UUID | None = None, ttl: int = 60) -> str:
-    return mint_job_token(JOB_TOKEN_KEY, workspace_id=ws, job_id=job or uuid.uuid4(), skillpack_id=pack, ttl_seconds=ttl)
+    return mint_job_token(
+        JOB_TOKEN_KEY,
+        workspace_id=ws,
+        job_id=job or uuid.uuid4(),
+        skillpack_id=pack,
+        attempt=1,
+        audiences=(tokens.SECRETS,),
+        ttl_seconds=ttl,
+    )
 
 
 async def test_values_go_in_and_never_come_out_of_the_api(harness: Harness) -> None:
@@ -53,7 +64,11 @@ async def test_values_go_in_and_never_come_out_of_the_api(harness: Harness) -> N
     )
     assert VALUE.encode() not in bytes(stored["ciphertext"])
     events = await harness.events("secret.set", "secret.deleted")
-    assert [e["payload"]["name"] for e in events if e["workspace_id"] == str(ws)] == ["STRIPE_KEY", "STRIPE_KEY", "A_TOKEN"]
+    assert [e["payload"]["name"] for e in events if e["workspace_id"] == str(ws)] == [
+        "STRIPE_KEY",
+        "STRIPE_KEY",
+        "A_TOKEN",
+    ]
     outbox = await harness.db.pool.fetch("SELECT body::text AS body FROM outbox")
     assert not any(VALUE in r["body"] for r in outbox)
 
@@ -61,7 +76,9 @@ async def test_values_go_in_and_never_come_out_of_the_api(harness: Harness) -> N
     assert deleted.status_code == 200
     assert [s["name"] for s in (await harness.http.get(url(ws))).json()["data"]] == ["A_TOKEN"]
     assert (await harness.http.delete(url(ws, "STRIPE_KEY"))).status_code == 404
-    assert [e["type"] for e in await harness.events("secret.deleted") if e["workspace_id"] == str(ws)] == ["secret.deleted"]
+    assert [
+        e["type"] for e in await harness.events("secret.deleted") if e["workspace_id"] == str(ws)
+    ] == ["secret.deleted"]
 
 
 async def test_secrets_belong_to_a_skillpack(harness: Harness) -> None:
@@ -69,7 +86,9 @@ async def test_secrets_belong_to_a_skillpack(harness: Harness) -> None:
     await harness.push(ws, ECHO, skillpack="tools")
     await harness.http.put(url(ws, "TOOLS_ONLY", skillpack="tools"), json={"value": "abcd1234"})
     await harness.http.put(url(ws, "DEFAULT_ONLY"), json={"value": "efgh5678"})
-    assert [s["name"] for s in (await harness.http.get(url(ws, skillpack="tools"))).json()["data"]] == ["TOOLS_ONLY"]
+    assert [
+        s["name"] for s in (await harness.http.get(url(ws, skillpack="tools"))).json()["data"]
+    ] == ["TOOLS_ONLY"]
     assert [s["name"] for s in (await harness.http.get(url(ws))).json()["data"]] == ["DEFAULT_ONLY"]
     assert (await harness.http.get(url(ws, skillpack="ghost"))).status_code == 404
     assert (await harness.http.delete(url(ws, "TOOLS_ONLY"))).status_code == 404
@@ -87,7 +106,9 @@ async def test_secrets_belong_to_a_skillpack(harness: Harness) -> None:
         ("A" * 129, "secret name is 129 characters; the limit is 128"),
     ],
 )
-async def test_bad_names_are_refused_with_the_rule(harness: Harness, name: str, message: str) -> None:
+async def test_bad_names_are_refused_with_the_rule(
+    harness: Harness, name: str, message: str
+) -> None:
     response = await harness.http.put(url(uuid.uuid4(), name), json={"value": "x"})
     assert response.status_code == 400 and message in response.json()["error"]["message"]
     assert response.json()["error"]["details"][0]["pointer"] == "/name"
@@ -95,32 +116,52 @@ async def test_bad_names_are_refused_with_the_rule(harness: Harness, name: str, 
 
 async def test_value_and_skillpack_limits_hold_at_their_edges(harness: Harness) -> None:
     ws = uuid.uuid4()
-    assert (await harness.http.put(url(ws, "EDGE"), json={"value": "v" * MAX_VALUE_BYTES})).status_code == 200
-    over = await harness.http.put(url(ws, "OVER"), json={"value": "é" * (MAX_VALUE_BYTES // 2) + "x"})
+    assert (
+        await harness.http.put(url(ws, "EDGE"), json={"value": "v" * MAX_VALUE_BYTES})
+    ).status_code == 200
+    over = await harness.http.put(
+        url(ws, "OVER"), json={"value": "é" * (MAX_VALUE_BYTES // 2) + "x"}
+    )
     assert over.status_code == 400
-    assert over.json()["error"]["message"] == f"value is {MAX_VALUE_BYTES + 1} bytes; the limit is {MAX_VALUE_BYTES}"
+    assert (
+        over.json()["error"]["message"]
+        == f"value is {MAX_VALUE_BYTES + 1} bytes; the limit is {MAX_VALUE_BYTES}"
+    )
     nul = await harness.http.put(url(ws, "NUL"), json={"value": "a\x00b"})
     assert nul.status_code == 400 and "NUL" in nul.json()["error"]["message"]
     assert (await harness.http.put(url(ws, "NUMBER"), json={"value": 5})).status_code == 400
 
     # Total bytes: fill to exactly the limit, then one more byte is refused.
     for i in range(MAX_TOTAL_BYTES // MAX_VALUE_BYTES - 1):
-        assert (await harness.http.put(url(ws, f"FILL_{i}"), json={"value": "v" * MAX_VALUE_BYTES})).status_code == 200
+        assert (
+            await harness.http.put(url(ws, f"FILL_{i}"), json={"value": "v" * MAX_VALUE_BYTES})
+        ).status_code == 200
     assert (await harness.http.put(url(ws, "ONE_MORE"), json={"value": "x"})).status_code == 409
     # Overwriting an existing secret counts its new size, not both.
-    assert (await harness.http.put(url(ws, "EDGE"), json={"value": "w" * MAX_VALUE_BYTES})).status_code == 200
+    assert (
+        await harness.http.put(url(ws, "EDGE"), json={"value": "w" * MAX_VALUE_BYTES})
+    ).status_code == 200
 
     counted = uuid.uuid4()
     for i in range(MAX_SECRETS):
-        assert (await harness.http.put(url(counted, f"S_{i}"), json={"value": "1"})).status_code == 200
+        assert (
+            await harness.http.put(url(counted, f"S_{i}"), json={"value": "1"})
+        ).status_code == 200
     too_many = await harness.http.put(url(counted, "ONE_MORE"), json={"value": "1"})
-    assert too_many.status_code == 409 and f"the limit is {MAX_SECRETS}" in too_many.json()["error"]["message"]
+    assert (
+        too_many.status_code == 409
+        and f"the limit is {MAX_SECRETS}" in too_many.json()["error"]["message"]
+    )
 
 
-async def test_delivery_needs_the_jobs_token_and_never_crosses_the_bus_in_clear(harness: Harness, nc: NATS) -> None:
+async def test_delivery_needs_the_jobs_token_and_never_crosses_the_bus_in_clear(
+    harness: Harness, nc: NATS
+) -> None:
     ws = uuid.uuid4()
     await harness.http.put(url(ws, "STRIPE_KEY"), json={"value": VALUE})
-    await harness.http.put(url(ws, "MULTI_LINE"), json={"value": "-----BEGIN-----\nline-two-secret\n-----END-----"})
+    await harness.http.put(
+        url(ws, "MULTI_LINE"), json={"value": "-----BEGIN-----\nline-two-secret\n-----END-----"}
+    )
     pack = await skillpack_id(harness, ws)
     seen: list[bytes] = []
 
@@ -130,29 +171,64 @@ async def test_delivery_needs_the_jobs_token_and_never_crosses_the_bus_in_clear(
     tap = await nc.subscribe(">", cb=capture)
     job = uuid.uuid4()
     try:
-        values = await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, job), job_id=job)
+        values = await fetch_secrets(
+            nc, subject=harness.secrets_subject, job_token=token(ws, pack, job), job_id=job
+        )
         await nc.flush()
     finally:
         await tap.unsubscribe()
-    assert values == {"STRIPE_KEY": VALUE, "MULTI_LINE": "-----BEGIN-----\nline-two-secret\n-----END-----"}
-    assert any(b"svc.deployments.secrets" in m for m in seen) and len(seen) >= 2  # the request and the reply
+    assert values == {
+        "STRIPE_KEY": VALUE,
+        "MULTI_LINE": "-----BEGIN-----\nline-two-secret\n-----END-----",
+    }
+    assert (
+        any(b"svc.deployments.secrets" in m for m in seen) and len(seen) >= 2
+    )  # the request and the reply
     for needle in (VALUE.encode(), base64.b64encode(VALUE.encode()), b"line-two-secret"):
         assert not any(needle in m for m in seen)
 
     other_job = uuid.uuid4()
     with pytest.raises(SecretDeliveryError, match="does not decrypt for this job"):
         # A reply sealed for one job is useless to another.
-        await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, job), job_id=other_job)
+        await fetch_secrets(
+            nc, subject=harness.secrets_subject, job_token=token(ws, pack, job), job_id=other_job
+        )
     with pytest.raises(SecretDeliveryError, match="signature does not match"):
-        forged = mint_job_token("not-the-key", workspace_id=ws, job_id=job, skillpack_id=pack, ttl_seconds=60)
+        forged = mint_job_token(
+            "not-the-key",
+            workspace_id=ws,
+            job_id=job,
+            skillpack_id=pack,
+            attempt=1,
+            audiences=(tokens.SECRETS,),
+            ttl_seconds=60,
+        )
         await fetch_secrets(nc, subject=harness.secrets_subject, job_token=forged, job_id=job)
+    with pytest.raises(SecretDeliveryError, match="does not open secrets"):
+        # The token a job's own process holds opens its drive, media and subagents, never this.
+        own = mint_job_token(
+            JOB_TOKEN_KEY, workspace_id=ws, job_id=job, skillpack_id=pack, attempt=1, ttl_seconds=60
+        )
+        await fetch_secrets(nc, subject=harness.secrets_subject, job_token=own, job_id=job)
     with pytest.raises(SecretDeliveryError, match="expired"):
-        await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, job, ttl=-1), job_id=job)
+        await fetch_secrets(
+            nc, subject=harness.secrets_subject, job_token=token(ws, pack, job, ttl=-1), job_id=job
+        )
     empty_job = uuid.uuid4()
-    assert await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, uuid.uuid4(), empty_job), job_id=empty_job) == {}
+    assert (
+        await fetch_secrets(
+            nc,
+            subject=harness.secrets_subject,
+            job_token=token(ws, uuid.uuid4(), empty_job),
+            job_id=empty_job,
+        )
+        == {}
+    )
 
 
-async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(harness: Harness, nc: NATS) -> None:
+async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(
+    harness: Harness, nc: NATS
+) -> None:
     ws, other_ws = uuid.uuid4(), uuid.uuid4()
     await harness.http.put(url(ws, "REAL"), json={"value": VALUE})
     await harness.http.put(url(ws, "DECOY"), json={"value": "decoy-value"})
@@ -160,9 +236,13 @@ async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(harness: Harne
     await harness.http.put(url(ws, "REAL", skillpack="second"), json={"value": "second-value"})
     await harness.http.put(url(other_ws, "REAL"), json={"value": "theirs"})
     pack, second, theirs = (
-        await skillpack_id(harness, ws), await skillpack_id(harness, ws, "second"), await skillpack_id(harness, other_ws)
+        await skillpack_id(harness, ws),
+        await skillpack_id(harness, ws, "second"),
+        await skillpack_id(harness, other_ws),
     )
-    stolen = await harness.db.pool.fetchval("SELECT ciphertext FROM secrets WHERE skillpack_id = $1 AND name = 'REAL'", pack)
+    stolen = await harness.db.pool.fetchval(
+        "SELECT ciphertext FROM secrets WHERE skillpack_id = $1 AND name = 'REAL'", pack
+    )
     secrets: Secrets = harness.service.secrets
     # Another name, another skillpack of the same workspace, another workspace: all refuse it.
     for target, name in ((pack, "DECOY"), (second, "REAL"), (theirs, "REAL")):
@@ -170,19 +250,29 @@ async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(harness: Harne
             "SELECT ciphertext FROM secrets WHERE skillpack_id = $1 AND name = $2", target, name
         )
         await harness.db.pool.execute(
-            "UPDATE secrets SET ciphertext = $3 WHERE skillpack_id = $1 AND name = $2", target, name, stolen
+            "UPDATE secrets SET ciphertext = $3 WHERE skillpack_id = $1 AND name = $2",
+            target,
+            name,
+            stolen,
         )
         with pytest.raises(vault.VaultError, match=f"secret {name} does not decrypt here"):
             await secrets.values(harness.db.pool, target)
         job = uuid.uuid4()
         owner = ws if target != theirs else other_ws
         with pytest.raises(SecretDeliveryError, match="does not decrypt here"):
-            await fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(owner, target, job), job_id=job)
+            await fetch_secrets(
+                nc, subject=harness.secrets_subject, job_token=token(owner, target, job), job_id=job
+            )
         await harness.db.pool.execute(
-            "UPDATE secrets SET ciphertext = $3 WHERE skillpack_id = $1 AND name = $2", target, name, original
+            "UPDATE secrets SET ciphertext = $3 WHERE skillpack_id = $1 AND name = $2",
+            target,
+            name,
+            original,
         )
     # A wrapped data key moved to another workspace does not unwrap either.
-    wrapped = await harness.db.pool.fetchrow("SELECT key_id, wrapped FROM data_keys WHERE workspace_id = $1", ws)
+    wrapped = await harness.db.pool.fetchrow(
+        "SELECT key_id, wrapped FROM data_keys WHERE workspace_id = $1", ws
+    )
     with pytest.raises(vault.VaultError):
         secrets.keys.unwrap(other_ws, wrapped["key_id"], wrapped["wrapped"])
     assert (await secrets.values(harness.db.pool, pack))["REAL"] == VALUE
@@ -192,21 +282,40 @@ async def test_rotating_the_master_key_rewraps_data_keys_only(harness: Harness) 
     ws = uuid.uuid4()
     await harness.http.put(url(ws, "ROTATED"), json={"value": VALUE})
     pack = await skillpack_id(harness, ws)
-    before = await harness.db.pool.fetchval("SELECT ciphertext FROM secrets WHERE skillpack_id = $1", pack)
+    before = await harness.db.pool.fetchval(
+        "SELECT ciphertext FROM secrets WHERE skillpack_id = $1", pack
+    )
     new_key = "22" * 32
-    rotated = Secrets(harness.db.outbox, vault.MasterKeys.from_settings(new_key, [MASTER_KEY]), job_token_key=JOB_TOKEN_KEY)
+    rotated = Secrets(
+        harness.db.outbox,
+        vault.MasterKeys.from_settings(new_key, [MASTER_KEY]),
+        job_token_key=JOB_TOKEN_KEY,
+    )
     assert await rotated.rewrap(harness.db.pool) >= 1
-    row = await harness.db.pool.fetchrow("SELECT key_id, rewrapped_at FROM data_keys WHERE workspace_id = $1", ws)
+    row = await harness.db.pool.fetchrow(
+        "SELECT key_id, rewrapped_at FROM data_keys WHERE workspace_id = $1", ws
+    )
     assert row["key_id"] == vault.key_id(bytes.fromhex(new_key)) and row["rewrapped_at"] is not None
-    assert await harness.db.pool.fetchval("SELECT ciphertext FROM secrets WHERE skillpack_id = $1", pack) == before
-    only_new = Secrets(harness.db.outbox, vault.MasterKeys.from_settings(new_key), job_token_key=JOB_TOKEN_KEY)
+    assert (
+        await harness.db.pool.fetchval(
+            "SELECT ciphertext FROM secrets WHERE skillpack_id = $1", pack
+        )
+        == before
+    )
+    only_new = Secrets(
+        harness.db.outbox, vault.MasterKeys.from_settings(new_key), job_token_key=JOB_TOKEN_KEY
+    )
     assert await only_new.values(harness.db.pool, pack) == {"ROTATED": VALUE}
-    only_old = Secrets(harness.db.outbox, vault.MasterKeys.from_settings(MASTER_KEY), job_token_key=JOB_TOKEN_KEY)
+    only_old = Secrets(
+        harness.db.outbox, vault.MasterKeys.from_settings(MASTER_KEY), job_token_key=JOB_TOKEN_KEY
+    )
     with pytest.raises(vault.VaultError, match="which this process does not have"):
         await only_old.values(harness.db.pool, pack)
     # Put things back for the other tests of this session.
     await Secrets(
-        harness.db.outbox, vault.MasterKeys.from_settings(MASTER_KEY, [new_key]), job_token_key=JOB_TOKEN_KEY
+        harness.db.outbox,
+        vault.MasterKeys.from_settings(MASTER_KEY, [new_key]),
+        job_token_key=JOB_TOKEN_KEY,
     ).rewrap(harness.db.pool)
 
 
@@ -232,11 +341,20 @@ async def test_many_requests_at_once_are_all_answered(harness: Harness, nc: NATS
     await harness.http.put(url(ws, "CONCURRENT"), json={"value": VALUE})
     pack = await skillpack_id(harness, ws)
     jobs = [uuid.uuid4() for _ in range(50)]
-    answers = await asyncio.gather(*(fetch_secrets(nc, subject=harness.secrets_subject, job_token=token(ws, pack, j), job_id=j) for j in jobs))
+    answers = await asyncio.gather(
+        *(
+            fetch_secrets(
+                nc, subject=harness.secrets_subject, job_token=token(ws, pack, j), job_id=j
+            )
+            for j in jobs
+        )
+    )
     assert all(a == {"CONCURRENT": VALUE} for a in answers)
 
 
-async def test_answers_come_from_memory_until_any_replica_changes_a_secret(harness: Harness) -> None:
+async def test_answers_come_from_memory_until_any_replica_changes_a_secret(
+    harness: Harness,
+) -> None:
     ws = uuid.uuid4()
     await harness.http.put(url(ws, "ROTATING"), json={"value": "first-value"})
     pack = await skillpack_id(harness, ws)
@@ -248,7 +366,9 @@ async def test_answers_come_from_memory_until_any_replica_changes_a_secret(harne
         await eventually(lambda: reader._listening, what="the listener to connect")
         assert await reader.values(harness.db.pool, pack) == {"ROTATING": "first-value"}
         assert reader._sealed.get(pack) is not None  # cached (sealed rows, not values)
-        await writer.put(workspace_id=ws, skillpack=str(pack), name="ROTATING", value="second-value")
+        await writer.put(
+            workspace_id=ws, skillpack=str(pack), name="ROTATING", value="second-value"
+        )
 
         async def fresh() -> bool:
             return await reader.values(harness.db.pool, pack) == {"ROTATING": "second-value"}

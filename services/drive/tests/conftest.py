@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from puras_drive.testing import MotoS3, start_moto
+from puras_testing.drive import MotoS3, start_moto
 
 
 @pytest.fixture(scope="session")

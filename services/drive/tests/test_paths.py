@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 from puras_drive import paths
 from puras_drive.storage.local import LocalBackend
-from puras_drive.testing import HOSTILE_PATHS as HOSTILE
-from puras_drive.testing import SAFE_FOLDS
+from puras_testing.drive import HOSTILE_PATHS as HOSTILE
+from puras_testing.drive import SAFE_FOLDS
 
 WS = uuid.UUID("0190c0de-0000-7000-8000-000000000001")
 OTHER = uuid.UUID("0190c0de-0000-7000-8000-000000000002")
-
-
 
 
 @pytest.mark.parametrize("raw", HOSTILE)
@@ -33,7 +31,9 @@ def test_hostile_paths_are_refused_or_stay_inside_the_workspace(raw: str) -> Non
 
 
 @pytest.mark.parametrize("raw", HOSTILE)
-def test_hostile_paths_never_reach_a_file_outside_the_workspace_on_disk(raw: str, tmp_path: Path) -> None:
+def test_hostile_paths_never_reach_a_file_outside_the_workspace_on_disk(
+    raw: str, tmp_path: Path
+) -> None:
     root = tmp_path / "drive"
     (root / str(WS)).mkdir(parents=True)
     (root / str(OTHER)).mkdir()
@@ -123,6 +123,10 @@ async def test_workspace_files_belong_to_the_jobs_uid(tmp_path: Path) -> None:
         yield b"x"
 
     await backend.write(f"{WS}/a/b.txt", data(), content_type="text/plain")
-    for path in (tmp_path / "drive" / str(WS), tmp_path / "drive" / str(WS) / "a", tmp_path / "drive" / str(WS) / "a" / "b.txt"):
+    for path in (
+        tmp_path / "drive" / str(WS),
+        tmp_path / "drive" / str(WS) / "a",
+        tmp_path / "drive" / str(WS) / "a" / "b.txt",
+    ):
         assert (path.stat().st_uid, path.stat().st_mode & 0o077) == (65534, 0), path
     assert (tmp_path / "drive").stat().st_mode & 0o777 == 0o711

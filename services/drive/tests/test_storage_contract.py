@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from puras_drive.storage import Backend, NotFound, TooLarge, open_backend
-from puras_drive.testing import MotoS3
+from puras_testing.drive import MotoS3
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -26,7 +26,12 @@ async def read_all(backend: Backend, key: str, **kwargs: int) -> bytes:
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "s3":
         server: MotoS3 = request.getfixturevalue("s3_env")
-        store = open_backend("s3", data_dir=tmp_path, s3_endpoint=server.endpoint, s3_bucket=f"t-{uuid.uuid4().hex[:12]}")
+        store = open_backend(
+            "s3",
+            data_dir=tmp_path,
+            s3_endpoint=server.endpoint,
+            s3_bucket=f"t-{uuid.uuid4().hex[:12]}",
+        )
     else:
         store = open_backend("local", data_dir=tmp_path / "drive")
     await store.start()
@@ -43,7 +48,9 @@ def ws() -> str:
 
 async def test_a_write_reads_back_byte_for_byte(backend: Backend, ws: str) -> None:
     data = os.urandom(700_000)
-    stored = await backend.write(f"{ws}/a/b.bin", chunks(data[:1000], data[1000:]), content_type="image/png")
+    stored = await backend.write(
+        f"{ws}/a/b.bin", chunks(data[:1000], data[1000:]), content_type="image/png"
+    )
     assert stored.bytes == len(data) and stored.key == f"{ws}/a/b.bin"
     assert await read_all(backend, f"{ws}/a/b.bin") == data
     again = await backend.stat(f"{ws}/a/b.bin")
@@ -57,19 +64,27 @@ async def test_ranges_read_only_the_bytes_asked_for(backend: Backend, ws: str) -
     assert await read_all(backend, f"{ws}/r.txt", start=7) == b"789"
 
 
-async def test_an_empty_file_and_unicode_names_are_files_like_any_other(backend: Backend, ws: str) -> None:
+async def test_an_empty_file_and_unicode_names_are_files_like_any_other(
+    backend: Backend, ws: str
+) -> None:
     await backend.write(f"{ws}/vide/été.txt", chunks(), content_type="text/plain")
     listing = await backend.children(f"{ws}/vide/")
     assert [(f.key, f.bytes) for f in listing.files] == [(f"{ws}/vide/été.txt", 0)]
     assert await read_all(backend, f"{ws}/vide/été.txt") == b""
 
 
-async def test_exactly_the_limit_passes_and_one_byte_more_stores_nothing(backend: Backend, ws: str) -> None:
+async def test_exactly_the_limit_passes_and_one_byte_more_stores_nothing(
+    backend: Backend, ws: str
+) -> None:
     limit = 1024
-    ok = await backend.write(f"{ws}/edge.bin", chunks(b"x" * 1000, b"y" * 24), content_type="x/y", limit=limit)
+    ok = await backend.write(
+        f"{ws}/edge.bin", chunks(b"x" * 1000, b"y" * 24), content_type="x/y", limit=limit
+    )
     assert ok.bytes == limit
     with pytest.raises(TooLarge) as caught:
-        await backend.write(f"{ws}/over.bin", chunks(b"x" * 1000, b"y" * 25), content_type="x/y", limit=limit)
+        await backend.write(
+            f"{ws}/over.bin", chunks(b"x" * 1000, b"y" * 25), content_type="x/y", limit=limit
+        )
     assert "1024 bytes" in caught.value.message
     assert await backend.stat(f"{ws}/over.bin") is None
     assert [o.key async for o in backend.walk(f"{ws}/")] == [f"{ws}/edge.bin"]
@@ -78,7 +93,9 @@ async def test_exactly_the_limit_passes_and_one_byte_more_stores_nothing(backend
 async def test_a_failed_overwrite_keeps_the_old_file(backend: Backend, ws: str) -> None:
     await backend.write(f"{ws}/keep.txt", chunks(b"old"), content_type="text/plain")
     with pytest.raises(TooLarge):
-        await backend.write(f"{ws}/keep.txt", chunks(b"new and too long"), content_type="text/plain", limit=5)
+        await backend.write(
+            f"{ws}/keep.txt", chunks(b"new and too long"), content_type="text/plain", limit=5
+        )
     assert await read_all(backend, f"{ws}/keep.txt") == b"old"
     await backend.write(f"{ws}/keep.txt", chunks(b"new"), content_type="text/plain")
     assert await read_all(backend, f"{ws}/keep.txt") == b"new"

@@ -24,8 +24,15 @@ def test_minted_keys_have_the_documented_shape_and_parse_back() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "puras_live_abcdefgh", "puras_live_abcdefghSECRETSECRETSECRETSECRETSECRETSE", "puras_test_abcdefgh." + "a" * 32,
-     "puras_live_abcdefg." + "a" * 32, "puras_live_abcdefgh." + "a" * 31, "puras_live_abcdefgh." + "a" * 31 + "!"],
+    [
+        "",
+        "puras_live_abcdefgh",
+        "puras_live_abcdefghSECRETSECRETSECRETSECRETSECRETSE",
+        "puras_test_abcdefgh." + "a" * 32,
+        "puras_live_abcdefg." + "a" * 32,
+        "puras_live_abcdefgh." + "a" * 31,
+        "puras_live_abcdefgh." + "a" * 31 + "!",
+    ],
 )
 def test_malformed_keys_do_not_parse(token: str) -> None:
     assert keys.parse(token) is None

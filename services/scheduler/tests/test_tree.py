@@ -13,10 +13,10 @@ from puras_common.envelope import Event
 from puras_common.events import JobCancelRequested, JobSubmitted
 from puras_common.events.jobs import CancelRequestedPayload
 from puras_common.migrate import service_migrations
-from puras_common.testing import Infra, Scratch, scratch_schema
 from puras_scheduler import queue
 from puras_scheduler.attempts import Attempts
 from puras_scheduler.dispatch import Dispatcher
+from puras_testing import Infra, Scratch, scratch_schema
 
 from .test_attempts import claim, done
 from .test_dispatch import _child_of, balance, submitted
@@ -24,7 +24,9 @@ from .test_dispatch import _child_of, balance, submitted
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def db(infra: Infra) -> AsyncIterator[Scratch]:
-    async with scratch_schema(infra.admin_database_dsn, service_migrations("scheduler", queue.__file__)) as s:
+    async with scratch_schema(
+        infra.admin_database_dsn, service_migrations("scheduler", queue.__file__)
+    ) as s:
         yield s
 
 
@@ -62,11 +64,17 @@ async def tree(db: Scratch) -> tuple[JobSubmitted, JobSubmitted, JobSubmitted, J
 
 async def test_cancelling_a_root_travels_down_the_tree(db: Scratch) -> None:
     root, child, grandchild, sibling = await tree(db)
-    request = JobCancelRequested.new(CancelRequestedPayload(), producer="gateway", workspace_id=root.workspace_id, job_id=root.job_id)
+    request = JobCancelRequested.new(
+        CancelRequestedPayload(),
+        producer="gateway",
+        workspace_id=root.workspace_id,
+        job_id=root.job_id,
+    )
     emitted = await fold(db, request)
     # The queued sibling is cancelled at once; the running child is asked to stop.
     assert [(e.type, e.job_id) for e in emitted] == sorted(
-        [("job.cancelled", sibling.job_id), ("job.cancel_requested", child.job_id)], key=lambda t: str(t[1])
+        [("job.cancelled", sibling.job_id), ("job.cancel_requested", child.job_id)],
+        key=lambda t: str(t[1]),
     )
     assert await status(db, child, grandchild, sibling) == ["running", "queued", "cancelled"]
     # The child's request comes back through the stream and reaches the grandchild.
@@ -84,12 +92,16 @@ async def test_a_parent_that_ends_takes_its_children_with_it(db: Scratch) -> Non
     assert (await attempts.complete(done(root, 1))).accepted
     assert await status(db, root, child, sibling) == ["succeeded", "running", "cancelled"]
     asked = await db.pool.fetchval(
-        "SELECT count(*) FROM outbox WHERE type = 'job.cancel_requested' AND subject = $1", f"job.{child.job_id}.cancel_requested"
+        "SELECT count(*) FROM outbox WHERE type = 'job.cancel_requested' AND subject = $1",
+        f"job.{child.job_id}.cancel_requested",
     )
     assert asked == 1
     # A late child of the ended root never runs.
     late = _child_of(root.workspace_id, root.job_id)  # type: ignore[arg-type]
     (cancelled,) = await fold(db, late)
-    assert cancelled.type == "job.cancelled" and f"its parent job {root.job_id} had already succeeded" in cancelled.payload.reason  # type: ignore[attr-defined]
+    assert (
+        cancelled.type == "job.cancelled"
+        and f"its parent job {root.job_id} had already succeeded" in cancelled.payload.reason
+    )  # type: ignore[attr-defined]
     await Dispatcher(db.outbox, max_per_workspace=5, batch=100).dispatch_once()
     assert await status(db, late) == ["cancelled"]

@@ -35,6 +35,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     VALIDATION_ERROR = "validation_error"
     SPEND_CAP_REACHED = "spend_cap_reached"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
     INTERNAL_ERROR = "internal_error"
     UNAVAILABLE = "unavailable"
     UPSTREAM_ERROR = "upstream_error"
@@ -58,6 +60,8 @@ STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.VALIDATION_ERROR: 422,
     ErrorCode.SPEND_CAP_REACHED: 429,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.QUOTA_EXCEEDED: 507,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.UPSTREAM_ERROR: 502,
@@ -121,6 +125,8 @@ def json_pointer(path: Iterable[str | int]) -> str:
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"
+    """The job asked for input (``input_request``) and holds no runner slot until answered."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -131,11 +137,31 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES: Final = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+"""The one definition of a job's end; the event types, public event types and SQL below are
+derived from it."""
+
+TERMINAL_SQL: Final = "(" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES)) + ")"
+"""The terminal statuses as a SQL list, for statements that must never move an ended job:
+``WHERE status NOT IN {TERMINAL_SQL}``."""
 
 
 class OutputFile(BaseModel):
     drive_path: str
     signed_url: str | None = None
+
+
+class InputRequestOut(BaseModel):
+    """The question a waiting job asked: answer it with ``POST /v1/jobs/{id}/input``."""
+
+    request_id: UUID
+    number: int
+    """1 for the job's first question, 2 for its second …"""
+    prompt: str
+    answer_schema: dict[str, Any]
+    """The JSON Schema the answer must match."""
+    timeout_seconds: int
+    expires_at: datetime | None = None
+    """When the job fails if no answer has come."""
 
 
 class JobOut(BaseModel):
@@ -150,12 +176,25 @@ class JobOut(BaseModel):
     version: int
     attempt: int
     parent_job_id: UUID | None = None
+    schedule_id: UUID | None = None
+    """The schedule that started the job, if one did."""
+    scheduled_for: datetime | None = None
+    """The schedule's fire time the job is for."""
+    key_id: UUID | None = None
+    """The API key that submitted it (None: a person signed in, or a parent job's tree)."""
     result: Any = None
     error: str | None = None
     error_detail: dict[str, Any] | None = None
+    waiting_reason: str | None = None
+    """While queued: ``queue``, ``concurrency_limit``, ``no_runner``, ``no_credit`` or
+    ``spend_cap`` (see docs/queue.md); None otherwise, or when the scheduler did not answer."""
+    queue_position: int | None = None
+    """While queued: 1 for the next of its workspace's queue."""
     cost_micros: Micros = 0
     total_cost_micros: Micros = 0
     outputs: list[OutputFile] = Field(default_factory=list)
+    input_request: InputRequestOut | None = None
+    """While the job is ``waiting``: the question it asked."""
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -173,14 +212,18 @@ PUBLIC_EVENT_TYPES: Final[Mapping[str, str]] = {
     "job.usage": "usage",
     "job.output": "output",
     "job.retrying": "retrying",
+    "job.wait_changed": "waiting_reason",
     "job.subagent": "subagent",
+    "job.input_requested": "input_requested",
+    "job.input_provided": "input_provided",
     "job.succeeded": "succeeded",
     "job.failed": "failed",
     "job.cancelled": "cancelled",
 }
 """Internal catalogue type -> public event type. Types not listed here stay internal."""
 
-PUBLIC_TERMINAL_TYPES: Final = frozenset({"succeeded", "failed", "cancelled"})
+PUBLIC_TERMINAL_TYPES: Final = frozenset(status.value for status in TERMINAL_STATUSES)
+"""A job's last public event is named after the status it ended in."""
 
 
 class PublicEvent(BaseModel):

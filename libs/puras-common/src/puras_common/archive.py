@@ -17,11 +17,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 CHUNK = 256 * 1024
 MAX_NAME_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
-COMPRESSIONS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+COMPRESSIONS = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
 
 
 class ArchiveError(ValueError):
@@ -53,7 +56,9 @@ def member_path(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     if any(part == ".." for part in path.parts):
         raise ArchiveError("'..' in path", member=name)
-    if len(name.encode()) > MAX_NAME_BYTES or any(len(p.encode()) > MAX_COMPONENT_BYTES for p in path.parts):
+    if len(name.encode()) > MAX_NAME_BYTES or any(
+        len(p.encode()) > MAX_COMPONENT_BYTES for p in path.parts
+    ):
         raise ArchiveError(
             f"name too long (the limits are {MAX_NAME_BYTES} bytes, {MAX_COMPONENT_BYTES} per path component)",
             member=name[:200],
@@ -71,7 +76,9 @@ def _check_members(infos: list[zipfile.ZipInfo]) -> None:
         if info.flag_bits & 0x1:
             raise ArchiveError("encrypted members are not supported", member=info.filename)
         if info.compress_type not in COMPRESSIONS:
-            raise ArchiveError(f"unsupported compression method {info.compress_type}", member=info.filename)
+            raise ArchiveError(
+                f"unsupported compression method {info.compress_type}", member=info.filename
+            )
         if info.is_dir():
             dirs.add(path)
             continue
@@ -93,14 +100,14 @@ def _is_special(info: zipfile.ZipInfo) -> bool:
 _CORRUPT = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError)
 
 
-def _read(src: zipfile.ZipExtFile, info: zipfile.ZipInfo) -> bytes:
+def _read(src: IO[bytes], info: zipfile.ZipInfo) -> bytes:
     try:
         return src.read(CHUNK)
     except _CORRUPT as exc:
         raise ArchiveError(f"corrupt member ({exc})", member=info.filename) from None
 
 
-def _open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> zipfile.ZipExtFile:
+def _open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes]:
     try:
         return archive.open(info)
     except (*_CORRUPT, NotImplementedError, RuntimeError) as exc:
@@ -116,7 +123,9 @@ def common_root(names: list[str]) -> str | None:
     return top if all(n.startswith(top + "/") or n == top for n in names) else None
 
 
-def extract(zip_path: Path, dest: Path, *, limits: Limits = Limits(), strip_root: bool = True) -> list[str]:
+def extract(
+    zip_path: Path, dest: Path, *, limits: Limits = Limits(), strip_root: bool = True
+) -> list[str]:
     """Extract ``zip_path`` into ``dest`` (which must be empty or absent); returns the files
     written, relative to ``dest``. With ``strip_root``, a single top-level folder is removed
     when the project is inside it (``zip -r p.zip my-project/``)."""
@@ -127,7 +136,9 @@ def extract(zip_path: Path, dest: Path, *, limits: Limits = Limits(), strip_root
     with archive:
         infos = archive.infolist()
         if len(infos) > limits.max_entries:
-            raise ArchiveError(f"archive has {len(infos)} entries; the limit is {limits.max_entries}")
+            raise ArchiveError(
+                f"archive has {len(infos)} entries; the limit is {limits.max_entries}"
+            )
         _check_members(infos)
         names = [i.filename for i in infos]
         root = common_root(names) if strip_root else None
@@ -155,7 +166,9 @@ def extract(zip_path: Path, dest: Path, *, limits: Limits = Limits(), strip_root
                 target.parent.mkdir(parents=True, exist_ok=True)
                 out = open(target, "xb")
             except OSError as exc:
-                raise ArchiveError(f"cannot be extracted ({exc.strerror})", member=info.filename) from None
+                raise ArchiveError(
+                    f"cannot be extracted ({exc.strerror})", member=info.filename
+                ) from None
             size = 0
             with out, _open_member(archive, info) as src:
                 while chunk := _read(src, info):
@@ -165,7 +178,9 @@ def extract(zip_path: Path, dest: Path, *, limits: Limits = Limits(), strip_root
                         raise ArchiveError(
                             f"archive inflates past {limits.max_total_bytes} bytes; the limit is {limits.max_total_bytes}"
                         )
-                    if size > limits.ratio_floor_bytes and size > limits.max_ratio * max(info.compress_size, 1):
+                    if size > limits.ratio_floor_bytes and size > limits.max_ratio * max(
+                        info.compress_size, 1
+                    ):
                         raise ArchiveError(
                             f"member inflates more than {limits.max_ratio}x its compressed size "
                             f"({info.compress_size} bytes)",

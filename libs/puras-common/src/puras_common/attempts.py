@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, TypeVar
 from uuid import UUID
 
 import nats.errors
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -50,14 +51,38 @@ class ClaimReply(_Message):
     run: bool
     attempt: int = 0
     reason: str = ""
+    wait_seconds: float = 0.0
+    """Ask again after this long: an earlier delivery of the work is still running somewhere."""
+
+
+RUNNERS: Final = ("function-runner", "agent-runner")
+
+HOLDS_TIMEOUT: Final = 0.5
+"""How long the scheduler waits for a runner to say it still holds a redelivered job."""
+
+
+async def still_held(nc: NATS, job_id: UUID, delivery: int) -> bool:
+    """Whether a live runner holds an earlier delivery of ``job_id``'s work (it answers on
+    ``svc.<runner>.holds``; a runner that holds nothing stays silent)."""
+    body = orjson.dumps({"job_id": str(job_id), "delivery": delivery})
+
+    async def ask(runner: str) -> bool:
+        try:
+            await nc.request(subjects.svc(runner, "holds"), body, timeout=HOLDS_TIMEOUT)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            return False
+        return True
+
+    return any(await asyncio.gather(*(ask(r) for r in RUNNERS)))
 
 
 class CompleteRequest(_Message):
     job_id: UUID
     attempt: int
-    type: Literal["job.succeeded", "job.failed", "job.cancelled"]
+    type: Literal["job.succeeded", "job.failed", "job.cancelled", "job.input_requested"]
     payload: dict[str, Any]
-    """The terminal event's payload, as the catalogue defines it for ``type``."""
+    """The terminal event's payload, as the catalogue defines it for ``type``; or, for
+    ``job.input_requested``, the question the attempt ends on to wait for its answer."""
     runner: str
 
 
@@ -78,22 +103,55 @@ class AttemptClient:
         attempt = 0
         while True:
             try:
-                msg = await self.nc.request(subject, request.model_dump_json().encode(), timeout=self.timeout)
+                msg = await self.nc.request(
+                    subject, request.model_dump_json().encode(), timeout=self.timeout
+                )
                 return reply.model_validate_json(msg.data)
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ValidationError) as exc:
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                ValidationError,
+            ) as exc:
                 delay = backoff(attempt, base=0.1, cap=5.0)
-                log.warning("scheduler did not answer; retrying", subject=subject, error=repr(exc), retry_in=delay)
+                log.warning(
+                    "scheduler did not answer; retrying",
+                    subject=subject,
+                    error=repr(exc),
+                    retry_in=delay,
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
 
     async def claim(self, job_id: UUID, *, dispatched_attempt: int, delivery: int) -> ClaimReply:
-        request = ClaimRequest(job_id=job_id, dispatched_attempt=dispatched_attempt, delivery=delivery, runner=self.runner)
-        return await self._ask(CLAIM, request, ClaimReply)
+        """Whether to run the job, and as which attempt. While an earlier delivery of the same
+        work is still running elsewhere (JetStream redelivered it after an outage), waits: that
+        one ends the job, or dies and this one takes over."""
+        request = ClaimRequest(
+            job_id=job_id,
+            dispatched_attempt=dispatched_attempt,
+            delivery=delivery,
+            runner=self.runner,
+        )
+        while True:
+            reply = await self._ask(CLAIM, request, ClaimReply)
+            if reply.wait_seconds <= 0:
+                return reply
+            log.info("work still held elsewhere; waiting", job_id=str(job_id), reason=reply.reason)
+            await asyncio.sleep(reply.wait_seconds)
 
-    async def complete(self, job_id: UUID, attempt: int, event_type: str, payload: BaseModel) -> CompleteReply:
+    async def complete(
+        self,
+        job_id: UUID,
+        attempt: int,
+        event_type: str,
+        payload: BaseModel,
+    ) -> CompleteReply:
         request = CompleteRequest(
-            job_id=job_id, attempt=attempt, type=event_type,  # type: ignore[arg-type]
-            payload=payload.model_dump(mode="json"), runner=self.runner,
+            job_id=job_id,
+            attempt=attempt,
+            type=event_type,
+            payload=payload.model_dump(mode="json"),
+            runner=self.runner,
         )
         return await self._ask(COMPLETE, request, CompleteReply)
 
@@ -113,7 +171,9 @@ class CancelWatch:
         self._sub: Any = None
 
     async def start(self) -> None:
-        self._sub = await self.nc.subscribe(subjects.job("*", "cancel_requested"), cb=self._on_request)
+        self._sub = await self.nc.subscribe(
+            subjects.job("*", "cancel_requested"), cb=self._on_request
+        )
 
     async def _on_request(self, msg: Msg) -> None:
         job_id = UUID(subjects.job_id_of(msg.subject))
@@ -134,3 +194,27 @@ class CancelWatch:
             yield event
         finally:
             self._running.pop(job_id, None)
+
+
+ATTEMPT: Final = subjects.svc("scheduler", "attempt")
+"""Whether an attempt of a job is the one dispatched or running now (the scheduler answers)."""
+
+
+class AttemptQuery(_Message):
+    job_id: UUID
+    attempt: int
+
+
+class AttemptAnswer(_Message):
+    live: bool
+
+
+async def attempt_is_live(nc: NATS, job_id: UUID, attempt: int, *, timeout: float = 2.0) -> bool:
+    """Whether the scheduler confirms that ``attempt`` of ``job_id`` is dispatched or running;
+    False when it says otherwise or does not answer in time."""
+    body = AttemptQuery(job_id=job_id, attempt=attempt).model_dump_json().encode()
+    try:
+        msg = await nc.request(ATTEMPT, body, timeout=timeout)
+        return AttemptAnswer.model_validate_json(msg.data).live
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ValidationError):
+        return False

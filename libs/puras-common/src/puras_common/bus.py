@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -29,20 +30,42 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from puras_common import subjects
+from puras_common import observability, subjects
 from puras_common.envelope import Event, UnknownEventType, parse_event
 from puras_common.errors import TRANSIENT_ERRORS, backoff
 from puras_common.logging import get_logger
-from puras_common.outbox import Outbox, UnitOfWork, publish_acks
+from puras_common.outbox import Outbox, UnitOfWork
+from puras_common.publishing import Outgoing, publish_acknowledged, publish_acks
 from puras_common.streams import StreamSpec
 
 log = get_logger("puras_common.bus")
 
 
-async def connect_nats(url: str, *, name: str, connect_wait_seconds: float = 30.0) -> NATS:
-    """Connect, waiting for the server to come up; reconnect forever afterwards."""
+class JetStream(JetStreamContext):
+    """A JetStream context that keeps its core connection in view: the pull feeds of
+    :class:`ProjectionRunner` and :class:`WorkRunner` speak core NATS (inboxes, pull requests),
+    and nats-py keeps a context's connection private."""
+
+    def __init__(self, nc: NATS, **options: Any) -> None:
+        super().__init__(nc, **options)
+        self.nc = nc
+
+
+def jetstream(nc: NATS, **options: Any) -> JetStream:
+    """The JetStream context of ``nc`` (``options`` as for ``nc.jetstream()``)."""
+    return JetStream(nc, **options)
+
+
+async def connect_nats(
+    url: str, *, name: str, connect_wait_seconds: float = 30.0, inbox_prefix: str = "_INBOX"
+) -> NATS:
+    """Connect, waiting for the server to come up; reconnect forever afterwards. ``url`` may
+    name several servers of a cluster, comma-separated (nats-py takes a string as one URL).
+    Replies arrive under ``inbox_prefix`` (a service's own: only it may subscribe there)."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", client=name, error=repr(exc))
@@ -59,7 +82,7 @@ async def connect_nats(url: str, *, name: str, connect_wait_seconds: float = 30.
     while True:
         try:
             return await nats.connect(
-                url,
+                servers,
                 name=name,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -67,6 +90,7 @@ async def connect_nats(url: str, *, name: str, connect_wait_seconds: float = 30.
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
                 pending_size=64 * 1024 * 1024,
+                inbox_prefix=inbox_prefix,
             )
         except (nats.errors.NoServersError, OSError) as exc:
             if loop.time() > deadline:
@@ -104,8 +128,34 @@ class ConsumerSpec:
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
-    """Create the durable consumer, or update it to this definition."""
+    """Create the durable consumer, or update it to this definition (and watch its lag). Only
+    the provisioning step does this: services' NATS users may not manage consumers."""
     await js.add_consumer(spec.stream.name, spec.config())
+    observability.WATCHED.add((spec.stream.name, spec.durable))
+
+
+class ConsumerMissing(RuntimeError):
+    """A service's durable consumer was never provisioned."""
+
+
+async def bind_consumer(js: JetStreamContext, spec: ConsumerSpec) -> ConsumerSpec:
+    """Check that the provisioned consumer exists; ``spec`` with the lease (ack wait, deliveries)
+    the server holds for it, which is what the server enforces."""
+    try:
+        info = await js.consumer_info(spec.stream.name, spec.durable)
+    except nats.js.errors.NotFoundError:
+        raise ConsumerMissing(
+            f"consumer {spec.durable} on stream {spec.stream.name} does not exist: the "
+            "provisioning step creates it (puras up, puras admin provision; "
+            "consumers listed in puras_common.consumers)"
+        ) from None
+    observability.WATCHED.add((spec.stream.name, spec.durable))
+    config = info.config
+    return replace(
+        spec,
+        ack_wait_seconds=config.ack_wait or spec.ack_wait_seconds,
+        max_deliver=config.max_deliver or spec.max_deliver,
+    )
 
 
 async def reset_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
@@ -131,7 +181,9 @@ def _meta(msg: Msg) -> tuple[int, int]:
     return md.sequence.stream, md.num_delivered
 
 
-async def dead_letter(js: JetStreamContext, msg: Msg, *, stream: str, consumer: str, reason: str) -> None:
+async def dead_letter(
+    js: JetStreamContext, msg: Msg, *, stream: str, consumer: str, reason: str
+) -> None:
     """Park ``msg`` on the dead-letter stream with why, then stop its redelivery."""
     stream_seq, delivered = _meta(msg)
     headers = dict(msg.headers or {})
@@ -148,8 +200,14 @@ async def dead_letter(js: JetStreamContext, msg: Msg, *, stream: str, consumer: 
     )
     await js.publish(subjects.dlq(stream, consumer), msg.data, headers=headers)
     await msg.term()
-    log.error("message dead-lettered", stream=stream, consumer=consumer, stream_seq=stream_seq, reason=reason[:500])
-
+    observability.DEAD_LETTERS.labels(consumer).inc()
+    log.error(
+        "message dead-lettered",
+        stream=stream,
+        consumer=consumer,
+        stream_seq=stream_seq,
+        reason=reason[:500],
+    )
 
 
 class ConsumerGone(RuntimeError):
@@ -167,7 +225,9 @@ class PullFeed:
     requests are still alive, and their absence (a reconnect) resets the credit.
     """
 
-    def __init__(self, nc: NATS, spec: ConsumerSpec, *, expires: float = 30.0, heartbeat: float = 5.0) -> None:
+    def __init__(
+        self, nc: NATS, spec: ConsumerSpec, *, expires: float = 30.0, heartbeat: float = 5.0
+    ) -> None:
         self.nc = nc
         self.spec = spec
         self.expires = expires
@@ -227,6 +287,15 @@ class PullFeed:
             # reconnect). Start over.
             self.credit = 0
 
+    def take_nowait(self) -> list[Msg]:
+        """Whatever was delivered and not yet taken."""
+        msgs = []
+        while not self._queue.empty():
+            msg = self._queue.get_nowait()
+            if not (msg.headers and msg.headers.get(api.Header.STATUS)):
+                msgs.append(msg)
+        return msgs
+
     async def take(self, limit: int, *, wait: float) -> list[Msg]:
         """Up to ``limit`` messages: waits up to ``wait`` seconds for the first, then takes what
         is already there without waiting."""
@@ -253,7 +322,7 @@ class ProjectionRunner:
     def __init__(
         self,
         *,
-        js: JetStreamContext,
+        js: JetStream,
         outbox: Outbox,
         spec: ConsumerSpec,
         apply: Apply | None = None,
@@ -286,8 +355,8 @@ class ProjectionRunner:
 
     async def run(self) -> None:
         """Consume until cancelled."""
-        await ensure_consumer(self.js, self.spec)
-        feed = PullFeed(self.js._nc, self.spec)
+        self.spec = await bind_consumer(self.js, self.spec)
+        feed = PullFeed(self.js.nc, self.spec)
         await feed.open()
         try:
             while True:
@@ -306,17 +375,54 @@ class ProjectionRunner:
             try:
                 event = parse_event(msg.data)
             except (UnknownEventType, ValidationError, ValueError) as exc:
-                await dead_letter(self.js, msg, stream=self.spec.stream.name, consumer=self.consumer, reason=f"undecodable: {exc}")
+                await dead_letter(
+                    self.js,
+                    msg,
+                    stream=self.spec.stream.name,
+                    consumer=self.consumer,
+                    reason=f"undecodable: {exc}",
+                )
                 self.dead_lettered += 1
                 continue
             seq, delivered = _meta(msg)
             deliveries.append(Delivery(event, seq, delivered, msg.subject, msg))
         if not deliveries:
             return
+        with self._spans(deliveries):
+            await self._handle(deliveries)
+        newest = max(d.event.occurred_at for d in deliveries)
+        observability.PROJECTION_LAG_SECONDS.labels(self.consumer).set(
+            max(0.0, (datetime.now(UTC) - newest).total_seconds())
+        )
+
+    @contextlib.contextmanager
+    def _spans(self, deliveries: Sequence[Delivery]) -> Iterator[None]:
+        """One span per job event of the batch, each the child of the span that published it."""
+        if not observability.tracing():
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            for d in deliveries:
+                if d.event.job_id is not None:
+                    stack.enter_context(
+                        observability.job_span(
+                            f"{self.consumer} {d.event.type}",
+                            d.event.job_id,
+                            parent=(d.msg.headers or {}).get(observability.TRACEPARENT),
+                            kind=SpanKind.CONSUMER,
+                        )
+                    )
+            yield
+
+    async def _handle(self, deliveries: list[Delivery]) -> None:
         try:
             await self._apply_batch(deliveries)
         except TRANSIENT_ERRORS as exc:
-            log.warning("projection batch failed; will be redelivered", consumer=self.consumer, error=repr(exc))
+            log.warning(
+                "projection batch failed; will be redelivered",
+                consumer=self.consumer,
+                error=repr(exc),
+            )
             for d in deliveries:
                 await d.msg.nak(delay=backoff(d.num_delivered))
             return
@@ -345,23 +451,34 @@ class ProjectionRunner:
                 await self.before_commit(uow, deliveries)
         self.applied += len(fresh)
         self.skipped += len(deliveries) - len(fresh)
+        observability.EVENTS_APPLIED.labels(self.consumer).inc(len(fresh))
 
     async def _apply_one(self, d: Delivery) -> None:
         try:
             await self._apply_batch([d])
         except TRANSIENT_ERRORS as exc:
-            log.warning("projection failed; will be redelivered", consumer=self.consumer, error=repr(exc))
+            log.warning(
+                "projection failed; will be redelivered", consumer=self.consumer, error=repr(exc)
+            )
             await d.msg.nak(delay=backoff(d.num_delivered))
             return
         except Exception as exc:
             if d.num_delivered >= self.spec.max_deliver:
                 await dead_letter(
-                    self.js, d.msg, stream=self.spec.stream.name, consumer=self.consumer,
+                    self.js,
+                    d.msg,
+                    stream=self.spec.stream.name,
+                    consumer=self.consumer,
                     reason=f"{type(exc).__name__}: {exc}",
                 )
                 self.dead_lettered += 1
             else:
-                log.exception("projection failed", consumer=self.consumer, event_type=d.event.type, event_id=str(d.event.id))
+                log.exception(
+                    "projection failed",
+                    consumer=self.consumer,
+                    event_type=d.event.type,
+                    event_id=str(d.event.id),
+                )
                 await d.msg.nak(delay=backoff(d.num_delivered, base=0.5, cap=30.0))
             return
         await d.msg.ack()
@@ -369,7 +486,9 @@ class ProjectionRunner:
             await self.after_commit([d])
 
 
-async def claim(conn: asyncpg.Connection, consumer: str, deliveries: Sequence[Delivery]) -> set[Any]:
+async def claim(
+    conn: asyncpg.Connection, consumer: str, deliveries: Sequence[Delivery]
+) -> set[Any]:
     """Record deliveries in the inbox; returns the event ids seen here for the first time."""
     rows = await conn.fetch(
         """INSERT INTO inbox (consumer, event_id, stream_seq)
@@ -431,24 +550,79 @@ class Lease:
 Work = Callable[[Delivery, Lease], Awaitable[None]]
 
 
-class WorkRunner:
-    """Takes work messages up to ``concurrency`` at a time, each under a lease."""
+class Holdings:
+    """The jobs this process's runners hold right now, by job id and delivery count.
 
-    def __init__(self, *, js: JetStreamContext, spec: ConsumerSpec, work: Work, concurrency: int) -> None:
+    The scheduler asks about them (``svc.<runner>.holds``) before it treats a redelivered
+    WORK message as a lost worker: after a NATS restart or a network blip, JetStream may
+    redeliver work whose runner is alive and still running it, and that must not cost the job
+    an attempt (or, for an agent, the job)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, set[int]] = {}
+
+    def add(self, job_id: str, delivery: int) -> None:
+        self._held.setdefault(job_id, set()).add(delivery)
+
+    def discard(self, job_id: str, delivery: int) -> None:
+        deliveries = self._held.get(job_id)
+        if deliveries is not None:
+            deliveries.discard(delivery)
+            if not deliveries:
+                del self._held[job_id]
+
+    def holds_before(self, job_id: str, delivery: int) -> bool:
+        """Whether an earlier delivery than ``delivery`` of the job's work is held here."""
+        return any(d < delivery for d in self._held.get(job_id, ()))
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    async def serve(self, nc: NATS, *, service: str, instance: str) -> Any:
+        """Answer ``svc.<service>.holds`` ``{job_id, delivery}`` when an earlier delivery of
+        that job is held here; stay silent otherwise (another replica may hold it)."""
+
+        async def answer(msg: Msg) -> None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                asked = orjson.loads(msg.data)
+                if msg.reply and self.holds_before(str(asked["job_id"]), int(asked["delivery"])):
+                    await msg.respond(orjson.dumps({"held": True, "by": instance}))
+
+        return await nc.subscribe(subjects.svc(service, "holds"), cb=answer)
+
+
+class WorkRunner:
+    """Takes work messages up to ``concurrency`` at a time, each under a lease.
+
+    :meth:`drain` stops taking work, hands back what was delivered but not started, and waits
+    for the work in flight to finish (a graceful stop: SIGTERM before an upgrade)."""
+
+    def __init__(
+        self,
+        *,
+        js: JetStream,
+        spec: ConsumerSpec,
+        work: Work,
+        concurrency: int,
+        holdings: Holdings | None = None,
+    ) -> None:
         self.js = js
         self.spec = spec
         self.work = work
         self.concurrency = concurrency
+        self.holdings = holdings if holdings is not None else Holdings()
         self.active: set[asyncio.Task[None]] = set()
+        self.draining = False
         self._freed = asyncio.Event()
+        self._feed: PullFeed | None = None
 
     async def run(self) -> None:
-        """Consume until cancelled; cancelling also cancels the work in flight."""
-        await ensure_consumer(self.js, self.spec)
-        feed = PullFeed(self.js._nc, self.spec)
+        """Consume until cancelled (which also cancels the work in flight) or drained."""
+        self.spec = await bind_consumer(self.js, self.spec)
+        feed = self._feed = PullFeed(self.js.nc, self.spec)
         await feed.open()
         try:
-            while True:
+            while not self.draining:
                 # Never hold more work (running or requested) than there are slots.
                 await feed.request(self.concurrency - len(self.active) - feed.credit)
                 if len(self.active) >= self.concurrency:
@@ -456,13 +630,31 @@ class WorkRunner:
                     await self._freed.wait()
                     continue
                 for msg in await feed.take(self.concurrency - len(self.active), wait=1.0):
+                    if self.draining:
+                        await msg.nak()
+                        continue
                     task = asyncio.create_task(self._one(msg))
                     self.active.add(task)
                     task.add_done_callback(self._done)
-        finally:
-            await feed.close()
+        except asyncio.CancelledError:
             for task in list(self.active):
                 task.cancel()
+            raise
+        finally:
+            await feed.close()
+
+    async def drain(self) -> None:
+        """Take no more work; give back what arrived unstarted; wait for the work in flight."""
+        self.draining = True
+        self._freed.set()
+        if self._feed is not None:
+            await self._feed.close()  # the server delivers nothing more to a pull without interest
+            for msg in self._feed.take_nowait():
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await msg.nak()
+        if self.active:
+            log.info("draining", consumer=self.spec.durable, in_flight=len(self.active))
+            await asyncio.wait(set(self.active))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.active.discard(task)
@@ -472,67 +664,84 @@ class WorkRunner:
         try:
             event = parse_event(msg.data)
         except (UnknownEventType, ValidationError, ValueError) as exc:
-            await dead_letter(self.js, msg, stream=self.spec.stream.name, consumer=self.spec.durable, reason=f"undecodable: {exc}")
+            await dead_letter(
+                self.js,
+                msg,
+                stream=self.spec.stream.name,
+                consumer=self.spec.durable,
+                reason=f"undecodable: {exc}",
+            )
             return
         seq, delivered = _meta(msg)
         lease = Lease(msg, ack_wait=self.spec.ack_wait_seconds)
         lease.start()
+        job_id = str(event.job_id)
+        self.holdings.add(job_id, delivered)
+        in_flight = observability.WORK_IN_FLIGHT.labels(self.spec.durable)
+        in_flight.inc()
         try:
-            await self.work(Delivery(event, seq, delivered, msg.subject, msg), lease)
+            with (
+                observability.timed(observability.WORK_SECONDS, consumer=self.spec.durable),
+                observability.job_span(
+                    f"work {msg.subject}",
+                    event.job_id,
+                    parent=(msg.headers or {}).get(observability.TRACEPARENT),
+                    kind=SpanKind.CONSUMER,
+                    attributes={"puras.delivery": delivered},
+                ),
+            ):
+                await self.work(Delivery(event, seq, delivered, msg.subject, msg), lease)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if delivered >= self.spec.max_deliver:
                 await dead_letter(
-                    self.js, msg, stream=self.spec.stream.name, consumer=self.spec.durable,
+                    self.js,
+                    msg,
+                    stream=self.spec.stream.name,
+                    consumer=self.spec.durable,
                     reason=f"{type(exc).__name__}: {exc}",
                 )
             else:
                 log.exception("work failed", consumer=self.spec.durable, event_id=str(event.id))
                 await lease.nak(delay=backoff(delivered, base=1.0, cap=30.0))
         finally:
+            in_flight.dec()
+            self.holdings.discard(job_id, delivered)
             await lease.release()
 
 
-async def publish(js: JetStreamContext, events: Sequence[Event], *, timeout: float = 5.0, give_up_after: float | None = None) -> None:
+async def publish(
+    js: JetStreamContext,
+    events: Sequence[Event],
+    *,
+    timeout: float = 5.0,
+    give_up_after: float | None = None,
+) -> None:
     """Publish events in order, pipelined, retrying until every one is acknowledged.
 
     For stateless producers. ``Nats-Msg-Id`` = event id makes the retries safe.
     """
-    loop = asyncio.get_running_loop()
-    deadline = None if give_up_after is None else loop.time() + give_up_after
-    attempt = 0
-    start = 0
-    while start < len(events):
-        batch = events[start:]
-        try:
-            futures = [
-                await js.publish_async(e.subject, e.to_json(), headers={"Nats-Msg-Id": str(e.id)})
-                for e in batch
-            ]
-        except TRANSIENT_ERRORS as exc:
-            failed_at, error = 0, exc
-        else:
-            failed_at, error = await publish_acks(futures, timeout=timeout)
-        if failed_at is None:
-            return
-        start += failed_at
-        if deadline is not None and loop.time() > deadline:
-            raise TimeoutError(f"could not publish {batch[failed_at].type}: {error!r}")
-        delay = backoff(attempt, base=0.05, cap=2.0)
-        log.warning("publish failed; retrying", subject=batch[failed_at].subject, error=repr(error), retry_in=delay)
-        attempt += 1
-        await asyncio.sleep(delay)
+    await publish_acknowledged(
+        js, [Outgoing.of(e) for e in events], timeout=timeout, give_up_after=give_up_after
+    )
 
 
-async def send(js: JetStreamContext, events: Sequence[Event], *, timeout: float = 5.0) -> Callable[[], Awaitable[None]]:
+async def send(
+    js: JetStreamContext, events: Sequence[Event], *, timeout: float = 5.0
+) -> Callable[[], Awaitable[None]]:
     """Write events to the server now, in order, without waiting for their acks; the returned
     coroutine function waits for them, publishing again whatever was not acknowledged.
 
     For a producer that may go on working while the server stores what it sent, and confirms
     before anything that must come after.
     """
-    futures = [await js.publish_async(e.subject, e.to_json(), headers={"Nats-Msg-Id": str(e.id)}) for e in events]
+    futures = [
+        await js.publish_async(
+            e.subject, e.to_json(), headers=observability.publish_headers(e.id, e.job_id, e.subject)
+        )
+        for e in events
+    ]
 
     async def confirmed() -> None:
         failed_at, _error = await publish_acks(futures, timeout=timeout)

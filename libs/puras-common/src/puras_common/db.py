@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 import orjson
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
 
 from puras_common.errors import backoff
 
@@ -21,6 +24,32 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads, format="text"
         )
+
+
+def as_connection(pooled: PoolConnectionProxy[asyncpg.Record]) -> asyncpg.Connection:
+    """A connection acquired from a pool, where a connection is expected. asyncpg's proxy
+    forwards every method to the connection it holds and passes ``isinstance(…, Connection)``;
+    only the type stubs keep the two apart."""
+    return cast(asyncpg.Connection, pooled)
+
+
+class RowMissing(RuntimeError):
+    """A statement that always returns a row returned none: a bug, not bad input."""
+
+    def __init__(self, query: str) -> None:
+        super().__init__(f"expected a row from: {' '.join(query.split())[:200]}")
+        self.query = query
+
+
+async def fetch_one(
+    conn: asyncpg.Connection | asyncpg.Pool, query: str, *args: object
+) -> asyncpg.Record:
+    """The row of a statement that always returns one: an aggregate, an ``INSERT … RETURNING``,
+    a row the caller's transaction holds."""
+    row = await conn.fetchrow(query, *args)
+    if row is None:
+        raise RowMissing(query)
+    return row
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -52,7 +81,9 @@ async def create_pool(
             )
         except (OSError, asyncpg.exceptions.CannotConnectNowError) as exc:
             if time.monotonic() > deadline:
-                raise DatabaseUnavailable(f"no database at {_redact(dsn)} after {wait_seconds:.0f}s: {exc}") from exc
+                raise DatabaseUnavailable(
+                    f"no database at {_redact(dsn)} after {wait_seconds:.0f}s: {exc}"
+                ) from exc
             await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
             attempt += 1
 

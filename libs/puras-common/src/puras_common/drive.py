@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import httpx
 
-from puras_common.errors import backoff
+from puras_common.errors import PLATFORM_RETRY_SECONDS, backoff
 
 
 class DriveError(RuntimeError):
@@ -27,13 +27,22 @@ class DriveError(RuntimeError):
 
 
 async def request_retried(
-    client: httpx.AsyncClient, method: str, url: str, *, failure: Callable[[str], Exception], **kwargs: Any
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    failure: Callable[[str], Exception],
+    **kwargs: Any,
 ) -> httpx.Response:
     """A small idempotent request to a platform listener, retried on transport errors and 5xx
-    (five attempts); the first answer below 500 is returned as it is, else ``failure(message)``
+    for up to :data:`PLATFORM_RETRY_SECONDS` (a listener restarting in a rolling upgrade is back
+    within seconds); the first answer below 500 is returned as it is, else ``failure(message)``
     is raised."""
     last = ""
-    for attempt in range(5):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PLATFORM_RETRY_SECONDS
+    attempt = 0
+    while True:
         try:
             response = await client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
@@ -42,8 +51,13 @@ async def request_retried(
             if response.status_code < 500:
                 return response
             last = f"answered {response.status_code}"
+        attempt += 1
+        if loop.time() > deadline:
+            break
         await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
-    raise failure(f"{method} {url} failed after 5 attempts: {last}")
+    raise failure(
+        f"{method} {url} failed after {attempt} attempts in {PLATFORM_RETRY_SECONDS:.0f}s: {last}"
+    )
 
 
 def drive_paths_in(value: Any, *, limit: int) -> list[str]:
@@ -71,10 +85,20 @@ def drive_paths_in(value: Any, *, limit: int) -> list[str]:
 @dataclass(frozen=True)
 class Mount:
     """How a job on this host gets its workspace's drive: ``root`` is the workspace's folder
-    when the drive keeps files on a disk this host shares (the local backend), else ``None``."""
+    when the drive keeps files on a disk this host shares (the local backend), else ``None``.
+    ``uid``/``gid`` are the workspace's own: its jobs run as them and its folder is theirs
+    (``None`` when the drive assigns none)."""
 
     backend: str
     root: str | None
+    uid: int | None = None
+    gid: int | None = None
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        if self.uid is None:
+            return None
+        return self.uid, self.gid if self.gid is not None else self.uid
 
 
 @dataclass(frozen=True)
@@ -102,25 +126,57 @@ class DriveClient:
         return f"{self.base_url}/internal/drive/{workspace_id}/{verb}"
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = await request_retried(self.client, method, url, failure=DriveError, headers=self.headers, **kwargs)
+        response = await request_retried(
+            self.client, method, url, failure=DriveError, headers=self.headers, **kwargs
+        )
         _raise_for(response, method, url)
         return response.json()
 
     async def mount(self, workspace_id: UUID) -> Mount:
         body = await self._call("GET", self._url(workspace_id, "mount"))
-        return Mount(backend=body["backend"], root=body.get("root"))
+        return Mount(
+            backend=body["backend"], root=body.get("root"), uid=body.get("uid"), gid=body.get("gid")
+        )
 
-    async def record_written(self, workspace_id: UUID, paths: list[str], *, origin: Origin) -> list[str]:
+    async def record_written(
+        self, workspace_id: UUID, paths: list[str], *, origin: Origin
+    ) -> list[str]:
         """Record files already in place (the local backend) as written by ``origin``."""
         body = {
             "paths": paths,
-            "origin": {"job_id": str(origin.job_id), "skill_name": origin.skill_name, "tool": origin.tool},
+            "origin": {
+                "job_id": str(origin.job_id),
+                "skill_name": origin.skill_name,
+                "tool": origin.tool,
+            },
         }
-        return (await self._call("POST", self._url(workspace_id, "written"), json=body))["recorded"]
+        answer = await self._call("POST", self._url(workspace_id, "written"), json=body)
+        recorded: list[str] = answer["recorded"]
+        return recorded
 
-    async def sign_many(self, workspace_id: UUID, paths: list[str], *, ttl: int = 3600) -> dict[str, str | None]:
-        body = await self._call("POST", self._url(workspace_id, "sign"), json={"paths": paths, "ttl": ttl})
-        return body["signed_urls"]
+    async def delete(self, workspace_id: UUID, path: str) -> int:
+        """Delete a file, or with a trailing ``/`` everything under a folder; how many went."""
+        body = await self._call("DELETE", self._url(workspace_id, "object"), params={"path": path})
+        deleted: int = body["deleted"]
+        return deleted
+
+    async def sign_many(
+        self,
+        workspace_id: UUID,
+        paths: list[str],
+        *,
+        ttl: int = 3600,
+        written_by: Sequence[UUID] | None = None,
+        readable: str | None = None,
+    ) -> dict[str, str | None]:
+        """Links to ``paths`` (``None`` for a path that cannot have one); with ``written_by``,
+        only to files those jobs wrote or that lie under the ``readable`` folder."""
+        request: dict[str, Any] = {"paths": paths, "ttl": ttl}
+        if written_by is not None:
+            request |= {"written_by": [str(j) for j in written_by], "readable": readable}
+        body = await self._call("POST", self._url(workspace_id, "sign"), json=request)
+        signed: dict[str, str | None] = body["signed_urls"]
+        return signed
 
     async def put(
         self,
@@ -139,20 +195,27 @@ class DriveClient:
         headers = {**self.headers, "content-type": content_type or "application/octet-stream"}
         try:
             response = await self.client.put(
-                self._url(workspace_id, "object"), params=params, content=content, headers=headers,
+                self._url(workspace_id, "object"),
+                params=params,
+                content=content,
+                headers=headers,
                 timeout=httpx.Timeout(600.0, connect=5.0),
             )
         except httpx.TransportError as exc:
             raise DriveError(f"PUT {path}: drive unreachable: {exc!r}") from None
         _raise_for(response, "PUT", path)
-        return response.json()
+        stored: dict[str, Any] = response.json()
+        return stored
 
     @contextlib.asynccontextmanager
     async def open(self, workspace_id: UUID, path: str) -> AsyncIterator[httpx.Response]:
         """A file's bytes as a streamed response (``aiter_bytes``); :class:`DriveError` with
         ``status=404`` when there is no such file."""
         request = self.client.build_request(
-            "GET", self._url(workspace_id, "object"), params={"path": path}, headers=self.headers,
+            "GET",
+            self._url(workspace_id, "object"),
+            params={"path": path},
+            headers=self.headers,
             timeout=httpx.Timeout(600.0, connect=5.0),
         )
         try:

@@ -78,16 +78,19 @@ class Event(BaseModel):
     ) -> Self:
         """Mint an event; ``caused_by`` threads causation and correlation ids through."""
         event_id = event_id or new_id()
-        return cls(
-            id=event_id,
-            schema_version=cls.current_schema_version,
-            occurred_at=occurred_at or datetime.now(UTC),
-            workspace_id=workspace_id,
-            job_id=job_id,
-            causation_id=caused_by.id if caused_by else None,
-            correlation_id=caused_by.correlation_id if caused_by else event_id,
-            producer=producer,
-            payload=payload,
+        # Validated as a mapping: ``type`` comes from the concrete class's Literal default.
+        return cls.model_validate(
+            {
+                "id": event_id,
+                "schema_version": cls.current_schema_version,
+                "occurred_at": occurred_at or datetime.now(UTC),
+                "workspace_id": workspace_id,
+                "job_id": job_id,
+                "causation_id": caused_by.id if caused_by else None,
+                "correlation_id": caused_by.correlation_id if caused_by else event_id,
+                "producer": producer,
+                "payload": payload,
+            }
         )
 
     @property
@@ -98,6 +101,14 @@ class Event(BaseModel):
     def to_json(self) -> bytes:
         """The wire form."""
         return self.__pydantic_serializer__.to_json(self)
+
+
+def payload_model(event_type: type[Event]) -> type[Payload]:
+    """The payload model an event type declares."""
+    annotation = event_type.model_fields["payload"].annotation
+    if not (isinstance(annotation, type) and issubclass(annotation, Payload)):
+        raise TypeError(f"{event_type.__name__}.payload is not a Payload model: {annotation!r}")
+    return annotation
 
 
 CATALOGUE: dict[str, type[Event]] = {}
@@ -116,17 +127,20 @@ class UnknownEventType(ValueError):
 
 
 @cache
-def _adapter() -> TypeAdapter[Any]:
+def _adapter() -> TypeAdapter[Event]:
     members = tuple(CATALOGUE.values())
     union = members[0] if len(members) == 1 else Union[members]  # noqa: UP007
-    return TypeAdapter(Annotated[union, Field(discriminator="type")])
+    # A union built at run time from the catalogue: a value here, not a type mypy can see.
+    form: Any = Annotated[union, Field(discriminator="type")]
+    adapter: TypeAdapter[Event] = TypeAdapter(form)
+    return adapter
 
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
     """Decode one event from its wire form, upcasting an older payload to the current version."""
     data = orjson.loads(raw) if isinstance(raw, bytes | str) else dict(raw)
     event_type = data.get("type")
-    cls = CATALOGUE.get(event_type)  # type: ignore[arg-type]
+    cls = CATALOGUE.get(event_type) if isinstance(event_type, str) else None
     if cls is None:
         raise UnknownEventType(event_type)
     version = int(data.get("schema_version", 1))

@@ -35,4 +35,9 @@ def is_transient(exc: BaseException) -> bool:
 
 def backoff(attempt: int, *, base: float = 0.05, cap: float = 5.0) -> float:
     """Exponential backoff: 50 ms, 100 ms, 200 ms … capped at ``cap`` seconds."""
-    return min(cap, base * (2 ** max(0, attempt)))
+    return min(cap, base * 2.0 ** max(0, attempt))
+
+
+PLATFORM_RETRY_SECONDS = 30.0
+"""How long a call to another service of the platform is retried before the work that needs it
+fails: longer than a service's restart in a rolling upgrade, so an upgrade fails no job."""

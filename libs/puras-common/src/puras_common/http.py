@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+from collections.abc import Iterator
 from typing import Annotated, Any
 
+import asyncpg
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,16 +20,31 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from puras_common.api import ApiError, ErrorCode, ErrorDetail, json_pointer
+from puras_common.errors import is_transient
 from puras_common.logging import get_logger
 
 log = get_logger("puras_common.http")
+
+
+def dependency_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says PostgreSQL or NATS is away, rather than that the request is wrong:
+    the named transient errors (a refused or reset connection among them), and PostgreSQL's
+    connection (08xxx) and shutdown or crash-recovery (57Pxx) states."""
+    if is_transient(exc):
+        return True
+    state = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+    return isinstance(state, str) and (state.startswith("08") or state.startswith("57P"))
+
+
+RETRY_AFTER_SECONDS = 2
+"""What a 503 asks a client to wait while a dependency is down: about a supervisor's restart."""
 
 
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handling: the service runtime owns shutdown."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -72,7 +89,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            ErrorDetail(pointer=json_pointer(tuple(err.get("loc", ()))), message=err.get("msg", "invalid"))
+            ErrorDetail(
+                pointer=json_pointer(tuple(err.get("loc", ()))), message=err.get("msg", "invalid")
+            )
             for err in exc.errors()
         ]
         first = details[0] if details else None
@@ -87,7 +106,10 @@ def install_error_handlers(app: FastAPI) -> None:
             413: ErrorCode.PAYLOAD_TOO_LARGE,
             415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             409: ErrorCode.CONFLICT,
-        }.get(exc.status_code, ErrorCode.INVALID_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR)
+        }.get(
+            exc.status_code,
+            ErrorCode.INVALID_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR,
+        )
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint"
@@ -99,8 +121,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if dependency_down(exc):
+            # PostgreSQL or NATS is away (restarting, failing over): the request may succeed
+            # in a moment, and the client is told so instead of getting a 500.
+            log.warning("dependency unavailable", path=request.url.path, error=repr(exc)[:300])
+            return error_response(
+                ApiError(
+                    ErrorCode.UNAVAILABLE,
+                    "a service this request needs is briefly unavailable; retry shortly",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            )
         log.exception("unhandled error", path=request.url.path, method=request.method)
-        return error_response(ApiError(ErrorCode.INTERNAL_ERROR, "internal error; it has been logged"))
+        return error_response(
+            ApiError(ErrorCode.INTERNAL_ERROR, "internal error; it has been logged")
+        )
 
 
 async def require_internal_token(request: Request) -> None:

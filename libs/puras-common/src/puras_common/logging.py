@@ -63,4 +63,7 @@ def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     """A structlog logger; ``name`` becomes the ``component`` key."""
     # Initial values keep the proxy lazy, so a module-level logger picks up the configuration
     # made later in __main__.
-    return structlog.get_logger(component=name) if name else structlog.get_logger()
+    logger: structlog.stdlib.BoundLogger = (
+        structlog.get_logger(component=name) if name else structlog.get_logger()
+    )
+    return logger

@@ -2,6 +2,10 @@
 
 Each service keeps ``migrations/NNNN_name.sql``; the common tables (outbox, inbox) come first
 from this package. An applied file must never change: its checksum is kept and checked.
+
+A file may be renamed (to give it a number of its own): a pending file whose checksum matches a
+file applied under a name that is gone from the directory is that file, and its record takes
+the new name instead of the file running twice.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ class MigrationChanged(RuntimeError):
     """An applied migration file was edited afterwards."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"migration {name} was changed after it was applied; add a new file instead")
+        super().__init__(
+            f"migration {name} was changed after it was applied; add a new file instead"
+        )
         self.name = name
 
 
@@ -47,7 +53,9 @@ def service_migrations(namespace: str, package_file: str) -> MigrationSource:
     raise FileNotFoundError(f"no migrations directory for {namespace} near {package_dir}")
 
 
-async def migrate(conn: asyncpg.Connection, *, schema: str, sources: list[MigrationSource]) -> list[str]:
+async def migrate(
+    conn: asyncpg.Connection, *, schema: str, sources: list[MigrationSource]
+) -> list[str]:
     """Apply every pending file in order; returns the names applied. Safe with replicas."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"puras-migrate:{schema}")
@@ -59,22 +67,43 @@ async def migrate(conn: asyncpg.Connection, *, schema: str, sources: list[Migrat
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")}
+        done = {
+            r["name"]: r["checksum"]
+            for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")
+        }
         for source in sources:
-            for path in sorted(source.directory.glob("*.sql")):
-                name = f"{source.namespace}/{path.name}"
-                sql = path.read_text()
-                checksum = hashlib.sha256(sql.encode()).hexdigest()
-                if name in done:
-                    if done[name] != checksum:
-                        raise MigrationChanged(name)
-                    continue
-                async with conn.transaction():
-                    await conn.execute(sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
-                    )
-                applied_now.append(name)
+            applied_now += await _apply_pending(conn, source, done)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"puras-migrate:{schema}")
     return applied_now
+
+
+async def _apply_pending(
+    conn: asyncpg.Connection, source: MigrationSource, done: dict[str, str]
+) -> list[str]:
+    files = sorted(source.directory.glob("*.sql"))
+    present = {f"{source.namespace}/{path.name}" for path in files}
+    renamed_from = {
+        checksum: name
+        for name, checksum in done.items()
+        if name.startswith(f"{source.namespace}/") and name not in present
+    }
+    applied: list[str] = []
+    for path in files:
+        name = f"{source.namespace}/{path.name}"
+        sql = path.read_text()
+        checksum = hashlib.sha256(sql.encode()).hexdigest()
+        if name in done:
+            if done[name] != checksum:
+                raise MigrationChanged(name)
+            continue
+        if (old := renamed_from.pop(checksum, None)) is not None:
+            await conn.execute("UPDATE schema_migrations SET name = $1 WHERE name = $2", name, old)
+            continue
+        async with conn.transaction():
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
+            )
+        applied.append(name)
+    return applied

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Final
 
 from pydantic import Field
+
+from puras_common.numbers import NumberError, client_decimal
 
 MICROS_PER_USD: Final = 1_000_000
 
@@ -27,11 +29,9 @@ def usd_to_micros(usd: str | int | Decimal) -> int:
     if isinstance(usd, float):
         raise MoneyError(f"refusing float amount {usd!r}: pass a decimal string")
     try:
-        amount = Decimal(str(usd))
-    except InvalidOperation as exc:
-        raise MoneyError(f"{usd!r} is not a decimal amount of USD") from exc
-    if not amount.is_finite():
-        raise MoneyError(f"{usd!r} is not a finite amount")
+        amount = client_decimal(usd, pointer="", what="the amount of USD")
+    except NumberError as exc:
+        raise MoneyError(exc.message) from None
     micros = amount * MICROS_PER_USD
     if micros != micros.to_integral_value():
         raise MoneyError(f"{usd} USD is not a whole number of micros (1 micro = 0.000001 USD)")

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 from nats.js import JetStreamContext
 
-from puras_common.db import connect
+from puras_common import observability
+from puras_common.db import as_connection, connect
 from puras_common.envelope import Event
 from puras_common.errors import TRANSIENT_ERRORS, backoff
 from puras_common.logging import get_logger
+from puras_common.publishing import Outgoing, publish_acknowledged
 
 log = get_logger("puras_common.outbox")
 
@@ -60,7 +63,9 @@ class Outbox:
         """Set after a local commit with events, so the local relay wakes without a round trip."""
 
     @contextlib.asynccontextmanager
-    async def transaction(self, conn: asyncpg.Connection | None = None) -> AsyncIterator[UnitOfWork]:
+    async def transaction(
+        self, conn: asyncpg.Connection | None = None
+    ) -> AsyncIterator[UnitOfWork]:
         """Open a transaction; events emitted in it are committed with it, or not at all."""
         if conn is not None:
             async with conn.transaction():
@@ -69,9 +74,9 @@ class Outbox:
                 await self.write(conn, uow.events)
         else:
             async with self.pool.acquire() as acquired, acquired.transaction():
-                uow = UnitOfWork(acquired)
+                uow = UnitOfWork(as_connection(acquired))
                 yield uow
-                await self.write(acquired, uow.events)
+                await self.write(uow.conn, uow.events)
         if uow.events:
             self.committed.set()
 
@@ -99,6 +104,23 @@ WHERE (outbox.tx_id, outbox.seq) > ($1::text::xid8, $2)
 ORDER BY outbox.tx_id, outbox.seq
 LIMIT $3
 """
+
+
+_BACKLOG = """
+SELECT count(*) FROM outbox WHERE (outbox.tx_id, outbox.seq) > ($1::text::xid8, $2)
+"""
+
+
+def _headers(row: Any) -> dict[str, str]:
+    """A row's publish headers: its event id and, when tracing, its job's ``traceparent``."""
+    job_id = None
+    if observability.tracing():
+        subject: str = row["subject"]
+        if subject.startswith("job."):
+            job_id = subject.split(".", 2)[1]
+        else:
+            job_id = orjson.loads(row["body"]).get("job_id")
+    return observability.publish_headers(row["event_id"], job_id, row["subject"])
 
 
 class OutboxRelay:
@@ -143,7 +165,9 @@ class OutboxRelay:
             except TRANSIENT_ERRORS as exc:
                 self.leader.clear()
                 delay = backoff(attempt, base=0.2, cap=5.0)
-                log.warning("outbox relay interrupted", relay=self.name, error=repr(exc), retry_in=delay)
+                log.warning(
+                    "outbox relay interrupted", relay=self.name, error=repr(exc), retry_in=delay
+                )
                 await asyncio.sleep(delay)
                 attempt += 1
 
@@ -155,7 +179,9 @@ class OutboxRelay:
             self.leader.set()
             wake = self.outbox.committed
             await conn.add_listener(self.outbox.channel, lambda *_: wake.set())
-            row = await conn.fetchrow("SELECT tx_id::text, seq FROM outbox_cursor WHERE relay = $1", self.name)
+            row = await conn.fetchrow(
+                "SELECT tx_id::text, seq FROM outbox_cursor WHERE relay = $1", self.name
+            )
             self._cursor = (row["tx_id"], row["seq"]) if row else ("0", 0)
             log.info("outbox relay leading", relay=self.name, cursor=self._cursor)
             while True:
@@ -170,6 +196,7 @@ class OutboxRelay:
                         await asyncio.wait_for(wake.wait(), 0.002)
                     continue
                 await self._persist(conn)
+                observability.OUTBOX_LAG_ROWS.labels(self.outbox.schema).set(0)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.idle_poll_seconds)
         finally:
@@ -185,8 +212,13 @@ class OutboxRelay:
             if not row["final"]:
                 break
             ready.append(row)
+        if len(rows) == self.batch or len(ready) < len(rows):
+            observability.OUTBOX_LAG_ROWS.labels(self.outbox.schema).set(
+                await conn.fetchval(_BACKLOG, self._cursor[0], self._cursor[1])
+            )
         if ready:
             await self._publish(ready)
+            observability.OUTBOX_PUBLISHED.labels(self.outbox.schema).inc(len(ready))
             self._cursor = (ready[-1]["tx_id"], ready[-1]["seq"])
             self._unpersisted += len(ready)
             self.published += len(ready)
@@ -197,40 +229,28 @@ class OutboxRelay:
         return "rows" if len(rows) == self.batch else "idle"
 
     async def _publish(self, rows: list[Any]) -> None:
-        """Publish rows pipelined; on a failure, retry from the first row not acknowledged."""
-        attempt = 0
-        start = 0
-        while start < len(rows):
-            batch = rows[start:]
-            futures = [
-                await self.js.publish_async(
-                    row["subject"], row["body"].encode(), headers={"Nats-Msg-Id": str(row["event_id"])}
-                )
-                for row in batch
-            ]
-            failed_at, error = await publish_acks(futures, timeout=self.ack_timeout)
-            if failed_at is None:
-                self._note_duplicates(batch, futures)
-                return
-            row = batch[failed_at]
-            delay = backoff(attempt, base=0.05, cap=2.0)
-            log.warning(
-                "outbox publish failed; retrying",
-                relay=self.name,
-                subject=row["subject"],
-                event_id=str(row["event_id"]),
-                error=repr(error),
-                retry_in=delay,
-            )
-            start += failed_at
-            attempt += 1
-            await asyncio.sleep(delay)
+        """Publish rows pipelined until each is acknowledged; a lost connection propagates, so
+        the relay reconnects and leads afresh."""
+        messages = [
+            Outgoing(r["subject"], r["body"].encode(), str(r["event_id"]), _headers(r))
+            for r in rows
+        ]
+        acks = await publish_acknowledged(
+            self.js,
+            messages,
+            timeout=self.ack_timeout,
+            retry_send_errors=False,
+            relay=self.name,
+        )
+        self._note_duplicates(rows, acks)
 
-    def _note_duplicates(self, rows: list[Any], futures: list[asyncio.Future[Any]]) -> None:
+    def _note_duplicates(self, rows: list[Any], acks: list[Any]) -> None:
         """JetStream answers ``duplicate`` for an event id it already holds. That is expected
         after a takeover replays from the persisted cursor; at any other time it means a row's
         event was not stored by this publish, so it is logged with the rows it concerns."""
-        duplicates = [row for row, future in zip(rows, futures, strict=True) if getattr(future.result(), "duplicate", False)]
+        duplicates = [
+            row for row, ack in zip(rows, acks, strict=True) if getattr(ack, "duplicate", False)
+        ]
         if duplicates:
             log.warning(
                 "outbox rows acknowledged as duplicates",
@@ -252,19 +272,3 @@ class OutboxRelay:
             self._cursor[1],
         )
         self._unpersisted = 0
-
-
-async def publish_acks(futures: list[asyncio.Future[Any]], *, timeout: float) -> tuple[int | None, BaseException | None]:
-    """Wait for pipelined publish acks: ``(None, None)`` when all arrived, else the index of the
-    first message not acknowledged and why. Unfinished futures are cancelled."""
-    if not futures:
-        return None, None
-    _done, pending = await asyncio.wait(futures, timeout=timeout)
-    for future in pending:
-        future.cancel()
-    for index, future in enumerate(futures):
-        if future in pending:
-            return index, TimeoutError(f"no ack within {timeout}s")
-        if (exc := future.exception()) is not None:
-            return index, exc
-    return None, None

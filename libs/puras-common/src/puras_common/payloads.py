@@ -27,7 +27,9 @@ def payload_key(workspace_id: UUID, job_id: UUID, name: str) -> str:
 class PayloadStore:
     """Client of the drive's internal payload endpoints."""
 
-    def __init__(self, base_url: str, *, token: str, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, token: str, client: httpx.AsyncClient | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"}
         self.client = client or httpx.AsyncClient(timeout=60.0)
@@ -44,9 +46,13 @@ class PayloadStore:
 
     async def _request(self, method: str, key: str, **kwargs: Any) -> httpx.Response:
         url = f"{self.base_url}/internal/payloads/{key}"
-        response = await request_retried(self.client, method, url, failure=PayloadStoreError, headers=self.headers, **kwargs)
+        response = await request_retried(
+            self.client, method, url, failure=PayloadStoreError, headers=self.headers, **kwargs
+        )
         if response.status_code >= 400:
-            raise PayloadStoreError(f"{method} {key}: drive answered {response.status_code} {response.text[:200]}")
+            raise PayloadStoreError(
+                f"{method} {key}: drive answered {response.status_code} {response.text[:200]}"
+            )
         return response
 
     async def aclose(self) -> None:

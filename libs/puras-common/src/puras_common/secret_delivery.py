@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nats.aio.client import Client as NATS
 
 from puras_common import subjects
-from puras_common.errors import TRANSIENT_ERRORS, backoff
+from puras_common.errors import PLATFORM_RETRY_SECONDS, TRANSIENT_ERRORS, backoff
 
 SUBJECT: Final = subjects.svc("deployments", "secrets")
 """Request/reply endpoint of the deployments service: a job's secrets, sealed to the asker."""
@@ -79,25 +79,50 @@ def _open(reply: Mapping[str, Any], private: X25519PrivateKey, job_id: UUID) -> 
     return {str(k): str(v) for k, v in values.items()}
 
 
+def new_reply_key() -> tuple[X25519PrivateKey, str]:
+    """A one-off key pair for a request whose answer comes sealed: keep the private key, send
+    the public one (base64) as the request's ``reply_key``."""
+    private = X25519PrivateKey.generate()
+    return private, _b64(_raw(private.public_key()))
+
+
+def open_sealed(
+    sealed: Mapping[str, Any], private: X25519PrivateKey, *, bound_to: UUID
+) -> dict[str, str]:
+    """The values :func:`seal` sealed to ``private``'s public key for ``bound_to`` (the id the
+    sealer bound them to: a job, a webhook endpoint)."""
+    return _open(sealed, private, bound_to)
+
+
 async def fetch_secrets(
-    nc: NATS, *, job_token: str, job_id: UUID, timeout: float = 2.0, attempts: int = 3, subject: str = SUBJECT
+    nc: NATS,
+    *,
+    job_token: str,
+    job_id: UUID,
+    timeout: float = 2.0,
+    give_up_after: float = PLATFORM_RETRY_SECONDS,
+    subject: str = SUBJECT,
 ) -> dict[str, str]:
     """The secrets of the skillpack a job runs, as ``{NAME: value}``.
 
     ``job_token`` is the token minted for the job (it names workspace, job and skillpack). Named
-    transient failures (no responder yet, a timeout) are retried ``attempts`` times with backoff
-    and then raised, so the caller can leave the work message to be redelivered.
+    transient failures (no responder yet, a timeout) are retried with backoff for up to
+    ``give_up_after`` seconds (the deployments service may be restarting) and then raised.
     """
     private = X25519PrivateKey.generate()
     request = orjson.dumps({"job_token": job_token, "reply_key": _b64(_raw(private.public_key()))})
-    for attempt in range(attempts):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_after
+    attempt = 0
+    while True:
         try:
             msg = await nc.request(subject, request, timeout=timeout)
             break
         except TRANSIENT_ERRORS:
-            if attempt + 1 == attempts:
+            if loop.time() > deadline:
                 raise
-            await asyncio.sleep(backoff(attempt, base=0.1))
+            await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
+            attempt += 1
     reply = orjson.loads(msg.data)
     if not reply.get("ok"):
         raise SecretDeliveryError(str(reply.get("error", "secrets request refused")))
@@ -137,5 +162,7 @@ class SecretMask:
         if isinstance(value, list):
             return [self.value(v) for v in value]
         if isinstance(value, dict):
-            return {self.text(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()}
+            return {
+                self.text(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()
+            }
         return value

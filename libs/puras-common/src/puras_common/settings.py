@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SECRET = "puras-development-only-secret"
@@ -28,7 +28,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PURAS_", extra="ignore", frozen=True)
 
     service: ClassVar[str] = "puras"
-    secret_fields: ClassVar[tuple[str, ...]] = ("internal_token",)
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+    """The secret settings this service uses (as ``puras_common.access.SERVICE_SECRETS`` gives
+    them): production refuses to start while any is unset or the development default."""
 
     environment: Literal["development", "production"] = "development"
     log_level: str = "INFO"
@@ -38,6 +40,19 @@ class ServiceSettings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     database_url: str | None = None
     stream_replicas: int = 1
+    jobs_stream_max_age_days: float = Field(default=30.0, gt=0)
+    """How long the JOBS stream keeps a job's events (the gateway's read model keeps them
+    for the API regardless)."""
+    jobs_stream_max_bytes: int = Field(default=8 * 1024**3, ge=-1)
+    """The JOBS stream's size; past it the oldest events are discarded (-1: no limit)."""
+    jobs_stream_max_msgs: int = Field(default=-1, ge=-1)
+    """The JOBS stream's message count; past it the oldest are discarded (-1: no limit)."""
+    drain_seconds: float = 30.0
+    ops_host: str = "127.0.0.1"
+    ops_port: int | None = None
+    """The ops listener (``/metrics``, ``/livez``, ``/readyz``); 0 picks a free port, unset
+    serves none."""
+    """On SIGTERM, how long runners may finish the jobs they hold before the process exits."""
     internal_token: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     """Shared by the platform's services for their internal HTTP listeners; never given to jobs."""
 

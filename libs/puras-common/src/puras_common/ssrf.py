@@ -32,13 +32,16 @@ from puras.netguard import (
 )
 
 __all__ = [
+    "Answer",
     "BlockedURL",
     "FetchError",
     "FetchTooLarge",
     "GuardedResponse",
     "Policy",
+    "checked",
     "fetch_bytes",
     "open_url",
+    "post",
 ]
 
 
@@ -85,7 +88,8 @@ class GuardedResponse:
 
     @property
     def content_type(self) -> str | None:
-        return self.response.headers.get("content-type")
+        value: str | None = self.response.headers.get("content-type")
+        return value
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         declared = self.response.headers.get("content-length")
@@ -118,7 +122,9 @@ async def open_url(
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         target = await _check(current, policy)
-        request = _pinned_request(client, target, headers, timeout=max(0.1, deadline - time.monotonic()))
+        request = _pinned_request(
+            client, target, headers, timeout=max(0.1, deadline - time.monotonic())
+        )
         try:
             response = await client.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException:
@@ -129,7 +135,9 @@ async def open_url(
             if response.status_code in (301, 302, 303, 307, 308):
                 location = response.headers.get("location")
                 if not location:
-                    raise FetchError(f"{current} answered {response.status_code} without a Location")
+                    raise FetchError(
+                        f"{current} answered {response.status_code} without a Location"
+                    )
                 current = urljoin(current, location)
                 continue
             if response.status_code >= 400:
@@ -142,7 +150,13 @@ async def open_url(
 
 
 def _pinned_request(
-    client: httpx.AsyncClient, target: Target, headers: dict[str, str] | None, *, timeout: float
+    client: httpx.AsyncClient,
+    target: Target,
+    headers: dict[str, str] | None,
+    *,
+    timeout: float,
+    method: str = "GET",
+    content: bytes | None = None,
 ) -> httpx.Request:
     address = target.address
     host_in_url = f"[{address}]" if ":" in address else address
@@ -152,16 +166,81 @@ def _pinned_request(
     if target.scheme == "https" and address != target.host:
         extensions["sni_hostname"] = target.host
     return client.build_request(
-        "GET",
+        method,
         f"{target.scheme}://{host_in_url}:{target.port}{target.request_path}",
         headers={"Host": host_header, "User-Agent": "puras-fetch", **(headers or {})},
+        content=content,
         timeout=httpx.Timeout(timeout),
         extensions=extensions,
     )
 
 
-async def fetch_bytes(client: httpx.AsyncClient, url: str, **kwargs: object) -> tuple[bytes, str | None]:
+async def fetch_bytes(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    policy: Policy | None = None,
+    max_bytes: int = MAX_FETCH_BYTES,
+    timeout: float = FETCH_TIMEOUT_SECONDS,
+    headers: dict[str, str] | None = None,
+) -> tuple[bytes, str | None]:
     """The whole body (at most ``max_bytes``) and its content type."""
-    async with open_url(client, url, **kwargs) as response:  # type: ignore[arg-type]
+    async with open_url(
+        client, url, policy=policy, max_bytes=max_bytes, timeout=timeout, headers=headers
+    ) as response:
         body = b"".join([chunk async for chunk in response.aiter_bytes()])
         return body, response.content_type
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a receiver answered to :func:`post`: its status and the start of its body."""
+
+    status_code: int
+    body: bytes
+    """At most the ``max_bytes`` asked for; the rest is not read."""
+
+
+async def post(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    content: bytes,
+    headers: dict[str, str],
+    policy: Policy | None = None,
+    timeout: float = 15.0,
+    max_bytes: int = 64 * 1024,
+) -> Answer:
+    """POST ``content`` to ``url`` under the guard, once: the address is checked before any
+    connection, redirects are not followed (a 3xx is an answer like any other), and at most
+    ``max_bytes`` of the answer are read within ``timeout``. Raises :class:`BlockedURL` or
+    :class:`FetchError`."""
+    policy = policy or Policy.from_env()
+    deadline = time.monotonic() + timeout
+    target = await _check(url, policy)
+    request = _pinned_request(
+        client, target, headers, timeout=timeout, method="POST", content=content
+    )
+    try:
+        response = await client.send(request, stream=True, follow_redirects=False)
+    except httpx.TimeoutException:
+        raise FetchError(f"{url} did not answer within {timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise FetchError(f"sending to {url} failed: {type(exc).__name__}: {exc}") from None
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= max_bytes or time.monotonic() > deadline:
+                break
+        return Answer(response.status_code, bytes(body[:max_bytes]))
+    except httpx.HTTPError:
+        return Answer(response.status_code, bytes(body[:max_bytes]))
+    finally:
+        await response.aclose()
+
+
+async def checked(url: str, policy: Policy) -> Target:
+    """``url`` as the guard sees it now (its host resolved): :class:`BlockedURL` if refused,
+    :class:`FetchError` if the host does not resolve."""
+    return await _check(url, policy)

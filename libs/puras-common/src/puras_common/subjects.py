@@ -31,8 +31,20 @@ LEDGER_POSTED_ALL: Final = "ledger.*.posted"
 BALANCE_CHANGED_ALL: Final = "balance.*.changed"
 DLQ_ALL: Final = "dlq.>"
 
-PLATFORM_FAMILIES: Final = ("deployment", "secret", "key", "workspace", "drive", "feedback")
-"""The families carried by the PLATFORM stream, each as ``<family>.<workspace_id>.<verb...>``."""
+PLATFORM_FAMILIES: Final = (
+    "deployment",
+    "secret",
+    "key",
+    "workspace",
+    "drive",
+    "feedback",
+    "schedule",
+    "webhook",
+    "user",
+    "member",
+)
+"""The families carried by the PLATFORM stream, each as ``<family>.<workspace_id>.<verb...>``,
+but for ``user.<user_id>.<verb>``: a person is not one workspace's."""
 
 
 def job(job_id: UUID | str, suffix: str) -> str:

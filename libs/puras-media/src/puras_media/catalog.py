@@ -1,18 +1,19 @@
 """The media catalogue: how each priced slug is called (provider, endpoint) and what the portable
 helpers may do with it (family, mode, field names, allowed values). Data in
-``catalog/models.yaml``; prices stay in :mod:`puras_common.pricing`."""
+``catalog/models.yaml``; prices stay in :mod:`puras_pricing`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from puras_common.pricing import media_catalogue
+from puras_pricing import media_catalogue
 
 Mode = Literal["image", "edit", "t2v", "i2v", "r2v", "lipsync", "tts", "stt"]
 MODES: tuple[str, ...] = ("image", "edit", "t2v", "i2v", "r2v", "lipsync", "tts", "stt")
@@ -24,7 +25,7 @@ class Choice:
 
     field: str
     values: tuple[str, ...] = ()
-    map: Mapping[str, str] = field(default_factory=dict)
+    map: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def accepts(self) -> list[str]:
         return list(self.map) or list(self.values)
@@ -103,7 +104,9 @@ class Catalogue:
 def _choice(raw: Mapping[str, Any] | None) -> Choice | None:
     if not raw:
         return None
-    return Choice(raw["field"], tuple(str(v) for v in raw.get("values", ())), dict(raw.get("map", {})))
+    return Choice(
+        raw["field"], tuple(str(v) for v in raw.get("values", ())), dict(raw.get("map", {}))
+    )
 
 
 def _limit(raw: Mapping[str, Any] | None) -> Limit | None:
@@ -130,7 +133,11 @@ def from_data(data: Mapping[str, Any], *, endpoints: Mapping[str, str] | None = 
             tags=row.get("tags", "prose"),
             last_frame=row.get("last_frame"),
             lipsync_audio=row.get("lipsync_audio"),
-            duration=Durations(duration["field"], tuple(duration["allowed"]), duration.get("format", "{n}")) if duration else None,
+            duration=Durations(
+                duration["field"], tuple(duration["allowed"]), duration.get("format", "{n}")
+            )
+            if duration
+            else None,
             aspect=_choice(row.get("aspect")),
             resolution=_choice(row.get("resolution")),
             n=_limit(row.get("n")),
@@ -140,7 +147,11 @@ def from_data(data: Mapping[str, Any], *, endpoints: Mapping[str, str] | None = 
     for route in routes.values():
         if route.mode not in MODES:
             raise ValueError(f"{route.slug}: unknown mode {route.mode!r}")
-    return Catalogue(routes=routes, providers=dict(data.get("providers", {})), defaults=dict(data.get("defaults", {})))
+    return Catalogue(
+        routes=routes,
+        providers=dict(data.get("providers", {})),
+        defaults=dict(data.get("defaults", {})),
+    )
 
 
 def parse_endpoints(text: str) -> dict[str, str]:
@@ -150,15 +161,24 @@ def parse_endpoints(text: str) -> dict[str, str]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"PURAS_MEDIA_ENDPOINTS must be a JSON object of slug to endpoint: {exc}") from None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise ValueError("PURAS_MEDIA_ENDPOINTS must be a JSON object of slug to endpoint (strings)")
+        raise ValueError(
+            f"PURAS_MEDIA_ENDPOINTS must be a JSON object of slug to endpoint: {exc}"
+        ) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(
+            "PURAS_MEDIA_ENDPOINTS must be a JSON object of slug to endpoint (strings)"
+        )
     return value
 
 
 @cache
 def _raw() -> dict[str, Any]:
-    return yaml.safe_load((resources.files("puras_media") / "catalog" / "models.yaml").read_text())
+    data: dict[str, Any] = yaml.safe_load(
+        (resources.files("puras_media") / "catalog" / "models.yaml").read_text()
+    )
+    return data
 
 
 def catalogue(endpoints_json: str = "") -> Catalogue:

@@ -13,9 +13,12 @@ upstream_timeout    504    no result within the wait; the upstream request was c
 no_output           502    the response holds no file URL where one was looked for
 download_failed     502    the output file could not be fetched from the upstream
 storage_failed      503    the file could not be saved into the drive
+insufficient_credits 402   its quote could not be held: the balance does not cover it
+spend_cap_reached   429    its quote could not be held: the key's daily cap is spent
 ==================  =====  ==========================================================
 
-A call that ends in any of these is never billed.
+A call that ends in any of these is never billed; the last two are refused before anything is
+sent upstream (budgets as holds, docs/money.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ STATUS: Final = {
     "no_output": 502,
     "download_failed": 502,
     "storage_failed": 503,
+    "insufficient_credits": 402,
+    "spend_cap_reached": 429,
 }
 
 

@@ -17,7 +17,9 @@ from urllib.parse import unquote, urlsplit
 
 from puras_media.errors import MediaError
 
-_TOKEN = re.compile(r"""\s*(?:\.?([A-Za-z_][A-Za-z0-9_\-]*)|\[\s*(-?\d+)?\s*\]|\[\s*"((?:[^"\\]|\\.)*)"\s*\])""")
+_TOKEN = re.compile(
+    r"""\s*(?:\.?([A-Za-z_][A-Za-z0-9_\-]*)|\[\s*(-?\d+)?\s*\]|\[\s*"((?:[^"\\]|\\.)*)"\s*\])"""
+)
 MAX_PATH_CHARS = 500
 
 FILE_KEYS: dict[str, tuple[str, ...]] = {
@@ -28,10 +30,21 @@ FILE_KEYS: dict[str, tuple[str, ...]] = {
 GENERIC_KEYS = ("output", "outputs", "file", "files", "result", "results", "media")
 DEFAULT_EXTENSION = {"image": ".png", "video": ".mp4", "audio": ".mp3"}
 _EXTENSION_OF_TYPE = {
-    "image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif",
-    "video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov",
-    "audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav",
-    "audio/ogg": ".ogg", "audio/flac": ".flac", "audio/aac": ".aac", "audio/mp4": ".m4a",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "video/quicktime": ".mov",
+    "audio/mpeg": ".mp3",
+    "audio/mp3": ".mp3",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/ogg": ".ogg",
+    "audio/flac": ".flac",
+    "audio/aac": ".aac",
+    "audio/mp4": ".m4a",
 }
 _KNOWN_EXTENSIONS = frozenset(_EXTENSION_OF_TYPE.values()) | {".jpeg"}
 
@@ -55,9 +68,17 @@ Step = str | int | None
 def parse_path(text: str) -> list[Step]:
     """``"outputs[0].asset.url"`` → ``["outputs", 0, "asset", "url"]``; MediaError on bad syntax."""
     if not isinstance(text, str) or not text.strip():
-        raise MediaError("invalid_request", "output_url_path must be a non-empty string such as 'video.url'", pointer="/output_url_path")
+        raise MediaError(
+            "invalid_request",
+            "output_url_path must be a non-empty string such as 'video.url'",
+            pointer="/output_url_path",
+        )
     if len(text) > MAX_PATH_CHARS:
-        raise MediaError("invalid_request", f"output_url_path is {len(text)} characters; the limit is {MAX_PATH_CHARS}", pointer="/output_url_path")
+        raise MediaError(
+            "invalid_request",
+            f"output_url_path is {len(text)} characters; the limit is {MAX_PATH_CHARS}",
+            pointer="/output_url_path",
+        )
     steps: list[Step] = []
     position = 0
     source = text.strip()
@@ -66,7 +87,7 @@ def parse_path(text: str) -> list[Step]:
         if match is None or match.end() == position:
             raise MediaError(
                 "invalid_request",
-                f"output_url_path {text!r} is not a jq-style path (like 'images[0].url'): unexpected {source[position:position + 10]!r} at character {position}",
+                f"output_url_path {text!r} is not a jq-style path (like 'images[0].url'): unexpected {source[position : position + 10]!r} at character {position}",
                 pointer="/output_url_path",
             )
         name, index, quoted = match.groups()
@@ -104,10 +125,14 @@ def _file(value: Any) -> OutputFile | None:
         duration = value.get("duration")
         return OutputFile(
             value["url"],
-            content_type=value.get("content_type") if isinstance(value.get("content_type"), str) else None,
+            content_type=value.get("content_type")
+            if isinstance(value.get("content_type"), str)
+            else None,
             width=value.get("width") if isinstance(value.get("width"), int) else None,
             height=value.get("height") if isinstance(value.get("height"), int) else None,
-            duration=str(duration) if isinstance(duration, int | float) and not isinstance(duration, bool) else None,
+            duration=str(duration)
+            if isinstance(duration, int | float) and not isinstance(duration, bool)
+            else None,
         )
     return None
 
@@ -124,11 +149,18 @@ def find_outputs(body: Any, *, kind: str, path: str | None) -> tuple[list[Output
         steps = parse_path(path)
         found = [f for value in select(body, steps) for f in _files_under(value)]
         if not found:
-            raise MediaError("no_output", f"output_url_path {path!r} finds no URL in the response; its shape is {shape(body)}")
+            raise MediaError(
+                "no_output",
+                f"output_url_path {path!r} finds no URL in the response; its shape is {shape(body)}",
+            )
         return found, steps[0] if steps and isinstance(steps[0], str) else None
     if not isinstance(body, dict):
         raise MediaError("no_output", f"the response is not an object; its shape is {shape(body)}")
-    order = [*FILE_KEYS.get(kind, ()), *(k for keys in FILE_KEYS.values() for k in keys), *GENERIC_KEYS]
+    order = [
+        *FILE_KEYS.get(kind, ()),
+        *(k for keys in FILE_KEYS.values() for k in keys),
+        *GENERIC_KEYS,
+    ]
     for key in dict.fromkeys(order):
         if key in body and (found := _files_under(body[key])):
             return found, key

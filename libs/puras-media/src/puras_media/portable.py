@@ -27,12 +27,34 @@ from puras_media.service import MediaRequest
 
 _TAG: Final = re.compile(r"@Image(\d+)\b")
 _AUDIO_TAG: Final = re.compile(r"\[[A-Za-z][A-Za-z ,'\-]{0,40}\]")
-ORDINALS: Final = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+ORDINALS: Final = (
+    "first",
+    "second",
+    "third",
+    "fourth",
+    "fifth",
+    "sixth",
+    "seventh",
+    "eighth",
+    "ninth",
+    "tenth",
+)
 MODE_NAMES: Final = {
-    "image": "text-to-image", "edit": "image editing", "t2v": "text-to-video", "i2v": "image-to-video",
-    "r2v": "reference-to-video", "lipsync": "lip-sync", "tts": "text-to-speech", "stt": "transcription",
+    "image": "text-to-image",
+    "edit": "image editing",
+    "t2v": "text-to-video",
+    "i2v": "image-to-video",
+    "r2v": "reference-to-video",
+    "lipsync": "lip-sync",
+    "tts": "text-to-speech",
+    "stt": "transcription",
 }
-_HELPER_NAMES: Final = {"image": "generate_image", "video": "generate_video", "audio": "generate_audio", "transcribe": "transcribe"}
+_HELPER_NAMES: Final = {
+    "image": "generate_image",
+    "video": "generate_video",
+    "audio": "generate_audio",
+    "transcribe": "transcribe",
+}
 MAX_KEYTERMS: Final = 100
 MAX_KEYTERM_CHARS: Final = 50
 
@@ -57,30 +79,51 @@ class _Notes:
 # -- choosing the model ---------------------------------------------------------------------
 
 
-def pick(catalogue: Catalogue, model: Any, mode: str, *, helper: str, modes: tuple[str, ...]) -> Route:
+def pick(
+    catalogue: Catalogue, model: Any, mode: str, *, helper: str, modes: tuple[str, ...]
+) -> Route:
     """The slug for ``model`` (a family, a slug or ``auto``) in ``mode``."""
     if not isinstance(model, str) or not model:
-        raise PortableError(f"model must be a family, a model slug or 'auto', not {model!r}", pointer="/model")
+        raise PortableError(
+            f"model must be a family, a model slug or 'auto', not {model!r}", pointer="/model"
+        )
     if model == "auto":
         default = catalogue.defaults.get("lipsync" if mode == "lipsync" else helper)
         model = default or ""
     families = catalogue.families(modes)
-    if model in families:  # a family first: google/nano-banana names both the family and its text-to-image slug
+    if (
+        model in families
+    ):  # a family first: google/nano-banana names both the family and its text-to-image slug
         route = catalogue.in_family(model, mode)
         if route is None:
             able = _able(catalogue, mode)
             if mode == "lipsync":
-                raise PortableError(f"{model} cannot do lip-sync; only {' and '.join(able)} does", pointer="/model")
-            raise PortableError(f"{model} cannot do {MODE_NAMES[mode]}; families that can: {', '.join(able)}", pointer="/model")
+                raise PortableError(
+                    f"{model} cannot do lip-sync; only {' and '.join(able)} does", pointer="/model"
+                )
+            raise PortableError(
+                f"{model} cannot do {MODE_NAMES[mode]}; families that can: {', '.join(able)}",
+                pointer="/model",
+            )
         return route
     route = catalogue.get(model)
     if route is None:
-        raise PortableError(f"unknown model family {model!r} for {_HELPER_NAMES[helper]}; use one of: {', '.join(families)}, or 'auto'", pointer="/model")
+        raise PortableError(
+            f"unknown model family {model!r} for {_HELPER_NAMES[helper]}; use one of: {', '.join(families)}, or 'auto'",
+            pointer="/model",
+        )
     if route.mode not in modes:
-        raise PortableError(f"{model} is a {MODE_NAMES[route.mode]} model; {_HELPER_NAMES[helper]} cannot use it", pointer="/model")
+        raise PortableError(
+            f"{model} is a {MODE_NAMES[route.mode]} model; {_HELPER_NAMES[helper]} cannot use it",
+            pointer="/model",
+        )
     if route.mode != mode:
         sibling = catalogue.in_family(route.family, mode)
-        hint = f"use {sibling.slug} or the family {route.family}" if sibling else f"families that can: {', '.join(_able(catalogue, mode))}"
+        hint = (
+            f"use {sibling.slug} or the family {route.family}"
+            if sibling
+            else f"families that can: {', '.join(_able(catalogue, mode))}"
+        )
         raise PortableError(
             f"{model} is a {MODE_NAMES[route.mode]} model, but these inputs ask for {MODE_NAMES[mode]}; {hint}",
             pointer="/model",
@@ -98,7 +141,8 @@ def _able(catalogue: Catalogue, mode: str) -> list[str]:
 def _url(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value.startswith(("https://", "http://", "data:")):
         raise PortableError(
-            f"{name} must be a URL (sign a drive path with puras.drive.url first), not {str(value)[:80]!r}", pointer=f"/{name}"
+            f"{name} must be a URL (sign a drive path with puras.drive.url first), not {str(value)[:80]!r}",
+            pointer=f"/{name}",
         )
     return value
 
@@ -110,7 +154,9 @@ def _urls(values: Any, name: str) -> list[str]:
 
 
 def ordinal(n: int) -> str:
-    return f"the {ORDINALS[n - 1]} reference image" if n <= len(ORDINALS) else f"reference image {n}"
+    return (
+        f"the {ORDINALS[n - 1]} reference image" if n <= len(ORDINALS) else f"reference image {n}"
+    )
 
 
 def rewrite_tags(prompt: str, *, refs: int, keep: bool) -> str:
@@ -118,15 +164,27 @@ def rewrite_tags(prompt: str, *, refs: int, keep: bool) -> str:
     for match in _TAG.finditer(prompt):
         n = int(match.group(1))
         if refs == 0:
-            raise PortableError(f"the prompt mentions @Image{n}, but no refs were given", pointer="/prompt")
+            raise PortableError(
+                f"the prompt mentions @Image{n}, but no refs were given", pointer="/prompt"
+            )
         if not 1 <= n <= refs:
-            raise PortableError(f"the prompt mentions @Image{n}, but only {refs} ref{'s' if refs != 1 else ''} were given (@Image1…@Image{refs})", pointer="/prompt")
+            raise PortableError(
+                f"the prompt mentions @Image{n}, but only {refs} ref{'s' if refs != 1 else ''} were given (@Image1…@Image{refs})",
+                pointer="/prompt",
+            )
     if keep:
         return prompt
     return _TAG.sub(lambda m: ordinal(int(m.group(1))), prompt)
 
 
-def _choose(route: Route, which: str, wanted: str | None, notes: _Notes, inputs: dict[str, Any], taken: set[str]) -> None:
+def _choose(
+    route: Route,
+    which: str,
+    wanted: str | None,
+    notes: _Notes,
+    inputs: dict[str, Any],
+    taken: set[str],
+) -> None:
     """Put an aspect ratio or resolution where the model takes it, or note that it cannot."""
     if wanted is None:
         return
@@ -136,10 +194,14 @@ def _choose(route: Route, which: str, wanted: str | None, notes: _Notes, inputs:
         return
     value = choice.value_for(str(wanted))
     if value is None:
-        notes.add(f"{which} {wanted!r} is ignored: {route.slug} takes {', '.join(choice.accepts())}")
+        notes.add(
+            f"{which} {wanted!r} is ignored: {route.slug} takes {', '.join(choice.accepts())}"
+        )
         return
     if choice.field in taken:
-        notes.add(f"{which} {wanted!r} is ignored: {route.slug} sets {choice.field} from the aspect ratio already")
+        notes.add(
+            f"{which} {wanted!r} is ignored: {route.slug} sets {choice.field} from the aspect ratio already"
+        )
         return
     inputs[choice.field] = value
     taken.add(choice.field)
@@ -166,16 +228,24 @@ def generate_image(
 ) -> Resolved:
     catalogue = routes or default_catalogue()
     if not isinstance(prompt, str) or not prompt.strip():
-        raise PortableError("generate_image needs a prompt: what to draw, or how to edit the refs", pointer="/prompt")
+        raise PortableError(
+            "generate_image needs a prompt: what to draw, or how to edit the refs",
+            pointer="/prompt",
+        )
     references = _urls(refs, "refs") if refs is not None else []
     mode = "edit" if references else "image"
     route = pick(catalogue, model, mode, helper="image", modes=("image", "edit"))
     notes = _Notes()
-    inputs: dict[str, Any] = {route.prompt: rewrite_tags(prompt, refs=len(references), keep=route.tags == "keep")}
+    inputs: dict[str, Any] = {
+        route.prompt: rewrite_tags(prompt, refs=len(references), keep=route.tags == "keep")
+    }
     if references:
         assert route.refs is not None
         if len(references) > route.refs.max:
-            raise PortableError(f"{route.slug} takes at most {route.refs.max} reference images; {len(references)} were given", pointer="/refs")
+            raise PortableError(
+                f"{route.slug} takes at most {route.refs.max} reference images; {len(references)} were given",
+                pointer="/refs",
+            )
         inputs[route.refs.field] = references
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -183,12 +253,18 @@ def generate_image(
         if route.n is None:
             raise PortableError(f"{route.slug} makes one image per call", pointer="/n")
         if n > route.n.max:
-            raise PortableError(f"{route.slug} makes at most {route.n.max} images per call; n={n}", pointer="/n")
+            raise PortableError(
+                f"{route.slug} makes at most {route.n.max} images per call; n={n}", pointer="/n"
+            )
         inputs[route.n.field] = n
     taken: set[str] = set()
     _choose(route, "aspect_ratio", aspect_ratio, notes, inputs, taken)
     _choose(route, "resolution", resolution, notes, inputs, taken)
-    return Resolved(MediaRequest(route.slug, inputs, output_path=output_path, kind="image"), mode, tuple(notes.items))
+    return Resolved(
+        MediaRequest(route.slug, inputs, output_path=output_path, kind="image"),
+        mode,
+        tuple(notes.items),
+    )
 
 
 def video_mode(*, image: Any, refs: Any, lipsync_audio: Any) -> str:
@@ -226,8 +302,17 @@ def generate_video(
     notes = _Notes()
     inputs: dict[str, Any] = {}
     if mode == "lipsync":
-        return _lipsync(route, prompt, image=image, lipsync_audio=lipsync_audio, refs=refs, last_frame=last_frame,
-                        duration=duration, output_path=output_path, notes=notes)
+        return _lipsync(
+            route,
+            prompt,
+            image=image,
+            lipsync_audio=lipsync_audio,
+            refs=refs,
+            last_frame=last_frame,
+            duration=duration,
+            output_path=output_path,
+            notes=notes,
+        )
     references = _urls(refs, "refs") if refs is not None else []
     if mode == "t2v" and not prompt.strip():
         raise PortableError("text-to-video needs a prompt describing the scene", pointer="/prompt")
@@ -239,7 +324,10 @@ def generate_video(
     if mode == "r2v":
         assert route.refs is not None
         if len(references) > route.refs.max:
-            raise PortableError(f"{route.slug} takes at most {route.refs.max} reference images; {len(references)} were given", pointer="/refs")
+            raise PortableError(
+                f"{route.slug} takes at most {route.refs.max} reference images; {len(references)} were given",
+                pointer="/refs",
+            )
         inputs[route.refs.field] = references
         if image is not None:
             notes.add("image is ignored in reference-to-video mode: put the still in refs instead")
@@ -247,7 +335,9 @@ def generate_video(
         if route.last_frame:
             inputs[route.last_frame] = _url(last_frame, "last_frame")
         else:
-            notes.add(f"last_frame is ignored: {route.family} cannot end on a set frame (Seedance and Kling can)")
+            notes.add(
+                f"last_frame is ignored: {route.family} cannot end on a set frame (Seedance and Kling can)"
+            )
     if duration is not None:
         _duration(route, duration, inputs, notes)
     taken: set[str] = set()
@@ -257,19 +347,27 @@ def generate_video(
         inputs[route.audio] = bool(audio)
     elif audio:
         notes.add(f"audio is ignored: {route.slug} cannot generate audio")
-    return Resolved(MediaRequest(route.slug, inputs, output_path=output_path, kind="video"), mode, tuple(notes.items))
+    return Resolved(
+        MediaRequest(route.slug, inputs, output_path=output_path, kind="video"),
+        mode,
+        tuple(notes.items),
+    )
 
 
 def _duration(route: Route, duration: Any, inputs: dict[str, Any], notes: _Notes) -> None:
     if isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0:
-        raise PortableError(f"duration must be a positive number of seconds, not {duration!r}", pointer="/duration")
+        raise PortableError(
+            f"duration must be a positive number of seconds, not {duration!r}", pointer="/duration"
+        )
     if route.duration is None:
         notes.add(f"duration is ignored: {route.slug} decides the length itself")
         return
     allowed = route.duration.allowed
     chosen = snap(duration, allowed)
     if chosen != duration:
-        notes.add(f"duration {duration:g} s snapped to {chosen} s: {route.slug} makes {_listing(allowed)} s clips")
+        notes.add(
+            f"duration {duration:g} s snapped to {chosen} s: {route.slug} makes {_listing(allowed)} s clips"
+        )
     inputs[route.duration.field] = route.duration.value(chosen)
 
 
@@ -280,13 +378,27 @@ def _listing(allowed: tuple[int, ...]) -> str:
 
 
 def _lipsync(
-    route: Route, prompt: str, *, image: Any, lipsync_audio: Any, refs: Any, last_frame: Any, duration: Any,
-    output_path: str | None, notes: _Notes,
+    route: Route,
+    prompt: str,
+    *,
+    image: Any,
+    lipsync_audio: Any,
+    refs: Any,
+    last_frame: Any,
+    duration: Any,
+    output_path: str | None,
+    notes: _Notes,
 ) -> Resolved:
     if image is None:
-        raise PortableError("lip-sync needs image= (the portrait to animate) as well as lipsync_audio=", pointer="/image")
+        raise PortableError(
+            "lip-sync needs image= (the portrait to animate) as well as lipsync_audio=",
+            pointer="/image",
+        )
     assert route.image is not None and route.lipsync_audio is not None
-    inputs: dict[str, Any] = {route.image: _url(image, "image"), route.lipsync_audio: _url(lipsync_audio, "lipsync_audio")}
+    inputs: dict[str, Any] = {
+        route.image: _url(image, "image"),
+        route.lipsync_audio: _url(lipsync_audio, "lipsync_audio"),
+    }
     if prompt:
         inputs[route.prompt] = rewrite_tags(prompt, refs=0, keep=False)
     if duration is not None:
@@ -295,7 +407,11 @@ def _lipsync(
         notes.add("refs are ignored for lip-sync")
     if last_frame is not None:
         notes.add("last_frame is ignored for lip-sync")
-    return Resolved(MediaRequest(route.slug, inputs, output_path=output_path, kind="video"), "lipsync", tuple(notes.items))
+    return Resolved(
+        MediaRequest(route.slug, inputs, output_path=output_path, kind="video"),
+        "lipsync",
+        tuple(notes.items),
+    )
 
 
 def generate_audio(
@@ -321,25 +437,42 @@ def generate_audio(
         inputs["voice"] = voice
     if language is not None:
         if not isinstance(language, str) or not re.fullmatch(r"[a-z]{2}", language):
-            raise PortableError(f"language must be an ISO 639-1 code such as 'en', not {language!r}", pointer="/language")
+            raise PortableError(
+                f"language must be an ISO 639-1 code such as 'en', not {language!r}",
+                pointer="/language",
+            )
         inputs["language_code"] = language
     settings: dict[str, Any] = {}
-    for name, value in (("stability", stability), ("similarity_boost", similarity_boost), ("style", style)):
+    for name, value in (
+        ("stability", stability),
+        ("similarity_boost", similarity_boost),
+        ("style", style),
+    ):
         if value is not None:
             settings[name] = _unit_interval(value, name)
     if speed is not None:
         if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.7 <= speed <= 1.2:
-            raise PortableError(f"speed must be between 0.7 and 1.2, not {speed!r}", pointer="/speed")
+            raise PortableError(
+                f"speed must be between 0.7 and 1.2, not {speed!r}", pointer="/speed"
+            )
         settings["speed"] = speed
     if route.reads_audio_tags:
         for name in ("similarity_boost", "style", "speed"):
             if settings.pop(name, None) is not None:
-                notes.add(f"{name} is ignored on {route.slug}; pass model='elevenlabs/tts-v2' to use it (audio tags then are not read)")
-    elif _AUDIO_TAG.search(text):
-        notes.add(f"{route.slug} does not read audio tags: bracketed cues such as {_AUDIO_TAG.search(text).group(0)} may be spoken")  # type: ignore[union-attr]
+                notes.add(
+                    f"{name} is ignored on {route.slug}; pass model='elevenlabs/tts-v2' to use it (audio tags then are not read)"
+                )
+    elif (tag := _AUDIO_TAG.search(text)) is not None:
+        notes.add(
+            f"{route.slug} does not read audio tags: bracketed cues such as {tag.group(0)} may be spoken"
+        )
     if settings:
         inputs["voice_settings"] = settings
-    return Resolved(MediaRequest(route.slug, inputs, output_path=output_path, kind="audio"), "tts", tuple(notes.items))
+    return Resolved(
+        MediaRequest(route.slug, inputs, output_path=output_path, kind="audio"),
+        "tts",
+        tuple(notes.items),
+    )
 
 
 def _unit_interval(value: Any, name: str) -> float:
@@ -363,23 +496,45 @@ def transcribe(
             "(sign a drive path with puras.drive.url first)",
             pointer="/audio",
         )
-    route = pick(catalogue, "elevenlabs/scribe-v2" if model == "auto" else model, "stt", helper="transcribe", modes=("stt",))
+    route = pick(
+        catalogue,
+        "elevenlabs/scribe-v2" if model == "auto" else model,
+        "stt",
+        helper="transcribe",
+        modes=("stt",),
+    )
     inputs: dict[str, Any] = {"audio": audio}
     if keyterms is not None:
-        if not isinstance(keyterms, list | tuple) or not all(isinstance(k, str) and k.strip() for k in keyterms):
+        if not isinstance(keyterms, list | tuple) or not all(
+            isinstance(k, str) and k.strip() for k in keyterms
+        ):
             raise PortableError("keyterms must be a list of non-empty strings", pointer="/keyterms")
         if len(keyterms) > MAX_KEYTERMS:
-            raise PortableError(f"keyterms has {len(keyterms)} entries; the limit is {MAX_KEYTERMS}", pointer="/keyterms")
+            raise PortableError(
+                f"keyterms has {len(keyterms)} entries; the limit is {MAX_KEYTERMS}",
+                pointer="/keyterms",
+            )
         long = next((k for k in keyterms if len(k) > MAX_KEYTERM_CHARS), None)
         if long is not None:
-            raise PortableError(f"keyterm {long[:60]!r} has {len(long)} characters; the limit is {MAX_KEYTERM_CHARS}", pointer="/keyterms")
+            raise PortableError(
+                f"keyterm {long[:60]!r} has {len(long)} characters; the limit is {MAX_KEYTERM_CHARS}",
+                pointer="/keyterms",
+            )
         inputs["keyterms"] = list(keyterms)
     if language_code is not None:
         if not isinstance(language_code, str) or not re.fullmatch(r"[a-z]{2,3}", language_code):
-            raise PortableError(f"language_code must be an ISO 639-1 code such as 'en', not {language_code!r}", pointer="/language_code")
+            raise PortableError(
+                f"language_code must be an ISO 639-1 code such as 'en', not {language_code!r}",
+                pointer="/language_code",
+            )
         inputs["language_code"] = language_code
     return Resolved(MediaRequest(route.slug, inputs), "stt")
 
 
-HELPERS: Final = {"image": generate_image, "video": generate_video, "audio": generate_audio, "transcribe": transcribe}
+HELPERS: Final = {
+    "image": generate_image,
+    "video": generate_video,
+    "audio": generate_audio,
+    "transcribe": transcribe,
+}
 """The helpers by the name their gateway endpoint takes."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from puras_common.pricing import DEFAULT_MARGIN_PCT
 from puras_common.settings import ServiceSettings
+from puras_pricing import DEFAULT_MARGIN_PCT
 from pydantic import Field, SecretStr
 
 

@@ -18,7 +18,9 @@ from puras_media.errors import MediaError
 
 
 class MediaStore(Protocol):
-    async def save(self, path: str, chunks: AsyncIterable[bytes], *, content_type: str | None) -> str:
+    async def save(
+        self, path: str, chunks: AsyncIterable[bytes], *, content_type: str | None
+    ) -> str:
         """Write a file; returns its drive path (the drive's normalised form)."""
         ...
 
@@ -35,9 +37,13 @@ class DriveStore:
         self.workspace_id = workspace_id
         self.origin = origin
 
-    async def save(self, path: str, chunks: AsyncIterable[bytes], *, content_type: str | None) -> str:
+    async def save(
+        self, path: str, chunks: AsyncIterable[bytes], *, content_type: str | None
+    ) -> str:
         try:
-            written = await self.client.put(self.workspace_id, path, chunks, content_type=content_type, origin=self.origin)
+            written = await self.client.put(
+                self.workspace_id, path, chunks, content_type=content_type, origin=self.origin
+            )
         except DriveError as exc:
             raise storage_error(exc, path) from None
         return str(written["drive_path"])

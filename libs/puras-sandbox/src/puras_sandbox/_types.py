@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +43,13 @@ class Limits:
     file_size_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("cpu_seconds", "address_space_bytes", "open_files", "processes",
-                     "file_size_bytes"):
+        for name in (
+            "cpu_seconds",
+            "address_space_bytes",
+            "open_files",
+            "processes",
+            "file_size_bytes",
+        ):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -96,11 +102,27 @@ class Isolation:
       job workdirs are created).
     * ``network`` -- share the host network namespace (``True``) or get an empty one with
       only a loopback device (``False``).
+    * ``egress_socket`` -- with ``network=False``: a Unix socket of the platform's egress
+      proxy. Before the zygote starts, the sandbox listens on ``127.0.0.1:egress_port`` in its
+      own network namespace and hands that listening socket to the proxy through this socket,
+      so the port is the namespace's only way out (see :mod:`puras_sandbox._egress_listen`).
+      The socket's directory is bound read-only.
     """
 
     ro_binds: tuple[str, ...] = ()
     rw_binds: tuple[str, ...] = ()
     network: bool = False
+    egress_socket: str | None = None
+    egress_port: int = 3128
+
+    def __post_init__(self) -> None:
+        if self.egress_socket is not None:
+            if self.network:
+                raise ValueError("Isolation.egress_socket needs network=False (an own namespace)")
+            if not os.path.isabs(self.egress_socket):
+                raise ValueError("Isolation.egress_socket must be an absolute path")
+        if not 0 < self.egress_port < 65536:
+            raise ValueError(f"Isolation.egress_port must be a TCP port, got {self.egress_port}")
 
 
 @dataclass(frozen=True)
@@ -149,15 +171,28 @@ class ForkServerDied(SandboxError):
     ended when known; ``stderr_tail`` is the last bytes it wrote to stderr.
     """
 
-    def __init__(self, *, name: str, pid: int | None, exit_code: int | None,
-                 signal: int | None, stderr_tail: str = "", reason: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        pid: int | None,
+        exit_code: int | None,
+        signal: int | None,
+        stderr_tail: str = "",
+        reason: str = "",
+    ) -> None:
         self.pid = pid
         self.exit_code = exit_code
         self.signal = signal
         self.stderr_tail = stderr_tail
         self.reason = reason
-        how = (f"killed by signal {signal}" if signal is not None
-               else f"exit code {exit_code}" if exit_code is not None else "status unknown")
+        how = (
+            f"killed by signal {signal}"
+            if signal is not None
+            else f"exit code {exit_code}"
+            if exit_code is not None
+            else "status unknown"
+        )
         label = f"fork server {name!r}" if name else "fork server"
         msg = f"{label} (pid {pid}) is gone: {how}"
         if reason:

@@ -18,7 +18,10 @@ Replies:    {"t": "ready", "pid", "uid", "gid", "groups"}
             {"t": "exit", "pid", "exit_code", "signal"}
 """
 
+from __future__ import annotations
+
 import importlib
+import io
 import json
 import os
 import resource
@@ -27,6 +30,13 @@ import signal
 import socket
 import struct
 import sys
+
+TYPE_CHECKING = False  # typing is not imported at run time: this script stays lean
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+    from typing import Any
+
+    Msg = dict[str, Any]
 
 HDR = struct.Struct("!II")
 RESULT_FD = 3
@@ -42,7 +52,7 @@ _RLIMITS = {
 }
 
 
-def _log(text):
+def _log(text: str) -> None:
     try:
         sys.stderr.write(f"puras-zygote[{os.getpid()}]: {text}\n")
         sys.stderr.flush()
@@ -50,15 +60,18 @@ def _log(text):
         pass
 
 
-_LIBC = None
-_ZYGOTE_PID = None
+_LIBC: Any = None
+_ZYGOTE_PID: int | None = None
 
 
-def _no_new_privs():
+def _no_new_privs() -> None:
     """Load libc (for prctl) and set PR_SET_NO_NEW_PRIVS, so no child can gain privileges
     through a setuid binary; become a child subreaper, so a process that leaves its job
     (a double fork, ``setsid``) is re-parented here rather than to init, where it can be found
-    and killed (:meth:`Zygote.sweep`)."""
+    and killed (:meth:`Zygote.sweep`); and not dumpable (``PR_SET_DUMPABLE`` 0, inherited by
+    every fork), so another process of the same uid (another job) can neither read this one's
+    ``/proc/<pid>/environ``, ``mem`` or ``fd`` nor ptrace it. ``execve`` of a readable program
+    makes a process dumpable again: an exec'd job is shielded by its namespaces instead."""
     global _LIBC
     try:
         import ctypes
@@ -66,24 +79,25 @@ def _no_new_privs():
         _LIBC = ctypes.CDLL(None, use_errno=True)
         _LIBC.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
         _LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        _LIBC.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
     except Exception as exc:  # pragma: no cover - best effort
         _log(f"prctl failed: {exc!r}")
 
 
-def _stat_fields(pid):
+def _stat_fields(pid: int | str) -> list[bytes]:
     """The fields of /proc/<pid>/stat after the command name (ppid at 1, session at 3)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
-    return stat[stat.rfind(b")") + 2:].split()
+    return stat[stat.rfind(b")") + 2 :].split()
 
 
-def _children_of(pid):
+def _children_of(pid: int) -> list[int]:
     """Direct children of ``pid`` (a single-threaded process)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(x) for x in f.read().split()]
     except OSError:  # kernels without CONFIG_PROC_CHILDREN: scan
-        found = []
+        found: list[int] = []
         for name in os.listdir("/proc"):
             if name.isdigit():
                 try:
@@ -97,14 +111,14 @@ def _children_of(pid):
 # ----------------------------------------------------------------------------- child side
 
 
-def _write_all(fd, data):
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
 
 
-def _flush_std():
+def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -112,7 +126,7 @@ def _flush_std():
             pass
 
 
-def _tb_tail(exc):
+def _tb_tail(exc: BaseException) -> str:
     import traceback
 
     tb = exc.__traceback__
@@ -122,12 +136,14 @@ def _tb_tail(exc):
     return "\n".join(lines[-_TB_LINES:])
 
 
-def _error(type_name, message, traceback_text=""):
-    return {"ok": False, "error": {"type": type_name, "message": message,
-                                   "traceback": traceback_text}}
+def _error(type_name: str, message: str, traceback_text: str = "") -> Msg:
+    return {
+        "ok": False,
+        "error": {"type": type_name, "message": message, "traceback": traceback_text},
+    }
 
 
-def _apply_limits(limits):
+def _apply_limits(limits: dict[str, int]) -> None:
     for key, value in limits.items():
         res = _RLIMITS[key]
         _soft, hard = resource.getrlimit(res)
@@ -138,11 +154,11 @@ def _apply_limits(limits):
         resource.setrlimit(res, (value, want_hard))
 
 
-async def _await(awaitable):
+async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def _run_python(call, payload):
+def _run_python(call: Msg, payload: bytes) -> tuple[int, Msg]:
     """Run the user's function; returns (exit code, result dict)."""
     function = call["function"]
     value = None
@@ -165,28 +181,31 @@ def _run_python(call, payload):
         return code, result
     except BaseException as exc:
         tail = _tb_tail(exc)
-        try:
-            sys.stderr.write(tail + "\n")
-        except Exception:
-            pass
+        if not getattr(exc, "puras_quiet", False):  # puras.request_input's question is no error
+            try:
+                sys.stderr.write(tail + "\n")
+            except Exception:
+                pass
         return 1, _error(type(exc).__name__, str(exc), tail)
     return 0, {"ok": True, "value": value}
 
 
-def _encode_result(result, function):
+def _encode_result(result: Msg, function: str) -> tuple[bytes, bool]:
     """Serialise ``result``; returns (bytes, replaced_by_ResultNotJSON)."""
     try:
         return json.dumps(result, allow_nan=False, ensure_ascii=False).encode("utf-8"), False
     except (TypeError, ValueError, RecursionError) as exc:
         value = result.get("value") if result.get("ok") else None
         found = type(value).__name__
-        msg = (f"{function}() returned a value that is not JSON-serialisable "
-               f"(top-level type {found}): {exc}")
+        msg = (
+            f"{function}() returned a value that is not JSON-serialisable "
+            f"(top-level type {found}): {exc}"
+        )
         err = _error("ResultNotJSON", msg)
         return json.dumps(err, ensure_ascii=False).encode("utf-8"), True
 
 
-def _detach():
+def _detach() -> None:
     """First steps of every child: own session, SIGKILL if the zygote dies, the signal
     dispositions of a fresh Python."""
     os.setsid()
@@ -200,7 +219,7 @@ def _detach():
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _child(msg, payload, fds, detached=False):
+def _child(msg: Msg, payload: bytes, fds: list[int], detached: bool = False) -> None:
     """Runs in the forked child; never returns."""
     code = 126
     call = msg["call"]
@@ -277,7 +296,7 @@ def _child(msg, payload, fds, detached=False):
 WARM_MODULE = "_zygote_warm"
 
 
-def _warm_up():
+def _warm_up() -> None:
     os.chdir("/")
     os.environ.clear()
     os.environ.update({"PURAS_SANDBOX_WARM": "1"})
@@ -307,10 +326,10 @@ def _warm_up():
         pass
 
 
-def _recv_frame(sock):
+def _recv_frame(sock: socket.socket) -> tuple[Msg, bytes, list[int]] | None:
     """Blocking read of one frame (and the fds sent with it) from ``sock``; None at EOF."""
     buf = bytearray()
-    fds = []
+    fds: list[int] = []
     need = HDR.size
     while len(buf) < need:
         data, got, _flags, _ = socket.recv_fds(sock, max(need - len(buf), 1 << 16), 32)
@@ -322,11 +341,11 @@ def _recv_frame(sock):
             jl, bl = HDR.unpack_from(buf)
             need = HDR.size + jl + bl
     jl, bl = HDR.unpack_from(buf)
-    msg = json.loads(bytes(buf[HDR.size:HDR.size + jl]))
-    return msg, bytes(buf[HDR.size + jl:HDR.size + jl + bl]), fds
+    msg = json.loads(bytes(buf[HDR.size : HDR.size + jl]))
+    return msg, bytes(buf[HDR.size + jl : HDR.size + jl + bl]), fds
 
 
-def _spare_main(sock_fd):
+def _spare_main(sock_fd: int) -> None:
     """Runs in a pre-forked spare; never returns."""
     code = 0
     try:
@@ -348,23 +367,23 @@ def _spare_main(sock_fd):
         os._exit(code)
 
 
-_KEEP = []
+_KEEP: list[socket.socket] = []
 
 
 # ---------------------------------------------------------------------------- zygote side
 
 
 class Zygote:
-    def __init__(self, ctl):
+    def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
         self.buf = bytearray()
-        self.fdq = []
-        self.children = set()
+        self.fdq: list[int] = []
+        self.children: set[int] = set()
         self.stop = False
         self.use_spare = True
-        self.spare = None  # (pid, socket) of the pre-forked child
+        self.spare: tuple[int, socket.socket] | None = None  # the pre-forked child
 
-    def make_spare(self):
+    def make_spare(self) -> None:
         if not self.use_spare or self.spare is not None or self.stop:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -381,14 +400,14 @@ class Zygote:
         theirs.close()
         self.spare = (pid, ours)
 
-    def drop_spare(self):
+    def drop_spare(self) -> None:
         if self.spare is None:
             return
         _pid, sock = self.spare
         self.spare = None
         sock.close()  # EOF: the spare exits by itself; reap() collects it
 
-    def hand_to_spare(self, msg, blob, fds):
+    def hand_to_spare(self, msg: Msg, blob: bytes, fds: list[int]) -> int | None:
         """Give the job to the spare; its pid, or None when there is no usable spare."""
         if self.spare is None:
             return None
@@ -410,12 +429,12 @@ class Zygote:
         sock.close()
         return pid
 
-    def send(self, obj):
+    def send(self, obj: Msg) -> None:
         data = json.dumps(obj, separators=(",", ":")).encode()
         self.ctl.sendall(HDR.pack(len(data), 0) + data)
 
     # -- children
-    def report(self, pid, status):
+    def report(self, pid: int, status: int) -> None:
         if self.spare is not None and self.spare[0] == pid:
             self.drop_spare()  # the spare died on its own; a new one is made when idle
         if pid not in self.children:
@@ -427,11 +446,11 @@ class Zygote:
             code, sig = os.waitstatus_to_exitcode(status), None
         self.send({"t": "exit", "pid": pid, "exit_code": code, "signal": sig})
 
-    def sweep(self, everything=False):
+    def sweep(self, everything: bool = False) -> None:
         """Kill processes that left their job: children of the zygote (a subreaper) that are
         neither a job, nor the spare, nor still in a running job's session. Their own children
         are re-parented here when they die, and swept at the next reap."""
-        keep = set() if everything else set(self.children)
+        keep: set[int] = set() if everything else set(self.children)
         if self.spare is not None and not everything:
             keep.add(self.spare[0])
         for pid in _children_of(os.getpid()):
@@ -448,13 +467,13 @@ class Zygote:
                 except OSError:
                     pass
 
-    def reap(self):
+    def reap(self) -> None:
         try:
             self._reap()
         finally:
             self.sweep()
 
-    def _reap(self):
+    def _reap(self) -> None:
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -475,7 +494,7 @@ class Zygote:
                 continue
             self.report(pid, status)
 
-    def kill_all(self):
+    def kill_all(self) -> None:
         if self.spare is not None:
             pid = self.spare[0]
             self.drop_spare()
@@ -502,11 +521,17 @@ class Zygote:
         self.sweep(everything=True)  # whatever escaped its job: no process outlives the zygote
 
     # -- requests
-    def on_spawn(self, msg, blob):
+    def on_spawn(self, msg: Msg, blob: bytes) -> None:
         n = msg["nfds"]
         if len(self.fdq) < n:
-            self.send({"t": "spawn_failed", "id": msg["id"], "errno": None,
-                       "error": f"protocol error: spawn needs {n} fds, {len(self.fdq)} queued"})
+            self.send(
+                {
+                    "t": "spawn_failed",
+                    "id": msg["id"],
+                    "errno": None,
+                    "error": f"protocol error: spawn needs {n} fds, {len(self.fdq)} queued",
+                }
+            )
             return
         fds, self.fdq = self.fdq[:n], self.fdq[n:]
         pid = self.hand_to_spare(msg, blob, fds)
@@ -517,8 +542,14 @@ class Zygote:
             except OSError as exc:
                 for fd in fds:
                     os.close(fd)
-                self.send({"t": "spawn_failed", "id": msg["id"], "errno": exc.errno,
-                           "error": f"fork failed: {exc}"})
+                self.send(
+                    {
+                        "t": "spawn_failed",
+                        "id": msg["id"],
+                        "errno": exc.errno,
+                        "error": f"fork failed: {exc}",
+                    }
+                )
                 return
             if pid == 0:
                 _child(msg, blob, fds)
@@ -527,7 +558,7 @@ class Zygote:
         self.children.add(pid)
         self.send({"t": "spawned", "id": msg["id"], "pid": pid})
 
-    def on_kill(self, msg):
+    def on_kill(self, msg: Msg) -> None:
         pid, sig = int(msg["pid"]), int(msg["sig"])
         if pid not in self.children:
             return
@@ -536,7 +567,7 @@ class Zygote:
         except OSError:
             pass
 
-    def handle(self, msg, blob):
+    def handle(self, msg: Msg, blob: bytes) -> None:
         op = msg.get("op")
         if op == "spawn":
             self.on_spawn(msg, blob)
@@ -547,7 +578,7 @@ class Zygote:
         else:
             _log(f"unknown request {op!r}")
 
-    def read_ctl(self):
+    def read_ctl(self) -> bool:
         try:
             data, fds, flags, _ = socket.recv_fds(self.ctl, 1 << 18, 32)
         except InterruptedError:
@@ -568,20 +599,20 @@ class Zygote:
             end = HDR.size + jl + bl
             if len(buf) < end:
                 break
-            msg = json.loads(bytes(buf[HDR.size:HDR.size + jl]))
-            blob = bytes(buf[HDR.size + jl:end])
+            msg = json.loads(bytes(buf[HDR.size : HDR.size + jl]))
+            blob = bytes(buf[HDR.size + jl : end])
             del buf[:end]
             self.handle(msg, blob)
         return True
 
-    def serve(self):
+    def serve(self) -> None:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
 
-        def on_term(*_):
+        def on_term(*_: object) -> None:
             self.stop = True
 
         signal.signal(signal.SIGTERM, on_term)
@@ -591,8 +622,15 @@ class Zygote:
         sel.register(ctl_fd, selectors.EVENT_READ)
         sel.register(wake_r, selectors.EVENT_READ)
         self.make_spare()  # so that the very first job already finds a warm child
-        self.send({"t": "ready", "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
-                   "groups": os.getgroups()})
+        self.send(
+            {
+                "t": "ready",
+                "pid": os.getpid(),
+                "uid": os.getuid(),
+                "gid": os.getgid(),
+                "groups": os.getgroups(),
+            }
+        )
         try:
             while not self.stop:
                 want_spare = self.use_spare and self.spare is None
@@ -620,16 +658,17 @@ class Zygote:
             self.kill_all()
 
 
-def main():
+def main() -> None:
     global _ZYGOTE_PID
     _ZYGOTE_PID = os.getpid()
     cfg = json.loads(sys.argv[1])
     ctl = socket.socket(fileno=int(cfg["fd"]))
     ctl.setblocking(True)
     for stream in (sys.stdout, sys.stderr):
+        if not isinstance(stream, io.TextIOWrapper):
+            continue
         try:
-            stream.reconfigure(encoding="utf-8", errors="backslashreplace",
-                               line_buffering=True)
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
         except Exception:
             pass
     stdlib = list(sys.path)
@@ -641,8 +680,9 @@ def main():
         try:
             importlib.import_module(name)
         except BaseException as exc:
-            zygote.send({"t": "fatal",
-                         "error": f"preload of {name!r} failed: {type(exc).__name__}: {exc}"})
+            zygote.send(
+                {"t": "fatal", "error": f"preload of {name!r} failed: {type(exc).__name__}: {exc}"}
+            )
             sys.exit(1)
     importlib.invalidate_caches()
     import gc

@@ -3,6 +3,8 @@
 Not part of the API; never imported by the platform.
 """
 
+from typing import Any
 
-def run(inputs):
+
+def run(inputs: Any) -> dict[str, Any]:
     return {"echo": inputs}

@@ -5,11 +5,22 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypedDict
 
 from ._types import Isolation, SandboxError
 
-__all__ = ["ETC_FILES", "SYSTEM_DIRS", "bwrap_available", "bwrap_command", "bwrap_path"]
+EGRESS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_egress_listen.py")
+"""Run before the zygote in a sandbox with an egress socket; see :mod:`._egress_listen`."""
+
+__all__ = [
+    "EGRESS_SCRIPT",
+    "ETC_FILES",
+    "SYSTEM_DIRS",
+    "bwrap_available",
+    "bwrap_command",
+    "bwrap_path",
+]
 
 #: Top-level system directories bound read-only (or recreated as symlinks) when present.
 SYSTEM_DIRS: tuple[str, ...] = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -17,12 +28,29 @@ SYSTEM_DIRS: tuple[str, ...] = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib
 #: The only parts of the host's ``/etc`` a sandbox sees (read-only, when present): name
 #: resolution, TLS roots, time zone, the dynamic linker's cache and ``alternatives``.
 ETC_FILES: tuple[str, ...] = (
-    "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts", "/etc/host.conf",
-    "/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols",
-    "/etc/localtime", "/etc/timezone", "/etc/ld.so.cache", "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d", "/etc/ssl", "/etc/ca-certificates", "/etc/ca-certificates.conf",
-    "/etc/pki", "/etc/crypto-policies", "/etc/alternatives", "/etc/mime.types",
-    "/etc/os-release", "/etc/debian_version",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/resolv.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/pki",
+    "/etc/crypto-policies",
+    "/etc/alternatives",
+    "/etc/mime.types",
+    "/etc/os-release",
+    "/etc/debian_version",
 )
 
 _available: dict[tuple[int | None, int | None], bool] = {}
@@ -39,7 +67,13 @@ def bwrap_path() -> str | None:
     return None
 
 
-def _id_kwargs(uid: int | None, gid: int | None) -> dict[str, object]:
+class IdKwargs(TypedDict, total=False):
+    """What :func:`_id_kwargs` may pass to ``subprocess``: a hook that drops privileges."""
+
+    preexec_fn: Callable[[], None]
+
+
+def _id_kwargs(uid: int | None, gid: int | None) -> IdKwargs:
     """Process-creation keyword arguments that run the process as ``uid``/``gid`` with no extra
     groups. A ``preexec_fn`` rather than ``user=``/``group=``: uvloop's subprocess support
     accepts the former only, and the platform's services run on uvloop."""
@@ -51,7 +85,8 @@ def _id_kwargs(uid: int | None, gid: int | None) -> dict[str, object]:
         return {}
     if os.geteuid() != 0:
         raise SandboxError(
-            f"running as uid {uid} / gid {gid} needs root; this process is uid {os.getuid()}")
+            f"running as uid {uid} / gid {gid} needs root; this process is uid {os.getuid()}"
+        )
 
     def drop_privileges() -> None:
         os.setgroups([])
@@ -74,18 +109,40 @@ def bwrap_available(uid: int | None = None, gid: int | None = None) -> bool:
     ok = False
     exe = bwrap_path()
     if exe is not None:
-        argv = [exe, "--unshare-all", "--die-with-parent", "--new-session",
-                "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        argv = [
+            exe,
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+        ]
         if uid is not None:
             argv += ["--uid", str(uid), "--gid", str(gid if gid is not None else uid)]
         argv += ["--", "/bin/sh", "-c", "exit 0"]
-        try:
-            res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, timeout=20, cwd="/",
-                                 **_id_kwargs(uid, gid))  # type: ignore[call-overload]
-            ok = res.returncode == 0
-        except (OSError, subprocess.SubprocessError, SandboxError):
-            ok = False
+        # A loaded host may be slow to start the probe, or fail it once (no memory, no pid
+        # for a moment): it is tried again before the answer, which is kept, is no.
+        for timeout in (20, 120):
+            try:
+                res = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=timeout,
+                    cwd="/",
+                    **_id_kwargs(uid, gid),
+                )
+                ok = res.returncode == 0
+            except (OSError, subprocess.SubprocessError, SandboxError):
+                ok = False
+            if ok:
+                break
     _available[key] = ok
     return ok
 
@@ -113,7 +170,8 @@ def _plan_binds(binds: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         deepest: tuple[str, str] | None = None
         for emode, epath in emitted:
             if path.startswith(epath.rstrip("/") + "/") and (
-                    deepest is None or _depth(epath) > _depth(deepest[1])):
+                deepest is None or _depth(epath) > _depth(deepest[1])
+            ):
                 deepest = (emode, epath)
         if deepest is not None and (deepest[0] == "rw") == (mode == "rw"):
             continue
@@ -121,11 +179,18 @@ def _plan_binds(binds: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return emitted
 
 
-def bwrap_command(*, bwrap: str, isolation: Isolation, python: str,
-                  python_paths: Sequence[str], sys_path: Sequence[str],
-                  zygote_files: Sequence[str],
-                  uid: int | None, gid: int | None, hostname: str = "puras-sandbox",
-                  ) -> list[str]:
+def bwrap_command(
+    *,
+    bwrap: str,
+    isolation: Isolation,
+    python: str,
+    python_paths: Sequence[str],
+    sys_path: Sequence[str],
+    zygote_files: Sequence[str],
+    uid: int | None,
+    gid: int | None,
+    hostname: str = "puras-sandbox",
+) -> list[str]:
     """The ``bwrap ... --`` prefix that runs ``python`` inside the sandbox for a zygote.
 
     ``python_paths`` are the interpreter's own directories (prefix, stdlib) to bind
@@ -151,8 +216,18 @@ def bwrap_command(*, bwrap: str, isolation: Isolation, python: str,
             argv += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             argv += ["--ro-bind", d, d]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp",
-             "--dir", "/var/tmp"]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/dev/shm",
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/var/tmp",
+    ]
     for f in ETC_FILES:
         if os.path.lexists(f):
             argv += ["--ro-bind-try", f, f]
@@ -162,6 +237,8 @@ def bwrap_command(*, bwrap: str, isolation: Isolation, python: str,
     binds += [("ro", p) for p in zygote_files]
     binds += [("ro", p) for p in isolation.ro_binds]
     binds += [("rw", p) for p in isolation.rw_binds]
+    if isolation.egress_socket is not None:
+        binds += [("ro", EGRESS_SCRIPT), ("ro", os.path.dirname(isolation.egress_socket))]
     system = {d for d in SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)}
     for mode, path in _plan_binds([("ro", d) for d in system] + binds):
         if path in system and mode != "rw":
@@ -169,4 +246,7 @@ def bwrap_command(*, bwrap: str, isolation: Isolation, python: str,
         flag = {"ro": "--ro-bind", "ro-try": "--ro-bind-try", "rw": "--bind"}[mode]
         argv += [flag, path, path]
     argv += ["--chdir", "/", "--"]
+    if isolation.egress_socket is not None:
+        argv += [python, "-I", "-S", EGRESS_SCRIPT]
+        argv += [isolation.egress_socket, str(isolation.egress_port)]
     return argv

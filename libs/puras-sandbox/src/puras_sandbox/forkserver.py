@@ -35,6 +35,7 @@ _WARM_MODULE = str(Path(__file__).resolve().with_name("_zygote_warm.py"))
 
 _HDR = struct.Struct("!II")
 _STREAM_LIMIT = 1 << 20  # StreamReader line limit; reading pauses at twice this unread
+_READ_CHUNK = 256 * 1024
 _STDERR_TAIL = 16 * 1024
 _DEFAULT_START_TIMEOUT = 30.0
 _DEFAULT_MAX_RESULT = 64 * 1024 * 1024
@@ -54,16 +55,76 @@ class _PipeReader(asyncio.StreamReaderProtocol):
         super().__init__(reader)
         self._closed_fut = closed
 
-    def eof_received(self) -> bool:
-        # StreamReaderProtocol answers True ("keep the transport open"); asyncio's pipe
-        # transport closes anyway, uvloop's honours it and would never call connection_lost.
-        super().eof_received()
-        return False
-
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)
+
+
+class _FdReader(asyncio.ReadTransport):
+    """A read transport over one pipe end, driven by ``loop.add_reader``; it owns the fd and
+    closes it exactly once.
+
+    Not ``loop.connect_read_pipe``: uvloop's pipe transport closes the fd in libuv and then
+    closes the file object it was given, which closes the same number a second time. Between
+    the two, another thread (a drive walk, a workdir removal) may have opened a file under
+    that number, and loses it: seen as EBADF in those threads, and as EEXIST when the number
+    came back to the event loop still registered.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fd: int, protocol: asyncio.Protocol
+    ) -> None:
+        super().__init__()
+        self._loop = loop
+        self._fd = fd
+        self._protocol = protocol
+        self._paused = False
+        os.set_blocking(fd, False)
+        protocol.connection_made(self)
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._fd, _READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._finish(exc)
+            return
+        if data:
+            self._protocol.data_received(data)
+        else:
+            self._protocol.eof_received()
+            self._finish(None)
+
+    def _finish(self, exc: Exception | None) -> None:
+        if self._fd < 0:
+            return
+        if not self._paused:
+            self._loop.remove_reader(self._fd)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        self._loop.call_soon(self._protocol.connection_lost, exc)
+
+    def pause_reading(self) -> None:
+        if self._fd >= 0 and not self._paused:
+            self._paused = True
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if self._fd >= 0 and self._paused:
+            self._paused = False
+            self._loop.add_reader(self._fd, self._readable)
+
+    def is_reading(self) -> bool:
+        return self._fd >= 0 and not self._paused
+
+    def is_closing(self) -> bool:
+        return self._fd < 0
+
+    def close(self) -> None:
+        self._finish(None)
 
 
 class _Collector(asyncio.Protocol):
@@ -83,9 +144,6 @@ class _Collector(asyncio.Protocol):
             self.chunks.clear()
         elif not self.overflow:
             self.chunks.append(data)
-
-    def eof_received(self) -> bool:
-        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -107,8 +165,9 @@ class Child:
     stdout: asyncio.StreamReader
     stderr: asyncio.StreamReader
 
-    def __init__(self, server: ForkServer, call: PythonCall | Exec,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, server: ForkServer, call: PythonCall | Exec, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._server = server
         self._is_python = isinstance(call, PythonCall)
         self._loop = loop
@@ -120,7 +179,7 @@ class Child:
         self._result = _Collector(self._closed[2], server.max_result_bytes)
         self._transports: list[asyncio.BaseTransport] = []
         self._wrapped = 0
-        """Read ends handed to a file object so far: those are closed by it, never by number."""
+        """Read ends handed to a transport so far: those are closed by it, never by number."""
         self._outcome: Outcome | None = None
 
     def __repr__(self) -> str:
@@ -128,24 +187,21 @@ class Child:
         return f"<Child pid={self.pid} {state} server={self._server.name!r}>"
 
     # -- plumbing used by ForkServer
-    async def _connect(self, out_r: int, err_r: int, res_r: int) -> None:
-        loop = self._loop
-        specs = ((out_r, _PipeReader(self.stdout, self._closed[0])),
-                 (err_r, _PipeReader(self.stderr, self._closed[1])),
-                 (res_r, self._result))
+    def _connect(self, out_r: int, err_r: int, res_r: int) -> None:
+        """Start reading the three pipes; each read end belongs to its transport from here."""
+        specs = (
+            (out_r, _PipeReader(self.stdout, self._closed[0])),
+            (err_r, _PipeReader(self.stderr, self._closed[1])),
+            (res_r, self._result),
+        )
         for fd, proto in specs:
-            # wrapping an fd we already hold does not touch the filesystem
-            pipe = open(fd, "rb", buffering=0, closefd=True)
-            self._wrapped += 1
+            self._wrapped += 1  # owned by the transport, even if adding its reader fails
             try:
-                transport, _ = await loop.connect_read_pipe(lambda p=proto: p, pipe)
+                self._transports.append(_FdReader(self._loop, fd, proto))
             except BaseException:
-                # Closed here, once; closing it again by number would close whatever fd
-                # the process has opened under that number since.
                 with contextlib.suppress(OSError):
-                    pipe.close()
+                    os.close(fd)
                 raise
-            self._transports.append(transport)
 
     def _set_exit(self, exit_code: int | None, sig: int | None) -> None:
         if not self._exit.done():
@@ -178,11 +234,15 @@ class Child:
         await asyncio.shield(asyncio.gather(*self._closed))
         result: dict[str, Any] | None = None
         if self._is_python and self._result.overflow:
-            result = {"ok": False, "error": {
-                "type": "ResultTooLarge",
-                "message": f"the result was {self._result.size} bytes; the limit is "
-                           f"{self._result.limit} bytes (ForkServer.max_result_bytes)",
-                "traceback": ""}}
+            result = {
+                "ok": False,
+                "error": {
+                    "type": "ResultTooLarge",
+                    "message": f"the result was {self._result.size} bytes; the limit is "
+                    f"{self._result.limit} bytes (ForkServer.max_result_bytes)",
+                    "traceback": "",
+                },
+            }
         elif self._is_python and self._result.chunks:
             try:
                 parsed = json.loads(b"".join(self._result.chunks))
@@ -239,11 +299,20 @@ class ForkServer:
     ``ResultTooLarge`` error (the platform never buffers more than that per job).
     """
 
-    def __init__(self, *, python: str, sys_path: list[str], preload: tuple[str, ...] = (),
-                 uid: int | None = None, gid: int | None = None,
-                 isolation: Isolation | None = None, name: str = "",
-                 start_timeout: float = _DEFAULT_START_TIMEOUT, prefork: bool = True,
-                 max_result_bytes: int = _DEFAULT_MAX_RESULT) -> None:
+    def __init__(
+        self,
+        *,
+        python: str,
+        sys_path: list[str],
+        preload: tuple[str, ...] = (),
+        uid: int | None = None,
+        gid: int | None = None,
+        isolation: Isolation | None = None,
+        name: str = "",
+        start_timeout: float = _DEFAULT_START_TIMEOUT,
+        prefork: bool = True,
+        max_result_bytes: int = _DEFAULT_MAX_RESULT,
+    ) -> None:
         self.python = python
         self.sys_path = [str(p) for p in sys_path]
         self.preload = tuple(preload)
@@ -277,9 +346,15 @@ class ForkServer:
     @property
     def alive(self) -> bool:
         """True between a successful :meth:`start` and the zygote's death or :meth:`close`."""
-        return (self._proc is not None and self._ready is not None and self._ready.done()
-                and not self._ready.cancelled() and self._ready.exception() is None
-                and self._dead is None and not self._closing)
+        return (
+            self._proc is not None
+            and self._ready is not None
+            and self._ready.done()
+            and not self._ready.cancelled()
+            and self._ready.exception() is None
+            and self._dead is None
+            and not self._closing
+        )
 
     @property
     def pid(self) -> int | None:
@@ -304,7 +379,7 @@ class ForkServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _command(self) -> tuple[list[str], dict[str, Any]]:
+    async def _command(self) -> tuple[list[str], _bwrap.IdKwargs]:
         ids = _bwrap._id_kwargs(self.uid, self.gid)
         if self.isolation is None:
             return [self.python, "-I", "-S", ZYGOTE_SCRIPT], ids
@@ -313,12 +388,17 @@ class ForkServer:
             raise SandboxError("isolation requested but bwrap is not installed", name=self.name)
         info = await _probe_python(self.python)
         real = info["executable"]
-        python_paths = [info["base_prefix"], info["prefix"], os.path.dirname(real),
-                        *info["path"]]
+        python_paths = [info["base_prefix"], info["prefix"], os.path.dirname(real), *info["path"]]
         prefix = _bwrap.bwrap_command(
-            bwrap=exe, isolation=self.isolation, python=real, python_paths=python_paths,
-            sys_path=self.sys_path, zygote_files=(ZYGOTE_SCRIPT, _WARM_MODULE),
-            uid=self.uid, gid=self.gid)
+            bwrap=exe,
+            isolation=self.isolation,
+            python=real,
+            python_paths=python_paths,
+            sys_path=self.sys_path,
+            zygote_files=(ZYGOTE_SCRIPT, _WARM_MODULE),
+            uid=self.uid,
+            gid=self.gid,
+        )
         return [*prefix, real, "-I", "-S", ZYGOTE_SCRIPT], ids
 
     async def start(self) -> None:
@@ -333,21 +413,36 @@ class ForkServer:
         self._loop = loop
         cmd, ids = await self._command()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        config = json.dumps({"fd": child.fileno(), "sys_path": self.sys_path,
-                             "preload": list(self.preload), "name": self.name,
-                             "prefork": self.prefork})
+        config = json.dumps(
+            {
+                "fd": child.fileno(),
+                "sys_path": self.sys_path,
+                "preload": list(self.preload),
+                "name": self.name,
+                "prefork": self.prefork,
+            }
+        )
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *cmd, config, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-                pass_fds=(child.fileno(),), env={}, cwd="/", start_new_session=True, **ids)
+                *cmd,
+                config,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(child.fileno(),),
+                env={},
+                cwd="/",
+                start_new_session=True,
+                **ids,
+            )
         except OSError as exc:
             parent.close()
             who = f" as uid {self.uid}" if self.uid is not None else ""
             raise SandboxError(
                 f"cannot start the zygote {cmd[0]!r}{who}: {exc} (the interpreter and "
                 f"{ZYGOTE_SCRIPT!r} must be readable and executable by that user)",
-                name=self.name) from exc
+                name=self.name,
+            ) from exc
         finally:
             child.close()
         parent.setblocking(False)
@@ -356,17 +451,24 @@ class ForkServer:
         self._reader_task = loop.create_task(self._read_loop())
         self._stderr_task = loop.create_task(self._drain_stderr())
         try:
-            self._zygote_info = await asyncio.wait_for(asyncio.shield(self._ready),
-                                                       self.start_timeout)
+            self._zygote_info = await asyncio.wait_for(
+                asyncio.shield(self._ready), self.start_timeout
+            )
         except TimeoutError:
             await self._abort()
-            raise SandboxError(f"zygote {self.name!r} (pid {self.pid}) was not ready within "
-                               f"{self.start_timeout} s", name=self.name,
-                               detail=self._tail()) from None
+            raise SandboxError(
+                f"zygote {self.name!r} (pid {self.pid}) was not ready within "
+                f"{self.start_timeout} s",
+                name=self.name,
+                detail=self._tail(),
+            ) from None
         except SandboxError as exc:
             await self._abort()
-            raise SandboxError(f"zygote {self.name!r} failed to start: {exc.args[0]}",
-                               name=self.name, detail=self._tail()) from None
+            raise SandboxError(
+                f"zygote {self.name!r} failed to start: {exc.args[0]}",
+                name=self.name,
+                detail=self._tail(),
+            ) from None
         except BaseException:  # cancelled: do not leave a zygote behind
             await self._abort()
             raise
@@ -404,8 +506,7 @@ class ForkServer:
         try:
             await asyncio.wait_for(self._proc.wait(), 5)
         except TimeoutError:
-            log.warning("fork server %r (pid %s) ignored shutdown; killing it", self.name,
-                        self.pid)
+            log.warning("fork server %r (pid %s) ignored shutdown; killing it", self.name, self.pid)
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
             await self._proc.wait()
@@ -422,8 +523,14 @@ class ForkServer:
             self._sock.close()
 
     # ------------------------------------------------------------------ spawning
-    async def spawn(self, call: PythonCall | Exec, *, workdir: str, env: dict[str, str],
-                    limits: Limits = Limits()) -> Child:  # noqa: B008 - frozen dataclass
+    async def spawn(
+        self,
+        call: PythonCall | Exec,
+        *,
+        workdir: str,
+        env: dict[str, str],
+        limits: Limits = Limits(),  # noqa: B008 - frozen dataclass
+    ) -> Child:
         """Fork a child that runs ``call`` in ``workdir`` with exactly ``env`` as environment.
 
         Returns once the zygote has forked it (the :class:`Child` knows its pid). Safe to
@@ -456,10 +563,10 @@ class ForkServer:
                 os.close(fd)
             raise
         try:
-            await child._connect(*read_ends)
+            child._connect(*read_ends)
             await fut
         except BaseException:
-            for fd in read_ends[child._wrapped:]:
+            for fd in read_ends[child._wrapped :]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             child._close_transports()
@@ -485,9 +592,13 @@ class ForkServer:
             raise SandboxError(f"fork server {self.name!r} is {state}", name=self.name)
 
     # ------------------------------------------------------------------ control channel
-    async def _send(self, msg: dict[str, Any], blob: bytes = b"",
-                    fds: list[int] | None = None, committed: list[bool] | None = None,
-                    ) -> None:
+    async def _send(
+        self,
+        msg: dict[str, Any],
+        blob: bytes = b"",
+        fds: list[int] | None = None,
+        committed: list[bool] | None = None,
+    ) -> None:
         """Send one frame (with ``fds``, which this always closes) to the zygote.
 
         Frames never interleave. Once any byte may have left, the rest of the frame is sent
@@ -533,8 +644,7 @@ class ForkServer:
         except OSError as exc:
             raise self._died_error(f"control socket write failed: {exc}") from exc
 
-    async def _send_rest(self, sock: socket.socket, data: bytes, sent: int,
-                         fds: list[int]) -> None:
+    async def _send_rest(self, sock: socket.socket, data: bytes, sent: int, fds: list[int]) -> None:
         """Finish a frame; owns the send lock and ``fds`` (closes them)."""
         loop = self._loop
         assert loop is not None
@@ -589,7 +699,7 @@ class ForkServer:
                     end = _HDR.size + jl + bl
                     if len(buf) < end:
                         break
-                    msg = json.loads(bytes(buf[_HDR.size:_HDR.size + jl]))
+                    msg = json.loads(bytes(buf[_HDR.size : _HDR.size + jl]))
                     del buf[:end]
                     self._dispatch(msg)
         finally:
@@ -612,15 +722,19 @@ class ForkServer:
             else:
                 fut.set_result(pid)
         elif kind == "exit":
-            child = self._children.pop(int(msg["pid"]), None)
-            if child is not None:
-                child._set_exit(msg.get("exit_code"), msg.get("signal"))
+            exited = self._children.pop(int(msg["pid"]), None)
+            if exited is not None:
+                exited._set_exit(msg.get("exit_code"), msg.get("signal"))
         elif kind == "spawn_failed":
             entry = self._pending.pop(msg["id"], None)
             if entry is not None and not entry[1].done():
-                entry[1].set_exception(SpawnFailed(
-                    f"fork server {self.name!r} could not spawn: {msg.get('error')}",
-                    name=self.name, errno=msg.get("errno")))
+                entry[1].set_exception(
+                    SpawnFailed(
+                        f"fork server {self.name!r} could not spawn: {msg.get('error')}",
+                        name=self.name,
+                        errno=msg.get("errno"),
+                    )
+                )
         elif kind == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(msg)
@@ -634,17 +748,27 @@ class ForkServer:
         rc = self._proc.returncode if self._proc is not None else None
         code = rc if rc is not None and rc >= 0 else None
         sig = -rc if rc is not None and rc < 0 else None
-        return ForkServerDied(name=self.name, pid=self.pid, exit_code=code, signal=sig,
-                              stderr_tail=self._tail(), reason=reason)
+        return ForkServerDied(
+            name=self.name,
+            pid=self.pid,
+            exit_code=code,
+            signal=sig,
+            stderr_tail=self._tail(),
+            reason=reason,
+        )
 
     def _on_gone(self, reason: str) -> None:
         if self._dead is not None:
             return
         self._dead = exc = self._died_error(reason)
         if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(SandboxError(
-                f"zygote exited before it was ready ({reason}; "
-                f"exit code {exc.exit_code}, signal {exc.signal})", name=self.name))
+            self._ready.set_exception(
+                SandboxError(
+                    f"zygote exited before it was ready ({reason}; "
+                    f"exit code {exc.exit_code}, signal {exc.signal})",
+                    name=self.name,
+                )
+            )
             self._ready.exception()
         for child, fut in self._pending.values():
             if not fut.done():
@@ -657,8 +781,9 @@ class ForkServer:
             self._direct_killpg(pid, _signal.SIGKILL)
             child._fail(self._died_error(reason))
         if children and not self._closing:
-            log.error("fork server %r died with %d live children: %s", self.name,
-                      len(children), exc)
+            log.error(
+                "fork server %r died with %d live children: %s", self.name, len(children), exc
+            )
 
     async def _drain_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -682,8 +807,9 @@ class ForkServer:
 # ---------------------------------------------------------------------- helpers
 
 
-def _request(call: PythonCall | Exec, workdir: str, env: dict[str, str],
-             limits: Limits) -> dict[str, Any]:
+def _request(
+    call: PythonCall | Exec, workdir: str, env: dict[str, str], limits: Limits
+) -> dict[str, Any]:
     if not isinstance(workdir, str) or not os.path.isabs(workdir):
         raise SandboxError(f"workdir must be an absolute path, got {workdir!r}")
     for k, v in env.items():
@@ -699,17 +825,27 @@ def _request(call: PythonCall | Exec, workdir: str, env: dict[str, str],
             raise SandboxError("PythonCall.payload must be bytes (JSON text)")
         if not isinstance(call.import_dir, str) or not os.path.isabs(call.import_dir):
             raise SandboxError(
-                f"PythonCall.import_dir must be an absolute path, got {call.import_dir!r}")
-        wire_call = {"kind": "python", "import_dir": call.import_dir, "module": call.module,
-                     "function": call.function}
+                f"PythonCall.import_dir must be an absolute path, got {call.import_dir!r}"
+            )
+        wire_call = {
+            "kind": "python",
+            "import_dir": call.import_dir,
+            "module": call.module,
+            "function": call.function,
+        }
     elif isinstance(call, Exec):
         if not call.argv or not all(isinstance(a, str) for a in call.argv):
             raise SandboxError(f"Exec.argv must be a non-empty list of str, got {call.argv!r}")
         wire_call = {"kind": "exec", "argv": list(call.argv)}
     else:
         raise SandboxError(f"call must be a PythonCall or an Exec, got {type(call).__name__}")
-    return {"op": "spawn", "call": wire_call, "workdir": workdir, "env": dict(env),
-            "limits": limits.to_wire()}
+    return {
+        "op": "spawn",
+        "call": wire_call,
+        "workdir": workdir,
+        "env": dict(env),
+        "limits": limits.to_wire(),
+    }
 
 
 def _close_all(fds: list[int]) -> None:
@@ -746,7 +882,7 @@ def _is_session_leader(pid: int) -> bool:
             stat = f.read()
     except OSError:
         return False
-    fields = stat[stat.rfind(b")") + 2:].split()
+    fields = stat[stat.rfind(b")") + 2 :].split()
     try:
         pgid, sid = int(fields[2]), int(fields[3])
     except (IndexError, ValueError):
@@ -760,14 +896,24 @@ async def _probe_python(python: str) -> dict[str, Any]:
         return _probe_cache[python]
     try:
         proc = await asyncio.create_subprocess_exec(
-            python, "-I", "-S", "-c", _PROBE, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={})
+            python,
+            "-I",
+            "-S",
+            "-c",
+            _PROBE,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={},
+        )
     except OSError as exc:
         raise SandboxError(f"cannot run python {python!r}: {exc}") from exc
     out, err = await proc.communicate()
     if proc.returncode != 0:
-        raise SandboxError(f"python {python!r} exited {proc.returncode} when probed",
-                           detail=err.decode("utf-8", "replace"))
+        raise SandboxError(
+            f"python {python!r} exited {proc.returncode} when probed",
+            detail=err.decode("utf-8", "replace"),
+        )
     info: dict[str, Any] = json.loads(out)
     _probe_cache[python] = info
     return info

@@ -33,8 +33,14 @@ def _runs_as(python: str, uid: int | None, gid: int | None) -> bool:
     probe = f"import sys; assert sys.version_info[:2] == {tuple(sys.version_info[:2])!r}"
     try:
         result = subprocess.run(
-            [python, "-I", "-S", "-c", probe], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, timeout=20, cwd="/", env={}, **_id_kwargs(uid, gid),  # type: ignore[call-overload]
+            [python, "-I", "-S", "-c", probe],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=20,
+            cwd="/",
+            env={},
+            **_id_kwargs(uid, gid),
         )
     except (OSError, subprocess.SubprocessError):
         return False

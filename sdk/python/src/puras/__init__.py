@@ -3,7 +3,8 @@
 * The client, for apps: ``puras.Client`` submits jobs to deployed skills and waits for them.
 * The in-skill runtime, for code running inside a job: ``puras.secret``, ``puras.load_bytes`` /
   ``puras.load_path`` (file inputs of any shape), ``puras.drive`` (signed links),
-  ``puras.media`` (media generation) and ``puras.subagent`` (child jobs).
+  ``puras.media`` (media generation), ``puras.subagent`` (child jobs) and
+  ``puras.request_input`` (ask a person and wait for the answer).
 
 Inside a job only this package is importable from the platform, so the client (which needs
 ``httpx``) is loaded on first use rather than at import.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from puras import drive, media, subagent
+from puras.asking import InputRequested, request_input
 from puras.errors import JobError, PurasAPIError, PurasError, SecretError
 from puras.inputs import InputError, load_bytes, load_path
 from puras.runtime import secret
@@ -26,6 +28,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "InputError",
+    "InputRequested",
     "JobError",
     "PurasAPIError",
     "PurasError",
@@ -35,6 +38,7 @@ __all__ = [
     "load_bytes",
     "load_path",
     "media",
+    "request_input",
     "secret",
     "subagent",
 ]

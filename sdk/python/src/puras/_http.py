@@ -13,7 +13,6 @@ import httpx
 from puras.errors import PurasAPIError
 
 DEFAULT_API_BASE = "http://127.0.0.1:8080"
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def resolve_config(api_key: str | None, api_base: str | None) -> tuple[str, str]:
@@ -37,6 +36,8 @@ def submit_request(
     version: int | None,
     wait: bool,
     timeout: int,
+    routing_key: str | None = None,
+    webhook_url: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str] | None]:
     """The body and query of ``POST /v1/jobs``."""
     body: dict[str, Any] = {"skill": skill, "inputs": inputs or {}}
@@ -45,6 +46,10 @@ def submit_request(
         body["skillpack"] = pack
     if version is not None:
         body["version"] = version
+    if routing_key is not None:
+        body["routing_key"] = routing_key
+    if webhook_url is not None:
+        body["webhook_url"] = webhook_url
     params = {"wait": "true", "timeout": str(timeout)} if wait else None
     return body, params
 
@@ -53,6 +58,7 @@ def check(response: httpx.Response) -> Any:
     """The JSON body of a 2xx response, or :class:`PurasAPIError` with the API's code and message."""
     if response.status_code < 400:
         return response.json()
+    retry_after = response.headers.get("retry-after", "")
     try:
         body = response.json()
         error = body.get("error", {})
@@ -62,6 +68,7 @@ def check(response: httpx.Response) -> Any:
             error.get("message", response.text),
             details=error.get("details"),
             body=body,
+            retry_after=int(retry_after) if retry_after.isdigit() else None,
         )
     except ValueError:
         raise PurasAPIError(response.status_code, "error", response.text[:500]) from None
@@ -113,4 +120,5 @@ class EventCursor:
         if parsed["id"] <= self.after_id:
             return None  # already seen before a reconnect
         self.after_id = parsed["id"]
-        return parsed
+        accepted: dict[str, Any] = parsed
+        return accepted

@@ -11,13 +11,21 @@ from typing import Any
 
 from puras.errors import PurasAPIError, PurasError
 
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+"""The statuses a job ends in (the platform's own definition cannot be imported here: this
+package ships to apps and skills without the platform)."""
 
-def call(method: str, route: str, body: Any = None, *, timeout: float = 30.0, what: str = "puras") -> Any:
+
+def call(
+    method: str, route: str, body: Any = None, *, timeout: float = 30.0, what: str = "puras"
+) -> Any:
     """The JSON answer of ``method route``; :class:`PurasAPIError` for an error answer."""
     base = os.environ.get("PURAS_API_BASE", "").rstrip("/")
     token = os.environ.get("PURAS_JOB_TOKEN")
     if not base or not token:
-        raise PurasError(f"{what} runs inside a job: it needs PURAS_API_BASE and PURAS_JOB_TOKEN, which the platform sets for every job")
+        raise PurasError(
+            f"{what} runs inside a job: it needs PURAS_API_BASE and PURAS_JOB_TOKEN, which the platform sets for every job"
+        )
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Authorization": f"Bearer {token}", "User-Agent": "puras-runtime"}
     if data is not None:
@@ -39,4 +47,10 @@ def error_of(exc: urllib.error.HTTPError) -> PurasAPIError:
         error = body.get("error", {}) if isinstance(body, dict) else {}
     except ValueError:
         return PurasAPIError(exc.code, "error", raw[:500].decode("utf-8", "replace"))
-    return PurasAPIError(exc.code, error.get("code", "error"), error.get("message", ""), details=error.get("details"), body=body)
+    return PurasAPIError(
+        exc.code,
+        error.get("code", "error"),
+        error.get("message", ""),
+        details=error.get("details"),
+        body=body,
+    )

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import httpx
 
 from puras._http import (
-    TERMINAL,
     EventCursor,
     SSEParser,
     check,
@@ -18,6 +17,7 @@ from puras._http import (
     resolve_config,
     submit_request,
 )
+from puras._jobapi import TERMINAL
 from puras.errors import JobError, PurasAPIError
 
 Transport = Literal["sse", "poll"]
@@ -29,6 +29,18 @@ def _run_result(job: dict[str, Any], timeout: float) -> Any:
     if job.get("status") not in TERMINAL:
         raise JobError(job, f"job {job['id']} still {job.get('status')} after {timeout}s")
     raise JobError(job)
+
+
+def _settled(job: dict[str, Any], or_waiting: bool) -> bool:
+    """Whether a wait is over: the job ended, or (``or_waiting``) it waits for input."""
+    return job.get("status") in TERMINAL or (or_waiting and job.get("status") == "waiting")
+
+
+def _answer(answer: Any, request_id: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"answer": answer}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
 
 
 class Client:
@@ -51,7 +63,9 @@ class Client:
         key, base = resolve_config(api_key, api_base)
         self.skillpack = skillpack
         self.api_base = base
-        self._http = httpx.Client(base_url=base, headers=headers(key), timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=base, headers=headers(key), timeout=timeout, transport=transport
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -71,27 +85,64 @@ class Client:
         version: int | None = None,
         wait: bool = False,
         timeout: int = 60,
+        routing_key: str | None = None,
+        webhook_url: str | None = None,
     ) -> dict[str, Any]:
         """Submit a job and return the job object; ``wait=True`` holds the request server-side
-        for up to ``timeout`` seconds (the API caps it at 60)."""
+        for up to ``timeout`` seconds (the API caps it at 60). ``routing_key`` keeps jobs with
+        the same key on the same version while a deployment ramps up; ``webhook_url`` also
+        sends the job's end there, signed."""
         body, params = submit_request(
-            skill, inputs, default_skillpack=self.skillpack, skillpack=skillpack, version=version, wait=wait, timeout=timeout
+            skill,
+            inputs,
+            default_skillpack=self.skillpack,
+            skillpack=skillpack,
+            version=version,
+            wait=wait,
+            timeout=timeout,
+            routing_key=routing_key,
+            webhook_url=webhook_url,
         )
-        read = httpx.Timeout(self._http.timeout.connect or 10.0, read=timeout + 10) if wait else None
-        return check(self._http.post("/v1/jobs", json=body, params=params, **({"timeout": read} if read else {})))
+        extra: dict[str, Any] = {}
+        if wait:
+            extra["timeout"] = httpx.Timeout(self._http.timeout.connect or 10.0, read=timeout + 10)
+        job: dict[str, Any] = check(self._http.post("/v1/jobs", json=body, params=params, **extra))
+        return job
 
     def get(self, job_id: str) -> dict[str, Any]:
         """Fetch a job by id."""
-        return check(self._http.get(f"/v1/jobs/{job_id}"))
+        job: dict[str, Any] = check(self._http.get(f"/v1/jobs/{job_id}"))
+        return job
 
-    def wait(self, job_id: str, *, timeout: float = 600, poll_interval: float = 2.0) -> dict[str, Any]:
-        """Poll until the job is terminal or ``timeout`` seconds pass; returns the last job seen."""
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 600,
+        poll_interval: float = 2.0,
+        or_waiting: bool = False,
+    ) -> dict[str, Any]:
+        """Poll until the job is terminal or ``timeout`` seconds pass; returns the last job seen.
+        ``or_waiting``: return as well when the job is ``waiting`` for input (its
+        ``input_request`` holds the question; answer it with :meth:`provide_input`)."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.get(job_id)
-            if job.get("status") in TERMINAL or time.monotonic() >= deadline:
+            if _settled(job, or_waiting) or time.monotonic() >= deadline:
                 return job
             time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def provide_input(
+        self, job_id: str, answer: Any, *, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Answer the question a ``waiting`` job asked; returns the job (queued to run on).
+        The answer must match the question's ``answer_schema`` (:class:`PurasAPIError` 400,
+        with JSON pointers in ``details``); 409 when the job is not waiting, or, given
+        ``request_id``, waits on another question."""
+        job: dict[str, Any] = check(
+            self._http.post(f"/v1/jobs/{job_id}/input", json=_answer(answer, request_id))
+        )
+        return job
 
     def run(
         self,
@@ -105,10 +156,18 @@ class Client:
     ) -> Any:
         """Submit and wait, returning the skill's result; :class:`JobError` if it did not succeed."""
         job = self.submit(skill, inputs, skillpack=skillpack, version=version)
-        return _run_result(self.wait(job["id"], timeout=timeout, poll_interval=poll_interval), timeout)
+        return _run_result(
+            self.wait(job["id"], timeout=timeout, poll_interval=poll_interval), timeout
+        )
 
     def events(
-        self, job_id: str, *, after_id: int = 0, transport: Transport = "sse", poll_interval: float = 1.5, reconnects: int = 5
+        self,
+        job_id: str,
+        *,
+        after_id: int = 0,
+        transport: Transport = "sse",
+        poll_interval: float = 1.5,
+        reconnects: int = 5,
     ) -> Iterator[dict[str, Any]]:
         """The job's events (``{id, type, payload, created_at}``) as they happen, from the start
         (or after ``after_id``), ending when the job ends. A dropped stream is resumed from the
@@ -121,7 +180,9 @@ class Client:
         while not cursor.ended:
             try:
                 with self._http.stream(
-                    "GET", f"/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": str(cursor.after_id)},
+                    "GET",
+                    f"/v1/jobs/{job_id}/stream",
+                    headers={"Last-Event-ID": str(cursor.after_id)},
                     timeout=httpx.Timeout(10.0, read=60.0),
                 ) as response:
                     if response.status_code >= 400:
@@ -139,9 +200,45 @@ class Client:
                     raise
                 time.sleep(min(2.0, 0.2 * failures))
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Any other endpoint of the API (``/v1/deployments``, ``/v1/secrets``, ``/v1/drive/…``),
+        with this client's key; returns the JSON answer, :class:`PurasAPIError` otherwise."""
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        return check(
+            self._http.request(
+                method, path, params=params, json=json, files=files, data=data, **extra
+            )
+        )
+
+    def download(self, path: str, into: BinaryIO, *, params: dict[str, Any] | None = None) -> int:
+        """Stream a binary answer (a drive zip, a file) into ``into``; returns the bytes written."""
+        written = 0
+        with self._http.stream(
+            "GET", path, params=params, timeout=httpx.Timeout(10.0, read=120.0)
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                check(response)
+            for chunk in response.iter_bytes():
+                into.write(chunk)
+                written += len(chunk)
+        return written
+
     def _poll(self, job_id: str, cursor: EventCursor, interval: float) -> Iterator[dict[str, Any]]:
         while True:
-            page = check(self._http.get(f"/v1/jobs/{job_id}/events", params={"after_id": cursor.after_id}))
+            page = check(
+                self._http.get(f"/v1/jobs/{job_id}/events", params={"after_id": cursor.after_id})
+            )
             for event in page["events"]:
                 cursor.after_id = event["id"]
                 yield event
@@ -166,7 +263,9 @@ class AsyncClient:
         key, base = resolve_config(api_key, api_base)
         self.skillpack = skillpack
         self.api_base = base
-        self._http = httpx.AsyncClient(base_url=base, headers=headers(key), timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=base, headers=headers(key), timeout=timeout, transport=transport
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -186,24 +285,56 @@ class AsyncClient:
         version: int | None = None,
         wait: bool = False,
         timeout: int = 60,
+        routing_key: str | None = None,
+        webhook_url: str | None = None,
     ) -> dict[str, Any]:
         body, params = submit_request(
-            skill, inputs, default_skillpack=self.skillpack, skillpack=skillpack, version=version, wait=wait, timeout=timeout
+            skill,
+            inputs,
+            default_skillpack=self.skillpack,
+            skillpack=skillpack,
+            version=version,
+            wait=wait,
+            timeout=timeout,
+            routing_key=routing_key,
+            webhook_url=webhook_url,
         )
-        read = httpx.Timeout(self._http.timeout.connect or 10.0, read=timeout + 10) if wait else None
-        return check(await self._http.post("/v1/jobs", json=body, params=params, **({"timeout": read} if read else {})))
+        extra: dict[str, Any] = {}
+        if wait:
+            extra["timeout"] = httpx.Timeout(self._http.timeout.connect or 10.0, read=timeout + 10)
+        job: dict[str, Any] = check(
+            await self._http.post("/v1/jobs", json=body, params=params, **extra)
+        )
+        return job
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        return check(await self._http.get(f"/v1/jobs/{job_id}"))
+        job: dict[str, Any] = check(await self._http.get(f"/v1/jobs/{job_id}"))
+        return job
 
-    async def wait(self, job_id: str, *, timeout: float = 600, poll_interval: float = 2.0) -> dict[str, Any]:
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 600,
+        poll_interval: float = 2.0,
+        or_waiting: bool = False,
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             job = await self.get(job_id)
-            if job.get("status") in TERMINAL or loop.time() >= deadline:
+            if _settled(job, or_waiting) or loop.time() >= deadline:
                 return job
             await asyncio.sleep(min(poll_interval, max(0.0, deadline - loop.time())))
+
+    async def provide_input(
+        self, job_id: str, answer: Any, *, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Answer the question a ``waiting`` job asked (see :meth:`Client.provide_input`)."""
+        job: dict[str, Any] = check(
+            await self._http.post(f"/v1/jobs/{job_id}/input", json=_answer(answer, request_id))
+        )
+        return job
 
     async def run(
         self,
@@ -216,15 +347,27 @@ class AsyncClient:
         poll_interval: float = 2.0,
     ) -> Any:
         job = await self.submit(skill, inputs, skillpack=skillpack, version=version)
-        return _run_result(await self.wait(job["id"], timeout=timeout, poll_interval=poll_interval), timeout)
+        return _run_result(
+            await self.wait(job["id"], timeout=timeout, poll_interval=poll_interval), timeout
+        )
 
     async def events(
-        self, job_id: str, *, after_id: int = 0, transport: Transport = "sse", poll_interval: float = 1.5, reconnects: int = 5
+        self,
+        job_id: str,
+        *,
+        after_id: int = 0,
+        transport: Transport = "sse",
+        poll_interval: float = 1.5,
+        reconnects: int = 5,
     ) -> AsyncIterator[dict[str, Any]]:
         cursor = EventCursor(after_id)
         if transport == "poll":
             while True:
-                page = check(await self._http.get(f"/v1/jobs/{job_id}/events", params={"after_id": cursor.after_id}))
+                page = check(
+                    await self._http.get(
+                        f"/v1/jobs/{job_id}/events", params={"after_id": cursor.after_id}
+                    )
+                )
                 for event in page["events"]:
                     cursor.after_id = event["id"]
                     yield event
@@ -236,7 +379,9 @@ class AsyncClient:
         while not cursor.ended:
             try:
                 async with self._http.stream(
-                    "GET", f"/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": str(cursor.after_id)},
+                    "GET",
+                    f"/v1/jobs/{job_id}/stream",
+                    headers={"Last-Event-ID": str(cursor.after_id)},
                     timeout=httpx.Timeout(10.0, read=60.0),
                 ) as response:
                     if response.status_code >= 400:

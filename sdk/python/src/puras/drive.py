@@ -24,8 +24,9 @@ from puras.errors import PurasAPIError, PurasError
 
 DEFAULT_TTL = 3600
 FETCHED_ENV = "PURAS_DRIVE_FETCHED"
-"""Set when the drive is not a live folder (the S3 backend): files are fetched on first read,
-and listed in this file so that the runner does not upload them back as the job's own."""
+"""Set when the runner writes the job's files back from a folder of the job's own (S3, and the
+local backend's overlay): files fetched on first read, or uploaded when signed, are listed in
+this file so that the runner does not upload them again."""
 
 
 def sign(path: str, *, ttl: int = DEFAULT_TTL) -> dict[str, Any]:
@@ -36,7 +37,8 @@ def sign(path: str, *, ttl: int = DEFAULT_TTL) -> dict[str, Any]:
     """
     if os.environ.get(FETCHED_ENV):
         _save_before_signing(path)
-    return _api("GET", "/v1/drive/sign", {"path": path, "ttl": str(ttl)})
+    link: dict[str, Any] = _api("GET", "/v1/drive/sign", {"path": path, "ttl": str(ttl)})
+    return link
 
 
 def url(path: str, *, ttl: int = DEFAULT_TTL) -> str:
@@ -140,8 +142,8 @@ def _upload(local: Path, rel: str, size: int) -> None:
     """``POST /v1/drive/upload`` as a stream (multipart by hand: the standard library has none)."""
     boundary = f"puras-{uuid.uuid4().hex}"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n{rel}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{quote(local.name)}\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="path"\r\n\r\n{rel}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{quote(local.name)}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
@@ -158,18 +160,33 @@ def _upload(local: Path, rel: str, size: int) -> None:
         "/v1/drive/upload",
         {},
         data=body(),
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(head) + size + len(tail))},
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(len(head) + size + len(tail)),
+        },
     )
 
 
-def _api(method: str, route: str, params: dict[str, str], *, data: Any = None, headers: dict[str, str] | None = None) -> Any:
+def _api(
+    method: str,
+    route: str,
+    params: dict[str, str],
+    *,
+    data: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     base = os.environ.get("PURAS_API_BASE", "").rstrip("/")
     token = os.environ.get("PURAS_JOB_TOKEN") or os.environ.get("PURAS_API_KEY")
     if not base or not token:
-        raise PurasError("puras.drive needs PURAS_API_BASE and PURAS_JOB_TOKEN (set inside jobs) or PURAS_API_KEY")
+        raise PurasError(
+            "puras.drive needs PURAS_API_BASE and PURAS_JOB_TOKEN (set inside jobs) or PURAS_API_KEY"
+        )
     query = f"?{urlencode(params)}" if params else ""
     request = urllib.request.Request(
-        f"{base}{route}{query}", data=data, method=method, headers={"Authorization": f"Bearer {token}", **(headers or {})}
+        f"{base}{route}{query}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", **(headers or {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -184,4 +201,6 @@ def _api_error(exc: urllib.error.HTTPError) -> PurasAPIError:
         error = json.loads(raw).get("error", {})
     except ValueError:
         return PurasAPIError(exc.code, "error", raw[:500].decode("utf-8", "replace"))
-    return PurasAPIError(exc.code, error.get("code", "error"), error.get("message", ""), details=error.get("details"))
+    return PurasAPIError(
+        exc.code, error.get("code", "error"), error.get("message", ""), details=error.get("details")
+    )

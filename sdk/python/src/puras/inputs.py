@@ -81,19 +81,30 @@ def load_path(value: Any, *, suffix: str | None = None) -> Path:
 def _classify(value: Any) -> tuple[str, str]:
     """``("drive" | "url" | "data", text)``."""
     if isinstance(value, dict):
-        for key, kind in (("drive_path", "drive"), ("url", "url"), ("data", "data"), ("base64", "data")):
+        for key, kind in (
+            ("drive_path", "drive"),
+            ("url", "url"),
+            ("data", "data"),
+            ("base64", "data"),
+        ):
             if key in value:
                 text = value[key]
                 if not isinstance(text, str) or not text:
-                    raise InputError(f"file input {key!r} must be a non-empty string, not {type(text).__name__}")
+                    raise InputError(
+                        f"file input {key!r} must be a non-empty string, not {type(text).__name__}"
+                    )
                 if kind == "data" and key == "base64" and isinstance(value.get("media_type"), str):
                     return "data", f"data:{value['media_type']};base64,{text}"
                 return kind, text
-        raise InputError(f"a file input needs one of drive_path, url or data; got keys {sorted(value)}")
+        raise InputError(
+            f"a file input needs one of drive_path, url or data; got keys {sorted(value)}"
+        )
     if isinstance(value, bytes | bytearray):
         return "data", base64.b64encode(bytes(value)).decode()
     if not isinstance(value, str) or not value:
-        raise InputError(f"a file input is a dict or a non-empty string, not {type(value).__name__}")
+        raise InputError(
+            f"a file input is a dict or a non-empty string, not {type(value).__name__}"
+        )
     lowered = value[:8].lower()
     if lowered.startswith(("http://", "https://")):
         return "url", value

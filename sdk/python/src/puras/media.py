@@ -20,7 +20,16 @@ TIMEOUT_SECONDS = 1800.0
 """How long a call may wait for its answer: generation (up to the platform's own limit,
 20 minutes by default) plus the download into the drive."""
 
-__all__ = ["MediaError", "MediaInputError", "MediaWarning", "generate_audio", "generate_image", "generate_video", "run", "transcribe"]
+__all__ = [
+    "MediaError",
+    "MediaInputError",
+    "MediaWarning",
+    "generate_audio",
+    "generate_image",
+    "generate_video",
+    "run",
+    "transcribe",
+]
 
 
 class MediaWarning(UserWarning):
@@ -30,9 +39,19 @@ class MediaWarning(UserWarning):
 class MediaError(PurasError):
     """A media call that produced nothing (and was not billed). ``code`` is stable:
     ``unknown_model``, ``invalid_request``, ``upstream_rejected``, ``upstream_failed``,
-    ``upstream_timeout``, ``no_output``, ``download_failed``, ``storage_failed``."""
+    ``upstream_timeout``, ``no_output``, ``download_failed``, ``storage_failed``,
+    ``insufficient_credits``, ``spend_cap_reached``."""
 
-    def __init__(self, code: str, message: str, *, status: int, model: str | None = None, request_id: str | None = None, pointer: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int,
+        model: str | None = None,
+        request_id: str | None = None,
+        pointer: str | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -48,15 +67,29 @@ class MediaInputError(MediaError, ValueError):
 
 def _post(route: str, body: dict[str, Any]) -> dict[str, Any]:
     try:
-        return _jobapi.call("POST", route, body, timeout=TIMEOUT_SECONDS, what="puras.media")
+        result: dict[str, Any] = _jobapi.call(
+            "POST", route, body, timeout=TIMEOUT_SECONDS, what="puras.media"
+        )
+        return result
     except PurasAPIError as exc:
         details = exc.details if isinstance(exc.details, dict) else {}
         pointer = details.get("pointer")
         if pointer is None and isinstance(exc.details, list) and exc.details:
             pointer = exc.details[0].get("pointer")
         code = details.get("media_code") or exc.code
-        cls = MediaInputError if exc.status == 400 and code in ("unknown_model", "invalid_request") else MediaError
-        raise cls(code, exc.message, status=exc.status, model=details.get("model"), request_id=details.get("request_id"), pointer=pointer) from None
+        cls = (
+            MediaInputError
+            if exc.status == 400 and code in ("unknown_model", "invalid_request")
+            else MediaError
+        )
+        raise cls(
+            code,
+            exc.message,
+            status=exc.status,
+            model=details.get("model"),
+            request_id=details.get("request_id"),
+            pointer=pointer,
+        ) from None
 
 
 def run(
@@ -105,8 +138,18 @@ def generate_image(
     ``model`` is a family (``google/nano-banana``, ``openai/gpt-image``, ``bytedance/seedream``,
     ``google/imagen``, ``kuaishou/kling``) or ``"auto"``. Returns the same shape as :func:`run`.
     """
-    return _helper("/v1/media/images", {"prompt": prompt, "model": model, "refs": refs, "aspect_ratio": aspect_ratio,
-                                        "resolution": resolution, "n": n, "output_path": output_path})
+    return _helper(
+        "/v1/media/images",
+        {
+            "prompt": prompt,
+            "model": model,
+            "refs": refs,
+            "aspect_ratio": aspect_ratio,
+            "resolution": resolution,
+            "n": n,
+            "output_path": output_path,
+        },
+    )
 
 
 def generate_video(
@@ -127,11 +170,22 @@ def generate_video(
     ``image``) → lip-sync (Kling only); ``refs`` → reference-to-video; ``image`` →
     image-to-video; neither → text-to-video. ``duration`` snaps to the model's allowed set;
     ``last_frame`` is honoured by Seedance and Kling. Returns the same shape as :func:`run`."""
-    return _helper("/v1/media/videos", {
-        "prompt": prompt, "model": model, "image": image, "last_frame": last_frame, "refs": refs,
-        "lipsync_audio": lipsync_audio, "duration": duration, "aspect_ratio": aspect_ratio,
-        "resolution": resolution, "audio": audio, "output_path": output_path,
-    })
+    return _helper(
+        "/v1/media/videos",
+        {
+            "prompt": prompt,
+            "model": model,
+            "image": image,
+            "last_frame": last_frame,
+            "refs": refs,
+            "lipsync_audio": lipsync_audio,
+            "duration": duration,
+            "aspect_ratio": aspect_ratio,
+            "resolution": resolution,
+            "audio": audio,
+            "output_path": output_path,
+        },
+    )
 
 
 def generate_audio(
@@ -149,10 +203,20 @@ def generate_audio(
     """Text to speech (billed per character) — model-portable; ``auto`` and ``elevenlabs/tts``
     are ElevenLabs v3, which acts out ``[whispers]``-style tags. ``similarity_boost``, ``style``
     and ``speed`` need ``model="elevenlabs/tts-v2"``. Returns the same shape as :func:`run`."""
-    return _helper("/v1/media/speech", {
-        "text": text, "model": model, "voice": voice, "language": language, "stability": stability,
-        "similarity_boost": similarity_boost, "style": style, "speed": speed, "output_path": output_path,
-    })
+    return _helper(
+        "/v1/media/speech",
+        {
+            "text": text,
+            "model": model,
+            "voice": voice,
+            "language": language,
+            "stability": stability,
+            "similarity_boost": similarity_boost,
+            "style": style,
+            "speed": speed,
+            "output_path": output_path,
+        },
+    )
 
 
 def transcribe(
@@ -165,4 +229,7 @@ def transcribe(
     """Speech to text (billed per second of audio): ``{text, words, language_code, …}``, each
     word with its start and end in seconds. There is no file (``drive_path`` is empty).
     ``audio`` is an https URL the model can fetch, or a ``data:`` URI."""
-    return _helper("/v1/media/transcriptions", {"audio": audio, "keyterms": keyterms, "language_code": language_code, "model": model})
+    return _helper(
+        "/v1/media/transcriptions",
+        {"audio": audio, "keyterms": keyterms, "language_code": language_code, "model": model},
+    )

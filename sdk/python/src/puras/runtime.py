@@ -22,4 +22,6 @@ def secret(name: str, default: str | None = None) -> str:
         return value
     if default is not None:
         return default
-    raise SecretError(f"secret {name} is not set for this skillpack (set it with PUT /v1/secrets/{name})")
+    raise SecretError(
+        f"secret {name} is not set for this skillpack (set it with PUT /v1/secrets/{name})"
+    )

@@ -14,7 +14,6 @@ from typing import Any
 from puras import _jobapi
 from puras.errors import PurasError
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 POLL_SECONDS = 60
 """Longest single wait the platform holds a request for; longer waits are several requests."""
 
@@ -61,12 +60,16 @@ def run(
     if (target is None) == (prompt is None):
         raise ValueError("pass exactly one of target (a skill or a .md file) and prompt")
     if target is not None and (not isinstance(target, str) or not target.strip()):
-        raise ValueError("target must be a skill address or a .md path, such as 'summarise' or 'references/critic.md'")
+        raise ValueError(
+            "target must be a skill address or a .md path, such as 'summarise' or 'references/critic.md'"
+        )
     if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
         raise ValueError("prompt must be a non-empty system prompt")
     if version is not None:
         if prompt is not None or (target or "").endswith(".md"):
-            raise ValueError("version pins a declared skill; a prompt or a .md file always runs on this job's own deployment")
+            raise ValueError(
+                "version pins a declared skill; a prompt or a .md file always runs on this job's own deployment"
+            )
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValueError(f"version must be a deployment version ≥ 1, not {version!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
@@ -79,12 +82,21 @@ def run(
             body[name] = value
     deadline = time.monotonic() + timeout
     job = _jobapi.call("POST", "/v1/subagents", body, what="puras.subagent")
-    while job["status"] not in TERMINAL:
+    while job["status"] not in _jobapi.TERMINAL:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise SubagentRunError(str(job["id"]), job["status"], f"did not finish within {timeout:g} s (it keeps running under its own job timeout)")
+            raise SubagentRunError(
+                str(job["id"]),
+                job["status"],
+                f"did not finish within {timeout:g} s (it keeps running under its own job timeout)",
+            )
         wait = max(1, min(POLL_SECONDS, math.ceil(left)))
-        job = _jobapi.call("GET", f"/v1/subagents/{job['id']}?wait={wait}", timeout=wait + 30, what="puras.subagent")
+        job = _jobapi.call(
+            "GET",
+            f"/v1/subagents/{job['id']}?wait={wait}",
+            timeout=wait + 30,
+            what="puras.subagent",
+        )
     if job["status"] == "succeeded":
         return job.get("result")
     return _raise(job)

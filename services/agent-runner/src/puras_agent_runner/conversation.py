@@ -106,3 +106,58 @@ def text_of(content: tuple[Content, ...] | list[Content]) -> str:
         else:
             parts.append(f"[document {block.media_type}]")
     return "\n".join(parts)
+
+
+def dump_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """The conversation as JSON, to keep it while the job waits for input."""
+    return [{"role": m.role, "blocks": [_dump_block(b) for b in m.blocks]} for m in messages]
+
+
+def load_messages(data: list[dict[str, Any]]) -> list[Message]:
+    """The conversation :func:`dump_messages` kept."""
+    return [Message(m["role"], [_load_block(b) for b in m["blocks"]]) for m in data]
+
+
+def _dump_block(block: Block) -> dict[str, Any]:
+    if isinstance(block, Text):
+        return {"t": "text", "text": block.text}
+    if isinstance(block, Image | Document):
+        return {
+            "t": "image" if isinstance(block, Image) else "document",
+            "media_type": block.media_type,
+            "data": block.base64() if block.data is not None else None,
+            "url": block.url,
+        }
+    if isinstance(block, ToolCall):
+        return {
+            "t": "call",
+            "id": block.id,
+            "name": block.name,
+            "input": block.input,
+            "malformed": block.malformed,
+        }
+    return {
+        "t": "result",
+        "call_id": block.call_id,
+        "name": block.name,
+        "content": [_dump_block(c) for c in block.content],
+        "is_error": block.is_error,
+    }
+
+
+def _load_block(data: dict[str, Any]) -> Any:
+    kind = data["t"]
+    if kind == "text":
+        return Text(data["text"])
+    if kind in ("image", "document"):
+        raw = base64.b64decode(data["data"]) if data.get("data") is not None else None
+        cls = Image if kind == "image" else Document
+        return cls(data["media_type"], data=raw, url=data.get("url"))
+    if kind == "call":
+        return ToolCall(data["id"], data["name"], data["input"], data.get("malformed"))
+    return ToolResult(
+        data["call_id"],
+        data["name"],
+        tuple(_load_block(c) for c in data["content"]),
+        data["is_error"],
+    )

@@ -1,6 +1,6 @@
 """The workspace drive as an agent job sees it.
 
-The job's ``./drive`` is the function runner's (:mod:`puras_function_runner.workdrive`): a link
+The job's ``./drive`` is the job host's (:mod:`puras_jobhost.workdrive`): a link
 to the workspace's folder with the local backend, a folder of the job's own that is filled on
 demand and written back with S3. :class:`AgentDrive` is what the built-in tools, attachments
 and the ``media`` tool use on top of it:
@@ -18,17 +18,15 @@ and the ``media`` tool use on top of it:
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import stat
-import tempfile
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
-from pathlib import Path
 from uuid import UUID
 
 from puras_common.drive import DriveClient, DriveError
-from puras_function_runner.workdrive import CopiedDrive, JobDrive
+from puras_jobhost import safefs
+from puras_jobhost.workdrive import JobDrive
 from puras_media import MediaError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -55,7 +53,9 @@ def normalise(raw: str) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise DrivePathError("a drive path must be a non-empty string")
     if len(raw) > MAX_PATH_CHARS:
-        raise DrivePathError(f"a drive path is at most {MAX_PATH_CHARS} characters; this one has {len(raw)}")
+        raise DrivePathError(
+            f"a drive path is at most {MAX_PATH_CHARS} characters; this one has {len(raw)}"
+        )
     if _CONTROL.search(raw):
         raise DrivePathError(f"{raw!r} contains control characters")
     if "\\" in raw:
@@ -76,109 +76,79 @@ def normalise(raw: str) -> str:
 class AgentDrive:
     """One agent job's drive: its ``./drive`` and the drive service behind it."""
 
-    def __init__(self, job: JobDrive, *, client: DriveClient, workspace_id: UUID, owner: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        job: JobDrive,
+        *,
+        client: DriveClient,
+        workspace_id: UUID,
+        owner: tuple[int, int] | None,
+    ) -> None:
         self.job = job
         self.client = client
         self.workspace_id = workspace_id
         self.owner = owner
-        root = getattr(job, "root", None)
-        assert root is not None, "a job drive has a folder"
-        self.root = Path(root)
-
-    # -- paths --------------------------------------------------------------------------------
-
-    def _safe(self, rel: str) -> Path:
-        """The host path of ``rel``, refusing any symbolic link on the way."""
-        if not rel:
-            raise DrivePathError("the drive root is a folder, not a file")
-        current = self.root
-        for part in rel.split("/"):
-            current = current / part
-            try:
-                mode = os.lstat(current).st_mode
-            except FileNotFoundError:
-                return self.root / rel
-            if stat.S_ISLNK(mode):
-                raise DrivePathError(f"{rel!r} goes through a symbolic link, which the platform does not follow")
-        return current
-
-    async def _present(self, rel: str) -> Path:
-        """The file in the job's folder, fetched from the drive first where the folder is the
-        job's own (S3) and the file is not there yet."""
-        target = self._safe(rel)
-        if not os.path.lexists(target) and isinstance(self.job, CopiedDrive):
-            await self.job.prefetch([rel])
-            target = self._safe(rel)
-        return target
+        self.root = job.root
 
     # -- reading ------------------------------------------------------------------------------
 
+    def _unsafe(self, rel: str, exc: safefs.UnsafePath) -> DrivePathError:
+        return DrivePathError(f"drive/{rel} {exc.reason}")
+
     async def stat(self, path: str) -> DriveFile:
         """The file's size; DriveFileMissing / DrivePathError."""
-        rel = normalise(path)
-        target = await self._present(rel)
+        rel = self._rel(path)
         try:
-            st = os.lstat(target)
+            await self.job.present(rel)
+            st = self.job.lstat(rel)
         except FileNotFoundError:
             raise DriveFileMissing(f"drive/{rel} does not exist") from None
+        except safefs.UnsafePath as exc:
+            raise self._unsafe(rel, exc) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise DrivePathError(f"drive/{rel} goes through a symbolic link, which is not followed")
         if not stat.S_ISREG(st.st_mode):
             raise DrivePathError(f"drive/{rel} is not a file")
         return DriveFile(rel, st.st_size)
 
     async def read(self, path: str, *, max_bytes: int) -> bytes:
         """The file's bytes (at most ``max_bytes`` + 1; the caller checked the size)."""
-        rel = normalise(path)
-        target = await self._present(rel)
-
-        def read() -> bytes:
-            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as f:
-                return f.read(max_bytes + 1)
-
+        rel = self._rel(path)
         try:
-            return await asyncio.to_thread(read)
+            await self.job.present(rel)
+            return await asyncio.to_thread(self.job.read, rel, max_bytes=max_bytes)
         except FileNotFoundError:
             raise DriveFileMissing(f"drive/{rel} does not exist") from None
+        except safefs.UnsafePath as exc:
+            raise self._unsafe(rel, exc) from None
+
+    def _rel(self, path: str) -> str:
+        rel = normalise(path)
+        if not rel:
+            raise DrivePathError("the drive root is a folder, not a file")
+        return rel
 
     # -- writing ------------------------------------------------------------------------------
 
     async def write(self, path: str, data: bytes | AsyncIterable[bytes], *, tool: str) -> DriveFile:
         """Create or replace a file in the job's folder, then record (or upload) it with
         ``tool`` in its origin, so a link to it works at once."""
-        rel = normalise(path)
-        target = self._safe(rel)
-        folder = target.parent
-        missing = []
-        probe = folder
-        while not probe.exists() and probe != self.root:
-            missing.append(probe)
-            probe = probe.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        for made in missing:
-            self._own(made)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".puras-")
-        size = 0
+        rel = self._rel(path)
         try:
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(data, bytes):
-                    await asyncio.to_thread(out.write, data)
-                    size = len(data)
-                else:
-                    async for chunk in data:
-                        await asyncio.to_thread(out.write, chunk)
-                        size += len(chunk)
-            os.chmod(tmp, 0o600 if self.owner else 0o644)
-            self._own(Path(tmp))
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            out = await asyncio.to_thread(self.job.writer, rel)
+        except safefs.UnsafePath as exc:
+            raise self._unsafe(rel, exc) from None
+        size = 0
+        with out:
+            if isinstance(data, bytes):
+                await asyncio.to_thread(out.file.write, data)
+                size = len(data)
+            else:
+                async for chunk in data:
+                    await asyncio.to_thread(out.file.write, chunk)
+                    size += len(chunk)
         await self.sync(tool=tool)
         return DriveFile(rel, size)
-
-    def _own(self, path: Path) -> None:
-        if self.owner is not None:
-            os.chown(path, *self.owner, follow_symlinks=False)
 
     async def sync(self, *, tool: str | None = None) -> list[str]:
         """Record or upload what changed in the drive since the last sync, with ``tool`` in
@@ -201,13 +171,19 @@ class AgentMediaStore:
     def __init__(self, drive: AgentDrive) -> None:
         self.drive = drive
 
-    async def save(self, path: str, chunks: AsyncIterable[bytes], *, content_type: str | None) -> str:
+    async def save(
+        self, path: str, chunks: AsyncIterable[bytes], *, content_type: str | None
+    ) -> str:
         try:
             return (await self.drive.write(path, chunks, tool="media")).path
         except DrivePathError as exc:
-            raise MediaError("invalid_request", f"output_path: {exc}", pointer="/output_path") from None
+            raise MediaError(
+                "invalid_request", f"output_path: {exc}", pointer="/output_path"
+            ) from None
         except (DriveError, OSError) as exc:
-            raise MediaError("storage_failed", f"the output could not be saved to drive/{path}: {exc}") from None
+            raise MediaError(
+                "storage_failed", f"the output could not be saved to drive/{path}: {exc}"
+            ) from None
 
     async def sign(self, paths: list[str]) -> dict[str, str | None]:
         try:

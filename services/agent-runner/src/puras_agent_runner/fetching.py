@@ -32,7 +32,13 @@ class Fetched:
 class Fetcher:
     """GETs through the guard; one per process, shared by every job."""
 
-    def __init__(self, *, policy: Policy | None = None, timeout_seconds: float = 60.0, user_agent: str = "Puras-Agent/1.0") -> None:
+    def __init__(
+        self,
+        *,
+        policy: Policy | None = None,
+        timeout_seconds: float = 60.0,
+        user_agent: str = "Puras-Agent/1.0",
+    ) -> None:
         self.policy = policy or Policy.from_env()
         self.timeout_seconds = timeout_seconds
         self.user_agent = user_agent
@@ -41,7 +47,11 @@ class Fetcher:
     async def get(self, url: str, *, max_bytes: int) -> Fetched:
         """GET ``url``, refusing bodies over ``max_bytes``; FetchError (BlockedAddress, TooLarge)."""
         async with open_url(
-            self.client, url, policy=self.policy, max_bytes=max_bytes, timeout=self.timeout_seconds,
+            self.client,
+            url,
+            policy=self.policy,
+            max_bytes=max_bytes,
+            timeout=self.timeout_seconds,
             headers={"User-Agent": self.user_agent},
         ) as response:
             body = b"".join([chunk async for chunk in response.aiter_bytes()])

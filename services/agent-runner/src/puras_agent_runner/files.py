@@ -19,7 +19,9 @@ MAX_TEXT_CHARS: Final = 100_000
 
 IMAGE_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 PDF: Final = "application/pdf"
-TEXT_APPLICATION_TYPES: Final = frozenset({"application/json", "application/xml", "application/yaml", "application/x-yaml"})
+TEXT_APPLICATION_TYPES: Final = frozenset(
+    {"application/json", "application/xml", "application/yaml", "application/x-yaml"}
+)
 
 Kind = Literal["image", "document", "text"]
 
@@ -84,7 +86,9 @@ def check_readable(media_type: str, *, what: str, model: str, vision: bool, pdf:
             "image/webp, application/pdf, text/*, application/json, application/xml, application/yaml"
         )
     if kind == "image" and not vision:
-        raise UnsupportedFile(f"{what} is an image and {model} cannot see images; choose a vision model")
+        raise UnsupportedFile(
+            f"{what} is an image and {model} cannot see images; choose a vision model"
+        )
     if kind == "document" and not pdf:
         raise UnsupportedFile(
             f"{what} is a PDF and {model} cannot read PDFs (only the Claude family can); convert its pages to images"
@@ -94,7 +98,9 @@ def check_readable(media_type: str, *, what: str, model: str, vision: bool, pdf:
 
 def check_size(size: int, *, what: str) -> None:
     if size > MAX_FILE_BYTES:
-        raise UnsupportedFile(f"{what} is {size} bytes; the limit is {MAX_FILE_BYTES} bytes (5 MB) per file")
+        raise UnsupportedFile(
+            f"{what} is {size} bytes; the limit is {MAX_FILE_BYTES} bytes (5 MB) per file"
+        )
 
 
 def block_for(data: bytes, media_type: str, kind: Kind, *, what: str) -> Content:
@@ -105,5 +111,8 @@ def block_for(data: bytes, media_type: str, kind: Kind, *, what: str) -> Content
         return Document(media_type, data=data)
     text = data.decode("utf-8", errors="replace")
     if len(text) > MAX_TEXT_CHARS:
-        text = text[:MAX_TEXT_CHARS] + f"\n[truncated: {what} has {len(text)} characters; showing the first {MAX_TEXT_CHARS}]"
+        text = (
+            text[:MAX_TEXT_CHARS]
+            + f"\n[truncated: {what} has {len(text)} characters; showing the first {MAX_TEXT_CHARS}]"
+        )
     return Text(text)

@@ -1,6 +1,6 @@
 """What an agent job tells the bus while it runs: ``agent.started``, a ``step.completed`` and a
 ``usage.recorded`` per model call (with its ``job.usage`` copy for the job's history, from
-:mod:`puras_common.metering`), a ``tool.called`` and ``tool.completed`` per tool call.
+:mod:`puras_pricing.metering`), a ``tool.called`` and ``tool.completed`` per tool call.
 
 Events are published one call at a time and each is acknowledged before the loop goes on, so a
 job's events are in order and all of them precede its terminal event. Every text is masked and
@@ -10,6 +10,7 @@ cut before it leaves.
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from nats.js import JetStreamContext
 from puras_common.bus import publish
@@ -30,12 +31,12 @@ from puras_common.events.agent import (
     ToolCompletedPayload,
 )
 from puras_common.events.usage import UsageRecordedPayload
-from puras_common.metering import usage_events
-from puras_common.models import Model
-from puras_common.pricing import Pricebook, PricingError, pricebook
+from puras_common.secret_delivery import SecretMask
+from puras_pricing import Pricebook, PricingError, pricebook, usage_events
+from puras_pricing.models import Model
 
 from puras_agent_runner.conversation import ToolCall
-from puras_agent_runner.masking import Masker, clip, clip_value
+from puras_agent_runner.masking import clip, clip_value
 from puras_agent_runner.providers import ModelResponse
 
 PRODUCER = "agent-runner"
@@ -46,7 +47,14 @@ MAX_INPUT_STRING = 4096
 class Journal:
     """Publishes one agent job's events."""
 
-    def __init__(self, js: JetStreamContext, command: RunAgent, masker: Masker, *, prices: Pricebook | None = None) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        command: RunAgent,
+        masker: SecretMask,
+        *,
+        prices: Pricebook | None = None,
+    ) -> None:
         self.js = js
         self.command = command
         self.masker = masker
@@ -56,7 +64,9 @@ class Journal:
 
     def event(self, cls: type[Event], payload: Payload) -> Event:
         c = self.command
-        return cls.new(payload, producer=PRODUCER, workspace_id=c.workspace_id, job_id=c.job_id, caused_by=c)
+        return cls.new(
+            payload, producer=PRODUCER, workspace_id=c.workspace_id, job_id=c.job_id, caused_by=c
+        )
 
     async def emit(self, *events: Event) -> None:
         await publish(self.js, list(events))
@@ -73,7 +83,15 @@ class Journal:
         )
         await self.emit(self.event(AgentStarted, payload))
 
-    async def step(self, step: int, model: Model, response: ModelResponse, duration_ms: int) -> None:
+    async def step(
+        self,
+        step: int,
+        model: Model,
+        response: ModelResponse,
+        duration_ms: int,
+        *,
+        hold_id: UUID | None = None,
+    ) -> None:
         """The step's event and the usage it incurred, in one publish."""
         p = self.command.payload
         usage = UsageRecordedPayload(
@@ -86,13 +104,28 @@ class Journal:
             input_tokens=response.input_tokens,
             output_tokens=response.output_tokens,
             request_id=response.request_id,
+            hold_id=hold_id,
         )
         try:
-            metered, _ = usage_events(self.prices, usage, workspace_id=self.command.workspace_id, producer=PRODUCER, caused_by=self.command)  # type: ignore[arg-type]
+            metered, _ = usage_events(
+                self.prices,
+                usage,
+                workspace_id=self.command.workspace_id,
+                producer=PRODUCER,
+                caused_by=self.command,
+            )
         except PricingError:
             # A model the registry cannot price still had its call billed by billing's own rules
             # (which park it visibly); the job's history then lacks the copy.
-            metered = [UsageRecorded.new(usage, producer=PRODUCER, workspace_id=self.command.workspace_id, job_id=self.command.job_id, caused_by=self.command)]
+            metered = [
+                UsageRecorded.new(
+                    usage,
+                    producer=PRODUCER,
+                    workspace_id=self.command.workspace_id,
+                    job_id=self.command.job_id,
+                    caused_by=self.command,
+                )
+            ]
         completed = StepCompletedPayload(
             attempt=self.attempt,
             step=step,
@@ -108,11 +141,20 @@ class Journal:
 
     async def tool_called(self, step: int, call: ToolCall) -> None:
         shown: Any = clip_value(self.masker.value(call.input), MAX_INPUT_STRING)
-        payload = ToolCalledPayload(attempt=self.attempt, step=step, call_id=call.id, name=call.name, input=shown)
+        payload = ToolCalledPayload(
+            attempt=self.attempt, step=step, call_id=call.id, name=call.name, input=shown
+        )
         await self.emit(self.event(ToolCalled, payload))
 
     async def tool_completed(
-        self, step: int, call: ToolCall, *, is_error: bool, output: str, duration_ms: int, detail: dict[str, Any] | None
+        self,
+        step: int,
+        call: ToolCall,
+        *,
+        is_error: bool,
+        output: str,
+        duration_ms: int,
+        detail: dict[str, Any] | None,
     ) -> None:
         payload = ToolCompletedPayload(
             attempt=self.attempt,

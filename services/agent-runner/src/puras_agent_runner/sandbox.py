@@ -1,9 +1,13 @@
 """Running tenant code for an agent job: ``bash`` commands and declared ``tools:``.
 
-Both go through the deployment's warm fork server (``puras_sandbox``), the one the function
-runner forks its jobs from: each call is its own process, as the unprivileged uid, in the agent
-job's workdir, with the job's environment and rlimits, killed with its whole process group at
-its timeout. Nothing runs by remote call.
+Both go through the job's own sandbox (a ``puras_sandbox`` fork server the job host starts on
+the job's first command and stops when the job ends): each call is its own process, as the
+workspace's unprivileged uid, in the job's workdir, with the job's environment (its
+skillpack's secrets included) and rlimits, killed with its whole process group at its
+timeout. In bubblewrap the sandbox sees only the job's workdir, its workspace's drive folder
+and the read-only deployment, and only the job's own processes; its ``/tmp`` and whatever a
+step started in the background last until the job ends, so one step's state is there for the
+next. Nothing runs by remote call.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from puras_jobhost.prepare import JobServer
 from puras_sandbox import (
     Child,
     Exec,
-    ForkServer,
     ForkServerDied,
     Limits,
     Outcome,
@@ -68,17 +72,38 @@ class CallResult:
 
 
 class JobSandbox:
-    """The agent job's way into its deployment's fork server."""
+    """The agent job's sandbox, held for the job's lifetime."""
 
-    def __init__(self, *, server: Callable[[], Awaitable[ForkServer]], workdir: str, env: dict[str, str], limits: Limits) -> None:
-        self._server = server
+    def __init__(
+        self,
+        *,
+        start: Callable[[], Awaitable[JobServer]],
+        workdir: str,
+        env: dict[str, str],
+        limits: Limits,
+    ) -> None:
+        self._start = start
+        self._server: JobServer | None = None
+        self._starting = asyncio.Lock()
         self.workdir = workdir
         self.env = env
         self.limits = limits
 
     async def _spawn(self, call: PythonCall | Exec) -> Child:
-        server = await self._server()
+        async with self._starting:
+            if self._server is None or not self._server.server.alive:
+                if self._server is not None:
+                    await self._server.close()
+                self._server = await self._start()
+            server = self._server.server
         return await server.spawn(call, workdir=self.workdir, env=self.env, limits=self.limits)
+
+    async def close(self) -> None:
+        """Stop the sandbox and everything still running in it."""
+        async with self._starting:
+            server, self._server = self._server, None
+        if server is not None:
+            await server.close()
 
     async def shell(self, command: str, *, timeout: float) -> ShellResult:
         """``bash -c command`` with stderr merged into stdout, keeping the output's tail."""
@@ -90,9 +115,13 @@ class JobSandbox:
         await readers
         return ShellResult(outcome.exit_code, outcome.signal, tail.text(), tail.total, timed_out)
 
-    async def call(self, *, import_dir: str, module: str, function: str, payload: Any, timeout: float) -> CallResult:
+    async def call(
+        self, *, import_dir: str, module: str, function: str, payload: Any, timeout: float
+    ) -> CallResult:
         """``module.function(payload)`` in a fresh process; stdout is discarded, stderr's tail kept."""
-        call = PythonCall(import_dir=import_dir, module=module, function=function, payload=orjson.dumps(payload))
+        call = PythonCall(
+            import_dir=import_dir, module=module, function=function, payload=orjson.dumps(payload)
+        )
         child = await self._spawn(call)
         err = Tail(OUTPUT_TAIL_BYTES)
         readers = asyncio.gather(_drain(child.stdout, Tail(0)), _drain(child.stderr, err))
@@ -117,4 +146,12 @@ async def _wait(child: Child, timeout: float) -> tuple[Outcome, bool]:
         raise
 
 
-__all__ = ["OUTPUT_TAIL_BYTES", "CallResult", "ForkServerDied", "JobSandbox", "SandboxError", "ShellResult", "Tail"]
+__all__ = [
+    "OUTPUT_TAIL_BYTES",
+    "CallResult",
+    "ForkServerDied",
+    "JobSandbox",
+    "SandboxError",
+    "ShellResult",
+    "Tail",
+]

@@ -35,6 +35,8 @@ class SearchProvider(Protocol):
 
     async def images(self, query: str, *, max_results: int) -> list[ImageResult]: ...
 
+    async def aclose(self) -> None: ...
+
 
 class BraveSearch:
     """Brave Search API: ``GET /web/search`` and ``GET /images/search`` with X-Subscription-Token."""
@@ -50,15 +52,23 @@ class BraveSearch:
         try:
             response = await self.client.get(path, params={"q": query, "count": count})
         except httpx.HTTPError as exc:
-            raise SearchError(f"the search provider could not be reached: {type(exc).__name__}") from None
+            raise SearchError(
+                f"the search provider could not be reached: {type(exc).__name__}"
+            ) from None
         if response.status_code != 200:
-            raise SearchError(f"the search provider answered {response.status_code}: {response.text[:300]}")
-        return response.json()
+            raise SearchError(
+                f"the search provider answered {response.status_code}: {response.text[:300]}"
+            )
+        answer: dict[str, Any] = response.json()
+        return answer
 
     async def web(self, query: str, *, max_results: int) -> list[WebResult]:
         data = await self._get("web/search", query, max_results)
         rows = (data.get("web") or {}).get("results") or []
-        return [WebResult(r.get("title", ""), r.get("url", ""), r.get("description", "")) for r in rows[:max_results]]
+        return [
+            WebResult(r.get("title", ""), r.get("url", ""), r.get("description", ""))
+            for r in rows[:max_results]
+        ]
 
     async def images(self, query: str, *, max_results: int) -> list[ImageResult]:
         data = await self._get("images/search", query, max_results)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from puras_common.settings import DEVELOPMENT_SECRET
+from puras_jobhost.egress import EgressSettings
 from puras_media.settings import MediaSettings
 from pydantic import SecretStr
 
 
-class AgentRunnerSettings(MediaSettings):
+class AgentRunnerSettings(MediaSettings, EgressSettings):
     service: ClassVar[str] = "agent-runner"
     secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "job_token_key")
 
@@ -32,6 +33,10 @@ class AgentRunnerSettings(MediaSettings):
     job_token_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     inline_payload_bytes: int = 256 * 1024
     job_python: str | None = None
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    """bash and tools run in bubblewrap when it is available (``auto``; in production, refuse
+    to start without it), always (``bwrap``) or never (``none``, said explicitly).
+    ``PURAS_SANDBOX`` sets it for both runners."""
     sandbox_uid: int = 65534
     sandbox_gid: int = 65534
     max_warm_deployments: int = 32
@@ -45,6 +50,9 @@ class AgentRunnerSettings(MediaSettings):
     """Model calls per attempt before the job fails."""
     max_output_tokens: int = 8192
     """``max_tokens`` of each model call."""
+    hold_min_output_tokens: int = 1024
+    """A call runs only if its input and at least this many output tokens can be held; with
+    less budget left than ``max_output_tokens`` pays for, the call asks for fewer tokens."""
 
     # Providers: keys and base URLs of the hosted families (None: the SDK's default URL)
     anthropic_api_key: SecretStr = SecretStr("")

@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
-from puras_common import streams, subjects
-from puras_common.bus import ConsumerSpec, ProjectionRunner
-from puras_common.migrate import service_migrations
-from puras_common.pricing import Pricebook
-from puras_common.service import ServiceRuntime, run
+import asyncio
 
-from puras_billing import ledger
+from puras_common import consumers
+from puras_common.budgets import HOLD, RELEASE
+from puras_common.bus import ProjectionRunner
+from puras_common.errors import TRANSIENT_ERRORS
+from puras_common.migrate import service_migrations
+from puras_common.service import ServiceRuntime, run
+from puras_pricing import Pricebook
+
+from puras_billing import holds, ledger
 from puras_billing.settings import BillingSettings
 from puras_billing.usage import UsageCharges
 
-GRANTS_CONSUMER = ConsumerSpec(streams.PLATFORM, "billing-grants", ("workspace.*.credit_granted",))
-USAGE_CONSUMER = ConsumerSpec(streams.USAGE, "billing-usage", (subjects.USAGE_ALL,))
+GRANTS_CONSUMER = consumers.BILLING_GRANTS
+USAGE_CONSUMER = consumers.BILLING_USAGE
 
 
 async def main(settings: BillingSettings | None = None) -> None:
     settings = settings or BillingSettings.load()
-    async with ServiceRuntime(settings, migrations=service_migrations("billing", __file__)) as runtime:
+    async with ServiceRuntime(
+        settings, migrations=service_migrations("billing", __file__)
+    ) as runtime:
         assert runtime.outbox is not None
         charges = UsageCharges(Pricebook(settings.margin_pct))
-        grants = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=GRANTS_CONSUMER, apply=ledger.apply_grant)
+        grants = ProjectionRunner(
+            js=runtime.js, outbox=runtime.outbox, spec=GRANTS_CONSUMER, apply=ledger.apply_grant
+        )
         usage = ProjectionRunner(
-            js=runtime.js, outbox=runtime.outbox, spec=USAGE_CONSUMER, apply=charges.apply, batch=settings.usage_batch
+            js=runtime.js,
+            outbox=runtime.outbox,
+            spec=USAGE_CONSUMER,
+            apply=charges.apply,
+            batch=settings.usage_batch,
         )
         runtime.spawn(grants.run(), GRANTS_CONSUMER.durable)
         runtime.spawn(usage.run(), USAGE_CONSUMER.durable)
+        budget = holds.Holds(runtime.db)
+        await runtime.nc.subscribe(HOLD, queue="billing", cb=budget.serve_hold)
+        await runtime.nc.subscribe(RELEASE, queue="billing", cb=budget.serve_release)
+        runtime.spawn(_prune_holds(runtime), "holds-pruning")
         await runtime.run_until_stopped()
+
+
+async def _prune_holds(runtime: ServiceRuntime) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            await holds.prune(runtime.db)
+        except TRANSIENT_ERRORS:
+            pass
 
 
 if __name__ == "__main__":

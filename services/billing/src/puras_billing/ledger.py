@@ -13,6 +13,7 @@ from puras_common.envelope import Event
 from puras_common.events import BalanceChanged, CreditGranted, LedgerPosted
 from puras_common.events.ledger import BalanceChangedPayload, BilledUsage, LedgerPostedPayload
 from puras_common.ids import new_id
+from puras_common.observability import LEDGER_ENTRIES, USAGE_MICROS
 from puras_common.outbox import UnitOfWork
 
 EntryKind = Literal["grant", "charge", "refund", "adjustment"]
@@ -65,9 +66,24 @@ async def post(
     entry_id = new_id()
     # One round trip: the entry, and the balance only if the entry was new.
     sql, extra = (_POST, ()) if gate is None else (gate.statement(), gate.args)
-    balance = await uow.conn.fetchrow(sql, entry_id, workspace_id, kind, amount_micros, source.id, job_id, key_id, note, at, *extra)
+    balance = await uow.conn.fetchrow(
+        sql,
+        entry_id,
+        workspace_id,
+        kind,
+        amount_micros,
+        source.id,
+        job_id,
+        key_id,
+        note,
+        at,
+        *extra,
+    )
     if balance is None:
         return False
+    LEDGER_ENTRIES.labels(kind).inc()
+    if usage is not None:
+        USAGE_MICROS.labels(note or "unknown").inc(-amount_micros)
     uow.emit(
         LedgerPosted.new(
             LedgerPostedPayload(
@@ -87,7 +103,9 @@ async def post(
             caused_by=source,
         ),
         BalanceChanged.new(
-            BalanceChangedPayload(balance_micros=balance["balance_micros"], version=balance["entries"]),
+            BalanceChangedPayload(
+                balance_micros=balance["balance_micros"], version=balance["entries"]
+            ),
             producer="billing",
             workspace_id=workspace_id,
             caused_by=source,

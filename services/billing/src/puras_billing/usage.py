@@ -12,10 +12,11 @@ from uuid import UUID
 from puras_common.bus import Delivery
 from puras_common.events import UsageRecorded
 from puras_common.events.ledger import BilledUsage
+from puras_common.observability import USAGE_TOKENS
 from puras_common.outbox import UnitOfWork
-from puras_common.pricing import Pricebook, Quote, decimal_text
+from puras_pricing import Pricebook, Quote, decimal_text
 
-from puras_billing import ledger
+from puras_billing import holds, ledger
 
 
 class UnattributedUsage(ValueError):
@@ -63,12 +64,27 @@ class UsageCharges:
         row = ledger.Gate(
             _INSERT_USAGE,
             (
-                event.id, event.workspace_id, p.job_id, p.key_id, p.attempt, p.kind, p.provider, p.model,
-                quote.variant, p.input_tokens, p.output_tokens, quote.units_text, quote.unit, p.inputs,
-                p.request_id, decimal_text(self.pricebook.margin_pct), quote.billed_micros, event.occurred_at,
+                event.id,
+                event.workspace_id,
+                p.job_id,
+                p.key_id,
+                p.attempt,
+                p.kind,
+                p.provider,
+                p.model,
+                quote.variant,
+                p.input_tokens,
+                p.output_tokens,
+                quote.units_text,
+                quote.unit,
+                p.inputs,
+                p.request_id,
+                decimal_text(self.pricebook.margin_pct),
+                quote.billed_micros,
+                event.occurred_at,
             ),
         )
-        return await ledger.post(
+        posted = await ledger.post(
             uow,
             workspace_id=event.workspace_id,
             kind="charge",
@@ -81,6 +97,11 @@ class UsageCharges:
             note=p.model,
             gate=row,
         )
+        await holds.settle(uow.conn, p.hold_id)
+        if posted:
+            USAGE_TOKENS.labels(p.model, "input").inc(p.input_tokens or 0)
+            USAGE_TOKENS.labels(p.model, "output").inc(p.output_tokens or 0)
+        return posted
 
 
 def billed(event: UsageRecorded, quote: Quote) -> BilledUsage:

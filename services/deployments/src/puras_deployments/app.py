@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from puras_common.api import ApiError, ErrorCode
 from puras_common.archive import ArchiveError, Limits, extract
 from puras_common.http import InternalAuth, install_error_handlers
+from puras_common.observability import HttpMetrics
 from puras_common.outbox import Outbox
 from pydantic import BaseModel, ConfigDict
 
@@ -52,11 +53,14 @@ class SecretBody(BaseModel):
 
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="Puras deployments (internal)", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Puras deployments (internal)", docs_url=None, redoc_url=None, openapi_url=None
+    )
     install_error_handlers(app)
     app.state.internal_token = service.settings.internal_token.get_secret_value()
     app.include_router(_tenant_routes(service))
     app.include_router(_runner_routes(service))
+    app.add_middleware(HttpMetrics, service="deployments")
     return app
 
 
@@ -64,7 +68,9 @@ def _tenant_routes(svc: Service) -> APIRouter:
     router = APIRouter(prefix="/internal/workspaces/{workspace_id}")
     settings = svc.settings
     limits = Limits(
-        max_entries=settings.max_entries, max_total_bytes=settings.max_uncompressed_bytes, max_ratio=settings.max_ratio
+        max_entries=settings.max_entries,
+        max_total_bytes=settings.max_uncompressed_bytes,
+        max_ratio=settings.max_ratio,
     )
 
     @router.post("/deployments")
@@ -87,8 +93,12 @@ def _tenant_routes(svc: Service) -> APIRouter:
             received.path.unlink(missing_ok=True)
             first = report.problems[0]
             more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
-            raise ApiError(ErrorCode.INVALID_BUNDLE, f"{first}{more}", details=[p.as_detail() for p in report.problems])
-        svc.store.keep(received)
+            raise ApiError(
+                ErrorCode.INVALID_BUNDLE,
+                f"{first}{more}",
+                details=[p.as_detail() for p in report.problems],
+            )
+        await svc.store.keep(received)
         body = await deployments.create(
             svc.outbox,
             svc.store,
@@ -114,20 +124,56 @@ def _tenant_routes(svc: Service) -> APIRouter:
         cursor: Annotated[int | None, Query(ge=1)] = None,
     ) -> Any:
         return await deployments.listing(
-            svc.outbox.pool, workspace_id=workspace_id, skillpack=skillpack, limit=limit, cursor=cursor
+            svc.outbox.pool,
+            workspace_id=workspace_id,
+            skillpack=skillpack,
+            limit=limit,
+            cursor=cursor,
         )
 
     @router.get("/deployments/{deployment_id}")
     async def describe(_auth: InternalAuth, workspace_id: UUID, deployment_id: UUID) -> Any:
-        return await deployments.describe(svc.outbox.pool, workspace_id=workspace_id, deployment_id=deployment_id)
+        return await deployments.describe(
+            svc.outbox.pool, workspace_id=workspace_id, deployment_id=deployment_id
+        )
 
     @router.post("/deployments/{deployment_id}/activate")
-    async def activate_deployment(_auth: InternalAuth, workspace_id: UUID, deployment_id: UUID) -> Any:
-        return await deployments.activate(svc.outbox, workspace_id=workspace_id, deployment_id=deployment_id)
+    async def activate_deployment(
+        _auth: InternalAuth,
+        workspace_id: UUID,
+        deployment_id: UUID,
+        traffic_percent: Annotated[int | None, Query(ge=1, le=100)] = None,
+    ) -> Any:
+        return await deployments.activate(
+            svc.outbox,
+            workspace_id=workspace_id,
+            deployment_id=deployment_id,
+            traffic_percent=traffic_percent,
+        )
+
+    @router.post("/deployments/{deployment_id}/promote")
+    async def promote_deployment(
+        _auth: InternalAuth, workspace_id: UUID, deployment_id: UUID
+    ) -> Any:
+        return await deployments.promote(
+            svc.outbox, workspace_id=workspace_id, deployment_id=deployment_id
+        )
+
+    @router.post("/deployments/{deployment_id}/rollback")
+    async def rollback_deployment(
+        _auth: InternalAuth, workspace_id: UUID, deployment_id: UUID
+    ) -> Any:
+        return await deployments.rollback(
+            svc.outbox, workspace_id=workspace_id, deployment_id=deployment_id
+        )
 
     @router.delete("/deployments/{deployment_id}")
-    async def delete_deployment(_auth: InternalAuth, workspace_id: UUID, deployment_id: UUID) -> Any:
-        return await deployments.delete(svc.outbox, workspace_id=workspace_id, deployment_id=deployment_id)
+    async def delete_deployment(
+        _auth: InternalAuth, workspace_id: UUID, deployment_id: UUID
+    ) -> Any:
+        return await deployments.delete(
+            svc.outbox, workspace_id=workspace_id, deployment_id=deployment_id
+        )
 
     @router.get("/skillpacks")
     async def list_skillpacks(_auth: InternalAuth, workspace_id: UUID) -> Any:
@@ -138,21 +184,35 @@ def _tenant_routes(svc: Service) -> APIRouter:
         return await skillpacks.describe(svc.outbox.pool, workspace_id, ref)
 
     @router.patch("/skillpacks/{ref}")
-    async def update_skillpack(_auth: InternalAuth, workspace_id: UUID, ref: str, body: VisibilityBody) -> Any:
+    async def update_skillpack(
+        _auth: InternalAuth, workspace_id: UUID, ref: str, body: VisibilityBody
+    ) -> Any:
         return await skillpacks.set_visibility(svc.outbox, workspace_id, ref, body.visibility)
 
     @router.get("/secrets")
-    async def list_secrets(_auth: InternalAuth, workspace_id: UUID, skillpack: str = skillpacks.DEFAULT) -> Any:
-        return await svc.secrets.listing(svc.outbox.pool, workspace_id=workspace_id, skillpack=skillpack)
+    async def list_secrets(
+        _auth: InternalAuth, workspace_id: UUID, skillpack: str = skillpacks.DEFAULT
+    ) -> Any:
+        return await svc.secrets.listing(
+            svc.outbox.pool, workspace_id=workspace_id, skillpack=skillpack
+        )
 
     @router.put("/secrets/{name}")
     async def put_secret(
-        _auth: InternalAuth, workspace_id: UUID, name: str, body: SecretBody, skillpack: str = skillpacks.DEFAULT
+        _auth: InternalAuth,
+        workspace_id: UUID,
+        name: str,
+        body: SecretBody,
+        skillpack: str = skillpacks.DEFAULT,
     ) -> Any:
-        return await svc.secrets.put(workspace_id=workspace_id, skillpack=skillpack, name=name, value=body.value)
+        return await svc.secrets.put(
+            workspace_id=workspace_id, skillpack=skillpack, name=name, value=body.value
+        )
 
     @router.delete("/secrets/{name}")
-    async def delete_secret(_auth: InternalAuth, workspace_id: UUID, name: str, skillpack: str = skillpacks.DEFAULT) -> Any:
+    async def delete_secret(
+        _auth: InternalAuth, workspace_id: UUID, name: str, skillpack: str = skillpacks.DEFAULT
+    ) -> Any:
         return await svc.secrets.delete(workspace_id=workspace_id, skillpack=skillpack, name=name)
 
     return router
@@ -178,12 +238,13 @@ def _runner_routes(svc: Service) -> APIRouter:
     @router.get("/deployments/{deployment_id}/bundle")
     async def download(deployment_id: UUID, _auth: InternalAuth) -> Any:
         row = await deployments.get(svc.outbox.pool, deployment_id)
-        return FileResponse(svc.store.path(row["bundle_sha256"]), media_type="application/zip")
+        path = await svc.store.bundle(row["bundle_sha256"])
+        return FileResponse(path, media_type="application/zip")
 
     @router.get("/builds/{sha}/wheelhouse")
     async def wheels(sha: str, _auth: InternalAuth) -> Any:
-        path = svc.store.wheelhouse(sha) if SHA256.match(sha) else None
-        if path is None or not path.exists():
+        path = await svc.store.built_wheelhouse(sha) if SHA256.match(sha) else None
+        if path is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no wheelhouse for requirements {sha[:64]!r}")
         return FileResponse(path, media_type="application/x-tar")
 

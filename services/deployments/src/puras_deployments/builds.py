@@ -108,9 +108,11 @@ class Builder:
         assert self.sandbox is not None, "Builder.sandbox is set before run()"
         sha = row["requirements_sha256"]
         build_log = wheelhouse.BuildLog(self.max_log_bytes)
-        build_log.write(f"Building requirements.txt {sha[:12]} (attempt {row['attempts']})"
-                        f"{' in bubblewrap' if self.sandbox.bwrap else ' without bubblewrap'}, "
-                        f"as uid {self.sandbox.uid if self.sandbox.uid is not None else 'of the service'}.\n")
+        build_log.write(
+            f"Building requirements.txt {sha[:12]} (attempt {row['attempts']})"
+            f"{' in bubblewrap' if self.sandbox.bwrap else ' without bubblewrap'}, "
+            f"as uid {self.sandbox.uid if self.sandbox.uid is not None else 'of the service'}.\n"
+        )
         work = asyncio.current_task()
         assert work is not None
         keeper = asyncio.create_task(self._keep_lease(sha, build_log, work))
@@ -118,9 +120,14 @@ class Builder:
         built: wheelhouse.Built | None = None
         try:
             built = await wheelhouse.build(
-                self.sandbox, row["requirements"], work_root=self.work_root, output=self.store.wheelhouse(sha), log=build_log
+                self.sandbox,
+                row["requirements"],
+                work_root=self.work_root,
+                output=self.store.wheelhouse(sha),
+                log=build_log,
             )
             build_log.write(f"Built {built.wheels} wheel(s), {built.size} bytes.\n")
+            await self.store.share_wheelhouse(sha)
         except wheelhouse.BuildFailed as exc:
             error = f"pip could not install requirements.txt: {exc}"
             build_log.write(f"\n{error}\n")
@@ -136,7 +143,9 @@ class Builder:
                 await keeper
         await self._settle(sha, built, error, build_log.text())
 
-    async def _keep_lease(self, sha: str, build_log: wheelhouse.BuildLog, work: asyncio.Task[Any]) -> None:
+    async def _keep_lease(
+        self, sha: str, build_log: wheelhouse.BuildLog, work: asyncio.Task[Any]
+    ) -> None:
         """Renew the lease and save the log every second; stop the build if the lease was lost."""
         renewed = asyncio.get_running_loop().time()
         while True:
@@ -145,11 +154,18 @@ class Builder:
                 kept = await self.pool.fetchval(
                     """UPDATE builds SET lease_expires_at = now() + make_interval(secs => $3), log = $4
                        WHERE requirements_sha256 = $1 AND lease_owner = $2 RETURNING true""",
-                    sha, self.owner, float(self.lease_seconds), build_log.text(),
+                    sha,
+                    self.owner,
+                    float(self.lease_seconds),
+                    build_log.text(),
                 )
             except TRANSIENT_ERRORS as exc:
                 if asyncio.get_running_loop().time() - renewed > self.lease_seconds / 2:
-                    log.warning("lost touch with the database; giving up the build", sha=sha, error=repr(exc))
+                    log.warning(
+                        "lost touch with the database; giving up the build",
+                        sha=sha,
+                        error=repr(exc),
+                    )
                     work.cancel()
                     return
                 continue
@@ -159,7 +175,9 @@ class Builder:
                 return
             renewed = asyncio.get_running_loop().time()
 
-    async def _settle(self, sha: str, built: wheelhouse.Built | None, error: str | None, text: str) -> None:
+    async def _settle(
+        self, sha: str, built: wheelhouse.Built | None, error: str | None, text: str
+    ) -> None:
         status = "ready" if error is None else "failed"
         for attempt in range(5):
             try:
@@ -175,9 +193,16 @@ class Builder:
                                              lease_owner = NULL, lease_expires_at = NULL,
                                              wheels = $5, wheelhouse_bytes = $6
                            WHERE requirements_sha256 = $1""",
-                        sha, status, text, error, built.wheels if built else None, built.size if built else None,
+                        sha,
+                        status,
+                        text,
+                        error,
+                        built.wheels if built else None,
+                        built.size if built else None,
                     )
-                    settled = await deployments.settle(uow, sha=sha, status=status, log=text, error=error)
+                    settled = await deployments.settle(
+                        uow, sha=sha, status=status, log=text, error=error
+                    )
                 self.finished += 1
                 log.info("build settled", sha=sha, status=status, deployments=settled)
                 return

@@ -11,20 +11,46 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 import yaml
-from puras_common.events import JobKind, SkillManifest, ToolManifest
-from puras_common.models import catalogue
-from puras_common.schemas import schema_problem
+from puras_common.cron import Cron, CronError
+from puras_common.events import JobKind, ScheduleManifest, SkillManifest, ToolManifest
+from puras_common.events.jobs import (
+    MAX_RETRY_ATTEMPTS,
+    MAX_RETRY_BACKOFF_SECONDS,
+    RetryPolicy,
+)
+from puras_common.schemas import schema_problem, validate
+from puras_pricing.models import catalogue
 
 SKILL_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 TOOL_NAME: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-PY_ENTRYPOINT: Final = re.compile(r"^(?P<file>[A-Za-z0-9_][A-Za-z0-9_./-]*\.py):(?P<func>[A-Za-z_][A-Za-z0-9_]*)$")
+PY_ENTRYPOINT: Final = re.compile(
+    r"^(?P<file>[A-Za-z0-9_][A-Za-z0-9_./-]*\.py):(?P<func>[A-Za-z_][A-Za-z0-9_]*)$"
+)
 MODEL_SLUG: Final = re.compile(r"^[a-z0-9-]+/[a-z0-9._-]+$")
 BUILTIN_TOOLS: Final = frozenset(
-    {"bash", "file_read", "download_url", "web_fetch", "web_search", "image_search", "media", "set_output"}
+    {
+        "bash",
+        "file_read",
+        "download_url",
+        "web_fetch",
+        "web_search",
+        "image_search",
+        "media",
+        "set_output",
+    }
 )
 SKILL_KEYS: Final = (
-    "description", "entrypoint", "model", "disable_bash", "input_schema", "output_schema", "tools", "timeout_seconds",
+    "description",
+    "entrypoint",
+    "model",
+    "disable_bash",
+    "input_schema",
+    "output_schema",
+    "tools",
+    "timeout_seconds",
+    "retries",
     "network",
+    "schedules",
 )
 TOOL_KEYS: Final = ("name", "description", "entrypoint", "input_schema", "output_schema")
 MAX_TIMEOUT_SECONDS: Final = 3600
@@ -36,13 +62,18 @@ class Problem:
     file: str
     field: str | None
     message: str
+    pointer: str | None = None
+    """Where inside the field's value, as a JSON pointer (a schema's refused pattern)."""
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.field}" if self.field else self.file
         return f"{where}: {self.message}"
 
     def as_detail(self) -> dict[str, Any]:
-        return {"file": self.file, "field": self.field, "message": self.message}
+        detail = {"file": self.file, "field": self.field, "message": self.message}
+        if self.pointer is not None:
+            detail["pointer"] = self.pointer
+        return detail
 
 
 @dataclass
@@ -64,16 +95,28 @@ def read_bundle(root: Path) -> BundleReport:
         report.requirements = read_requirements(root / "requirements.txt", report.problems)
     skills_dir = root / "skills"
     if not skills_dir.is_dir():
-        report.problems.append(Problem("skills/", None, "no skills/ directory: a project keeps each skill in skills/<name>/"))
+        report.problems.append(
+            Problem(
+                "skills/",
+                None,
+                "no skills/ directory: a project keeps each skill in skills/<name>/",
+            )
+        )
         return report
-    candidates = sorted(p for p in skills_dir.iterdir() if p.is_dir() and (p / "skill.yaml").is_file())
+    candidates = sorted(
+        p for p in skills_dir.iterdir() if p.is_dir() and (p / "skill.yaml").is_file()
+    )
     for skill_dir in candidates:
         manifest = _read_skill(skill_dir, root, report.problems)
         if manifest is not None:
             report.skills.append(manifest)
     if not candidates:
         report.problems.append(
-            Problem("skills/", None, "no skills found: add skills/<name>/skill.yaml for at least one skill")
+            Problem(
+                "skills/",
+                None,
+                "no skills found: add skills/<name>/skill.yaml for at least one skill",
+            )
         )
     return report
 
@@ -83,14 +126,20 @@ def _read_skill(skill_dir: Path, root: Path, problems: list[Problem]) -> SkillMa
     rel = f"skills/{name}/skill.yaml"
     before = len(problems)
 
-    def problem(fld: str | None, message: str) -> None:
-        problems.append(Problem(rel, fld, message))
+    def problem(fld: str | None, message: str, pointer: str | None = None) -> None:
+        problems.append(Problem(rel, fld, message, pointer))
 
     if not SKILL_NAME.match(name):
-        problems.append(Problem(f"skills/{name}/", None, f"skill name {name!r} must match ^[a-z0-9][a-z0-9_-]*$"))
+        problems.append(
+            Problem(
+                f"skills/{name}/", None, f"skill name {name!r} must match ^[a-z0-9][a-z0-9_-]*$"
+            )
+        )
     yaml_path = skill_dir / "skill.yaml"
     if yaml_path.stat().st_size > MAX_YAML_BYTES:
-        problem(None, f"skill.yaml is {yaml_path.stat().st_size} bytes; the limit is {MAX_YAML_BYTES}")
+        problem(
+            None, f"skill.yaml is {yaml_path.stat().st_size} bytes; the limit is {MAX_YAML_BYTES}"
+        )
         return None
     try:
         data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
@@ -132,14 +181,24 @@ def _read_skill(skill_dir: Path, root: Path, problems: list[Problem]) -> SkillMa
         problem("disable_bash", "must be true or false")
     for key in ("input_schema", "output_schema"):
         if key in data and data[key] is not None and (why := schema_problem(data[key])):
-            problem(key, f"not a valid JSON Schema (2020-12): {why}")
+            problem(key, f"not a valid JSON Schema (2020-12): {why}", why.pointer)
     timeout = data.get("timeout_seconds")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_SECONDS):
-        problem("timeout_seconds", f"must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int)
+        or not 1 <= timeout <= MAX_TIMEOUT_SECONDS
+    ):
+        problem(
+            "timeout_seconds", f"must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}"
+        )
+    retries = _read_retries(data.get("retries"), kind, problem)
     network = data.get("network", True)
     if not isinstance(network, bool):
-        problem("network", "must be true (the default: the skill's code may reach the network) or false")
+        problem(
+            "network", "must be true (the default: the skill's code may reach the network) or false"
+        )
     tools = _read_tools(data.get("tools"), skill_dir, kind, problem)
+    schedules = _read_schedules(data.get("schedules"), data.get("input_schema"), problem)
 
     if len(problems) > before or kind is None:
         return None
@@ -147,19 +206,62 @@ def _read_skill(skill_dir: Path, root: Path, problems: list[Problem]) -> SkillMa
         name=name,
         description=description,
         kind=kind,
-        entrypoint=entrypoint,  # type: ignore[arg-type]
+        entrypoint=entrypoint,
         # Fixed at push: a later change of the platform default never moves a deployed skill.
         model=model if model is not None or kind is not JobKind.AGENT else catalogue().default,
         disable_bash=disable_bash,
         input_schema=data.get("input_schema"),
         output_schema=data.get("output_schema"),
         timeout_seconds=timeout,
+        retries=retries,
         tools=tuple(tools),
         network=network,
+        schedules=tuple(schedules),
     )
 
 
-def _read_tools(raw: Any, skill_dir: Path, kind: JobKind | None, problem: Any) -> list[ToolManifest]:
+def _read_retries(raw: Any, kind: JobKind | None, problem: Any) -> RetryPolicy | None:
+    """``retries: {max_attempts, backoff_seconds}``: deterministic skills only (an agent's
+    calls are paid for, and it never runs twice)."""
+    if raw is None:
+        return None
+    if kind is JobKind.AGENT:
+        problem("retries", "only deterministic skills (a Python entrypoint) are retried")
+        return None
+    if not isinstance(raw, dict):
+        problem("retries", "must be a mapping: {max_attempts, backoff_seconds}")
+        return None
+    for key in raw:
+        if key not in ("max_attempts", "backoff_seconds"):
+            problem(f"retries.{key}", "unknown field; allowed: max_attempts, backoff_seconds")
+    attempts = raw.get("max_attempts")
+    if (
+        isinstance(attempts, bool)
+        or not isinstance(attempts, int)
+        or not (1 <= attempts <= MAX_RETRY_ATTEMPTS)
+    ):
+        problem(
+            "retries.max_attempts",
+            f"required: a whole number of runs from 1 to {MAX_RETRY_ATTEMPTS}, the first included",
+        )
+        return None
+    backoff = raw.get("backoff_seconds", 1)
+    if (
+        isinstance(backoff, bool)
+        or not isinstance(backoff, int | float)
+        or not (0 <= backoff <= MAX_RETRY_BACKOFF_SECONDS)
+    ):
+        problem(
+            "retries.backoff_seconds",
+            f"must be a number of seconds from 0 to {MAX_RETRY_BACKOFF_SECONDS}",
+        )
+        return None
+    return RetryPolicy(max_attempts=attempts, backoff_seconds=float(backoff))
+
+
+def _read_tools(
+    raw: Any, skill_dir: Path, kind: JobKind | None, problem: Any
+) -> list[ToolManifest]:
     if raw is None:
         return []
     if kind is JobKind.FUNCTION:
@@ -196,7 +298,7 @@ def _read_tools(raw: Any, skill_dir: Path, kind: JobKind | None, problem: Any) -
             _check_python_entrypoint(skill_dir, entry, f"{where}.entrypoint", problem)
         for key in ("input_schema", "output_schema"):
             if tool.get(key) is not None and (why := schema_problem(tool[key])):
-                problem(f"{where}.{key}", f"not a valid JSON Schema (2020-12): {why}")
+                problem(f"{where}.{key}", f"not a valid JSON Schema (2020-12): {why}", why.pointer)
         if isinstance(name, str) and isinstance(entry, str):
             tools.append(
                 ToolManifest(
@@ -220,7 +322,10 @@ def _inside(skill_dir: Path, relative: str) -> Path | None:
 def _check_python_entrypoint(skill_dir: Path, entrypoint: str, fld: str, problem: Any) -> None:
     match = PY_ENTRYPOINT.match(entrypoint)
     if not match:
-        problem(fld, f"{entrypoint!r} must look like 'main.py:run' (a .py file in the skill directory, a function)")
+        problem(
+            fld,
+            f"{entrypoint!r} must look like 'main.py:run' (a .py file in the skill directory, a function)",
+        )
         return
     file, func = match.group("file"), match.group("func")
     target = _inside(skill_dir, file)
@@ -235,13 +340,26 @@ def _check_python_entrypoint(skill_dir: Path, entrypoint: str, fld: str, problem
     except (SyntaxError, ValueError) as exc:
         problem(fld, f"{file} does not parse: {exc}")
         return
-    defined = {
-        node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-    } | {
-        t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
-    } | {
-        (a.asname or a.name) for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names
-    }
+    defined = (
+        {
+            node.name
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        | {
+            t.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for t in node.targets
+            if isinstance(t, ast.Name)
+        }
+        | {
+            (a.asname or a.name)
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            for a in node.names
+        }
+    )
     if func not in defined:
         problem(fld, f"{file} defines no function {func!r}")
 
@@ -264,7 +382,9 @@ def read_requirements(path: Path, problems: list[Problem]) -> str | None:
         return None
     size = path.stat().st_size
     if size > MAX_REQUIREMENTS_BYTES:
-        problems.append(Problem(where, None, f"is {size} bytes; the limit is {MAX_REQUIREMENTS_BYTES}"))
+        problems.append(
+            Problem(where, None, f"is {size} bytes; the limit is {MAX_REQUIREMENTS_BYTES}")
+        )
         return None
     try:
         text = path.read_text(encoding="utf-8")
@@ -314,5 +434,88 @@ def _requirement_problem(line: str) -> str | None:
             return f"{option} must be an http(s) URL, not {value!r}"
         return None
     if first.startswith((".", "/", "~", "file:")) or " @ file:" in line or "@file:" in line:
-        return "local paths are not installable here: publish the package to an index, or give its URL"
+        return (
+            "local paths are not installable here: publish the package to an index, or give its URL"
+        )
     return None
+
+
+SCHEDULE_KEYS: Final = ("name", "cron", "timezone", "inputs", "missed", "catch_up_limit")
+SCHEDULE_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MAX_SCHEDULES_PER_SKILL: Final = 10
+MAX_CATCH_UP: Final = 100
+
+
+def _read_schedules(raw: Any, input_schema: Any, problem: Any) -> list[ScheduleManifest]:
+    """``schedules:``: each fires the skill with its ``inputs`` while the deployment is active."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_SCHEDULES_PER_SKILL:
+        problem("schedules", f"must be a list of at most {MAX_SCHEDULES_PER_SKILL} schedules")
+        return []
+    schedules: list[ScheduleManifest] = []
+    for i, entry in enumerate(raw):
+        where = f"schedules[{i}]"
+        if not isinstance(entry, dict):
+            problem(where, "must be a mapping with cron (and name, timezone, inputs, missed)")
+            continue
+        if (manifest := _read_schedule(entry, where, input_schema, problem)) is not None:
+            if any(s.name == manifest.name for s in schedules):
+                problem(f"{where}.name", f"schedule {manifest.name!r} is declared twice")
+            else:
+                schedules.append(manifest)
+    return schedules
+
+
+def _read_schedule(
+    entry: dict[str, Any], where: str, input_schema: Any, problem: Any
+) -> ScheduleManifest | None:
+    ok = True
+
+    def bad(fld: str, message: str) -> None:
+        nonlocal ok
+        ok = False
+        problem(f"{where}.{fld}" if fld else where, message)
+
+    for key in entry:
+        if key not in SCHEDULE_KEYS:
+            bad(str(key), f"unknown field; allowed: {', '.join(SCHEDULE_KEYS)}")
+    name = entry.get("name", where.replace("schedules[", "schedule-").rstrip("]"))
+    if not isinstance(name, str) or not SCHEDULE_NAME.match(name):
+        bad("name", "must match ^[a-z0-9][a-z0-9_-]{0,62}$")
+    cron, timezone = entry.get("cron"), entry.get("timezone", "UTC")
+    if not isinstance(cron, str) or not isinstance(timezone, str):
+        bad("cron", "required: a cron expression (and timezone, an IANA name) as strings")
+    else:
+        try:
+            Cron.parse(cron, timezone)
+        except CronError as exc:
+            bad(exc.field, exc.message)
+    inputs = entry.get("inputs", {})
+    if not isinstance(inputs, dict):
+        bad("inputs", "must be a mapping: the job's inputs")
+    elif (
+        isinstance(input_schema, dict | bool)
+        and schema_problem(input_schema) is None
+        and (found := validate(input_schema, inputs, root=("inputs",)))
+    ):
+        bad(
+            "inputs",
+            f"do not match the skill's input_schema: {found[0].message} at {found[0].pointer}",
+        )
+    missed = entry.get("missed", "skip")
+    if missed not in ("skip", "catch_up"):
+        bad("missed", "must be skip (the default) or catch_up")
+    limit = entry.get("catch_up_limit", 1 if missed == "catch_up" else 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_CATCH_UP:
+        bad("catch_up_limit", f"must be a whole number from 0 to {MAX_CATCH_UP}")
+    if not ok:
+        return None
+    return ScheduleManifest(
+        name=name,
+        cron=cron,
+        timezone=timezone,
+        inputs=inputs,
+        missed=missed,
+        catch_up_limit=limit,
+    )

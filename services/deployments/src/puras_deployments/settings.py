@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from puras_common.settings import DEVELOPMENT_SECRET, ServiceSettings
+from puras_common.settings import DEVELOPMENT_SECRET
+from puras_jobhost.egress import EgressSettings
 from pydantic import SecretStr
 
 
-class DeploymentsSettings(ServiceSettings):
+class DeploymentsSettings(EgressSettings):
     service: ClassVar[str] = "deployments"
     secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "job_token_key", "secrets_key")
 
@@ -17,6 +18,12 @@ class DeploymentsSettings(ServiceSettings):
     port: int = 8081
     data_dir: Path = Path(".puras/deployments")
     """Where bundles and wheelhouses are kept (content-addressed by sha256)."""
+    store: Literal["local", "s3"] = "local"
+    """``s3``: bundles and wheelhouses also live in an S3-compatible bucket that every replica
+    shares; ``data_dir`` is then each replica's copy."""
+    s3_bucket: str = "puras-deployments"
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
     max_bundle_bytes: int = 100 * 1024 * 1024
     max_entries: int = 10_000
     max_uncompressed_bytes: int = 512 * 1024 * 1024
@@ -30,8 +37,9 @@ class DeploymentsSettings(ServiceSettings):
     """Earlier master keys: data keys still wrapped by one are re-wrapped at start."""
 
     sandbox: Literal["auto", "bwrap", "none"] = "auto"
-    """Builds run in bubblewrap when it is available (``auto``), always (``bwrap``: refuse to
-    build without it) or never (``none``)."""
+    """Builds run in bubblewrap when it is available (``auto``; in production, refuse to start
+    without it), always (``bwrap``: refuse to start without it) or never (``none``, said
+    explicitly). ``PURAS_SANDBOX`` sets it for the runners and builds at once."""
     sandbox_uid: int = 65534
     """The unprivileged uid builds run as when this service is root."""
     sandbox_gid: int = 65534

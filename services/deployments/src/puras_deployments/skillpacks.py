@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 from puras_common.api import ApiError, ErrorCode
+from puras_common.db import fetch_one
 from puras_common.events import SkillpackUpdated
 from puras_common.events.platform import SkillpackUpdatedPayload
 from puras_common.ids import new_id, parse_id
@@ -31,16 +32,26 @@ def check_ref(ref: str) -> str:
     )
 
 
-async def find(conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID, ref: str, *, lock: bool = False) -> asyncpg.Record | None:
+async def find(
+    conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID, ref: str, *, lock: bool = False
+) -> asyncpg.Record | None:
     """The skillpack ``ref`` (slug or id) names in the workspace, if any."""
     suffix = " FOR UPDATE" if lock else ""
-    row = await conn.fetchrow(f"SELECT * FROM skillpacks WHERE workspace_id = $1 AND slug = $2{suffix}", workspace_id, ref)
+    row = await conn.fetchrow(
+        f"SELECT * FROM skillpacks WHERE workspace_id = $1 AND slug = $2{suffix}", workspace_id, ref
+    )
     if row is None and (as_id := parse_id(ref)) is not None:
-        row = await conn.fetchrow(f"SELECT * FROM skillpacks WHERE workspace_id = $1 AND id = $2{suffix}", workspace_id, as_id)
+        row = await conn.fetchrow(
+            f"SELECT * FROM skillpacks WHERE workspace_id = $1 AND id = $2{suffix}",
+            workspace_id,
+            as_id,
+        )
     return row
 
 
-async def require(conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID, ref: str, *, lock: bool = False) -> asyncpg.Record:
+async def require(
+    conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID, ref: str, *, lock: bool = False
+) -> asyncpg.Record:
     """The skillpack, or 404 saying how one comes to exist."""
     row = await find(conn, workspace_id, check_ref(ref), lock=lock)
     if row is None:
@@ -60,9 +71,16 @@ async def ensure(conn: asyncpg.Connection, workspace_id: UUID, ref: str) -> asyn
         raise ApiError(ErrorCode.NOT_FOUND, f"skillpack {ref!r} not found")
     await conn.execute(
         "INSERT INTO skillpacks (id, workspace_id, slug) VALUES ($1, $2, $3) ON CONFLICT (workspace_id, slug) DO NOTHING",
-        new_id(), workspace_id, ref,
+        new_id(),
+        workspace_id,
+        ref,
     )
-    return await conn.fetchrow("SELECT * FROM skillpacks WHERE workspace_id = $1 AND slug = $2 FOR UPDATE", workspace_id, ref)
+    return await fetch_one(
+        conn,
+        "SELECT * FROM skillpacks WHERE workspace_id = $1 AND slug = $2 FOR UPDATE",
+        workspace_id,
+        ref,
+    )
 
 
 def public(row: asyncpg.Record, *, active_version: int | None, deployments: int) -> dict[str, Any]:
@@ -72,8 +90,17 @@ def public(row: asyncpg.Record, *, active_version: int | None, deployments: int)
         "slug": row["slug"],
         "visibility": row["visibility"],
         "revision": row["revision"],
-        "active_deployment_id": str(row["active_deployment_id"]) if row["active_deployment_id"] else None,
+        "active_deployment_id": str(row["active_deployment_id"])
+        if row["active_deployment_id"]
+        else None,
         "active_version": active_version,
+        "ramp": {
+            "deployment_id": str(row["canary_deployment_id"]),
+            "traffic_percent": row["canary_percent"],
+            "started_at": row["ramp_started_at"].isoformat(),
+        }
+        if row["canary_deployment_id"]
+        else None,
         "deployments": deployments,
         "created_at": row["created_at"].isoformat(),
     }
@@ -88,28 +115,41 @@ _LIST = """
 
 async def listing(pool: asyncpg.Pool, workspace_id: UUID) -> list[dict[str, Any]]:
     rows = await pool.fetch(_LIST.format(where=""), workspace_id)
-    return [public(r, active_version=r["active_version"], deployments=r["deployment_count"]) for r in rows]
+    return [
+        public(r, active_version=r["active_version"], deployments=r["deployment_count"])
+        for r in rows
+    ]
 
 
-async def describe(pool: asyncpg.Pool | asyncpg.Connection, workspace_id: UUID, ref: str) -> dict[str, Any]:
+async def describe(
+    pool: asyncpg.Pool | asyncpg.Connection, workspace_id: UUID, ref: str
+) -> dict[str, Any]:
     pack = await require(pool, workspace_id, ref)
-    row = await pool.fetchrow(_LIST.format(where="AND s.id = $2"), workspace_id, pack["id"])
+    row = await fetch_one(pool, _LIST.format(where="AND s.id = $2"), workspace_id, pack["id"])
     return public(row, active_version=row["active_version"], deployments=row["deployment_count"])
 
 
-async def set_visibility(outbox: Outbox, workspace_id: UUID, ref: str, visibility: Visibility) -> dict[str, Any]:
+async def set_visibility(
+    outbox: Outbox, workspace_id: UUID, ref: str, visibility: Visibility
+) -> dict[str, Any]:
     """Make a skillpack private or public; a change is an event, a repeat is a no-op."""
     async with outbox.transaction() as uow:
         pack = await require(uow.conn, workspace_id, ref, lock=True)
         if pack["visibility"] != visibility:
             revision = pack["revision"] + 1
             await uow.conn.execute(
-                "UPDATE skillpacks SET visibility = $2, revision = $3 WHERE id = $1", pack["id"], visibility, revision
+                "UPDATE skillpacks SET visibility = $2, revision = $3 WHERE id = $1",
+                pack["id"],
+                visibility,
+                revision,
             )
             uow.emit(
                 SkillpackUpdated.new(
                     SkillpackUpdatedPayload(
-                        skillpack_id=pack["id"], skillpack_slug=pack["slug"], visibility=visibility, revision=revision
+                        skillpack_id=pack["id"],
+                        skillpack_slug=pack["slug"],
+                        visibility=visibility,
+                        revision=revision,
                     ),
                     producer="deployments",
                     workspace_id=workspace_id,

@@ -1,5 +1,6 @@
 """Bundle storage: each distinct zip once, named by its sha256; beside the bundles, the
-wheelhouse of each distinct requirements.txt (a tar of the wheels its build produced)."""
+wheelhouse of each distinct requirements.txt (a tar of the wheels its build produced). With a
+mirror (S3), the local directory is this replica's copy of a store all replicas share."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from puras_common.api import ApiError, ErrorCode
 
+from puras_deployments.mirror import S3Mirror
+
 
 @dataclass(frozen=True)
 class Received:
@@ -21,8 +24,9 @@ class Received:
 
 
 class BundleStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, mirror: S3Mirror | None = None) -> None:
         self.root = root
+        self.mirror = mirror
         self.incoming = root / "incoming"
         self.bundles = root / "bundles"
         self.wheelhouses = root / "wheelhouses"
@@ -41,7 +45,8 @@ class BundleStore:
                     size += len(chunk)
                     if size > limit:
                         raise ApiError(
-                            ErrorCode.PAYLOAD_TOO_LARGE, f"bundle exceeds {limit} bytes; the limit is {limit} bytes"
+                            ErrorCode.PAYLOAD_TOO_LARGE,
+                            f"bundle exceeds {limit} bytes; the limit is {limit} bytes",
                         )
                     digest.update(chunk)
                     out.write(chunk)
@@ -50,14 +55,40 @@ class BundleStore:
             raise
         return Received(Path(name), digest.hexdigest(), size)
 
-    def keep(self, received: Received) -> Path:
+    async def keep(self, received: Received) -> Path:
         """Move a validated upload into the store (a no-op when the same bundle is there)."""
         final = self.path(received.sha256)
         if final.exists():
             received.path.unlink(missing_ok=True)
         else:
             os.replace(received.path, final)
+        if self.mirror is not None:
+            await self.mirror.upload(f"bundles/{received.sha256}.zip", final)
         return final
+
+    async def bundle(self, sha256: str) -> Path:
+        """The bundle's local file, fetched from the shared store if this replica lacks it."""
+        path = self.path(sha256)
+        if not path.exists() and self.mirror is not None:
+            await self.mirror.fetch(f"bundles/{sha256}.zip", path)
+        return path
+
+    async def built_wheelhouse(self, requirements_sha256: str) -> Path | None:
+        """The wheelhouse's local file if a build made one here or on another replica."""
+        path = self.wheelhouse(requirements_sha256)
+        if path.exists():
+            return path
+        if self.mirror is not None and await self.mirror.fetch(
+            f"wheelhouses/{requirements_sha256}.tar", path
+        ):
+            return path
+        return None
+
+    async def share_wheelhouse(self, requirements_sha256: str) -> None:
+        """Put a wheelhouse just built where every replica finds it."""
+        if self.mirror is not None:
+            path = self.wheelhouse(requirements_sha256)
+            await self.mirror.upload(f"wheelhouses/{requirements_sha256}.tar", path)
 
     def path(self, sha256: str) -> Path:
         return self.bundles / f"{sha256}.zip"

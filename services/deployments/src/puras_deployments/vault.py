@@ -42,7 +42,9 @@ def parse_master_key(text: str) -> bytes:
     except ValueError:
         raise MasterKeyError("PURAS_SECRETS_KEY must be hex (64 characters for 32 bytes)") from None
     if len(key) != KEY_BYTES:
-        raise MasterKeyError(f"PURAS_SECRETS_KEY is {len(key)} bytes; it must be {KEY_BYTES} (64 hex characters)")
+        raise MasterKeyError(
+            f"PURAS_SECRETS_KEY is {len(key)} bytes; it must be {KEY_BYTES} (64 hex characters)"
+        )
     return key
 
 
@@ -60,7 +62,9 @@ def _open(key: bytes, sealed: bytes, aad: bytes, what: str) -> bytes:
     try:
         return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
     except (InvalidTag, ValueError):
-        raise VaultError(f"{what} does not decrypt here: it was moved, altered, or sealed under another key") from None
+        raise VaultError(
+            f"{what} does not decrypt here: it was moved, altered, or sealed under another key"
+        ) from None
 
 
 def _data_key_aad(workspace_id: UUID, kid: str) -> bytes:
@@ -85,7 +89,9 @@ class MasterKeys:
 
     @classmethod
     def from_settings(cls, current: str, previous: Iterable[str] = ()) -> MasterKeys:
-        return cls(parse_master_key(current), tuple(parse_master_key(p) for p in previous if p.strip()))
+        return cls(
+            parse_master_key(current), tuple(parse_master_key(p) for p in previous if p.strip())
+        )
 
     @property
     def current_id(self) -> str:
@@ -103,16 +109,27 @@ class MasterKeys:
                 f"the data key of workspace {workspace_id} is wrapped by master key {kid}, which this "
                 "process does not have (add it to PURAS_SECRETS_PREVIOUS_KEYS)"
             )
-        return _open(key, wrapped, _data_key_aad(workspace_id, kid), f"the data key of workspace {workspace_id}")
+        return _open(
+            key,
+            wrapped,
+            _data_key_aad(workspace_id, kid),
+            f"the data key of workspace {workspace_id}",
+        )
 
 
 def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=KEY_BYTES * 8)
 
 
-def seal_secret(data_key: bytes, *, workspace_id: UUID, skillpack_id: UUID, name: str, value: str) -> bytes:
+def seal_secret(
+    data_key: bytes, *, workspace_id: UUID, skillpack_id: UUID, name: str, value: str
+) -> bytes:
     return _seal(data_key, value.encode(), secret_aad(workspace_id, skillpack_id, name))
 
 
-def open_secret(data_key: bytes, sealed: bytes, *, workspace_id: UUID, skillpack_id: UUID, name: str) -> str:
-    return _open(data_key, sealed, secret_aad(workspace_id, skillpack_id, name), f"secret {name}").decode()
+def open_secret(
+    data_key: bytes, sealed: bytes, *, workspace_id: UUID, skillpack_id: UUID, name: str
+) -> str:
+    return _open(
+        data_key, sealed, secret_aad(workspace_id, skillpack_id, name), f"secret {name}"
+    ).decode()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -22,11 +23,13 @@ import stat
 import sys
 import tarfile
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import pip
+from puras_jobhost.egress import PROXY_ENV, EgressPolicy, EgressPort
 from puras_sandbox import Exec, ForkServer, Isolation, Limits, SandboxError
 
 WHEEL_NAME: Final = re.compile(r"^[A-Za-z0-9_.+!-]+\.whl$")
@@ -53,6 +56,12 @@ class BuildSandbox:
     max_wheelhouse_bytes: int = 1024 * 1024 * 1024
     extra_env: dict[str, str] = field(default_factory=dict)
     """Passed to pip as is: proxies and an index mirror the operator configured."""
+    egress: EgressPolicy | None = None
+    """In bubblewrap: the build's network namespace has no way out but an egress proxy
+    applying this policy (:mod:`puras_jobhost.egress`), as a networked job's; ``None``: the
+    host's network."""
+    egress_dir: Path | None = None
+    """Where the egress hand-over sockets are made (traversable by the build uid)."""
 
 
 class BuildLog:
@@ -94,7 +103,9 @@ def install_tools(root: Path) -> Path:
     tools = root / f"pip-{pip.__version__}-uv-{os.stat(uv).st_size}"
     if not (tools / "pip" / "__main__.py").exists():
         staging = Path(tempfile.mkdtemp(dir=root, prefix=".tools-"))
-        shutil.copytree(Path(pip.__file__).parent, staging / "pip", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            Path(pip.__file__).parent, staging / "pip", ignore=shutil.ignore_patterns("__pycache__")
+        )
         for dirpath, _dirs, files in os.walk(staging):
             os.chmod(dirpath, 0o755)
             for name in files:
@@ -138,32 +149,65 @@ async def build(
             await asyncio.wait_for(run.all(), sandbox.timeout_seconds)
         return _pack(work / "wheelhouse", output, limit=sandbox.max_wheelhouse_bytes)
     except TimeoutError:
-        raise BuildFailed(f"the build took longer than {sandbox.timeout_seconds} s and was stopped") from None
+        raise BuildFailed(
+            f"the build took longer than {sandbox.timeout_seconds} s and was stopped"
+        ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
-async def _server(sandbox: BuildSandbox, work: Path):  # type: ignore[no-untyped-def]
+async def _server(sandbox: BuildSandbox, work: Path) -> AsyncIterator[ForkServer]:
     isolation = None
+    port: EgressPort | None = None
     if sandbox.bwrap:
-        isolation = Isolation(ro_binds=(str(sandbox.tools_dir),), rw_binds=(str(work),), network=True)
+        isolation = Isolation(
+            ro_binds=(str(sandbox.tools_dir),), rw_binds=(str(work),), network=True
+        )
+        if _confined(sandbox):
+            assert sandbox.egress is not None and sandbox.egress_dir is not None
+            port = EgressPort(sandbox.egress_dir, sandbox.egress, name=f"build-{work.name}")
+            isolation = dataclasses.replace(
+                isolation, network=False, egress_socket=port.socket_path
+            )
     server = ForkServer(
-        python=sandbox.python, sys_path=[], uid=sandbox.uid, gid=sandbox.gid, isolation=isolation,
-        name=f"build-{work.name}", prefork=False,
+        python=sandbox.python,
+        sys_path=[],
+        uid=sandbox.uid,
+        gid=sandbox.gid,
+        isolation=isolation,
+        name=f"build-{work.name}",
+        prefork=False,
     )
     try:
         await server.start()
-    except SandboxError as exc:
+        if port is not None:
+            await port.ready()
+    except (SandboxError, OSError, TimeoutError) as exc:
+        await server.close()
+        if port is not None:
+            await port.close()
         raise BuildFailed(f"the build sandbox could not start: {exc}") from None
     try:
         yield server
     finally:
         await server.close()
+        if port is not None:
+            await port.close()
+
+
+def _confined(sandbox: BuildSandbox) -> bool:
+    """Whether the build's network is the egress proxy: in bubblewrap, with a policy, and
+    unless the operator routes builds through a proxy of their own (which the egress proxy
+    does not chain to)."""
+    own_proxy = any(k.upper() in ("HTTP_PROXY", "HTTPS_PROXY") for k in sandbox.extra_env)
+    return sandbox.bwrap and sandbox.egress is not None and not own_proxy
 
 
 class _Steps:
-    def __init__(self, sandbox: BuildSandbox, server: ForkServer, work: Path, log: BuildLog) -> None:
+    def __init__(
+        self, sandbox: BuildSandbox, server: ForkServer, work: Path, log: BuildLog
+    ) -> None:
         self.sandbox = sandbox
         self.server = server
         self.work = work
@@ -181,13 +225,23 @@ class _Steps:
             "UV_NO_CONFIG": "1",
             "UV_PYTHON_DOWNLOADS": "never",
             **sandbox.extra_env,
+            **(PROXY_ENV if _confined(sandbox) else {}),
         }
 
     async def all(self) -> None:
         pip_dir = self.sandbox.tools_dir / "pip"
         await self.step(
             "pip wheel",
-            [self.sandbox.python, "-I", str(pip_dir), "wheel", "--wheel-dir", "wheelhouse", "-r", "requirements.txt"],
+            [
+                self.sandbox.python,
+                "-I",
+                str(pip_dir),
+                "wheel",
+                "--wheel-dir",
+                "wheelhouse",
+                "-r",
+                "requirements.txt",
+            ],
         )
         wheels = sorted(name for name, _size in _wheels(self.work / "wheelhouse"))
         if not wheels:
@@ -197,8 +251,17 @@ class _Steps:
         await self.step("uv venv", [uv, "venv", "--quiet", "--python", self.sandbox.python, "venv"])
         await self.step(
             "install check",
-            [uv, "pip", "install", "--no-index", "--find-links", "wheelhouse", "--python", "venv/bin/python",
-             *(f"wheelhouse/{w}" for w in wheels)],
+            [
+                uv,
+                "pip",
+                "install",
+                "--no-index",
+                "--find-links",
+                "wheelhouse",
+                "--python",
+                "venv/bin/python",
+                *(f"wheelhouse/{w}" for w in wheels),
+            ],
         )
 
     async def step(self, title: str, argv: list[str]) -> None:
@@ -210,15 +273,23 @@ class _Steps:
             processes=1024,
         )
         captured = BuildLog(limit=64 * 1024)
-        child = await self.server.spawn(Exec(argv), workdir=str(self.work), env=self.env, limits=limits)
+        child = await self.server.spawn(
+            Exec(argv), workdir=str(self.work), env=self.env, limits=limits
+        )
         try:
-            await asyncio.gather(self._follow(child.stdout, captured), self._follow(child.stderr, captured))
+            await asyncio.gather(
+                self._follow(child.stdout, captured), self._follow(child.stderr, captured)
+            )
             outcome = await child.wait()
         except BaseException:
             await child.kill()
             raise
         if outcome.exit_code != 0:
-            how = f"exit code {outcome.exit_code}" if outcome.exit_code is not None else f"signal {outcome.signal}"
+            how = (
+                f"exit code {outcome.exit_code}"
+                if outcome.exit_code is not None
+                else f"signal {outcome.signal}"
+            )
             raise BuildFailed(f"{title} failed ({how}):\n{_pip_error(captured.text())}")
 
     async def _follow(self, reader: asyncio.StreamReader, captured: BuildLog) -> None:
@@ -231,7 +302,9 @@ class _Steps:
 def _pip_error(output: str) -> str:
     """The part of pip's output that says what went wrong: from its first ERROR line, or the tail."""
     lines = output.rstrip().splitlines()
-    first = next((i for i, line in enumerate(lines) if line.lstrip().lower().startswith("error")), None)
+    first = next(
+        (i for i, line in enumerate(lines) if line.lstrip().lower().startswith("error")), None
+    )
     chosen = lines[first:] if first is not None else lines[-15:]
     text = "\n".join(chosen)
     return text[-MAX_ERROR_CHARS:]
@@ -263,7 +336,10 @@ def _pack(directory: Path, output: Path, *, limit: int) -> Built:
     fd, tmp = tempfile.mkstemp(dir=output.parent, suffix=".tar")
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            os.fdopen(fd, "wb") as out,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             for name, _ in sorted(wheels):
                 wheel_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
                 with os.fdopen(wheel_fd, "rb") as wheel:

@@ -26,7 +26,9 @@ MAX_SEGMENT_BYTES: Final = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
-_INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u202e\u202d\u202a\u202b\u202c\u2066\u2067\u2068\u2069")
+_INVISIBLE = frozenset(
+    "\u200b\u200c\u200d\u2060\ufeff\u202e\u202d\u202a\u202b\u202c\u2066\u2067\u2068\u2069"
+)
 """Zero-width and bidirectional controls: they make one name look like another."""
 
 
@@ -34,7 +36,9 @@ class InvalidPath(ApiError):
     """A path a caller may not use; the message says why and names the parameter."""
 
     def __init__(self, path: object, reason: str, *, param: str = "path") -> None:
-        shown = repr(path) if not isinstance(path, str) or len(path) <= 200 else repr(path[:200] + "…")
+        shown = (
+            repr(path) if not isinstance(path, str) or len(path) <= 200 else repr(path[:200] + "…")
+        )
         super().__init__(
             ErrorCode.INVALID_REQUEST,
             f"{param} {shown} is not a valid drive path: {reason}",
@@ -76,13 +80,21 @@ def normalise(raw: object, *, param: str = "path", allow_root: bool = False) -> 
     if _CONTROL.search(raw):
         raise InvalidPath(raw, "control characters (NUL, newline, …) are not allowed", param=param)
     if "\\" in raw:
-        raise InvalidPath(raw, "backslashes are not allowed; separate folders with '/'", param=param)
+        raise InvalidPath(
+            raw, "backslashes are not allowed; separate folders with '/'", param=param
+        )
     if _PERCENT.search(raw):
-        raise InvalidPath(raw, "percent-encoded sequences are not allowed in a decoded path", param=param)
+        raise InvalidPath(
+            raw, "percent-encoded sequences are not allowed in a decoded path", param=param
+        )
     if any(ch in _INVISIBLE for ch in raw):
-        raise InvalidPath(raw, "zero-width and bidirectional control characters are not allowed", param=param)
+        raise InvalidPath(
+            raw, "zero-width and bidirectional control characters are not allowed", param=param
+        )
     if raw.startswith("/"):
-        raise InvalidPath(raw, "absolute paths are not allowed; paths are relative to the workspace", param=param)
+        raise InvalidPath(
+            raw, "absolute paths are not allowed; paths are relative to the workspace", param=param
+        )
     if raw.startswith("~"):
         raise InvalidPath(raw, "'~' is not allowed at the start of a path", param=param)
     if _DRIVE_LETTER.match(raw):
@@ -101,10 +113,14 @@ def normalise(raw: object, *, param: str = "path", allow_root: bool = False) -> 
         if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
             raise InvalidPath(raw, f"a name is longer than {MAX_SEGMENT_BYTES} bytes", param=param)
         if segment.strip(" .") == "":
-            raise InvalidPath(raw, "names made only of dots and spaces are not allowed", param=param)
+            raise InvalidPath(
+                raw, "names made only of dots and spaces are not allowed", param=param
+            )
     path = "/".join(segments)
     if len(encoded) > MAX_PATH_BYTES:
-        raise InvalidPath(raw, f"it is {len(encoded)} bytes; the limit is {MAX_PATH_BYTES} bytes", param=param)
+        raise InvalidPath(
+            raw, f"it is {len(encoded)} bytes; the limit is {MAX_PATH_BYTES} bytes", param=param
+        )
     if not path:
         if not allow_root:
             raise InvalidPath(raw, "it names the drive's root, not a file", param=param)
@@ -117,16 +133,22 @@ def _refuse_compatibility_tricks(raw: str, text: str, param: str) -> None:
     clients apply) would turn into a separator or a dot segment: ``．．／`` is ``../``."""
     folded = unicodedata.normalize("NFKC", text)
     if folded.count("/") != text.count("/") or "\\" in folded or _CONTROL.search(folded):
-        raise InvalidPath(raw, "it contains a character that folds into a path separator", param=param)
+        raise InvalidPath(
+            raw, "it contains a character that folds into a path separator", param=param
+        )
     original = text.split("/")
     for before, after in zip(original, folded.split("/"), strict=False):
         if after in (".", "..") and before != after:
             raise InvalidPath(raw, "it contains characters that fold into '.' or '..'", param=param)
     if _PERCENT.search(folded):
-        raise InvalidPath(raw, "it contains characters that fold into a percent-encoded sequence", param=param)
+        raise InvalidPath(
+            raw, "it contains characters that fold into a percent-encoded sequence", param=param
+        )
 
 
-def resolve(workspace_id: UUID, raw: object, *, param: str = "path", allow_root: bool = False) -> DrivePath:
+def resolve(
+    workspace_id: UUID, raw: object, *, param: str = "path", allow_root: bool = False
+) -> DrivePath:
     """A caller's path inside ``workspace_id``'s drive, checked and normalised.
 
     A leading ``<workspace_id>/`` equal to the caller's own workspace is accepted and dropped

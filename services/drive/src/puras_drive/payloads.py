@@ -13,7 +13,7 @@ from puras_common.api import ApiError, ErrorCode
 
 from puras_drive.storage import Backend
 
-KEY = re.compile(r"^payloads/[0-9a-f-]{36}/[0-9a-f-]{36}/[a-z_]{1,32}\.json$")
+KEY = re.compile(r"^payloads/[0-9a-f-]{36}/[0-9a-f-]{36}/[a-z0-9_]{1,32}\.json$")
 AREA = "_payloads/"
 
 
@@ -27,7 +27,9 @@ class Payloads:
         return AREA + key
 
     async def write(self, key: str, chunks: AsyncIterable[bytes], *, limit: int) -> int:
-        stored = await self.backend.write(self._key(key), chunks, content_type="application/json", limit=limit)
+        stored = await self.backend.write(
+            self._key(key), chunks, content_type="application/json", limit=limit
+        )
         return stored.bytes
 
     async def read(self, key: str) -> AsyncIterator[bytes]:

@@ -45,7 +45,9 @@ class TtlOutOfRange(ApiError):
         super().__init__(
             ErrorCode.INVALID_REQUEST,
             f"ttl={ttl} is out of range: a signed URL lives {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS} seconds (30 days)",
-            details=[{"pointer": "?ttl", "message": f"must be in {MIN_TTL_SECONDS}..{MAX_TTL_SECONDS}"}],
+            details=[
+                {"pointer": "?ttl", "message": f"must be in {MIN_TTL_SECONDS}..{MAX_TTL_SECONDS}"}
+            ],
         )
 
 
@@ -80,15 +82,26 @@ class Signer:
         self._keys = {key_id(k): k.encode() for k in (*retired, key) if k}
         self.base_url = base_url.rstrip("/")
 
-    def _mac(self, key: bytes, *, method: str, workspace_id: UUID, path: str, expires_at: int, kid: str) -> bytes:
-        message = "\n".join((_DOMAIN, method.upper(), str(workspace_id), path, str(expires_at), kid))
+    def _mac(
+        self, key: bytes, *, method: str, workspace_id: UUID, path: str, expires_at: int, kid: str
+    ) -> bytes:
+        message = "\n".join(
+            (_DOMAIN, method.upper(), str(workspace_id), path, str(expires_at), kid)
+        )
         return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
 
-    def sign(self, workspace_id: UUID, path: str, *, ttl: int, now: float | None = None) -> SignedLink:
+    def sign(
+        self, workspace_id: UUID, path: str, *, ttl: int, now: float | None = None
+    ) -> SignedLink:
         """A GET link to ``path`` (already normalised) valid for ``ttl`` seconds."""
         expires_at = int(now if now is not None else time.time()) + ttl
         mac = self._mac(
-            self._keys[self.kid], method="GET", workspace_id=workspace_id, path=path, expires_at=expires_at, kid=self.kid
+            self._keys[self.kid],
+            method="GET",
+            workspace_id=workspace_id,
+            path=path,
+            expires_at=expires_at,
+            kid=self.kid,
         )
         query = f"exp={expires_at}&kid={self.kid}&sig={_b64(mac)}"
         url = f"{self.base_url}{FILES_ROUTE}/{workspace_id}/{quote(path, safe='/')}?{query}"
@@ -111,8 +124,19 @@ class Signer:
             raise SignatureRefused("it lacks a valid exp, kid and sig")
         key = self._keys.get(kid)
         if key is None:
-            raise SignatureRefused("it was signed with a key that is no longer valid (the signing key was rotated)")
-        expected = _b64(self._mac(key, method=method, workspace_id=workspace_id, path=path, expires_at=int(exp), kid=kid))
+            raise SignatureRefused(
+                "it was signed with a key that is no longer valid (the signing key was rotated)"
+            )
+        expected = _b64(
+            self._mac(
+                key,
+                method=method,
+                workspace_id=workspace_id,
+                path=path,
+                expires_at=int(exp),
+                kid=kid,
+            )
+        )
         if not hmac.compare_digest(expected.encode(), sig.encode("utf-8", errors="replace")):
             raise SignatureRefused("the signature does not match this workspace, path and expiry")
         current = int(now if now is not None else time.time())

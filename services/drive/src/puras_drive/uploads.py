@@ -13,13 +13,16 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from puras_common.api import ApiError, ErrorCode, ErrorDetail
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from puras_drive.storage import TooLarge
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 16
@@ -31,7 +34,9 @@ _EXTENSION = re.compile(r"^\.[A-Za-z0-9]{1,15}$")
 
 
 def _bad(message: str, pointer: str = "/file") -> ApiError:
-    return ApiError(ErrorCode.INVALID_REQUEST, message, details=[ErrorDetail(pointer=pointer, message=message)])
+    return ApiError(
+        ErrorCode.INVALID_REQUEST, message, details=[ErrorDetail(pointer=pointer, message=message)]
+    )
 
 
 @dataclass
@@ -70,11 +75,15 @@ class _Receiver:
         self._value = bytearray()
         self._out: BinaryIO | None = None
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.part_begin,
-            "on_header_field": lambda data, start, end: self._append("_header_name", data[start:end]),
-            "on_header_value": lambda data, start, end: self._append("_header_value", data[start:end]),
+            "on_header_field": lambda data, start, end: self._append(
+                "_header_name", data[start:end]
+            ),
+            "on_header_value": lambda data, start, end: self._append(
+                "_header_value", data[start:end]
+            ),
             "on_header_end": self.header_end,
             "on_headers_finished": self.headers_finished,
             "on_part_data": self.part_data,
@@ -107,7 +116,9 @@ class _Receiver:
         filename = params.get(b"filename")
         self.upload.filename = filename.decode("utf-8", "replace") if filename is not None else None
         part_type = self._headers.get(b"content-type")
-        self.upload.content_type = part_type.decode("latin-1").split(";")[0].strip().lower() if part_type else None
+        self.upload.content_type = (
+            part_type.decode("latin-1").split(";")[0].strip().lower() if part_type else None
+        )
         self._out = open(self.upload.spool, "xb")
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
@@ -122,7 +133,10 @@ class _Receiver:
         elif self._name is not None:
             self._value += data[start:end]
             if len(self._value) > MAX_FIELD_BYTES:
-                raise _bad(f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes", f"/{self._name}")
+                raise _bad(
+                    f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes",
+                    f"/{self._name}",
+                )
 
     def part_end(self) -> None:
         if self._is_file:
@@ -131,7 +145,9 @@ class _Receiver:
             try:
                 self.upload.fields[self._name] = self._value.decode("utf-8")
             except UnicodeDecodeError:
-                raise _bad(f"form field {self._name!r} is not UTF-8 text", f"/{self._name}") from None
+                raise _bad(
+                    f"form field {self._name!r} is not UTF-8 text", f"/{self._name}"
+                ) from None
 
     def close(self) -> None:
         if self._out is not None:

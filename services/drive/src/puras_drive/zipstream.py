@@ -13,18 +13,30 @@ import io
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from puras_drive.storage import StoredObject
 
 _DEFLATE_TYPES = frozenset(
-    {"application/json", "application/xml", "application/javascript", "application/yaml", "image/svg+xml",
-     "application/x-yaml", "application/x-ndjson"}
+    {
+        "application/json",
+        "application/xml",
+        "application/javascript",
+        "application/yaml",
+        "image/svg+xml",
+        "application/x-yaml",
+        "application/x-ndjson",
+    }
 )
 _EPOCH_1980 = (1980, 1, 1, 0, 0, 0)
 
 
 def _compressible(content_type: str) -> bool:
     return content_type.startswith("text/") or content_type in _DEFLATE_TYPES
+
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 class _Sink(io.RawIOBase):
@@ -37,7 +49,7 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
+    def write(self, data: ReadableBuffer) -> int:
         chunk = bytes(data)
         self._parts.append(chunk)
         self._offset += len(chunk)

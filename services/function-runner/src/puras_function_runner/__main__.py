@@ -5,26 +5,22 @@ from __future__ import annotations
 import os
 
 import httpx
-from puras_common import streams, subjects
 from puras_common.attempts import AttemptClient, CancelWatch
-from puras_common.bus import ConsumerSpec, WorkRunner
+from puras_common.bus import ConsumerSpec
+from puras_common.consumers import WorkLease, function_runner_work
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime, run
-from puras_sandbox import bwrap_available, python_for
+from puras_jobhost.prepare import Deployments
+from puras_jobhost.sandboxing import decide_sandbox
+from puras_sandbox import python_for
 
-from puras_function_runner.prepare import Deployments
 from puras_function_runner.runner import FunctionRunner
 from puras_function_runner.settings import FunctionRunnerSettings
 
 
 def work_consumer(settings: FunctionRunnerSettings, *, children: bool = False) -> ConsumerSpec:
-    return ConsumerSpec(
-        streams.WORK,
-        "function-runner-children" if children else "function-runner-work",
-        (subjects.RUN_FUNCTION_CHILD if children else subjects.RUN_FUNCTION,),
-        ack_wait_seconds=settings.lease_seconds,
-        max_deliver=settings.max_deliveries,
-    )
+    lease = WorkLease(settings.lease_seconds, settings.max_deliveries)
+    return function_runner_work(lease, children=children)
 
 
 async def main(settings: FunctionRunnerSettings | None = None) -> None:
@@ -34,16 +30,9 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
         root = os.geteuid() == 0
         uid, gid = (settings.sandbox_uid, settings.sandbox_gid) if root else (None, None)
         python = settings.job_python or python_for(uid, gid)
-        sandboxed = settings.sandbox != "none" and bwrap_available(uid, gid)
-        if settings.sandbox == "bwrap" and not sandboxed:
-            raise RuntimeError("PURAS_FUNCTION_RUNNER_SANDBOX=bwrap but bubblewrap cannot run here (apt-get install bubblewrap)")
-        if sandboxed:
-            runtime.log.info("jobs run in bubblewrap: one sandboxed warm parent per deployment and workspace")
-        else:
-            runtime.log.warning(
-                "bubblewrap is not available: jobs run WITHOUT namespaces (shared filesystem view, host network); "
-                "install bubblewrap for isolation (see docs/isolation.md)"
-            )
+        sandboxed = decide_sandbox(
+            settings.sandbox, environment=settings.environment, uid=uid, gid=gid, log=runtime.log
+        )
         deployments = Deployments(
             cache_dir=settings.cache_dir,
             deployments_url=settings.deployments_url,
@@ -55,6 +44,11 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
             python=python,
             sandboxed=sandboxed,
             idle_seconds=settings.warm_idle_seconds,
+            egress=settings.egress_policy(
+                gateway_url=settings.api_base,
+                platform_urls=[settings.deployments_url, settings.drive_url],
+                also_allow=settings.ssrf_allow,
+            ),
         )
         runtime.spawn(deployments.stop_idle_forever(), "idle-fork-servers")
         runtime.log.info("jobs run as", uid=uid if uid is not None else os.getuid(), python=python)
@@ -72,13 +66,16 @@ async def main(settings: FunctionRunnerSettings | None = None) -> None:
             cancels=cancels,
         )
         runtime.checks["work"] = lambda: {"ok": True, "completed": runner.completed}
-        for spec, slots in ((work_consumer(settings), settings.concurrency), (work_consumer(settings, children=True), settings.child_concurrency)):
-            work = WorkRunner(js=runtime.js, spec=spec, work=runner.work, concurrency=slots)
-            runtime.spawn(work.run(), spec.durable)
+        for spec, slots in (
+            (work_consumer(settings), settings.concurrency),
+            (work_consumer(settings, children=True), settings.child_concurrency),
+        ):
+            runtime.run_work(spec=spec, work=runner.work, concurrency=slots)
         try:
             await runtime.run_until_stopped()
         finally:
             await deployments.close()
+            runner.drives.close()
 
 
 if __name__ == "__main__":

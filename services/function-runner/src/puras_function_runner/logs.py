@@ -3,6 +3,10 @@
 Whatever is available is read at once and cut into complete lines, so a burst of prints becomes
 one event rather than hundreds; events are published in order, and :meth:`LogPump.drain` returns
 only when all of them are acknowledged, so the terminal event that follows comes after them.
+
+A job's log is bounded (``PURAS_FUNCTION_RUNNER_MAX_LOG_BYTES``, UTF-8 bytes per attempt): past
+it, one marker event (``truncated: true``) says so, and the rest of the output is read and
+dropped, so a job printing in a loop cannot flood the JOBS stream.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from puras_common.events.jobs import LoggedPayload
 
 MAX_EVENT_TEXT = 32 * 1024
 """Longest text in one log event; longer lines are cut into pieces."""
+DEFAULT_MAX_LOG_BYTES = 10 * 1024 * 1024
 
 
 class LogPump:
@@ -31,8 +36,12 @@ class LogPump:
         attempt: int,
         caused_by: Event,
         mask: Callable[[str], str] = str,
+        max_bytes: int = DEFAULT_MAX_LOG_BYTES,
     ) -> None:
         self.js = js
+        self.max_bytes = max_bytes
+        self.logged_bytes = 0
+        self.truncated = False
         self.mask = mask
         """Applied to every text before it leaves: hides the job's secret values."""
         self.job_id = job_id
@@ -58,19 +67,45 @@ class LogPump:
             self._emit(stream, pending)
 
     def _emit(self, stream: str, data: bytes) -> None:
+        if self.truncated:
+            return
         # NUL cannot be stored in a JSON column downstream: show it as U+FFFD, as bad UTF-8 is.
         text = self.mask(data.decode("utf-8", errors="replace").replace("\x00", "\ufffd"))
-        self.lines += text.count("\n") + 1
+        size = len(text.encode())
+        if self.logged_bytes + size > self.max_bytes:
+            room = self.max_bytes - self.logged_bytes
+            text = text.encode()[:room].decode(errors="ignore")
+            size = len(text.encode())
+            self.truncated = True
+        self.logged_bytes += size
+        self.lines += text.count("\n") + 1 if text else 0
         for start in range(0, len(text), MAX_EVENT_TEXT):
-            self._queue.put_nowait(
-                JobLogged.new(
-                    LoggedPayload(attempt=self.attempt, stream=stream, text=text[start : start + MAX_EVENT_TEXT]),  # type: ignore[arg-type]
-                    producer="function-runner",
-                    workspace_id=self.workspace_id,
-                    job_id=self.job_id,
-                    caused_by=self.caused_by,
+            self._put(
+                LoggedPayload(
+                    attempt=self.attempt, stream=stream, text=text[start : start + MAX_EVENT_TEXT]
                 )
             )
+        if self.truncated:
+            self._put(
+                LoggedPayload(
+                    attempt=self.attempt,
+                    stream="stderr",
+                    text=f"[log truncated: this job's output passed {self.max_bytes} bytes "
+                    "(PURAS_FUNCTION_RUNNER_MAX_LOG_BYTES); the rest is not kept]",
+                    truncated=True,
+                )
+            )
+
+    def _put(self, payload: LoggedPayload) -> None:
+        self._queue.put_nowait(
+            JobLogged.new(
+                payload,
+                producer="function-runner",
+                workspace_id=self.workspace_id,
+                job_id=self.job_id,
+                caused_by=self.caused_by,
+            )
+        )
 
     async def _send(self) -> None:
         while True:

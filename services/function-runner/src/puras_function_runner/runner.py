@@ -24,6 +24,7 @@ from uuid import UUID
 import orjson
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from puras_common import tokens
 from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.bus import Delivery, Lease, send
 from puras_common.drive import DriveClient
@@ -33,20 +34,24 @@ from puras_common.events import JobStarted, RunFunction, RunPayload
 from puras_common.events.jobs import (
     CancelledPayload,
     FailedPayload,
+    InputRequestedPayload,
     StartedPayload,
     SucceededPayload,
 )
+from puras_common.ids import new_id
+from puras_common.input_requests import DEFAULT_TIMEOUT_SECONDS, QuestionError, check_question
 from puras_common.logging import bound_contextvars, get_logger
+from puras_common.observability import SANDBOX_SPAWN_SECONDS, timed
 from puras_common.payloads import PayloadStore, payload_key
-from puras_common.schemas import validate
+from puras_common.schemas import validate_off_loop
 from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_secrets
 from puras_common.tokens import mint_job_token
+from puras_jobhost.prepare import Deployments, Prepared, PrepareError
+from puras_jobhost.workdrive import WorkDrives
 from puras_sandbox import Child, ForkServerDied, Limits, Outcome, PythonCall, SandboxError
 
 from puras_function_runner.logs import LogPump
-from puras_function_runner.prepare import Deployments, Prepared, PrepareError
 from puras_function_runner.settings import FunctionRunnerSettings
-from puras_function_runner.workdrive import WorkDrives
 
 log = get_logger("puras_function_runner")
 
@@ -65,6 +70,24 @@ class JobFailure(Exception):
 
 class JobCancelledError(Exception):
     """The job was cancelled while this runner held it."""
+
+
+class InputWanted(Exception):
+    """The job asked a question (``puras.request_input``): the attempt ends on it."""
+
+    def __init__(self, question: InputRequestedPayload) -> None:
+        super().__init__(question.prompt)
+        self.question = question
+
+
+_PASSED_ON: tuple[type[BaseException], ...] = (
+    JobFailure,
+    JobCancelledError,
+    InputWanted,
+    asyncio.CancelledError,
+    *TRANSIENT_ERRORS,
+)
+"""Raised through the attempt as they are: everything else from run() is the job's failure."""
 
 
 @dataclass
@@ -120,34 +143,60 @@ class FunctionRunner:
         self.work_root = deployments.cache_dir / "work"
         self.drop_privileges = os.geteuid() == 0
         self.completed = 0
-        drive = DriveClient(settings.drive_url, token=settings.internal_token.get_secret_value(), client=payloads.client)
-        self.drives = WorkDrives(drive, owner=(settings.sandbox_uid, settings.sandbox_gid) if self.drop_privileges else None, ssrf_allow=settings.ssrf_allow)
+        drive = DriveClient(
+            settings.drive_url,
+            token=settings.internal_token.get_secret_value(),
+            client=payloads.client,
+        )
+        self.drives = WorkDrives(
+            drive,
+            owner=(settings.sandbox_uid, settings.sandbox_gid) if self.drop_privileges else None,
+            ssrf_allow=settings.ssrf_allow,
+            work_root=self.work_root,
+        )
 
     async def work(self, delivery: Delivery, lease: Lease) -> None:
         command = delivery.event
         assert isinstance(command, RunFunction) and command.job_id is not None
         with bound_contextvars(job_id=str(command.job_id), workspace_id=str(command.workspace_id)):
             # The secrets travel while the scheduler decides (a claim waits on its database).
-            token = self._job_token(command)
-            fetching = asyncio.create_task(self._secrets(command.job_id, token))
+            # Only for a first delivery, whose claim runs the dispatched attempt: a redelivery's
+            # claim may start a new attempt, and the secrets are handed out for that one only.
+            fetching = None
+            if delivery.num_delivered == 1:
+                secrets_token = self._job_token(
+                    command, command.payload.attempt, audiences=(tokens.SECRETS,)
+                )
+                fetching = asyncio.create_task(self._secrets(command.job_id, secrets_token))
             try:
                 claim = await self.attempts.claim(
-                    command.job_id, dispatched_attempt=command.payload.attempt, delivery=delivery.num_delivered
+                    command.job_id,
+                    dispatched_attempt=command.payload.attempt,
+                    delivery=delivery.num_delivered,
                 )
             except BaseException:
-                fetching.cancel()
+                if fetching is not None:
+                    fetching.cancel()
                 raise
             if not claim.run:
-                fetching.cancel()
+                if fetching is not None:
+                    fetching.cancel()
                 log.info("not running the job", reason=claim.reason)
                 await lease.ack()
                 return
             with self.cancels.watch(command.job_id) as cancelled:
+                token = self._job_token(command, claim.attempt)
                 attempt = Attempt(command, claim.attempt, cancelled, token=token, fetching=fetching)
                 event_type, payload = await self._attempt(attempt)
-            reply = await self.attempts.complete(attempt.job_id, attempt.number, event_type, payload)
+            reply = await self.attempts.complete(
+                attempt.job_id, attempt.number, event_type, payload
+            )
             if not reply.accepted:
-                log.warning("the scheduler did not accept the result", reason=reply.reason, outcome=event_type)
+                log.warning(
+                    "the scheduler did not accept the result",
+                    reason=reply.reason,
+                    outcome=event_type,
+                )
             await lease.ack()
             self.completed += 1
 
@@ -155,11 +204,23 @@ class FunctionRunner:
         """Run the attempt; returns the terminal event's type and payload."""
         started_at = time.monotonic()
         if attempt.fetching is None:  # normally asked for while the job was claimed
-            attempt.token = attempt.token or self._job_token(attempt.command)
-            attempt.fetching = asyncio.create_task(self._secrets(attempt.job_id, attempt.token))
+            attempt.token = attempt.token or self._job_token(attempt.command, attempt.number)
+            secrets_token = self._job_token(
+                attempt.command, attempt.number, audiences=(tokens.SECRETS,)
+            )
+            attempt.fetching = asyncio.create_task(self._secrets(attempt.job_id, secrets_token))
         # Sent now, confirmed before the outcome is reported: the job need not wait for the
         # server's ack to start, and the terminal event still comes after it.
-        started = await send(self.js, [self._event(attempt, JobStarted, StartedPayload(attempt=attempt.number, runner=self.settings.instance_id))])
+        started = await send(
+            self.js,
+            [
+                self._event(
+                    attempt,
+                    JobStarted,
+                    StartedPayload(attempt=attempt.number, runner=self.settings.instance_id),
+                )
+            ],
+        )
         try:
             return await self._outcome(attempt, started_at)
         finally:
@@ -178,19 +239,28 @@ class FunctionRunner:
             try:
                 value = await self._run(attempt)
                 value = attempt.mask.value(value)  # the mask is known only once the secrets are
-            except (JobFailure, JobCancelledError, asyncio.CancelledError, *TRANSIENT_ERRORS):
+            except _PASSED_ON:
                 raise
             except Exception as exc:
                 log.exception("runner failed the job")
-                raise JobFailure(f"the runner failed to run the job: {type(exc).__name__}: {exc}", reason="runtime") from exc
+                raise JobFailure(
+                    f"the runner failed to run the job: {type(exc).__name__}: {exc}",
+                    reason="runtime",
+                ) from exc
         except JobCancelledError:
-            return "job.cancelled", CancelledPayload(attempt=attempt.number, reason="cancelled while running")
+            return "job.cancelled", CancelledPayload(
+                attempt=attempt.number, reason="cancelled while running"
+            )
+        except InputWanted as wanted:
+            return "job.input_requested", wanted.question.model_copy(
+                update={"attempt": attempt.number}
+            )
         except JobFailure as failure:
             return "job.failed", FailedPayload(
                 attempt=attempt.number,
                 error=_storable(attempt.mask.text(failure.error)),
                 error_detail=_storable(attempt.mask.value(failure.detail)),
-                reason=failure.reason,  # type: ignore[arg-type]
+                reason=failure.reason,
                 duration_ms=elapsed(),
             )
         result, result_ref = value, None
@@ -206,7 +276,9 @@ class FunctionRunner:
         try:
             return await fetch_secrets(self.nc, job_token=token, job_id=job_id)
         except SecretDeliveryError as exc:
-            raise JobFailure(f"could not get the skillpack's secrets: {exc}", reason="runtime") from None
+            raise JobFailure(
+                f"could not get the skillpack's secrets: {exc}", reason="runtime"
+            ) from None
 
     async def _run(self, attempt: Attempt) -> Any:
         p = attempt.spec
@@ -216,9 +288,13 @@ class FunctionRunner:
             raise JobFailure(str(exc), reason="runtime") from None
         manifest = prepared.skills.get(p.skill_name)
         if manifest is None:
-            raise JobFailure(f"skill {p.skill_name!r} is not in deployment {p.deployment_id}", reason="runtime")
+            raise JobFailure(
+                f"skill {p.skill_name!r} is not in deployment {p.deployment_id}", reason="runtime"
+            )
         inputs = p.inputs if p.inputs is not None else await self.payloads.get(p.inputs_ref or "")
-        outcome = await self._execute(attempt, prepared, inputs, network=manifest.get("network", True))
+        outcome = await self._execute(
+            attempt, prepared, inputs, network=manifest.get("network", True)
+        )
         value = self._value(outcome, p)
         if (where := _nul_at(value)) is not None:
             raise JobFailure(
@@ -228,7 +304,9 @@ class FunctionRunner:
                 detail={"pointer": where},
             )
         schema = manifest.get("output_schema")
-        if schema is not None and (problems := validate(schema, value, root=("result",))):
+        if schema is not None and (
+            problems := await validate_off_loop(schema, value, root=("result",))
+        ):
             first = problems[0]
             raise JobFailure(
                 f"result does not match the output_schema: {first.message} at {first.pointer}",
@@ -237,7 +315,9 @@ class FunctionRunner:
             )
         return value
 
-    async def _execute(self, attempt: Attempt, prepared: Prepared, inputs: Any, *, network: bool) -> Outcome:
+    async def _execute(
+        self, attempt: Attempt, prepared: Prepared, inputs: Any, *, network: bool
+    ) -> Outcome:
         p = attempt.spec
         file, _, function = p.entrypoint.partition(":")
         module = file[: -len(".py")].replace("/", ".")
@@ -245,17 +325,35 @@ class FunctionRunner:
         # Per attempt: a lost attempt's directory may still be there, on this host.
         # Under the workspace's own directory: the only one its sandboxes can write, or see.
         work_root = self.deployments.work_dir(attempt.workspace_id)
-        workdir = Path(tempfile.mkdtemp(prefix=f"{attempt.job_id}.{attempt.number}.", dir=work_root))
+        workdir = Path(
+            tempfile.mkdtemp(prefix=f"{attempt.job_id}.{attempt.number}.", dir=work_root)
+        )
         drive = None
         try:
-            if self.drop_privileges:
-                os.chown(workdir, self.settings.sandbox_uid, self.settings.sandbox_gid)
-            drive = await self.drives.attach(workdir, workspace_id=attempt.workspace_id, job_id=attempt.job_id, skill_name=p.skill_name, inputs=inputs)
-            server = await self.deployments.fork_server(
-                prepared, workspace_id=attempt.workspace_id, network=network,
-                rw_binds=(str(drive.host_dir),) if drive.host_dir is not None else (),
+            answers_file = _write_answers(workdir, p.resume.answers) if p.resume else None
+            owner = await self.drives.owner_for(attempt.workspace_id)
+            if owner is not None:
+                os.chown(workdir, *owner)
+            drive = await self.drives.attach(
+                workdir,
+                workspace_id=attempt.workspace_id,
+                job_id=attempt.job_id,
+                skill_name=p.skill_name,
+                inputs=inputs,
             )
-            call = PythonCall(import_dir=str(skill_dir), module=module, function=function, payload=orjson.dumps(inputs))
+            server = await self.deployments.fork_server(
+                prepared,
+                workspace_id=attempt.workspace_id,
+                network=network,
+                rw_binds=(str(drive.host_dir),) if drive.host_dir is not None else (),
+                owner=owner,
+            )
+            call = PythonCall(
+                import_dir=str(skill_dir),
+                module=module,
+                function=function,
+                payload=orjson.dumps(inputs),
+            )
             limits = Limits(
                 cpu_seconds=p.timeout_seconds + 5,
                 address_space_bytes=self.settings.memory_limit_bytes,
@@ -269,14 +367,34 @@ class FunctionRunner:
             attempt.secrets = await attempt.fetching
             attempt.mask = SecretMask(attempt.secrets.values())
             try:
-                child = await server.spawn(call, workdir=str(workdir), env={**self._env(attempt, workdir, prepared), **drive.env}, limits=limits)
+                with timed(SANDBOX_SPAWN_SECONDS):
+                    child = await server.spawn(
+                        call,
+                        workdir=str(workdir),
+                        env={
+                            **self._env(attempt, workdir, prepared),
+                            **drive.env,
+                            **self.deployments.job_env(network=network),
+                            **({ANSWERS_ENV: str(answers_file)} if answers_file else {}),
+                        },
+                        limits=limits,
+                    )
             except SandboxError as exc:
-                raise JobFailure(f"could not start the job's process: {exc}", reason="runtime") from None
+                raise JobFailure(
+                    f"could not start the job's process: {exc}", reason="runtime"
+                ) from None
             pump = LogPump(
-                self.js, job_id=attempt.job_id, workspace_id=attempt.workspace_id, attempt=attempt.number,
-                caused_by=attempt.command, mask=attempt.mask.text,
+                self.js,
+                job_id=attempt.job_id,
+                workspace_id=attempt.workspace_id,
+                attempt=attempt.number,
+                caused_by=attempt.command,
+                mask=attempt.mask.text,
+                max_bytes=self.settings.max_log_bytes,
             )
-            readers = asyncio.gather(pump.follow(child.stdout, "stdout"), pump.follow(child.stderr, "stderr"))
+            readers = asyncio.gather(
+                pump.follow(child.stdout, "stdout"), pump.follow(child.stderr, "stderr")
+            )
             try:
                 outcome = await self._wait(child, attempt)
             except JobCancelledError:
@@ -316,7 +434,9 @@ class FunctionRunner:
         cancelled = asyncio.ensure_future(attempt.cancelled.wait())
         try:
             done, _ = await asyncio.wait(
-                {finished, cancelled}, timeout=attempt.spec.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+                {finished, cancelled},
+                timeout=attempt.spec.timeout_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             cancelled.cancel()
@@ -332,7 +452,11 @@ class FunctionRunner:
         if result is None:
             if outcome.signal is not None:
                 name = signal.Signals(outcome.signal).name
-                hint = " (the memory or CPU limit, or an explicit kill)" if outcome.signal in (signal.SIGKILL, signal.SIGXCPU, signal.SIGSEGV) else ""
+                hint = (
+                    " (the memory or CPU limit, or an explicit kill)"
+                    if outcome.signal in (signal.SIGKILL, signal.SIGXCPU, signal.SIGSEGV)
+                    else ""
+                )
                 raise JobFailure(
                     f"the job's process was killed by {name}{hint} before returning a result",
                     reason="runtime",
@@ -347,17 +471,29 @@ class FunctionRunner:
             return result.get("value")
         error = result.get("error") or {}
         kind = error.get("type", "Error")
+        if kind == "InputRequested":
+            raise InputWanted(_question(error.get("message", ""), p))
         message = error.get("message", "")
         reason = "invalid_result" if kind == "ResultNotJSON" else "exception"
         raise JobFailure(f"{kind}: {message}" if message else kind, reason=reason, detail=error)
 
-    def _job_token(self, command: RunFunction) -> str:
+    def _job_token(
+        self,
+        command: RunFunction,
+        attempt: int,
+        *,
+        audiences: tuple[str, ...] = tokens.JOB_AUDIENCES,
+    ) -> str:
+        """The token of one attempt: the job's own (drive, media, subagents), or the one this
+        runner asks for the job's secrets with."""
         p = command.payload
         return mint_job_token(
             self.settings.job_token_key.get_secret_value(),
-            workspace_id=command.workspace_id,  # type: ignore[arg-type]
-            job_id=command.job_id,  # type: ignore[arg-type]
+            workspace_id=command.workspace_id,
+            job_id=command.job_id,
             skillpack_id=p.skillpack_id,
+            attempt=attempt,
+            audiences=audiences,
             ttl_seconds=p.timeout_seconds + 300,
         )
 
@@ -382,8 +518,56 @@ class FunctionRunner:
 
     def _event(self, attempt: Attempt, cls: type[Event], payload: Any) -> Event:
         return cls.new(
-            payload, producer=PRODUCER, workspace_id=attempt.workspace_id, job_id=attempt.job_id, caused_by=attempt.command
+            payload,
+            producer=PRODUCER,
+            workspace_id=attempt.workspace_id,
+            job_id=attempt.job_id,
+            caused_by=attempt.command,
         )
+
+
+ANSWERS_ENV = "PURAS_INPUT_ANSWERS"
+"""Where ``puras.request_input`` finds the answers a job got so far (see puras.asking)."""
+ANSWERS_FILE = ".puras-answers.json"
+
+
+def _write_answers(workdir: Path, answers: list[Any]) -> Path:
+    """The answers, written into the attempt's fresh workdir before anything of the job's runs
+    there (and never through a link: the name must not exist yet)."""
+    path = workdir / ANSWERS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps(answers))
+    return path
+
+
+def _question(message: str, p: RunPayload) -> InputRequestedPayload:
+    """The question a job's ``puras.request_input`` raised, checked against the bounds."""
+    try:
+        asked = orjson.loads(message)
+        if not isinstance(asked, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        raise JobFailure(
+            "InputRequested was raised without a question: call puras.request_input(prompt, schema, timeout)",
+            reason="exception",
+        ) from None
+    timeout = asked.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+    answered = len(p.resume.answers) if p.resume else 0
+    try:
+        check_question(asked.get("prompt"), asked.get("schema"), timeout, asked=answered)
+    except QuestionError as exc:
+        raise JobFailure(
+            f"request_input: {exc}", reason="exception", detail={"type": "InputRequested"}
+        ) from None
+    return InputRequestedPayload(
+        attempt=p.attempt,
+        request_id=new_id(),
+        number=answered + 1,
+        prompt=asked["prompt"],
+        answer_schema=asked["schema"],
+        timeout_seconds=timeout,
+    )
 
 
 def _nul_at(value: Any, path: str = "") -> str | None:
@@ -391,7 +575,9 @@ def _nul_at(value: Any, path: str = "") -> str | None:
     if isinstance(value, str):
         return path if "\x00" in value else None
     if isinstance(value, list):
-        return next((w for i, v in enumerate(value) if (w := _nul_at(v, f"{path}/{i}")) is not None), None)
+        return next(
+            (w for i, v in enumerate(value) if (w := _nul_at(v, f"{path}/{i}")) is not None), None
+        )
     if isinstance(value, dict):
         for k, v in value.items():
             key = str(k).replace("~", "~0").replace("/", "~1")

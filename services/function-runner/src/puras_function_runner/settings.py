@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from puras_common.settings import DEVELOPMENT_SECRET, ServiceSettings
-from pydantic import SecretStr
+from puras_common.settings import DEVELOPMENT_SECRET
+from puras_jobhost.egress import EgressSettings
+from pydantic import Field, SecretStr
 
 
-class FunctionRunnerSettings(ServiceSettings):
+class FunctionRunnerSettings(EgressSettings):
     service: ClassVar[str] = "function-runner"
     secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "job_token_key")
 
@@ -30,8 +31,9 @@ class FunctionRunnerSettings(ServiceSettings):
     """The interpreter jobs run on; by default this one, or a system one of the same version
     when the job uid cannot reach this one."""
     sandbox: Literal["auto", "bwrap", "none"] = "auto"
-    """Jobs run in bubblewrap when it is available (``auto``), always (``bwrap``: refuse to start
-    without it) or never (``none``)."""
+    """Jobs run in bubblewrap when it is available (``auto``; in production, refuse to start
+    without it), always (``bwrap``: refuse to start without it) or never (``none``, said
+    explicitly). ``PURAS_SANDBOX`` sets it for both runners."""
     sandbox_uid: int = 65534
     """The unprivileged uid jobs run as when the runner is root."""
     sandbox_gid: int = 65534
@@ -39,6 +41,9 @@ class FunctionRunnerSettings(ServiceSettings):
     """A job's WORK message is redelivered to another runner if this one is silent this long
     (it heartbeats every third of it while the job runs)."""
     max_deliveries: int = 5
+    max_log_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """What one attempt's output may put in its ``log`` events (UTF-8 bytes); past it, one
+    marker event and the rest is dropped."""
     cancel_grace_seconds: float = 5.0
     """After SIGTERM, how long a cancelled job may take to exit before SIGKILL."""
     max_warm_deployments: int = 32

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import httpx
-from puras_common import streams, subjects
-from puras_common.bus import ConsumerSpec, ProjectionRunner
+from puras_common import consumers
+from puras_common.budgets import BudgetClient
+from puras_common.bus import Delivery, ProjectionRunner
 from puras_common.http import serve
 from puras_common.migrate import service_migrations
+from puras_common.outbox import UnitOfWork
 from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime, run
 from puras_media import MediaService
 
-from puras_gateway import catalog, jobs, ledger
+from puras_gateway import jobs, ledger, schedules
 from puras_gateway.app import create_app
 from puras_gateway.context import Gateway
 from puras_gateway.live import LiveJobs
 from puras_gateway.notify import CATALOG_CHANNEL, Notifier
 from puras_gateway.settings import GatewaySettings
 
-JOBS_CONSUMER = ConsumerSpec(streams.JOBS, "gateway-jobs", (subjects.JOBS_ALL,))
-CATALOG_CONSUMER = ConsumerSpec(streams.PLATFORM, "gateway-catalog", ("deployment.>",))
-LEDGER_CONSUMER = ConsumerSpec(streams.LEDGER, "gateway-ledger", (subjects.LEDGER_POSTED_ALL,))
+JOBS_CONSUMER = consumers.GATEWAY_JOBS
+CATALOG_CONSUMER = consumers.GATEWAY_CATALOG
+LEDGER_CONSUMER = consumers.GATEWAY_LEDGER
+SCHEDULES_CONSUMER = consumers.GATEWAY_SCHEDULES
 
 
 async def main(settings: GatewaySettings | None = None) -> None:
@@ -32,7 +35,12 @@ async def main(settings: GatewaySettings | None = None) -> None:
         async with httpx.AsyncClient(timeout=60.0) as http:
             live = LiveJobs(runtime.js)
             await live.start()
-            runtime.checks["live"] = lambda: {"ok": True, "viewers": live.viewers, "delivered": live.delivered}
+            runtime.spawn(live.run(), "live")
+            runtime.checks["live"] = lambda: {
+                "ok": True,
+                "viewers": live.viewers,
+                "delivered": live.delivered,
+            }
             gateway = Gateway(
                 settings=settings,
                 runtime=runtime,
@@ -40,20 +48,42 @@ async def main(settings: GatewaySettings | None = None) -> None:
                 http=http,
                 payloads=PayloadStore(settings.drive_url, token=token, client=http),
                 live=live,
-                media=MediaService.from_settings(settings, http, producer="gateway", margin_pct=settings.margin_pct),
+                media=MediaService.from_settings(
+                    settings, http, producer="gateway", margin_pct=settings.margin_pct
+                ),
             )
+            assert gateway.media is not None
+            gateway.media.budgets = BudgetClient(runtime.nc)
             gateway.notifier.on_channel(CATALOG_CHANNEL, gateway.skills.clear)
             runtime.spawn(gateway.notifier.run(), "listener")
             runtime.spawn(
-                ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=JOBS_CONSUMER, apply_batch=jobs.apply_batch).run(),
+                ProjectionRunner(
+                    js=runtime.js,
+                    outbox=runtime.outbox,
+                    spec=JOBS_CONSUMER,
+                    apply_batch=jobs.apply_batch,
+                ).run(),
                 JOBS_CONSUMER.durable,
             )
-            for spec, apply in ((CATALOG_CONSUMER, catalog.apply),):
-                projection = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=spec, apply=apply)
+
+            async def fired(uow: UnitOfWork, d: Delivery) -> None:
+                await schedules.apply_fired(gateway, uow, d)
+
+            for spec, apply in (
+                (CATALOG_CONSUMER, schedules.apply_catalog),
+                (SCHEDULES_CONSUMER, fired),
+            ):
+                projection = ProjectionRunner(
+                    js=runtime.js, outbox=runtime.outbox, spec=spec, apply=apply
+                )
                 runtime.spawn(projection.run(), spec.durable)
-            balances = ProjectionRunner(js=runtime.js, outbox=runtime.outbox, spec=LEDGER_CONSUMER, apply=ledger.apply)
+            balances = ProjectionRunner(
+                js=runtime.js, outbox=runtime.outbox, spec=LEDGER_CONSUMER, apply=ledger.apply
+            )
             runtime.spawn(balances.run(), LEDGER_CONSUMER.durable)
-            runtime.spawn(serve(create_app(gateway), host=settings.host, port=settings.port), "http")
+            runtime.spawn(
+                serve(create_app(gateway), host=settings.host, port=settings.port), "http"
+            )
             runtime.log.info("listening", url=settings.base_url)
             await runtime.run_until_stopped()
 

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
-from puras_common.api import ApiError, ErrorCode, ErrorDetail, json_pointer
+from puras_common.api import MAX_PAGE_LIMIT, ApiError, ErrorCode, ErrorDetail, json_pointer
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
@@ -45,7 +45,9 @@ def parse_model(model: type[M], raw: bytes) -> M:
     try:
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(ErrorCode.INVALID_REQUEST, f"request body is not valid JSON: {exc}") from None
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"request body is not valid JSON: {exc}"
+        ) from None
     if not isinstance(data, dict):
         raise ApiError(
             ErrorCode.INVALID_REQUEST,
@@ -56,7 +58,8 @@ def parse_model(model: type[M], raw: bytes) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         details = [
-            ErrorDetail(pointer=json_pointer(err["loc"]), message=_message(err)) for err in exc.errors()
+            ErrorDetail(pointer=json_pointer(err["loc"]), message=_message(err))
+            for err in exc.errors()
         ]
         first = details[0]
         raise ApiError(
@@ -69,4 +72,14 @@ def _message(err: Any) -> str:
         return "unknown field"
     if err["type"] == "missing":
         return "field required"
-    return err["msg"]
+    return str(err["msg"])
+
+
+def check_limit(limit: int) -> None:
+    """``?limit=`` is 1–200 (§7 lists)."""
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST,
+            f"limit={limit} is out of range: pass 1 to {MAX_PAGE_LIMIT}",
+            details=[{"pointer": "?limit", "message": f"must be in 1..{MAX_PAGE_LIMIT}"}],
+        )

@@ -14,6 +14,7 @@ from puras_media import MediaService
 from puras_gateway.catalog import ResolutionCache
 from puras_gateway.live import LiveJobs
 from puras_gateway.notify import Notifier
+from puras_gateway.quotas import RateLimiter, StreamSlots
 from puras_gateway.settings import GatewaySettings
 
 
@@ -28,6 +29,16 @@ class Gateway:
     skills: ResolutionCache = field(default_factory=ResolutionCache)
     media: MediaService | None = None
     """The media library, for ``/v1/media/*`` (built at start)."""
+    rate: RateLimiter = field(init=False)
+    """Requests per key (or person signed in), in this process."""
+    streams: StreamSlots = field(init=False)
+    """Open event streams per key, in this process."""
+
+    def __post_init__(self) -> None:
+        self.rate = RateLimiter(
+            burst=self.settings.rate_limit_burst, per_second=self.settings.rate_limit_per_second
+        )
+        self.streams = StreamSlots(self.settings.max_streams_per_key)
 
     @property
     def db(self) -> asyncpg.Pool:

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 from puras_common.bus import Delivery
+from puras_common.db import fetch_one
 from puras_common.events import LedgerPosted
 from puras_common.outbox import UnitOfWork
 
@@ -52,13 +53,30 @@ async def apply_posted(conn: asyncpg.Connection, event: LedgerPosted) -> None:
     p = event.payload
     await conn.execute(_BALANCE, event.workspace_id, p.balance_micros, p.version)
     if p.kind == "grant":
-        await conn.execute("UPDATE credit_grants SET posted = true WHERE grant_id = $1 AND NOT posted", p.source_event_id)
+        await conn.execute(
+            "UPDATE credit_grants SET posted = true WHERE grant_id = $1 AND NOT posted",
+            p.source_event_id,
+        )
     u = p.usage
     if u is None:
         return
     inserted = await conn.fetchval(
-        _USAGE, p.source_event_id, event.workspace_id, p.job_id, p.key_id, u.attempt, u.kind, u.provider,
-        u.model, u.variant, u.input_tokens, u.output_tokens, u.units, u.unit, u.billed_micros, u.recorded_at,
+        _USAGE,
+        p.source_event_id,
+        event.workspace_id,
+        p.job_id,
+        p.key_id,
+        u.attempt,
+        u.kind,
+        u.provider,
+        u.model,
+        u.variant,
+        u.input_tokens,
+        u.output_tokens,
+        u.units,
+        u.unit,
+        u.billed_micros,
+        u.recorded_at,
     )
     if not inserted:
         return
@@ -73,17 +91,24 @@ def utc_day(at: datetime) -> date:
     return at.astimezone(UTC).date()
 
 
-async def record_grant(conn: asyncpg.Connection, grant_id: UUID, workspace_id: UUID, amount_micros: int) -> None:
+async def record_grant(
+    conn: asyncpg.Connection, grant_id: UUID, workspace_id: UUID, amount_micros: int
+) -> None:
     """Remember a grant this gateway emitted, until its ledger entry arrives."""
     await conn.execute(
         "INSERT INTO credit_grants (grant_id, workspace_id, amount_micros) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        grant_id, workspace_id, amount_micros,
+        grant_id,
+        workspace_id,
+        amount_micros,
     )
 
 
-async def available_micros(conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID) -> tuple[int, int]:
+async def available_micros(
+    conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID
+) -> tuple[int, int]:
     """``(balance, pending grants)``: the balance billing last reported, and grants not yet in it."""
-    row = await conn.fetchrow(
+    row = await fetch_one(
+        conn,
         """SELECT coalesce((SELECT balance_micros FROM balances WHERE workspace_id = $1), 0) AS balance,
                   coalesce((SELECT sum(amount_micros) FROM credit_grants
                             WHERE workspace_id = $1 AND NOT posted), 0)::bigint AS pending""",
@@ -94,5 +119,93 @@ async def available_micros(conn: asyncpg.Connection | asyncpg.Pool, workspace_id
 
 async def spent_today(conn: asyncpg.Connection | asyncpg.Pool, key_id: UUID, now: datetime) -> int:
     """What ``key_id`` has spent on the UTC day of ``now``."""
-    spent = await conn.fetchval("SELECT spent_micros FROM key_spend WHERE key_id = $1 AND day = $2", key_id, utc_day(now))
+    spent = await conn.fetchval(
+        "SELECT spent_micros FROM key_spend WHERE key_id = $1 AND day = $2", key_id, utc_day(now)
+    )
     return spent or 0
+
+
+async def balance_version(conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID) -> int:
+    """How many ledger entries the workspace's balance includes (0 before the first)."""
+    version = await conn.fetchval(
+        "SELECT version FROM balances WHERE workspace_id = $1", workspace_id
+    )
+    return version or 0
+
+
+USAGE_COLUMNS = """usage_id AS id, job_id, key_id, kind, provider, model, variant, input_tokens, output_tokens,
+units::text AS units, unit, billed_micros, created_at"""
+"""A usage row as the API lists it."""
+
+
+async def usage_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    job_id: UUID,
+    *,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """A job's usage rows, newest first, from the ``(created_at, usage_id)`` cursor ``after``."""
+    return await conn.fetch(
+        f"""SELECT {USAGE_COLUMNS} FROM usage_rows
+           WHERE job_id = $1 AND ($2::timestamptz IS NULL OR (created_at, usage_id) < ($2, $3::uuid))
+           ORDER BY created_at DESC, usage_id DESC LIMIT $4""",
+        job_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+
+
+async def workspace_usage(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    workspace_id: UUID,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Every billed call of a workspace in ``[since, until)``, newest first, from the
+    ``(created_at, usage_id)`` cursor ``after``."""
+    return await conn.fetch(
+        f"""SELECT {USAGE_COLUMNS} FROM usage_rows
+            WHERE workspace_id = $1
+              AND ($2::timestamptz IS NULL OR created_at >= $2)
+              AND ($3::timestamptz IS NULL OR created_at < $3)
+              AND ($4::timestamptz IS NULL OR (created_at, usage_id) < ($4, $5::uuid))
+            ORDER BY created_at DESC, usage_id DESC LIMIT $6""",
+        workspace_id,
+        since,
+        until,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+
+
+async def spend_by_day(
+    conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID, *, since: datetime
+) -> list[asyncpg.Record]:
+    """Billed micros and calls per UTC day since ``since`` (days without a call are absent)."""
+    return await conn.fetch(
+        """SELECT (created_at AT TIME ZONE 'UTC')::date AS day,
+                  sum(billed_micros)::bigint AS billed_micros, count(*) AS calls
+           FROM usage_rows WHERE workspace_id = $1 AND created_at >= $2
+           GROUP BY day ORDER BY day""",
+        workspace_id,
+        since,
+    )
+
+
+async def spend_by_model(
+    conn: asyncpg.Connection | asyncpg.Pool, workspace_id: UUID, *, since: datetime
+) -> list[asyncpg.Record]:
+    """Billed micros and calls per model since ``since``, the most spent first."""
+    return await conn.fetch(
+        """SELECT model, kind, sum(billed_micros)::bigint AS billed_micros, count(*) AS calls
+           FROM usage_rows WHERE workspace_id = $1 AND created_at >= $2
+           GROUP BY model, kind ORDER BY billed_micros DESC, model""",
+        workspace_id,
+        since,
+    )

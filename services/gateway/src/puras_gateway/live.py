@@ -1,8 +1,11 @@
 """Job events, live and from the start, as clients see them (``{id, type, payload}``, id = the
 JOBS stream sequence).
 
-One JetStream ordered consumer per gateway process receives every new job event and fans it
-out in memory to the viewers of that job, so 20k SSE streams cost one subscription. A viewer
+One short-lived pull consumer per gateway process (named ``gateway-live-…``, created at start
+and again from the last sequence seen if the server drops it) receives every new job event and
+fans it out in memory to the viewers of that job, so 20k SSE streams cost one subscription. The
+gateway names every consumer it makes: its NATS user may create consumers on JOBS only under a
+name in the request subject, never one of the provisioned durables. A viewer
 registers for live events *before* reading the job's backlog from the stream (with a short-lived
 filtered consumer), so nothing published in between is lost; events seen twice are dropped by id.
 """
@@ -11,24 +14,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from puras_common import subjects
+from nats.js.errors import NotFoundError
+from puras_common import streams, subjects
 from puras_common.api import PUBLIC_EVENT_TYPES, PUBLIC_TERMINAL_TYPES, PublicEvent
+from puras_common.bus import ConsumerGone, ConsumerSpec, JetStream, PullFeed
 from puras_common.envelope import Event, UnknownEventType, parse_event
 from puras_common.logging import get_logger
+from puras_common.observability import SSE_STREAMS, gauged
 
 from puras_gateway.jobs import public_payload
 
 log = get_logger("puras_gateway.live")
 
 _QUEUE_LIMIT = 10_000
+
+_TERMINAL_SUFFIXES = ("succeeded", "failed", "cancelled")
+"""The subjects (``job.<id>.<suffix>``) of the events that end a job."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,9 @@ def public_event(seq: int, event: Event) -> PublicEvent | None:
     public = PUBLIC_EVENT_TYPES.get(event.type)
     if public is None:
         return None
-    return PublicEvent(id=seq, type=public, payload=public_payload(event), created_at=event.occurred_at)
+    return PublicEvent(
+        id=seq, type=public, payload=public_payload(event), created_at=event.occurred_at
+    )
 
 
 @dataclass(eq=False)
@@ -65,18 +75,75 @@ class Viewer:
     overflowed: bool = False
 
 
+def _consumer_name(purpose: str) -> str:
+    return f"gateway-{purpose}-{secrets.token_hex(8)}"
+
+
 class LiveJobs:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStream) -> None:
         self.js = js
         self._viewers: dict[str, set[Viewer]] = defaultdict(set)
-        self._sub: Any = None
         self.delivered = 0
+        self._last_seq: int | None = None
+        self._feed: PullFeed | None = None
 
     async def start(self) -> None:
-        self._sub = await self.js.subscribe(
-            subjects.JOBS_ALL, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, cb=self._on_event,
-            stream="JOBS",
+        """Open the live consumer (new events from now on)."""
+        self._feed = await self._open()
+
+    async def _open(self) -> PullFeed:
+        after = self._last_seq
+        name = _consumer_name("live")
+        config = ConsumerConfig(
+            name=name,
+            filter_subject=subjects.JOBS_ALL,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.NEW if after is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=None if after is None else after + 1,
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
         )
+        await self.js.add_consumer("JOBS", config)
+        feed = PullFeed(self.js.nc, ConsumerSpec(streams.JOBS, name, (subjects.JOBS_ALL,)))
+        await feed.open()
+        return feed
+
+    async def run(self) -> None:
+        """Fan every new job event out to its viewers, for the life of the gateway; reopen the
+        consumer after the last event seen if the server loses it."""
+        feed = self._feed or await self._open()
+        idle = 0
+        try:
+            while True:
+                if feed.credit < 256:
+                    await feed.request(512 - feed.credit)
+                try:
+                    msgs = await feed.take(512, wait=1.0)
+                except ConsumerGone:
+                    msgs, idle = [], 1_000
+                idle = 0 if msgs else idle + 1
+                for msg in msgs:
+                    self._last_seq = msg.metadata.sequence.stream
+                    await self._on_event(msg)
+                if idle >= 15 and not await self._exists(feed.spec.durable):
+                    log.warning("live consumer lost; reopening", after=self._last_seq)
+                    await feed.close()
+                    feed = self._feed = await self._open()
+                    idle = 0
+                elif idle >= 15:
+                    idle = 0
+        finally:
+            await feed.close()
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer("JOBS", feed.spec.durable)
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self.js.consumer_info("JOBS", name)
+        except NotFoundError:
+            return False
+        return True
 
     async def _on_event(self, msg: Msg) -> None:
         viewers = self._viewers.get(msg.subject.split(".", 2)[1])
@@ -112,6 +179,7 @@ class LiveJobs:
     async def backlog(self, job_id: str, *, after: int) -> list[tuple[int, bytes]]:
         """Every event of the job stored after sequence ``after``."""
         config = ConsumerConfig(
+            name=_consumer_name("backlog"),
             filter_subject=subjects.job_all(job_id),
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
@@ -121,7 +189,7 @@ class LiveJobs:
         )
         info = await self.js.add_consumer("JOBS", config)
         try:
-            remaining = info.num_pending
+            remaining = info.num_pending or 0
             out: list[tuple[int, bytes]] = []
             sub = await self.js.pull_subscribe_bind(info.name, "JOBS")
             try:
@@ -137,10 +205,26 @@ class LiveJobs:
             with contextlib.suppress(Exception):
                 await self.js.delete_consumer("JOBS", info.name)
 
-    async def follow(self, job_id: str, *, after: int, heartbeat: float) -> AsyncIterator[LiveEvent | None]:
+    async def ended_by(self, job_id: str, *, seq: int) -> bool:
+        """Whether the job's stream holds an event that ended it at or before sequence ``seq``."""
+
+        async def last(suffix: str) -> int | None:
+            try:
+                msg = await self.js.get_last_msg("JOBS", subjects.job(job_id, suffix))
+            except NotFoundError:
+                return None
+            return msg.seq
+
+        found = await asyncio.gather(*(last(suffix) for suffix in _TERMINAL_SUFFIXES))
+        return any(s is not None and s <= seq for s in found)
+
+    async def follow(
+        self, job_id: str, *, after: int, heartbeat: float
+    ) -> AsyncIterator[LiveEvent | None]:
         """The job's public events after ``after``: the backlog, then live ones, ending after the
-        terminal event. Yields None every ``heartbeat`` seconds of silence."""
-        with self.watch(job_id) as viewer:
+        terminal event, or at once when ``after`` is at or past it. Yields None every
+        ``heartbeat`` seconds of silence."""
+        with self.watch(job_id) as viewer, gauged(SSE_STREAMS):
             last = after
             for seq, data in await self.backlog(job_id, after=after):
                 last = seq
@@ -148,10 +232,17 @@ class LiveJobs:
                     yield event
                     if event.public.type in PUBLIC_TERMINAL_TYPES:
                         return
+            # A viewer resuming at or after the end has seen it all: no live event will come.
+            if after and await self.ended_by(job_id, seq=last):
+                return
             while True:
                 if viewer.overflowed:
                     viewer.overflowed = False
-                    pending = [e for seq, data in await self.backlog(job_id, after=last) if (e := decode(seq, data))]
+                    pending = [
+                        e
+                        for seq, data in await self.backlog(job_id, after=last)
+                        if (e := decode(seq, data))
+                    ]
                     while not viewer.queue.empty():
                         viewer.queue.get_nowait()
                 else:
@@ -182,5 +273,3 @@ def sse_end(payload: str) -> bytes:
 
 
 PING = b": ping\n\n"
-
-

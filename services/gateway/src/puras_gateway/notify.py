@@ -77,10 +77,11 @@ class Notifier:
         notifications may have been missed)."""
         self._callbacks.setdefault(channel, []).append(callback)
 
-    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
         for callback in self._callbacks.get(channel, ()):
             callback()
-        for event in self._waiters.get((channel, payload), ()):
+        # A NOTIFY payload is text; the driver's callback type is wider.
+        for event in self._waiters.get((channel, str(payload)), ()):
             event.set()
 
     def _wake_all(self) -> None:
@@ -96,7 +97,9 @@ class Notifier:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await connect(self.dsn, schema=self.schema, application_name="gateway-listener")
+                conn = await connect(
+                    self.dsn, schema=self.schema, application_name="gateway-listener"
+                )
                 for channel in (JOBS_CHANNEL, CATALOG_CHANNEL):
                     await conn.add_listener(channel, self._on_notify)
                 self.connected.set()

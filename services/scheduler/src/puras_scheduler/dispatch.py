@@ -1,7 +1,9 @@
 """Handing queued jobs to the runners' work queue.
 
 A job is dispatched when its workspace's balance is above zero and the workspace has fewer than
-``max_concurrency_per_workspace`` jobs dispatched or running. Claims use ``FOR UPDATE SKIP
+``max_concurrency_per_workspace`` jobs dispatched or running. Workspaces are served in turns
+(see ``_TURNS``), so one workspace's backlog never holds up another's jobs, and ``priority``
+orders only a workspace's own queue. Claims use ``FOR UPDATE SKIP
 LOCKED``, so scheduler replicas never dispatch the same job twice; the WORK message and the
 ``job.dispatched`` event commit with the claim.
 
@@ -15,22 +17,72 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
 
-from puras_common.events import JobDispatched, JobKind, RunAgent, RunFunction, RunPayload
+from puras_common.events import (
+    JobDispatched,
+    JobKind,
+    ResumeState,
+    RunAgent,
+    RunFunction,
+    RunPayload,
+)
 from puras_common.events.jobs import DispatchedPayload
 from puras_common.logging import get_logger
+from puras_common.observability import DISPATCH_SECONDS
 from puras_common.outbox import Outbox, UnitOfWork
 
 log = get_logger("puras_scheduler.dispatch")
 
-_CLAIM = """
-SELECT j.id, j.workspace_id, j.kind, j.attempt, j.spec
-FROM jobs j JOIN balances b ON b.workspace_id = j.workspace_id
-WHERE j.status = 'queued' AND b.balance_micros > 0
-ORDER BY (j.spec->>'parent_job_id') IS NULL, j.id
+_CHILDREN = """
+SELECT id, workspace_id, kind, attempt, spec, submitted_at, answers
+FROM jobs j
+WHERE status = 'queued' AND spec->>'parent_job_id' IS NOT NULL
+  AND EXISTS (SELECT 1 FROM balances b WHERE b.workspace_id = j.workspace_id AND b.balance_micros > 0)
+  AND NOT EXISTS (SELECT 1 FROM key_spend ks WHERE ks.key_id = j.key_id
+                  AND ks.day = (now() AT TIME ZONE 'UTC')::date AND ks.spent_micros >= j.daily_cap_micros)
+  AND (j.retry_at IS NULL OR j.retry_at <= now())
+ORDER BY id
 LIMIT $1
 FOR UPDATE OF j SKIP LOCKED
+"""
+
+# Turns: every workspace with credit and queued work offers the head of its own queue (priority,
+# then submit order), as many jobs as it has free slots; the heads are interleaved by their
+# place in line, so the first job of every workspace comes before the second of any, and within
+# a turn the longest-waiting head goes first (ids are time-ordered), so with more workspaces
+# than a batch holds none is passed over twice. A backlog of any size in one workspace costs
+# another workspace's next job at most one place per workspace in line.
+_TURNS = """
+WITH waiting AS (
+    SELECT DISTINCT q.workspace_id FROM jobs q
+    WHERE q.status = 'queued' AND q.spec->>'parent_job_id' IS NULL
+), ready AS (
+    SELECT w.workspace_id,
+           $2 - (SELECT count(*) FROM jobs a
+                 WHERE a.workspace_id = w.workspace_id AND a.status IN ('dispatched', 'running')
+                   AND a.spec->>'parent_job_id' IS NULL) AS free
+    FROM waiting w JOIN balances b ON b.workspace_id = w.workspace_id
+    WHERE b.balance_micros > 0
+)
+SELECT h.*, row_number() OVER (PARTITION BY h.workspace_id ORDER BY h.priority DESC, h.id) AS turn
+FROM ready r
+CROSS JOIN LATERAL (
+    SELECT j.id, j.workspace_id, j.kind, j.attempt, j.spec, j.submitted_at, j.priority, j.answers
+    FROM jobs j
+    WHERE j.workspace_id = r.workspace_id AND j.status = 'queued'
+      AND j.spec->>'parent_job_id' IS NULL
+      AND NOT EXISTS (SELECT 1 FROM key_spend ks WHERE ks.key_id = j.key_id
+                      AND ks.day = (now() AT TIME ZONE 'UTC')::date
+                      AND ks.spent_micros >= j.daily_cap_micros)
+      AND (j.retry_at IS NULL OR j.retry_at <= now())
+    ORDER BY j.priority DESC, j.id
+    LIMIT least(greatest(r.free, 0), $1)
+    FOR UPDATE OF j SKIP LOCKED
+) h
+ORDER BY turn, h.id
+LIMIT $1
 """
 
 
@@ -58,42 +110,28 @@ class Dispatcher:
     async def dispatch_in(self, uow: UnitOfWork) -> int:
         """Dispatch within ``uow``'s transaction (the one that queued the jobs, saving a commit
         on every job's path); returns how many jobs were looked at."""
-        rows = await uow.conn.fetch(_CLAIM, self.batch)
-        if not rows:
-            return 0
-        workspaces = list({r["workspace_id"] for r in rows})
-        active = Counter(
-            {
-                r["workspace_id"]: r["n"]
-                for r in await uow.conn.fetch(
-                    """SELECT workspace_id, count(*) AS n FROM jobs
-                       WHERE status IN ('dispatched', 'running') AND workspace_id = ANY($1)
-                         AND spec->>'parent_job_id' IS NULL
-                       GROUP BY workspace_id""",
-                    workspaces,
-                )
-            }
-        )
-        chosen = []
-        for row in rows:
-            if row["spec"].get("parent_job_id") is not None:
-                chosen.append(row)  # a subagent: its tree's root holds the slot
-            elif active[row["workspace_id"]] < self.max_per_workspace:
-                active[row["workspace_id"]] += 1
-                chosen.append(row)
+        children = await uow.conn.fetch(_CHILDREN, self.batch)
+        turns = await uow.conn.fetch(_TURNS, self.batch - len(children), self.max_per_workspace)
+        chosen = [*children, *turns]
         if not chosen:
             return 0
         await uow.conn.execute(
-            """UPDATE jobs SET status = 'dispatched', attempt = attempt + 1, dispatched_at = now()
+            """UPDATE jobs SET status = 'dispatched', attempt = attempt + 1, dispatched_at = now(),
+                              dispatched_attempt = attempt + 1
                WHERE id = ANY($1)""",
             [r["id"] for r in chosen],
         )
         for row in chosen:
             attempt = row["attempt"] + 1
-            payload = RunPayload(**row["spec"], attempt=attempt)
+            payload = RunPayload(**row["spec"], attempt=attempt, resume=_resume(row))
             command = RunAgent if payload.kind is JobKind.AGENT else RunFunction
             uow.emit(
-                command.new(payload, producer="scheduler", workspace_id=row["workspace_id"], job_id=row["id"]),
+                command.new(
+                    payload,
+                    producer="scheduler",
+                    workspace_id=row["workspace_id"],
+                    job_id=row["id"],
+                ),
                 JobDispatched.new(
                     DispatchedPayload(attempt=attempt, kind=payload.kind),
                     producer="scheduler",
@@ -102,4 +140,14 @@ class Dispatcher:
                 ),
             )
         self.dispatched += len(chosen)
-        return len(rows)
+        now = datetime.now(UTC)
+        for row in chosen:
+            DISPATCH_SECONDS.labels(row["kind"]).observe(
+                max(0.0, (now - row["submitted_at"]).total_seconds())
+            )
+        return len(chosen)
+
+
+def _resume(row: Any) -> ResumeState | None:
+    """What a job that waited for input runs on from: its answers."""
+    return ResumeState(answers=row["answers"]) if row["answers"] else None

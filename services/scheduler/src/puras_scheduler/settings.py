@@ -17,3 +17,6 @@ class SchedulerSettings(ServiceSettings):
     """Runs of a deterministic job whose worker keeps getting lost, before it fails."""
     lost_grace_seconds: int = 120
     """How long past its timeout a running job may go unheard of before it is failed."""
+    schedule_grace_seconds: float = 60.0
+    """How late a schedule's fire time may be and still fire (a busy or restarting scheduler);
+    older fire times were missed, and the schedule's policy skips or catches them up."""

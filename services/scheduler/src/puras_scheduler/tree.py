@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from puras_common.api import TERMINAL_SQL, TERMINAL_STATUSES
 from puras_common.events import JobCancelled, JobCancelRequested
 from puras_common.events.jobs import CancelledPayload, CancelRequestedPayload
 from puras_common.outbox import UnitOfWork
@@ -21,20 +22,36 @@ PRODUCER = "scheduler"
 async def end_children(uow: UnitOfWork, parent_id: UUID, *, why: str) -> int:
     """Cancel every child of ``parent_id`` that has not ended; returns how many."""
     rows = await uow.conn.fetch(
-        """SELECT id, workspace_id, status, cancel_requested_at FROM jobs
-           WHERE spec->>'parent_job_id' = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')
+        f"""SELECT id, workspace_id, status, cancel_requested_at FROM jobs
+           WHERE spec->>'parent_job_id' = $1 AND status NOT IN {TERMINAL_SQL}
            ORDER BY id FOR UPDATE""",
         str(parent_id),
     )
     for row in rows:
         if row["status"] == "queued":
-            await uow.conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1", row["id"])
-            uow.emit(JobCancelled.new(CancelledPayload(attempt=None, reason=why), producer=PRODUCER,
-                                      workspace_id=row["workspace_id"], job_id=row["id"]))
+            await uow.conn.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1", row["id"]
+            )
+            uow.emit(
+                JobCancelled.new(
+                    CancelledPayload(attempt=None, reason=why),
+                    producer=PRODUCER,
+                    workspace_id=row["workspace_id"],
+                    job_id=row["id"],
+                )
+            )
         elif row["cancel_requested_at"] is None:
-            await uow.conn.execute("UPDATE jobs SET cancel_requested_at = now() WHERE id = $1", row["id"])
-            uow.emit(JobCancelRequested.new(CancelRequestedPayload(), producer=PRODUCER,
-                                            workspace_id=row["workspace_id"], job_id=row["id"]))
+            await uow.conn.execute(
+                "UPDATE jobs SET cancel_requested_at = now() WHERE id = $1", row["id"]
+            )
+            uow.emit(
+                JobCancelRequested.new(
+                    CancelRequestedPayload(),
+                    producer=PRODUCER,
+                    workspace_id=row["workspace_id"],
+                    job_id=row["id"],
+                )
+            )
     return len(rows)
 
 
@@ -45,7 +62,7 @@ async def orphaned(uow: UnitOfWork, parent_id: UUID) -> str | None:
     )
     if parent is None:
         return None
-    if parent["status"] in ("succeeded", "failed", "cancelled"):
+    if parent["status"] in TERMINAL_STATUSES:
         return f"its parent job {parent_id} had already {parent['status']}"
     if parent["cancel_requested_at"] is not None:
         return f"its parent job {parent_id} was being cancelled"

@@ -40,7 +40,10 @@ class Watchdog:
         async with self.outbox.transaction() as uow:
             rows = await uow.conn.fetch(_OVERDUE, self.grace_seconds)
             for row in rows:
-                await uow.conn.execute("UPDATE jobs SET status = 'failed', finished_at = now() WHERE id = $1", row["id"])
+                await uow.conn.execute(
+                    "UPDATE jobs SET status = 'failed', finished_at = now() WHERE id = $1",
+                    row["id"],
+                )
                 uow.emit(
                     JobFailed.new(
                         FailedPayload(
@@ -56,7 +59,9 @@ class Watchdog:
                         job_id=row["id"],
                     )
                 )
-                await end_children(uow, row["id"], why=f"cancelled: its parent job {row['id']} failed")
+                await end_children(
+                    uow, row["id"], why=f"cancelled: its parent job {row['id']} failed"
+                )
         if rows:
             log.warning("failed jobs whose worker was lost", count=len(rows))
         return len(rows)

@@ -10,6 +10,7 @@ bus's 1 MiB message limit.
 from __future__ import annotations
 
 from typing import Any, ClassVar, Final, Literal
+from uuid import UUID
 
 from puras_common import streams
 from puras_common.envelope import Event, Payload
@@ -20,6 +21,9 @@ MAX_EVENT_TEXT: Final = 16 * 1024
 
 class _AgentEvent(Event):
     stream: ClassVar = streams.JOBS
+
+    job_id: UUID
+    """Every agent event is a job's: the id is in its subject, ``job.<job_id>.…``."""
 
 
 class AgentStartedPayload(Payload):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 from uuid import UUID
 
+from pydantic import Field
+
 from puras_common import streams
+from puras_common.api import TERMINAL_STATUSES
 from puras_common.envelope import Event, Payload
 
 
@@ -31,6 +35,19 @@ class SubagentSpec(Payload):
     """The caller skill's model; None for the platform default."""
 
 
+MAX_RETRY_ATTEMPTS: Final = 10
+MAX_RETRY_BACKOFF_SECONDS: Final = 600
+
+
+class RetryPolicy(Payload):
+    """``retries:`` of a deterministic skill: how often a failed job runs again, and the first
+    pause (doubled for each further attempt, with jitter)."""
+
+    max_attempts: int = Field(ge=1, le=MAX_RETRY_ATTEMPTS)
+    """Runs in all, the first included."""
+    backoff_seconds: float = Field(default=1.0, ge=0, le=MAX_RETRY_BACKOFF_SECONDS)
+
+
 class JobSpec(Payload):
     """What a job runs, fixed when it is submitted."""
 
@@ -51,10 +68,27 @@ class JobSpec(Payload):
     key_id: UUID | None = None
     subagent: SubagentSpec | None = None
     """Set for a subagent that is a markdown file or an inline prompt (not a declared skill)."""
+    schedule_id: UUID | None = None
+    """Set for a job a schedule started."""
+    scheduled_for: datetime | None = None
+    """The schedule's fire time this job is for."""
+    webhook_url: str | None = None
+    """Where this job's end (and its requests for input) are also sent, signed."""
+    daily_cap_micros: int | None = None
+    """The cap of ``key_id`` when the job was submitted: each paid call's hold is checked
+    against it (None: no cap)."""
+    retries: RetryPolicy | None = None
+    """The skill's retry policy (deterministic skills only), fixed at submit."""
+    priority: int = 0
+    """Its place in its workspace's own queue (-10..10, higher first); never ahead of another
+    workspace's jobs, which are served in turns."""
 
 
 class _JobEvent(Event):
     stream: ClassVar = streams.JOBS
+
+    job_id: UUID
+    """Every job event names its job: the id is in its subject, ``job.<job_id>.…``."""
 
 
 class JobSubmitted(_JobEvent):
@@ -96,6 +130,8 @@ class LoggedPayload(Payload):
     stream: Literal["stdout", "stderr"]
     text: str
     """One or more complete lines, without the final newline."""
+    truncated: bool = False
+    """The marker that the job's log reached its limit: what it printed after is dropped."""
 
 
 class JobLogged(_JobEvent):
@@ -136,6 +172,8 @@ class FailedPayload(Payload):
         "worker_lost",
         "runtime",
         "invalid_inputs",
+        "insufficient_credits",
+        "spend_cap_reached",
     ] = "exception"
     duration_ms: int | None = None
 
@@ -177,14 +215,85 @@ class RetryingPayload(Payload):
     attempt: int
     """The new attempt."""
     reason: str
+    retry_in_seconds: float | None = None
+    """Set when a failed attempt is retried under the skill's policy: the pause before the new
+    attempt is dispatched (None: a lost worker's job runs again at once)."""
 
 
 class JobRetrying(_JobEvent):
-    """A deterministic job's worker was lost; the job runs again as a new attempt."""
+    """A deterministic job runs again as a new attempt: its worker was lost, or the attempt
+    failed and the skill's ``retries:`` policy allows another."""
 
     subject_pattern: ClassVar = "job.{job_id}.retrying"
     type: Literal["job.retrying"] = "job.retrying"
     payload: RetryingPayload
+
+
+WaitingReason = Literal["queue", "concurrency_limit", "no_runner", "no_credit", "spend_cap"]
+"""Why a queued job has not started: behind other jobs of its workspace (``queue``), at the
+workspace's limit of jobs at once, handed to the runners but not taken by one, the workspace's
+balance at zero, or the submitting key's daily cap spent."""
+
+
+class WaitChangedPayload(Payload):
+    reason: WaitingReason
+    queue_position: int | None = None
+    """1 for the next of its workspace's queue; None once handed to the runners."""
+
+
+class JobWaitChanged(_JobEvent):
+    """The reason a queued job waits changed (published as the scheduler notices it)."""
+
+    subject_pattern: ClassVar = "job.{job_id}.wait_changed"
+    type: Literal["job.wait_changed"] = "job.wait_changed"
+    payload: WaitChangedPayload
+
+
+class InputRequestedPayload(Payload):
+    """A question the job asks; it waits, holding no runner slot, until it is answered."""
+
+    attempt: int
+    request_id: UUID
+    """Names this question: an answer may name it, so it cannot answer a later one."""
+    number: int
+    """1 for the job's first question, 2 for its second …"""
+    prompt: str
+    answer_schema: dict[str, Any]
+    """The JSON Schema the answer must match."""
+    timeout_seconds: int
+    expires_at: datetime | None = None
+    """When the job fails unanswered (set by the scheduler as the job starts waiting)."""
+
+
+class JobInputRequested(_JobEvent):
+    """The job asked for input and is waiting for it (status ``waiting``)."""
+
+    subject_pattern: ClassVar = "job.{job_id}.input_requested"
+    type: Literal["job.input_requested"] = "job.input_requested"
+    payload: InputRequestedPayload
+
+
+class InputProvidedPayload(Payload):
+    request_id: UUID
+    answer: Any
+    """Valid against the question's ``answer_schema``, checked by the gateway."""
+    key_id: UUID | None = None
+    """The API key that answered (None: a person signed in)."""
+
+
+class JobInputProvided(_JobEvent):
+    """Someone answered the job's question; the scheduler queues the job to run on."""
+
+    subject_pattern: ClassVar = "job.{job_id}.input_provided"
+    type: Literal["job.input_provided"] = "job.input_provided"
+    payload: InputProvidedPayload
+
+
+class ResumeState(Payload):
+    """What a job that waited for input runs on from: every answer it got, in order. (An agent
+    also reloads the conversation it saved as it asked, a payload object of its own.)"""
+
+    answers: list[Any] = Field(default_factory=list)
 
 
 class JobUsagePayload(Payload):
@@ -201,7 +310,7 @@ class JobUsagePayload(Payload):
     units: str = "0"
     unit: str = "token"
     billed_micros: int
-    """Priced by the producer with :mod:`puras_common.pricing`, as billing prices it."""
+    """Priced by the producer with :mod:`puras_pricing`, as billing prices it."""
 
 
 class JobUsageRecorded(_JobEvent):
@@ -233,4 +342,5 @@ class JobSubagentStarted(_JobEvent):
     payload: SubagentStartedPayload
 
 
-TERMINAL_TYPES = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
+TERMINAL_TYPES: Final = frozenset(f"job.{status.value}" for status in TERMINAL_STATUSES)
+"""The events that end a job: ``job.succeeded``, ``job.failed``, ``job.cancelled``."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
+from pydantic import Field
+
 from puras_common import streams
 from puras_common.envelope import Event, Payload
-from puras_common.events.jobs import JobKind
+from puras_common.events.jobs import JobKind, RetryPolicy
 from puras_common.money import Micros
 
 
@@ -80,8 +82,20 @@ class ToolManifest(Payload):
     name: str
     description: str
     entrypoint: str
-    input_schema: dict[str, Any] | None = None
-    output_schema: dict[str, Any] | None = None
+    input_schema: dict[str, Any] | bool | None = None
+    output_schema: dict[str, Any] | bool | None = None
+
+
+class ScheduleManifest(Payload):
+    """A schedule declared in a skill's ``skill.yaml``: it fires while its deployment is the
+    skillpack's active one."""
+
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    missed: Literal["skip", "catch_up"] = "skip"
+    catch_up_limit: int = 0
 
 
 class SkillManifest(Payload):
@@ -93,12 +107,15 @@ class SkillManifest(Payload):
     entrypoint: str
     model: str | None = None
     disable_bash: bool = False
-    input_schema: dict[str, Any] | None = None
-    output_schema: dict[str, Any] | None = None
+    input_schema: dict[str, Any] | bool | None = None
+    output_schema: dict[str, Any] | bool | None = None
     timeout_seconds: int | None = None
+    retries: RetryPolicy | None = None
+    """Deterministic skills only: retry a failed job (``retries:`` in skill.yaml)."""
     tools: tuple[ToolManifest, ...] = ()
     network: bool = True
     """Whether the skill's code may use the network (``network: false`` in skill.yaml cuts it off)."""
+    schedules: tuple[ScheduleManifest, ...] = ()
 
 
 class DeploymentCreatedPayload(Payload):
@@ -129,15 +146,42 @@ class DeploymentActivatedPayload(Payload):
     version: int
     previous_deployment_id: UUID | None = None
     activation: int
-    """Counts activations of the skillpack: the pointer with the highest one is current."""
+    """Counts activations and ramps of the skillpack: the pointer with the highest one is current."""
+    reason: Literal["activate", "promote", "rollback"] = "activate"
+    """Why: an activation, the promotion of a ramped deployment, or a rollback (which may keep
+    the pointer and only end a ramp)."""
 
 
 class DeploymentActivated(_PlatformEvent):
-    """New jobs of the skillpack now run this deployment."""
+    """New jobs of the skillpack now run this deployment (all of them: a ramp, if any, ended)."""
 
     subject_pattern: ClassVar = "deployment.{workspace_id}.activated"
     type: Literal["deployment.activated"] = "deployment.activated"
     payload: DeploymentActivatedPayload
+
+
+class DeploymentRampedPayload(Payload):
+    skillpack_id: UUID
+    skillpack_slug: str
+    deployment_id: UUID
+    """The deployment being ramped up (the canary)."""
+    version: int
+    stable_deployment_id: UUID
+    """The active deployment, which keeps the rest of the traffic."""
+    stable_version: int
+    traffic_percent: int
+    """1–99: the share of unpinned jobs the canary receives."""
+    activation: int
+    """The same counter as :class:`DeploymentActivatedPayload`'s: the highest one is current."""
+
+
+class DeploymentRamped(_PlatformEvent):
+    """New unpinned jobs of the skillpack are split: ``traffic_percent`` % run the ramped
+    deployment, the rest the active one (by a stable hash of their routing key, else at random)."""
+
+    subject_pattern: ClassVar = "deployment.{workspace_id}.ramped"
+    type: Literal["deployment.ramped"] = "deployment.ramped"
+    payload: DeploymentRampedPayload
 
 
 class DeploymentDeletedPayload(Payload):
@@ -238,10 +282,12 @@ __all__ = [
     "DeploymentBuilt",
     "DeploymentCreated",
     "DeploymentDeleted",
+    "DeploymentRamped",
     "FeedbackSubmitted",
     "KeyCreated",
     "KeyRevoked",
     "Micros",
+    "ScheduleManifest",
     "SecretDeleted",
     "SecretSet",
     "SkillManifest",

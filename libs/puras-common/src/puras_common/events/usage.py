@@ -31,6 +31,9 @@ class UsageRecordedPayload(Payload):
     """For input-conditional rates: the inputs the call was priced from, defaults applied."""
     request_id: str | None = None
     """The upstream's id for the call, for reconciliation."""
+    hold_id: UUID | None = None
+    """The budget hold taken before the call (:mod:`puras_common.budgets`); charging this
+    usage settles it."""
 
 
 class UsageRecorded(Event):

@@ -65,20 +65,33 @@ def describe_error(body: Any) -> str:
     return str(body) if body is not None else ""
 
 
-def failure(response: httpx.Response, *, provider: str, model: str, request_id: str | None = None) -> MediaError:
+def failure(
+    response: httpx.Response, *, provider: str, model: str, request_id: str | None = None
+) -> MediaError:
     """The MediaError for an error answer: the caller's fault (4xx) or the upstream's."""
     message = upstream_message(response)
     status = response.status_code
     if status in (401, 403):
         return MediaError(
-            "upstream_failed", f"{provider} refused the platform's credentials ({status}): {message}",
-            model=model, request_id=request_id, upstream_status=status,
+            "upstream_failed",
+            f"{provider} refused the platform's credentials ({status}): {message}",
+            model=model,
+            request_id=request_id,
+            upstream_status=status,
         )
-    code = "upstream_rejected" if 400 <= status < 500 and status not in RETRIED_STATUSES else "upstream_failed"
-    return MediaError(code, f"{model}: {message}", model=model, request_id=request_id, upstream_status=status)
+    code = (
+        "upstream_rejected"
+        if 400 <= status < 500 and status not in RETRIED_STATUSES
+        else "upstream_failed"
+    )
+    return MediaError(
+        code, f"{model}: {message}", model=model, request_id=request_id, upstream_status=status
+    )
 
 
-async def with_retries(call: Callable[[], Awaitable[httpx.Response]], *, idempotent: bool) -> httpx.Response:
+async def with_retries(
+    call: Callable[[], Awaitable[httpx.Response]], *, idempotent: bool
+) -> httpx.Response:
     """``call`` retried on connection failures and answers that mean "not taken"; a read is also
     retried on other 5xx and on timeouts. Returns the last response."""
     for attempt in range(ATTEMPTS):
@@ -92,7 +105,9 @@ async def with_retries(call: Callable[[], Awaitable[httpx.Response]], *, idempot
             if not idempotent or last:
                 raise
         else:
-            retry = response.status_code in RETRIED_STATUSES or (idempotent and response.status_code >= 500)
+            retry = response.status_code in RETRIED_STATUSES or (
+                idempotent and response.status_code >= 500
+            )
             if not retry or last:
                 return response
         await asyncio.sleep(backoff(attempt, base=0.5, cap=8.0))

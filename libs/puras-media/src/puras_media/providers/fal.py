@@ -70,19 +70,30 @@ class FalQueue:
         return fallback
 
     async def generate(
-        self, endpoint: str, inputs: dict[str, Any], *, model: str, cancelled: asyncio.Event | None = None
+        self,
+        endpoint: str,
+        inputs: dict[str, Any],
+        *,
+        model: str,
+        cancelled: asyncio.Event | None = None,
     ) -> Generation:
         """Submit ``inputs`` to ``endpoint`` and wait for the result."""
         submitted = await self._submit(endpoint, inputs, model=model)
         request_id = str(submitted.get("request_id") or "")
         if not request_id:
-            raise MediaError("upstream_failed", f"{model}: fal accepted the request but gave no request_id", model=model)
+            raise MediaError(
+                "upstream_failed",
+                f"{model}: fal accepted the request but gave no request_id",
+                model=model,
+            )
         base = f"{self.queue_url}/{endpoint}/requests/{quote(request_id, safe='')}"
         status_url = self._own(submitted.get("status_url"), base + "/status")
         response_url = self._own(submitted.get("response_url"), base)
         cancel_url = self._own(submitted.get("cancel_url"), base + "/cancel")
         try:
-            metrics = await self._wait(status_url, model=model, request_id=request_id, cancelled=cancelled)
+            metrics = await self._wait(
+                status_url, model=model, request_id=request_id, cancelled=cancelled
+            )
         except (MediaCancelled, asyncio.CancelledError):
             await self._cancel(cancel_url, request_id)
             raise
@@ -100,21 +111,36 @@ class FalQueue:
                 lambda: self.http.post(url, json=inputs, headers=self._headers()), idempotent=False
             )
         except httpx.HTTPError as exc:
-            raise MediaError("upstream_failed", f"{model}: fal could not be reached: {type(exc).__name__}", model=model) from None
+            raise MediaError(
+                "upstream_failed",
+                f"{model}: fal could not be reached: {type(exc).__name__}",
+                model=model,
+            ) from None
         if response.status_code >= 300:
             raise failure(response, provider="fal", model=model)
-        return _json(response, model=model)
+        queued: dict[str, Any] = _json(response, model=model)
+        return queued
 
-    async def _wait(self, status_url: str, *, model: str, request_id: str, cancelled: asyncio.Event | None) -> dict[str, Any]:
+    async def _wait(
+        self, status_url: str, *, model: str, request_id: str, cancelled: asyncio.Event | None
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout_seconds
         delay = self.poll_seconds
         while True:
             try:
                 response = await with_retries(
-                    lambda: self.http.get(status_url, params={"logs": "0"}, headers=self._headers()), idempotent=True
+                    lambda: self.http.get(
+                        status_url, params={"logs": "0"}, headers=self._headers()
+                    ),
+                    idempotent=True,
                 )
             except httpx.HTTPError as exc:
-                raise MediaError("upstream_failed", f"{model}: fal's status endpoint failed: {type(exc).__name__}", model=model, request_id=request_id) from None
+                raise MediaError(
+                    "upstream_failed",
+                    f"{model}: fal's status endpoint failed: {type(exc).__name__}",
+                    model=model,
+                    request_id=request_id,
+                ) from None
             if response.status_code >= 300:
                 raise failure(response, provider="fal", model=model, request_id=request_id)
             body = _json(response, model=model)
@@ -122,27 +148,46 @@ class FalQueue:
             if status == "COMPLETED":
                 if body.get("error"):
                     message = describe_error(body.get("error"))
-                    code = "upstream_rejected" if body.get("error_type") in _CALLER_ERRORS else "upstream_failed"
-                    raise MediaError(code, f"{model}: {message}", model=model, request_id=request_id)
+                    code = (
+                        "upstream_rejected"
+                        if body.get("error_type") in _CALLER_ERRORS
+                        else "upstream_failed"
+                    )
+                    raise MediaError(
+                        code, f"{model}: {message}", model=model, request_id=request_id
+                    )
                 metrics = body.get("metrics")
                 return metrics if isinstance(metrics, dict) else {}
             if status not in PENDING:
-                raise MediaError("upstream_failed", f"{model}: fal reported status {status!r}", model=model, request_id=request_id)
+                raise MediaError(
+                    "upstream_failed",
+                    f"{model}: fal reported status {status!r}",
+                    model=model,
+                    request_id=request_id,
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 raise MediaError(
                     "upstream_timeout",
                     f"{model}: no result within {self.timeout_seconds:g} s (last status {status}); the request was cancelled",
-                    model=model, request_id=request_id,
+                    model=model,
+                    request_id=request_id,
                 )
             await wait_or_cancel(min(delay, left), cancelled)
             delay = min(self.poll_max_seconds, delay * 1.5)
 
     async def _result(self, response_url: str, *, model: str, request_id: str) -> Any:
         try:
-            response = await with_retries(lambda: self.http.get(response_url, headers=self._headers()), idempotent=True)
+            response = await with_retries(
+                lambda: self.http.get(response_url, headers=self._headers()), idempotent=True
+            )
         except httpx.HTTPError as exc:
-            raise MediaError("upstream_failed", f"{model}: fal's result could not be read: {type(exc).__name__}", model=model, request_id=request_id) from None
+            raise MediaError(
+                "upstream_failed",
+                f"{model}: fal's result could not be read: {type(exc).__name__}",
+                model=model,
+                request_id=request_id,
+            ) from None
         if response.status_code >= 300:
             raise failure(response, provider="fal", model=model, request_id=request_id)
         return _json(response, model=model)
@@ -154,11 +199,15 @@ class FalQueue:
             log.info("withdrew an upstream request", request_id=request_id)
 
 
-_CALLER_ERRORS = frozenset({"content_policy_violation", "validation_error", "invalid_input", "file_download_error"})
+_CALLER_ERRORS = frozenset(
+    {"content_policy_violation", "validation_error", "invalid_input", "file_download_error"}
+)
 
 
 def _json(response: httpx.Response, *, model: str) -> Any:
     try:
         return response.json()
     except ValueError:
-        raise MediaError("upstream_failed", f"{model}: fal answered something that is not JSON", model=model) from None
+        raise MediaError(
+            "upstream_failed", f"{model}: fal answered something that is not JSON", model=model
+        ) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from puras_common.models import Model, ModelCatalogue
+from puras_pricing.models import Model, ModelCatalogue
 
 from puras_agent_runner.providers.anthropic import AnthropicModel
 from puras_agent_runner.providers.base import (
@@ -59,16 +59,27 @@ class Providers:
 
     def retry_policy(self) -> RetryPolicy:
         s = self.settings
-        return RetryPolicy(attempts=s.provider_attempts, base_seconds=s.provider_backoff_seconds, cap_seconds=s.provider_backoff_cap_seconds)
+        return RetryPolicy(
+            attempts=s.provider_attempts,
+            base_seconds=s.provider_backoff_seconds,
+            cap_seconds=s.provider_backoff_cap_seconds,
+        )
 
     def _make(self, model: Model) -> ChatModel:
         s = self.settings
         timeout = s.provider_timeout_seconds
         if model.provider == "anthropic":
-            return AnthropicModel(api_key=s.anthropic_api_key.get_secret_value(), base_url=s.anthropic_base_url, timeout_seconds=timeout)
+            return AnthropicModel(
+                api_key=s.anthropic_api_key.get_secret_value(),
+                base_url=s.anthropic_base_url,
+                timeout_seconds=timeout,
+            )
         if model.provider == "openai":
             return OpenAICompatibleModel(
-                provider="openai", api_key=s.openai_api_key.get_secret_value(), base_url=s.openai_base_url, timeout_seconds=timeout
+                provider="openai",
+                api_key=s.openai_api_key.get_secret_value(),
+                base_url=s.openai_base_url,
+                timeout_seconds=timeout,
             )
         if model.provider == "gemini":
             return OpenAICompatibleModel(
@@ -88,7 +99,7 @@ class Providers:
 
     async def aclose(self) -> None:
         for adapter in self._adapters.values():
-            await adapter.aclose()  # type: ignore[attr-defined]
+            await adapter.aclose()
 
 
 __all__ = [

@@ -45,7 +45,8 @@ class AnthropicModel:
         }
         if request.tools:
             params["tools"] = [
-                {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in request.tools
+                {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                for t in request.tools
             ]
         try:
             async with self.client.messages.stream(**params) as stream:
@@ -66,7 +67,12 @@ def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
     status = exc.status_code
     kind = getattr(exc, "type", None)
     if status in (408, 409, 429) or status >= 500 or kind in _TRANSIENT_TYPES:
-        return TransientProviderError("anthropic", message, status=status, retry_after=retry_after_seconds(exc.response.headers))
+        return TransientProviderError(
+            "anthropic",
+            message,
+            status=status,
+            retry_after=retry_after_seconds(exc.response.headers),
+        )
     return ProviderError("anthropic", message, status=status)
 
 
@@ -77,7 +83,13 @@ def _response(final: Any, request_id: str | None) -> ModelResponse:
         if block.type == "text":
             text.append(block.text)
         elif block.type == "tool_use":
-            calls.append(ToolCall(id=block.id, name=block.name, input=block.input if isinstance(block.input, dict) else {}))
+            calls.append(
+                ToolCall(
+                    id=block.id,
+                    name=block.name,
+                    input=block.input if isinstance(block.input, dict) else {},
+                )
+            )
     raw = final.stop_reason
     return ModelResponse(
         text="".join(text),
@@ -96,13 +108,16 @@ def _message(message: Message) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = []
     for block in message.blocks:
         if isinstance(block, ToolCall):
-            blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+            blocks.append(
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+            )
         elif isinstance(block, ToolResult):
             blocks.append(
                 {
                     "type": "tool_result",
                     "tool_use_id": block.call_id,
-                    "content": [_content(c) for c in block.content] or [{"type": "text", "text": "(no output)"}],
+                    "content": [_content(c) for c in block.content]
+                    or [{"type": "text", "text": "(no output)"}],
                     "is_error": block.is_error,
                 }
             )
@@ -117,4 +132,7 @@ def _content(block: Text | Image | Document) -> dict[str, Any]:
     kind = "image" if isinstance(block, Image) else "document"
     if block.url is not None:
         return {"type": kind, "source": {"type": "url", "url": block.url}}
-    return {"type": kind, "source": {"type": "base64", "media_type": block.media_type, "data": block.base64()}}
+    return {
+        "type": kind,
+        "source": {"type": "base64", "media_type": block.media_type, "data": block.base64()},
+    }

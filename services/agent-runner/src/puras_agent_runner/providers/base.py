@@ -61,7 +61,14 @@ class ProviderError(Exception):
 class TransientProviderError(ProviderError):
     """A failure a later attempt can get past: rate limits, overload, 5xx, timeouts."""
 
-    def __init__(self, provider: str, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(provider, message, status=status)
         self.retry_after = retry_after
 
@@ -70,7 +77,9 @@ class ProviderGaveUp(ProviderError):
     """Transient failures went on past the retry bound."""
 
     def __init__(self, last: TransientProviderError, attempts: int) -> None:
-        super().__init__(last.provider, f"{last.message} (gave up after {attempts} attempts)", status=last.status)
+        super().__init__(
+            last.provider, f"{last.message} (gave up after {attempts} attempts)", status=last.status
+        )
         self.attempts = attempts
 
 
@@ -81,6 +90,10 @@ class ChatModel(Protocol):
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """One model call; raises ProviderError or TransientProviderError."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the adapter's connections."""
         ...
 
 
@@ -95,7 +108,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Backoff before retry ``attempt`` (0-based); a server's Retry-After wins, within the cap."""
-        backoff = min(self.cap_seconds, self.base_seconds * (2**attempt))
+        backoff = min(self.cap_seconds, self.base_seconds * 2.0**attempt)
         if retry_after is not None:
             return min(self.cap_seconds, max(backoff, retry_after))
         return backoff
@@ -115,7 +128,12 @@ async def call_with_retries(
             if attempt + 1 >= policy.attempts:
                 raise ProviderGaveUp(exc, policy.attempts) from exc
             delay = policy.delay(attempt, exc.retry_after)
-            log.warning("provider call failed; retrying", provider=exc.provider, error=str(exc), retry_in=delay)
+            log.warning(
+                "provider call failed; retrying",
+                provider=exc.provider,
+                error=str(exc),
+                retry_in=delay,
+            )
             if on_retry is not None:
                 await on_retry(exc, attempt + 1, delay)
             await asyncio.sleep(delay)

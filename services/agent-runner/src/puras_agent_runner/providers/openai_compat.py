@@ -65,7 +65,14 @@ class OpenAICompatibleModel:
         }
         if request.tools:
             params["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.input_schema,
+                    },
+                }
                 for t in request.tools
             ]
         try:
@@ -82,7 +89,12 @@ class OpenAICompatibleModel:
         message = _message_of(exc)
         status = exc.status_code
         if status in (408, 409, 429) or status >= 500:
-            return TransientProviderError(self.provider, message, status=status, retry_after=retry_after_seconds(exc.response.headers))
+            return TransientProviderError(
+                self.provider,
+                message,
+                status=status,
+                retry_after=retry_after_seconds(exc.response.headers),
+            )
         return ProviderError(self.provider, message, status=status)
 
     async def aclose(self) -> None:
@@ -93,12 +105,14 @@ def _message_of(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
         inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"]
-    if isinstance(body, list) and body and isinstance(body[0], dict):  # Gemini wraps errors in a list
+        if isinstance(inner, dict) and isinstance(message := inner.get("message"), str):
+            return message
+    if (
+        isinstance(body, list) and body and isinstance(body[0], dict)
+    ):  # Gemini wraps errors in a list
         inner = body[0].get("error", {})
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"]
+        if isinstance(inner, dict) and isinstance(message := inner.get("message"), str):
+            return message
     return exc.message
 
 
@@ -150,9 +164,19 @@ def _tool_call(index: int, slot: dict[str, Any]) -> ToolCall:
     try:
         parsed = json.loads(raw)
     except ValueError as exc:
-        return ToolCall(call_id, slot["name"], {}, malformed=f"the arguments are not valid JSON ({exc}): {raw[:200]}")
+        return ToolCall(
+            call_id,
+            slot["name"],
+            {},
+            malformed=f"the arguments are not valid JSON ({exc}): {raw[:200]}",
+        )
     if not isinstance(parsed, dict):
-        return ToolCall(call_id, slot["name"], {}, malformed=f"the arguments must be a JSON object, not {type(parsed).__name__}")
+        return ToolCall(
+            call_id,
+            slot["name"],
+            {},
+            malformed=f"the arguments must be a JSON object, not {type(parsed).__name__}",
+        )
     return ToolCall(call_id, slot["name"], parsed)
 
 
@@ -171,10 +195,17 @@ def to_openai_messages(system: str, messages: list[Message]) -> list[dict[str, A
         followups: list[dict[str, Any]] = []
         for block in message.blocks:
             if isinstance(block, ToolResult):
-                out.append({"role": "tool", "tool_call_id": block.call_id, "content": _tool_text(block)})
+                out.append(
+                    {"role": "tool", "tool_call_id": block.call_id, "content": _tool_text(block)}
+                )
                 images = [c for c in block.content if isinstance(c, Image)]
                 if images:
-                    followups.append({"type": "text", "text": f"The images returned by {block.name} (call {block.call_id}):"})
+                    followups.append(
+                        {
+                            "type": "text",
+                            "text": f"The images returned by {block.name} (call {block.call_id}):",
+                        }
+                    )
                     followups.extend(_part(c) for c in images)
             elif isinstance(block, Text | Image | Document):
                 parts.append(_part(block))
@@ -188,7 +219,12 @@ def _assistant(message: Message) -> dict[str, Any]:
     calls = [b for b in message.blocks if isinstance(b, ToolCall)]
     if calls:
         entry["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.input)}} for c in calls
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.input)},
+            }
+            for c in calls
         ]
     return entry
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from puras_agent_runner.tools.asking import RequestInputTool
 from puras_agent_runner.tools.base import Tool, ToolContext, ToolError, ToolOutput
 from puras_agent_runner.tools.bash import BashTool
 from puras_agent_runner.tools.files import DownloadUrlTool, FileReadTool
@@ -14,18 +15,29 @@ from puras_agent_runner.tools.user import UserTool
 from puras_agent_runner.tools.web import WebFetchTool
 
 
-def toolset(manifest: dict[str, Any], *, model: str, free_output: bool = False) -> dict[str, Tool]:
+def toolset(
+    manifest: dict[str, Any], *, model: str, free_output: bool = False, answered: int = 0
+) -> dict[str, Tool]:
     """The tools of a skill, by name, in the order the model sees them.
 
     ``bash`` unless ``disable_bash``; ``media``, ``web_search``, ``image_search``,
-    ``web_fetch``, ``file_read``, ``download_url`` always; the skill's ``tools:``; ``set_output``
+    ``web_fetch``, ``file_read``, ``download_url``, ``request_input`` always (``answered``:
+    the questions the job has had answered); the skill's ``tools:``; ``set_output``
     when it has an ``output_schema``. A subagent run from a markdown file or an inline prompt
     (``free_output``) gets the built-ins and a free-form ``set_output``, not the skill's own.
     """
     tools: list[Tool] = []
     if not manifest.get("disable_bash"):
         tools.append(BashTool())
-    tools += [MediaTool(), WebSearchTool(), ImageSearchTool(), WebFetchTool(), FileReadTool(model), DownloadUrlTool()]
+    tools += [
+        MediaTool(),
+        WebSearchTool(),
+        ImageSearchTool(),
+        WebFetchTool(),
+        FileReadTool(model),
+        DownloadUrlTool(),
+        RequestInputTool(answered=answered),
+    ]
     if free_output:
         tools.append(SetOutputTool({}, required=False))
         return {t.spec.name: t for t in tools}

@@ -44,7 +44,9 @@ class ToolOutput:
     detail: dict[str, Any] | None = None
 
     @classmethod
-    def text(cls, text: str, *, is_error: bool = False, detail: dict[str, Any] | None = None) -> ToolOutput:
+    def text(
+        cls, text: str, *, is_error: bool = False, detail: dict[str, Any] | None = None
+    ) -> ToolOutput:
         return cls((Text(text),), is_error=is_error, detail=detail)
 
 
@@ -72,6 +74,8 @@ class ToolContext:
     """Publishes a billable call's usage events in the job's order (the journal)."""
     key_id: UUID | None = None
     attempt: int | None = None
+    daily_cap_micros: int | None = None
+    """The cap of ``key_id`` the job was submitted under (paid calls are held against it)."""
     cancelled: asyncio.Event | None = None
 
 

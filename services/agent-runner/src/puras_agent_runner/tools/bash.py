@@ -24,7 +24,11 @@ SPEC = ToolSpec(
     input_schema={
         "type": "object",
         "properties": {
-            "command": {"type": "string", "minLength": 1, "description": "Shell command to execute"},
+            "command": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Shell command to execute",
+            },
             "timeout": {
                 "type": "integer",
                 "minimum": 1,
@@ -49,12 +53,22 @@ class BashTool:
         timeout = min(asked, left)
         result = await ctx.sandbox.shell(args["command"], timeout=timeout)
         cut = result.output_bytes > OUTPUT_TAIL_BYTES
-        head = f"exit code: {result.exit_code}" if result.exit_code is not None else _killed(result.signal)
+        head = (
+            f"exit code: {result.exit_code}"
+            if result.exit_code is not None
+            else _killed(result.signal)
+        )
         if result.timed_out:
             head = f"timed out after {timeout:g} s; the command and its children were killed"
         size = f" (the last {OUTPUT_TAIL_BYTES} of {result.output_bytes} bytes)" if cut else ""
-        text = f"{head}\noutput{size}:\n{result.output}" if result.output else f"{head}\n(no output)"
-        detail = {"exit_code": result.exit_code, "timed_out": result.timed_out, "output_bytes": result.output_bytes}
+        text = (
+            f"{head}\noutput{size}:\n{result.output}" if result.output else f"{head}\n(no output)"
+        )
+        detail = {
+            "exit_code": result.exit_code,
+            "timed_out": result.timed_out,
+            "output_bytes": result.output_bytes,
+        }
         return ToolOutput.text(text, is_error=result.timed_out, detail=detail)
 
 

@@ -104,7 +104,9 @@ class FileReadTool:
         check_size(info.bytes, what=f"drive/{path}")
         data = await ctx.drive.read(path, max_bytes=info.bytes)
         media_type = sniff(data, path)
-        kind = check_readable(media_type, what=f"drive/{path}", model=self.model, vision=ctx.vision, pdf=ctx.pdf)
+        kind = check_readable(
+            media_type, what=f"drive/{path}", model=self.model, vision=ctx.vision, pdf=ctx.pdf
+        )
         header = f"=== {path} ({media_type}, {size_label(len(data))}) ==="
         return [Text(header), block_for(data, media_type, kind, what=f"drive/{path}")], header
 
@@ -137,4 +139,6 @@ class DownloadUrlTool:
             "content_type": fetched.content_type,
             "source_url": fetched.url,
         }
-        return ToolOutput.text(json.dumps(result), detail={"drive_path": saved.path, "bytes": saved.bytes})
+        return ToolOutput.text(
+            json.dumps(result), detail={"drive_path": saved.path, "bytes": saved.bytes}
+        )

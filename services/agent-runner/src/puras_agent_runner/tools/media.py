@@ -40,8 +40,16 @@ SPEC = ToolSpec(
                 "description": "Inputs sent straight to the upstream model — bring whatever the chosen model wants: "
                 "'prompt', 'image_url', 'duration', 'aspect_ratio', 'num_images', etc",
             },
-            "kind": {"type": "string", "enum": ["image", "video", "audio", "auto"], "description": "Hint for content-type/extension. Default 'auto'"},
-            "output_path": {"type": "string", "minLength": 1, "description": "Optional drive subpath (e.g. 'renders/spin.mp4')"},
+            "kind": {
+                "type": "string",
+                "enum": ["image", "video", "audio", "auto"],
+                "description": "Hint for content-type/extension. Default 'auto'",
+            },
+            "output_path": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Optional drive subpath (e.g. 'renders/spin.mp4')",
+            },
             "output_url_path": {
                 "type": "string",
                 "minLength": 1,
@@ -62,15 +70,36 @@ class MediaTool:
         if ctx.media is None or ctx.emit is None:
             raise ToolError("media generation is not available on this platform")
         request = MediaRequest(
-            args["model"], args["inputs"], output_path=args.get("output_path"),
-            output_url_path=args.get("output_url_path"), kind=args.get("kind", "auto"),
+            args["model"],
+            args["inputs"],
+            output_path=args.get("output_path"),
+            output_url_path=args.get("output_url_path"),
+            kind=args.get("kind", "auto"),
         )
-        context = CallContext(workspace_id=UUID(ctx.workspace_id), job_id=UUID(ctx.job_id), key_id=ctx.key_id, attempt=ctx.attempt)
+        context = CallContext(
+            workspace_id=UUID(ctx.workspace_id),
+            job_id=UUID(ctx.job_id),
+            key_id=ctx.key_id,
+            attempt=ctx.attempt,
+            daily_cap_micros=ctx.daily_cap_micros,
+        )
         try:
-            result = await ctx.media.run(request, context=context, store=AgentMediaStore(ctx.drive), emit=ctx.emit, cancelled=ctx.cancelled)
+            result = await ctx.media.run(
+                request,
+                context=context,
+                store=AgentMediaStore(ctx.drive),
+                emit=ctx.emit,
+                cancelled=ctx.cancelled,
+            )
         except MediaError as exc:
             raise ToolError(f"{exc.code}: {exc.message}", detail=exc.details()) from None
         except MediaCancelled:
-            raise ToolError("the job is being cancelled; the media request was withdrawn and not billed") from None
-        detail = {"model": result["model"], "drive_path": result["drive_path"], "billed_micros": result["billed_micros"]}
+            raise ToolError(
+                "the job is being cancelled; the media request was withdrawn and not billed"
+            ) from None
+        detail = {
+            "model": result["model"],
+            "drive_path": result["drive_path"],
+            "billed_micros": result["billed_micros"],
+        }
         return ToolOutput.text(json.dumps(result, ensure_ascii=False), detail=detail)

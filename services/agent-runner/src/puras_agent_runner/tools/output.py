@@ -13,23 +13,28 @@ NAME: Final = "set_output"
 WRAPPED_KEY: Final = "output"
 
 
-def is_object_schema(schema: dict[str, Any]) -> bool:
-    return schema.get("type") == "object"
+def is_object_schema(schema: dict[str, Any] | bool) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "object"
 
 
 class SetOutputTool:
     """Records the job's output; calling it (validly) ends the run."""
 
-    def __init__(self, output_schema: dict[str, Any], *, required: bool = True) -> None:
+    def __init__(self, output_schema: dict[str, Any] | bool, *, required: bool = True) -> None:
         self.required = required
         """False for a subagent's free-form output: a run that ends without it returns its text."""
         # Providers take object schemas only: any other output is wrapped as {"output": ...}.
-        self.wrapped = not is_object_schema(output_schema)
-        schema = (
-            {"type": "object", "properties": {WRAPPED_KEY: output_schema}, "required": [WRAPPED_KEY], "additionalProperties": False}
-            if self.wrapped
-            else output_schema
+        schema: dict[str, Any] = (
+            output_schema
+            if isinstance(output_schema, dict) and is_object_schema(output_schema)
+            else {
+                "type": "object",
+                "properties": {WRAPPED_KEY: output_schema},
+                "required": [WRAPPED_KEY],
+                "additionalProperties": False,
+            }
         )
+        self.wrapped = schema is not output_schema
         self.spec = ToolSpec(
             NAME,
             "Record the final structured output for this job. Calling this ends the run. The argument must "

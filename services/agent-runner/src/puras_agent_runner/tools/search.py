@@ -47,7 +47,9 @@ IMAGE_SPEC = ToolSpec(
 
 def _provider(ctx: ToolContext) -> Any:
     if ctx.search is None:
-        raise ToolError("web search is not configured on this platform (the operator sets PURAS_SEARCH_API_KEY)")
+        raise ToolError(
+            "web search is not configured on this platform (the operator sets PURAS_SEARCH_API_KEY)"
+        )
     return ctx.search
 
 
@@ -61,7 +63,9 @@ class WebSearchTool:
         except SearchError as exc:
             raise ToolError(str(exc)) from None
         rows = [asdict(r) for r in results[:n]]
-        return ToolOutput.text(json.dumps(rows, ensure_ascii=False, indent=1), detail={"results": len(rows)})
+        return ToolOutput.text(
+            json.dumps(rows, ensure_ascii=False, indent=1), detail={"results": len(rows)}
+        )
 
 
 class ImageSearchTool:
@@ -74,4 +78,6 @@ class ImageSearchTool:
         except SearchError as exc:
             raise ToolError(str(exc)) from None
         rows = [asdict(r) for r in results[:n]]
-        return ToolOutput.text(json.dumps(rows, ensure_ascii=False, indent=1), detail={"results": len(rows)})
+        return ToolOutput.text(
+            json.dumps(rows, ensure_ascii=False, indent=1), detail={"results": len(rows)}
+        )

@@ -12,7 +12,7 @@ import json
 import signal
 from typing import Any
 
-from puras_common.schemas import validate
+from puras_common.schemas import Schema, validate_off_loop
 
 from puras_agent_runner.conversation import ToolSpec
 from puras_agent_runner.tools.base import ToolContext, ToolError, ToolOutput
@@ -20,12 +20,26 @@ from puras_agent_runner.tools.base import ToolContext, ToolError, ToolOutput
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
+def _provider_schema(schema: Schema | None) -> dict[str, Any]:
+    """A tool's input schema as providers take it: an object schema. The boolean schemas
+    become their object equivalents (``true`` any arguments, ``false`` none)."""
+    if isinstance(schema, dict) and schema:
+        return schema
+    if schema is False:
+        return {**ANY_OBJECT, "not": {}}
+    return ANY_OBJECT
+
+
 class UserTool:
     """One declared tool."""
 
     def __init__(self, manifest: dict[str, Any]) -> None:
-        self.spec = ToolSpec(manifest["name"], manifest["description"], manifest.get("input_schema") or ANY_OBJECT)
-        self.output_schema: dict[str, Any] | None = manifest.get("output_schema")
+        self.spec = ToolSpec(
+            manifest["name"],
+            manifest["description"],
+            _provider_schema(manifest.get("input_schema")),
+        )
+        self.output_schema: Schema | None = manifest.get("output_schema")
         file, _, self.function = manifest["entrypoint"].partition(":")
         self.module = file[: -len(".py")].replace("/", ".")
 
@@ -34,10 +48,16 @@ class UserTool:
         if left <= 0:
             raise ToolError("the job has no time left to run a tool")
         result = await ctx.sandbox.call(
-            import_dir=str(ctx.skill_dir), module=self.module, function=self.function, payload=args, timeout=left
+            import_dir=str(ctx.skill_dir),
+            module=self.module,
+            function=self.function,
+            payload=args,
+            timeout=left,
         )
         value = self._value(result)
-        if self.output_schema is not None and (problems := validate(self.output_schema, value, root=("output",))):
+        if self.output_schema is not None and (
+            problems := await validate_off_loop(self.output_schema, value, root=("output",))
+        ):
             first = problems[0]
             raise ToolError(
                 f"tool {self.spec.name!r} returned output that does not match its output_schema: "
@@ -49,14 +69,26 @@ class UserTool:
 
     def _value(self, result: Any) -> Any:
         outcome = result.outcome
-        stderr = f"\nstderr (last lines):\n{result.stderr.strip()[-2000:]}" if result.stderr.strip() else ""
+        stderr = (
+            f"\nstderr (last lines):\n{result.stderr.strip()[-2000:]}"
+            if result.stderr.strip()
+            else ""
+        )
         if result.timed_out:
-            raise ToolError(f"tool {self.spec.name!r} ran out of the job's time and was killed{stderr}")
+            raise ToolError(
+                f"tool {self.spec.name!r} ran out of the job's time and was killed{stderr}"
+            )
         if outcome.result is None:
-            how = f"was killed by {signal.Signals(outcome.signal).name}" if outcome.signal else f"exited with code {outcome.exit_code}"
+            how = (
+                f"was killed by {signal.Signals(outcome.signal).name}"
+                if outcome.signal
+                else f"exited with code {outcome.exit_code}"
+            )
             raise ToolError(f"tool {self.spec.name!r} {how} before returning a result{stderr}")
         if outcome.result.get("ok"):
             return outcome.result.get("value")
         error = outcome.result.get("error") or {}
         kind, message = error.get("type", "Error"), error.get("message", "")
-        raise ToolError(f"tool {self.spec.name!r} raised {kind}: {message}{stderr}", detail={"type": kind})
+        raise ToolError(
+            f"tool {self.spec.name!r} raised {kind}: {message}{stderr}", detail={"type": kind}
+        )

@@ -41,10 +41,44 @@ SPEC = ToolSpec(
 
 _SKIP: Final = frozenset({"script", "style", "noscript", "template", "svg", "head"})
 _BLOCK: Final = frozenset(
-    {"p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header", "footer", "h1", "h2", "h3",
-     "h4", "h5", "h6", "pre", "blockquote", "hr", "main", "nav", "aside", "form", "dd", "dt", "figcaption"}
+    {
+        "p",
+        "div",
+        "br",
+        "li",
+        "ul",
+        "ol",
+        "tr",
+        "table",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "blockquote",
+        "hr",
+        "main",
+        "nav",
+        "aside",
+        "form",
+        "dd",
+        "dt",
+        "figcaption",
+    }
 )
-_TEXT_TYPES: Final = ("text/", "application/json", "application/xml", "application/xhtml+xml", "application/yaml")
+_TEXT_TYPES: Final = (
+    "text/",
+    "application/json",
+    "application/xml",
+    "application/xhtml+xml",
+    "application/yaml",
+)
 
 
 class _Extractor(HTMLParser):
@@ -107,7 +141,9 @@ class WebFetchTool:
         except FetchError as exc:
             raise ToolError(str(exc)) from None
         if not page.content_type.startswith(_TEXT_TYPES):
-            raise ToolError(f"{page.url} is {page.content_type}, not a web page; use download_url to save it to the drive")
+            raise ToolError(
+                f"{page.url} is {page.content_type}, not a web page; use download_url to save it to the drive"
+            )
         decoded = page.body.decode(page.charset or "utf-8", errors="replace")
         if "html" in page.content_type:
             title, text = extract(decoded)
@@ -115,7 +151,9 @@ class WebFetchTool:
             title, text = "", decoded.strip()
         total = len(text)
         text = text[:max_chars]
-        note = f"\n[truncated: showing {max_chars} of {total} characters]" if total > max_chars else ""
+        note = (
+            f"\n[truncated: showing {max_chars} of {total} characters]" if total > max_chars else ""
+        )
         head = f"URL: {page.url}\nTitle: {title}\n\n"
         detail = {"url": page.url, "title": title, "chars": total, "truncated": total > max_chars}
         return ToolOutput.text(head + text + note, detail=detail)

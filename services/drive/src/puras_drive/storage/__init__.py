@@ -12,7 +12,7 @@ import contextlib
 import mimetypes
 import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +40,22 @@ class TooLarge(ApiError):
             f"{what} exceeds the limit of {limit} bytes ({limit / (1024 * 1024):g} MiB)",
         )
         self.limit = limit
+
+
+class QuotaExceeded(ApiError):
+    """507: the workspace's drive holds its quota, or this write would pass it."""
+
+    def __init__(self, *, used: int, quota: int, incoming: int | None = None) -> None:
+        what = (
+            f"this file would take the drive past its quota of {quota} bytes ({used} used)"
+            if incoming is not None
+            else f"the drive holds {used} bytes; its quota is {quota} bytes"
+        )
+        super().__init__(
+            ErrorCode.QUOTA_EXCEEDED,
+            f"{what} (PURAS_DRIVE_QUOTA_BYTES): delete files to make room",
+            details={"quota": "drive_bytes", "used_bytes": used, "limit_bytes": quota},
+        )
 
 
 class NotFound(ApiError):
@@ -125,7 +141,13 @@ SPOOL_MAX_AGE_SECONDS = 3600
 
 
 async def spool_and_put(
-    backend: Backend, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int | None, spool_dir: Path
+    backend: Backend,
+    key: str,
+    chunks: AsyncIterable[bytes],
+    *,
+    content_type: str,
+    limit: int | None,
+    spool_dir: Path,
 ) -> StoredObject:
     """Write a stream to ``key`` through a spool file, refusing it past ``limit`` bytes: nothing
     reaches the key unless all of it arrived within the limit."""
@@ -154,7 +176,10 @@ def sweep_spool(folder: Path, *, max_age: float = SPOOL_MAX_AGE_SECONDS) -> int:
     cutoff = time.time() - max_age
     for entry in os.scandir(folder):
         try:
-            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            if (
+                entry.is_file(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_mtime < cutoff
+            ):
                 os.unlink(entry.path)
                 removed += 1
         except FileNotFoundError:
@@ -167,6 +192,7 @@ def open_backend(
     *,
     data_dir: Path,
     owner: tuple[int, int] | None = None,
+    owner_of: Callable[[str], tuple[int, int] | None] | None = None,
     s3_endpoint: str | None = None,
     s3_bucket: str = "puras",
     s3_region: str = "us-east-1",
@@ -175,9 +201,11 @@ def open_backend(
     if kind == "local":
         from puras_drive.storage.local import LocalBackend
 
-        return LocalBackend(data_dir, owner=owner)
+        return LocalBackend(data_dir, owner=owner, owner_of=owner_of)
     if kind == "s3":
         from puras_drive.storage.s3 import S3Backend
 
-        return S3Backend(bucket=s3_bucket, endpoint=s3_endpoint, region=s3_region, spool_dir=data_dir / "_tmp")
+        return S3Backend(
+            bucket=s3_bucket, endpoint=s3_endpoint, region=s3_region, spool_dir=data_dir / "_tmp"
+        )
     raise ValueError(f"PURAS_DRIVE_BACKEND must be 'local' or 's3', not {kind!r}")

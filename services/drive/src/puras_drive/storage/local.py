@@ -18,7 +18,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,16 +37,49 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _LINK_ERRORS = (errno.ELOOP, errno.ENOTDIR)
 
 
+OwnerOf = Callable[[str], tuple[int, int] | None]
+"""A workspace's folder name -> the uid and gid its entries belong to (None: leave them)."""
+
+
+def _chown_tree(fd: int, owner: tuple[int, int]) -> None:
+    """Give everything under the open directory ``fd`` to ``owner``; links are re-owned
+    themselves and never followed."""
+    with os.scandir(fd) as it:
+        entries = list(it)
+    for entry in entries:
+        os.chown(entry.name, *owner, dir_fd=fd, follow_symlinks=False)
+        if entry.is_dir(follow_symlinks=False):
+            try:
+                child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue
+            try:
+                _chown_tree(child, owner)
+            finally:
+                os.close(child)
+
+
 def _stored(key: str, st: os.stat_result) -> StoredObject:
-    return StoredObject(key=key, bytes=st.st_size, updated_at=datetime.fromtimestamp(st.st_mtime, UTC))
+    return StoredObject(
+        key=key, bytes=st.st_size, updated_at=datetime.fromtimestamp(st.st_mtime, UTC)
+    )
 
 
 class LocalBackend:
     name = "local"
 
-    def __init__(self, root: Path, *, owner: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        owner: tuple[int, int] | None = None,
+        owner_of: OwnerOf | None = None,
+    ) -> None:
         self.root = root.absolute()
         self.owner = owner
+        self.owner_of = owner_of
+        """Who a workspace's entries belong to, by its folder's name (its own uid); beats
+        ``owner``."""
         self.tmp = self.root / "_tmp"
 
     async def start(self) -> None:
@@ -63,16 +96,31 @@ class LocalBackend:
         return self.tmp / f"spool-{uuid.uuid4().hex}"
 
     def workspace_dir(self, workspace_prefix: str) -> Path:
-        """The directory of one workspace (``<workspace_id>/``), created and owned for jobs."""
-        fd = self._dir_fd(workspace_prefix.strip("/").split("/"), create=True)
-        os.close(fd)
+        """The directory of one workspace (``<workspace_id>/``), created and owned for jobs.
+        A folder some other uid owns (made before each workspace had its own) is given, with
+        everything in it, to the workspace's owner."""
+        parts = workspace_prefix.strip("/").split("/")
+        fd = self._dir_fd(parts, create=True)
+        try:
+            owner = self._owner_of(parts)
+            if owner is not None and os.fstat(fd).st_uid != owner[0]:
+                _chown_tree(fd, owner)
+                os.chown(fd, *owner)
+                os.chmod(fd, 0o700)
+        finally:
+            os.close(fd)
         return self.root / workspace_prefix.strip("/")
 
     # -- walking paths without following links ------------------------------------------------
 
-    def _owned(self, parts: list[str]) -> bool:
-        """Platform areas (``_payloads``, ``_tmp``) stay the service's; workspaces are the jobs'."""
-        return self.owner is not None and bool(parts) and not parts[0].startswith("_")
+    def _owner_of(self, parts: list[str]) -> tuple[int, int] | None:
+        """Who a new entry under ``parts`` is given to: workspaces are the jobs' (``owner``);
+        platform areas (``_payloads``, ``_tmp``) stay the service's (None)."""
+        if not parts or parts[0].startswith("_"):
+            return None
+        if self.owner_of is not None:
+            return self.owner_of(parts[0])
+        return self.owner
 
     def _dir_fd(self, parts: list[str], *, create: bool) -> int:
         """An open descriptor of ``root/parts…``; links refused, missing folders made if ``create``."""
@@ -86,14 +134,16 @@ class LocalBackend:
                         raise
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(part, 0o700, dir_fd=fd)
-                        if self._owned(parts):
-                            os.chown(part, *self.owner, dir_fd=fd, follow_symlinks=False)  # type: ignore[misc]
+                        if (owner := self._owner_of(parts)) is not None:
+                            os.chown(part, *owner, dir_fd=fd, follow_symlinks=False)
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno in _LINK_ERRORS:
                         where = "/".join(parts[: index + 1])
                         if create:
-                            raise Conflict(where, "a file or link is in the way of a folder") from None
+                            raise Conflict(
+                                where, "a file or link is in the way of a folder"
+                            ) from None
                         raise FileNotFoundError(where) from None
                     raise
                 os.close(fd)
@@ -137,7 +187,9 @@ class LocalBackend:
         os.close(fd)
         return _stored(key, st)
 
-    async def read(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         fd, st = self._open_file(key)
         try:
             stop = st.st_size if end is None else min(end, st.st_size)
@@ -154,13 +206,15 @@ class LocalBackend:
     async def write(
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int | None = None
     ) -> StoredObject:
-        return await spool_and_put(self, key, chunks, content_type=content_type, limit=limit, spool_dir=self.tmp)
+        return await spool_and_put(
+            self, key, chunks, content_type=content_type, limit=limit, spool_dir=self.tmp
+        )
 
     async def put_file(self, key: str, source: Path, *, content_type: str) -> StoredObject:
         folders, name = self._split(key)
         parts = key.split("/")
-        if self._owned(parts):
-            os.chown(source, *self.owner)  # type: ignore[misc]
+        if (owner := self._owner_of(parts)) is not None:
+            os.chown(source, *owner)
         os.chmod(source, 0o600)
         dfd = self._dir_fd(folders, create=True)
         try:
@@ -181,7 +235,9 @@ class LocalBackend:
 
     def _copy_in(self, source: Path, name: str, dfd: int) -> None:
         staged = f".puras-{uuid.uuid4().hex}"
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+        fd = os.open(
+            staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd
+        )
         with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK_BYTES)
         os.replace(staged, name, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -200,7 +256,9 @@ class LocalBackend:
                     if entry.is_dir(follow_symlinks=False):
                         listing.folders.append(entry.name)
                     elif entry.is_file(follow_symlinks=False):
-                        listing.files.append(_stored(prefix + entry.name, entry.stat(follow_symlinks=False)))
+                        listing.files.append(
+                            _stored(prefix + entry.name, entry.stat(follow_symlinks=False))
+                        )
         finally:
             os.close(dfd)
         return listing

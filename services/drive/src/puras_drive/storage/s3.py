@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from puras_drive.storage import (
@@ -52,9 +52,13 @@ class S3Backend:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.spool_dir, 0o700)
         sweep_spool(self.spool_dir)
-        config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"})
+        config = AioConfig(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}
+        )
         self._client = await self._stack.enter_async_context(
-            self._session.client("s3", endpoint_url=self.endpoint, region_name=self.region, config=config)
+            self._session.client(
+                "s3", endpoint_url=self.endpoint, region_name=self.region, config=config
+            )
         )
         try:
             await self._client.head_bucket(Bucket=self.bucket)
@@ -78,10 +82,15 @@ class S3Backend:
                 return None
             raise
         return StoredObject(
-            key=key, bytes=head["ContentLength"], updated_at=head["LastModified"], content_type=head.get("ContentType")
+            key=key,
+            bytes=head["ContentLength"],
+            updated_at=head["LastModified"],
+            content_type=head.get("ContentType"),
         )
 
-    async def read(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if start or end is not None:
             if end is not None and end <= start:
@@ -105,7 +114,9 @@ class S3Backend:
     async def write(
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int | None = None
     ) -> StoredObject:
-        return await spool_and_put(self, key, chunks, content_type=content_type, limit=limit, spool_dir=self.spool_dir)
+        return await spool_and_put(
+            self, key, chunks, content_type=content_type, limit=limit, spool_dir=self.spool_dir
+        )
 
     async def put_file(self, key: str, source: Path, *, content_type: str) -> StoredObject:
         try:
@@ -128,7 +139,11 @@ class S3Backend:
             for item in page.get("Contents", ()):
                 if item["Key"] == prefix:
                     continue  # a "folder marker" object some S3 tools create
-                listing.files.append(StoredObject(key=item["Key"], bytes=item["Size"], updated_at=item["LastModified"]))
+                listing.files.append(
+                    StoredObject(
+                        key=item["Key"], bytes=item["Size"], updated_at=item["LastModified"]
+                    )
+                )
         return listing
 
     async def walk(self, prefix: str) -> AsyncIterator[StoredObject]:
@@ -137,7 +152,9 @@ class S3Backend:
             for item in page.get("Contents", ()):
                 if item["Key"].endswith("/"):
                     continue
-                yield StoredObject(key=item["Key"], bytes=item["Size"], updated_at=item["LastModified"])
+                yield StoredObject(
+                    key=item["Key"], bytes=item["Size"], updated_at=item["LastModified"]
+                )
 
     async def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), _DELETE_BATCH):

@@ -1,10 +1,11 @@
 """``/v1/deployments``: push a project bundle, list, read (status and build log), activate
-(a rollback is activating an older one) and delete deployments.
+(a rollback is activating an older one), ramp up, promote, roll back and delete deployments.
 
 The deployments service validates, stores and builds; a push or an activation returns once
 this gateway's catalogue can run what it says, so the next ``POST /v1/jobs`` sees it. A push
-whose requirements.txt is still building answers 202 ``building`` after ``build_wait_seconds``;
-a build that fails within that time fails the push with pip's message.
+whose requirements.txt is still building answers 202 ``building`` after ``build_wait_seconds``
+(at once with ``wait=false``, for a client that follows the build log itself); a build that fails
+within that time fails the push with pip's message.
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ import httpx
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from puras_common.api import ApiError, ErrorCode
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
-from puras_gateway import catalog
-from puras_gateway.auth import GatewayDep, Principal, PrincipalDep
-from puras_gateway.context import Gateway
+from puras_gateway import deployments_api, rollouts
+from puras_gateway.auth import GatewayDep, PrincipalDep
+from puras_gateway.bodies import parse_model, read_capped
 from puras_gateway.deployments_api import (
     call,
-    not_yet_visible,
     relay,
     require_secret_key,
     skillpack_ref,
-    wait_catalogue,
     workspace_path,
 )
+from puras_gateway.openapi import optional_json_body
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 
@@ -38,12 +39,12 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _flag(value: str | None, *, name: str, default: bool) -> bool:
+def _flag(value: str | UploadFile | None, *, name: str, default: bool) -> bool:
     if value is None or value == "":
         return default
-    if value.lower() in _TRUE:
+    if isinstance(value, str) and value.lower() in _TRUE:
         return True
-    if value.lower() in _FALSE:
+    if isinstance(value, str) and value.lower() in _FALSE:
         return False
     raise ApiError(
         ErrorCode.INVALID_REQUEST,
@@ -57,7 +58,32 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@router.post("", status_code=201)
+PUSH_FORM = {
+    "type": "object",
+    "required": ["bundle"],
+    "properties": {
+        "bundle": {"type": "string", "format": "binary", "description": "A zip of the project"},
+        "skillpack": {"type": "string", "description": "Created on first push; default the key's"},
+        "notes": {"type": "string"},
+        "activate": {"type": "boolean", "default": True},
+        "wait": {
+            "type": "boolean",
+            "default": True,
+            "description": "false: answer 202 at once while requirements.txt builds, and "
+            "follow the build log with GET /v1/deployments/{id}",
+        },
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": PUSH_FORM}}}
+    },
+    responses={202: {"description": "Stored; its requirements.txt is still building"}},
+)
 async def push(request: Request, gw: GatewayDep, who: PrincipalDep) -> Any:
     require_secret_key(who)
     content_type = request.headers.get("content-type", "")
@@ -86,15 +112,21 @@ async def push(request: Request, gw: GatewayDep, who: PrincipalDep) -> Any:
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"bundle is {bundle.size} bytes; the limit is {gw.settings.max_bundle_bytes} bytes",
             )
-        activate = _flag(form.get("activate"), name="activate", default=True)  # type: ignore[arg-type]
+        activate = _flag(form.get("activate"), name="activate", default=True)
+        wait_build = _flag(form.get("wait"), name="wait", default=True)
         params = {
             "skillpack": skillpack_ref(who, str(form.get("skillpack") or "")),
             "notes": str(form.get("notes") or ""),
             "activate": "true" if activate else "false",
         }
         response = await call(
-            gw, "POST", f"{workspace_path(who)}/deployments", params=params, content=_chunks(bundle),
-            headers={"content-type": "application/zip"}, timeout=httpx.Timeout(600.0, connect=5.0),
+            gw,
+            "POST",
+            f"{workspace_path(who)}/deployments",
+            params=params,
+            content=_chunks(bundle),
+            headers={"content-type": "application/zip"},
+            timeout=httpx.Timeout(600.0, connect=5.0),
         )
     finally:
         await form.close()
@@ -102,45 +134,9 @@ async def push(request: Request, gw: GatewayDep, who: PrincipalDep) -> Any:
         return relay(response)
     body = response.json()
     deployment_id = UUID(body["id"])
-    if body["status"] == "building":
-        body = await _wait_built(gw, who, deployment_id, body)
-    if body["status"] == "ready":
-        await _wait_runnable(gw, deployment_id, active=body["active"])
-        return JSONResponse(body, status_code=201)
-    return JSONResponse(body, status_code=202)
-
-
-async def _wait_built(gw: Gateway, who: Principal, deployment_id: UUID, body: dict[str, Any]) -> dict[str, Any]:
-    """Wait up to ``build_wait_seconds`` for the build; a failure becomes the push's 400."""
-
-    async def settled(conn: Any) -> str | None:
-        status = await catalog.deployment_status(conn, deployment_id)
-        return status if status in ("ready", "failed") else None
-
-    status = await wait_catalogue(gw, deployment_id, settled, timeout=gw.settings.build_wait_seconds)
-    if status is None:
-        return body
-    latest = (await call(gw, "GET", f"{workspace_path(who)}/deployments/{deployment_id}")).json()
-    if status == "failed":
-        raise ApiError(
-            ErrorCode.INVALID_BUNDLE,
-            f"requirements.txt: {latest.get('error') or 'the build failed'}",
-            details=[{
-                "file": "requirements.txt", "field": None, "message": latest.get("error"),
-                "deployment_id": str(deployment_id), "build_log": latest.get("build_log", ""),
-            }],
-        )
-    return latest
-
-
-async def _wait_runnable(gw: Gateway, deployment_id: UUID, *, active: bool) -> None:
-    """Block until the catalogue has the ready deployment (and, if ``active``, points at it)."""
-
-    async def visible(conn: Any) -> bool | None:
-        return True if await catalog.deployment_visible(conn, deployment_id, active=active) else None
-
-    if not await wait_catalogue(gw, deployment_id, visible, timeout=gw.settings.deployment_visible_timeout):
-        raise not_yet_visible(f"deployment {deployment_id}")
+    body = await deployments_api.settle(gw, who, deployment_id, body, wait_build=wait_build)
+    body.pop("activation", None)
+    return JSONResponse(body, status_code=201 if body["status"] == "ready" else 202)
 
 
 @router.get("")
@@ -156,27 +152,90 @@ async def list_deployments(
     params: dict[str, Any] = {"skillpack": skillpack_ref(who, skillpack), "limit": limit}
     if cursor:
         if not cursor.isdigit():
-            raise ApiError(ErrorCode.INVALID_REQUEST, f"cursor {cursor!r} is not one this endpoint gave out",
-                           details=[{"pointer": "?cursor", "message": "invalid cursor"}])
+            raise ApiError(
+                ErrorCode.INVALID_REQUEST,
+                f"cursor {cursor!r} is not one this endpoint gave out",
+                details=[{"pointer": "?cursor", "message": "invalid cursor"}],
+            )
         params["cursor"] = cursor
     return relay(await call(gw, "GET", f"{workspace_path(who)}/deployments", params=params))
 
 
 @router.get("/{deployment_id}")
 async def get_deployment(deployment_id: UUID, gw: GatewayDep, who: PrincipalDep) -> Any:
-    """One deployment with its status and build log."""
+    """One deployment with its status and build log; while its skillpack ramps, the ramp with
+    each version's jobs, error rate and cost."""
     require_secret_key(who)
-    return relay(await call(gw, "GET", f"{workspace_path(who)}/deployments/{deployment_id}"))
+    response = await call(gw, "GET", f"{workspace_path(who)}/deployments/{deployment_id}")
+    if response.status_code != 200:
+        return relay(response)
+    body = response.json()
+    body.pop("activation", None)
+    if (ramp := body.pop("ramp", None)) is not None:
+        body["rollout"] = await rollouts.ramp_stats(
+            gw.db, owner_workspace_id=who.workspace_id, ramp=ramp
+        )
+    return body
 
 
-@router.post("/{deployment_id}/activate")
-async def activate(deployment_id: UUID, gw: GatewayDep, who: PrincipalDep) -> Any:
-    """Make a ready deployment the active one of its skillpack; jobs already submitted keep theirs."""
+class ActivateBody(BaseModel):
+    """``POST /v1/deployments/{id}/activate`` body (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    traffic_percent: int = Field(
+        default=100,
+        ge=1,
+        le=100,
+        description="The share of the skillpack's unpinned jobs this deployment takes; below "
+        "100 it ramps up beside the active deployment, which keeps the rest",
+    )
+
+
+@router.post("/{deployment_id}/activate", openapi_extra=optional_json_body(ActivateBody))
+async def activate(deployment_id: UUID, request: Request, gw: GatewayDep, who: PrincipalDep) -> Any:
+    """Make a ready deployment the active one of its skillpack (jobs already submitted keep
+    theirs), or ramp it up to ``traffic_percent`` % of new unpinned jobs."""
     require_secret_key(who)
-    response = await call(gw, "POST", f"{workspace_path(who)}/deployments/{deployment_id}/activate")
-    if response.status_code == 200:
-        await _wait_runnable(gw, deployment_id, active=True)
-    return relay(response)
+    raw = await read_capped(request, 4096)
+    body = parse_model(ActivateBody, raw) if raw.strip() else ActivateBody()
+    return await _move_traffic(
+        gw, who, deployment_id, "activate", params={"traffic_percent": body.traffic_percent}
+    )
+
+
+@router.post("/{deployment_id}/promote")
+async def promote(deployment_id: UUID, gw: GatewayDep, who: PrincipalDep) -> Any:
+    """The ramping deployment takes all of its skillpack's traffic; 409 if it is not ramping."""
+    require_secret_key(who)
+    return await _move_traffic(gw, who, deployment_id, "promote")
+
+
+@router.post("/{deployment_id}/rollback")
+async def rollback(deployment_id: UUID, gw: GatewayDep, who: PrincipalDep) -> Any:
+    """Take the deployment out of traffic at once: a ramping one gives its share back to the
+    active one; the active one (with no ramp) gives way to the version active before it.
+    Answers with the deployment that now takes the traffic."""
+    require_secret_key(who)
+    return await _move_traffic(gw, who, deployment_id, "rollback")
+
+
+async def _move_traffic(
+    gw: GatewayDep,
+    who: PrincipalDep,
+    deployment_id: UUID,
+    verb: str,
+    *,
+    params: dict[str, Any] | None = None,
+) -> Any:
+    response = await call(
+        gw, "POST", f"{workspace_path(who)}/deployments/{deployment_id}/{verb}", params=params
+    )
+    if response.status_code != 200:
+        return relay(response)
+    body = response.json()
+    await rollouts.wait_pointer(gw, UUID(body["skillpack_id"]), body.pop("activation"))
+    body.pop("ramp", None)
+    return body
 
 
 @router.delete("/{deployment_id}")
@@ -185,10 +244,5 @@ async def delete(deployment_id: UUID, gw: GatewayDep, who: PrincipalDep) -> Any:
     require_secret_key(who)
     response = await call(gw, "DELETE", f"{workspace_path(who)}/deployments/{deployment_id}")
     if response.status_code == 200:
-
-        async def gone(conn: Any) -> bool | None:
-            return True if await catalog.deployment_deleted(conn, deployment_id) else None
-
-        if not await wait_catalogue(gw, deployment_id, gone, timeout=gw.settings.deployment_visible_timeout):
-            raise not_yet_visible(f"the deletion of deployment {deployment_id}")
+        await deployments_api.wait_deleted(gw, deployment_id)
     return relay(response)

@@ -13,21 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from puras_common.api import ApiError, ErrorCode, ErrorDetail
-from puras_common.bus import publish
-from puras_common.drive import DriveClient, Origin
-from puras_common.envelope import Event
-from puras_media import CallContext, DriveStore, MediaError, MediaRequest, PortableError, portable
+from puras_media import MediaRequest, portable
 from pydantic import BaseModel, ConfigDict, Field
 
+from puras_gateway import media_calls
 from puras_gateway.auth import GatewayDep
 from puras_gateway.bodies import parse_model, read_capped
 from puras_gateway.context import Gateway
 from puras_gateway.jobcalls import JobCaller, JobCallerDep
 
 router = APIRouter(prefix="/v1/media", tags=["media"])
-
-_CODES = {400: ErrorCode.INVALID_REQUEST, 502: ErrorCode.UPSTREAM_ERROR, 503: ErrorCode.UNAVAILABLE, 504: ErrorCode.UPSTREAM_TIMEOUT}
 
 
 class GenerateIn(BaseModel):
@@ -93,50 +88,32 @@ class TranscriptionIn(BaseModel):
     model: Any = "elevenlabs/scribe-v2"
 
 
-def api_error(exc: MediaError) -> ApiError:
-    """A media error as the API answers it: the HTTP code by its status, the media code and the
-    place in ``details``."""
-    return ApiError(_CODES[exc.status], exc.message, details=exc.details())
-
-
-async def run_media(gw: Gateway, job: JobCaller, request: MediaRequest) -> dict[str, Any]:
-    """One call for ``job``: its files in the workspace's drive, its usage on the bus."""
-    assert gw.media is not None
-    drive = DriveClient(gw.settings.drive_url, token=gw.settings.internal_token.get_secret_value(), client=gw.http)
-    store = DriveStore(drive, workspace_id=job.workspace_id, origin=Origin(job.job_id, job.skill_name, "media"))
-    context = CallContext(workspace_id=job.workspace_id, job_id=job.job_id, key_id=job.key_id, attempt=job.attempt or None)
-
-    async def emit(events: list[Event]) -> None:
-        # Acknowledged before the answer, so the job's usage events precede its terminal event.
-        await publish(gw.runtime.js, events)
-
-    try:
-        return await gw.media.run(request, context=context, store=store, emit=emit)
-    except MediaError as exc:
-        raise api_error(exc) from None
-
-
 async def _body(request: Request, gw: Gateway) -> bytes:
-    return await read_capped(request, gw.settings.max_request_bytes, hint="; pass files as URLs (sign drive paths with puras.drive.url)")
+    return await read_capped(
+        request,
+        gw.settings.max_request_bytes,
+        hint="; pass files as URLs (sign drive paths with puras.drive.url)",
+    )
 
 
 @router.post("/generate")
 async def generate(request: Request, gw: GatewayDep, job: JobCallerDep) -> Any:
     body = parse_model(GenerateIn, await _body(request, gw))
-    call = MediaRequest(body.model, body.inputs, output_path=body.output_path, output_url_path=body.output_url_path, kind=body.kind)
-    return await run_media(gw, job, call)
+    call = MediaRequest(
+        body.model,
+        body.inputs,
+        output_path=body.output_path,
+        output_url_path=body.output_url_path,
+        kind=body.kind,
+    )
+    return await media_calls.run(gw, job, call)
 
 
-async def _portable(request: Request, gw: Gateway, job: JobCaller, model: type[BaseModel], helper: Any) -> Any:
+async def _portable(
+    request: Request, gw: Gateway, job: JobCaller, model: type[BaseModel], helper: Any
+) -> Any:
     args = parse_model(model, await _body(request, gw)).model_dump()
-    assert gw.media is not None
-    try:
-        resolved = helper(**args, routes=gw.media.routes)
-    except PortableError as exc:
-        details = [ErrorDetail(pointer=exc.pointer, message=str(exc))] if exc.pointer else None
-        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc), details=details) from None
-    result = await run_media(gw, job, resolved.request)
-    return {**result, "warnings": list(resolved.warnings)}
+    return await media_calls.run_portable(gw, job, helper, args)
 
 
 @router.post("/images")

@@ -1,6 +1,6 @@
 """``/v1/secrets``: a skillpack's secrets (``?skillpack=``, default the key's). Names and times
 are listed, values are only ever written: they reach nothing but the environment of the
-skillpack's jobs."""
+skillpack's jobs. Members of a workspace see the names; only its owners set and delete."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from puras_gateway.auth import GatewayDep, PrincipalDep
+from puras_gateway.auth import GatewayDep, PrincipalDep, require_owner
 from puras_gateway.deployments_api import (
     call,
     relay,
     require_secret_key,
+    segment,
     skillpack_ref,
     workspace_path,
 )
@@ -36,15 +37,28 @@ async def list_secrets(gw: GatewayDep, who: PrincipalDep, skillpack: str | None 
 
 
 @router.put("/{name}")
-async def put_secret(name: str, body: SecretValue, gw: GatewayDep, who: PrincipalDep, skillpack: str | None = None) -> Any:
+async def put_secret(
+    name: str, body: SecretValue, gw: GatewayDep, who: PrincipalDep, skillpack: str | None = None
+) -> Any:
     """Create or overwrite a secret; the answer holds its name and times, never its value."""
-    require_secret_key(who)
+    require_owner(who, "secrets")
     params = {"skillpack": skillpack_ref(who, skillpack)}
-    return relay(await call(gw, "PUT", f"{workspace_path(who)}/secrets/{name}", params=params, json=body.model_dump()))
+    return relay(
+        await call(
+            gw,
+            "PUT",
+            f"{workspace_path(who)}/secrets/{segment(name, what='name')}",
+            params=params,
+            json=body.model_dump(),
+        )
+    )
 
 
 @router.delete("/{name}")
-async def delete_secret(name: str, gw: GatewayDep, who: PrincipalDep, skillpack: str | None = None) -> Any:
-    require_secret_key(who)
+async def delete_secret(
+    name: str, gw: GatewayDep, who: PrincipalDep, skillpack: str | None = None
+) -> Any:
+    require_owner(who, "secrets")
     params = {"skillpack": skillpack_ref(who, skillpack)}
-    return relay(await call(gw, "DELETE", f"{workspace_path(who)}/secrets/{name}", params=params))
+    path = f"{workspace_path(who)}/secrets/{segment(name, what='name')}"
+    return relay(await call(gw, "DELETE", path, params=params))

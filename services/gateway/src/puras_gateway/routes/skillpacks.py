@@ -9,15 +9,13 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from puras_gateway import catalog
+from puras_gateway import deployments_api
 from puras_gateway.auth import GatewayDep, PrincipalDep
 from puras_gateway.deployments_api import (
     call,
-    not_yet_visible,
     relay,
     require_secret_key,
-    skillpack_ref,
-    wait_catalogue,
+    skillpack_segment,
     workspace_path,
 )
 
@@ -40,23 +38,27 @@ async def list_skillpacks(gw: GatewayDep, who: PrincipalDep) -> Any:
 @router.get("/{skillpack:path}")
 async def get_skillpack(skillpack: str, gw: GatewayDep, who: PrincipalDep) -> Any:
     require_secret_key(who)
-    return relay(await call(gw, "GET", f"{workspace_path(who)}/skillpacks/{skillpack_ref(who, skillpack)}"))
+    return relay(
+        await call(
+            gw, "GET", f"{workspace_path(who)}/skillpacks/{skillpack_segment(who, skillpack)}"
+        )
+    )
 
 
 @router.patch("/{skillpack:path}")
-async def update_skillpack(skillpack: str, body: SkillpackUpdate, gw: GatewayDep, who: PrincipalDep) -> Any:
+async def update_skillpack(
+    skillpack: str, body: SkillpackUpdate, gw: GatewayDep, who: PrincipalDep
+) -> Any:
     """Make a skillpack private or public; returns once jobs are resolved with the new setting."""
     require_secret_key(who)
     response = await call(
-        gw, "PATCH", f"{workspace_path(who)}/skillpacks/{skillpack_ref(who, skillpack)}", json=body.model_dump()
+        gw,
+        "PATCH",
+        f"{workspace_path(who)}/skillpacks/{skillpack_segment(who, skillpack)}",
+        json=body.model_dump(),
     )
     if response.status_code == 200 and (revision := response.json()["revision"]) > 0:
-        pack_id = UUID(response.json()["id"])
-
-        async def applied(conn: Any) -> bool | None:
-            seen = await catalog.skillpack_revision(conn, pack_id)
-            return True if seen is not None and seen >= revision else None
-
-        if not await wait_catalogue(gw, pack_id, applied, timeout=gw.settings.deployment_visible_timeout):
-            raise not_yet_visible(f"the visibility of skillpack {skillpack!r}")
+        await deployments_api.wait_visibility(
+            gw, UUID(response.json()["id"]), revision, shown=skillpack
+        )
     return relay(response)

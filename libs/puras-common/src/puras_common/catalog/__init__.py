@@ -1,1 +1,0 @@
-"""Catalogues kept as data: the LLM models skills may use (``models.yaml``)."""

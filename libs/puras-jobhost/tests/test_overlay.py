@@ -1,0 +1,75 @@
+"""A job's drive overlay: reads the workspace's folder live, keeps its writes in its own upper
+folder, and what a runner that died left mounted is unmounted and removed by the next one."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+from puras_jobhost import overlay
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+
+
+def _mount(scratch: Path, lower: Path, target: Path) -> Path:
+    upper, work = scratch / "upper", scratch / "work"
+    upper.mkdir(parents=True)
+    work.mkdir()
+    target.mkdir()
+    overlay.mount_overlay(lower=lower, upper=upper, work=work, target=target)
+    return upper
+
+
+def test_reads_are_live_and_writes_land_in_the_upper_folder_only(tmp_path: Path) -> None:
+    lower, target = tmp_path / "workspace", tmp_path / "drive"
+    lower.mkdir()
+    (lower / "old.txt").write_text("uploaded")
+    upper = _mount(tmp_path / "scratch", lower, target)
+    try:
+        (lower / "later.txt").write_text("saved by another job")
+        assert (target / "old.txt").read_text() == "uploaded"
+        assert (target / "later.txt").read_text() == "saved by another job"
+        (target / "mine.txt").write_text("mine")
+        (target / "old.txt").write_text("changed")
+        assert sorted(p.name for p in upper.iterdir()) == ["mine.txt", "old.txt"]
+        assert (lower / "old.txt").read_text() == "uploaded"
+        assert not (lower / "mine.txt").exists()
+    finally:
+        overlay.unmount(target)
+
+
+def test_a_dead_runners_overlays_are_unmounted_and_removed_a_live_ones_kept(
+    tmp_path: Path,
+) -> None:
+    lower, root = tmp_path / "workspace", tmp_path / ".overlays"
+    lower.mkdir()
+    root.mkdir()
+    (root / "dead.lock").touch()  # no one holds it: its runner is gone
+    _mount(root / "dead" / "job", lower, tmp_path / "dead-drive")
+    live_lock = os.open(root / "live.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(live_lock, fcntl.LOCK_EX)
+    _mount(root / "live" / "job", lower, tmp_path / "live-drive")
+    try:
+        scratch = overlay.Scratch(root)
+        assert scratch.sweep() == ["dead"]
+        assert overlay.mounts_with_upper_under(root / "dead") == []
+        assert not (root / "dead").exists() and not (root / "dead.lock").exists()
+        assert overlay.mounts_with_upper_under(root / "live") == [tmp_path / "live-drive"]
+        # The new runner's own folder is kept: its lock is held.
+        assert overlay.Scratch(root).sweep() == []
+        assert scratch.path.is_dir()
+    finally:
+        overlay.unmount(tmp_path / "live-drive")
+        os.close(live_lock)
+
+
+def test_the_last_runner_out_unmounts_the_shared_work_folder(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    first, second = overlay.SharedRoot(work), overlay.SharedRoot(work)
+    assert overlay.is_shared_mount(work)
+    first.close()
+    assert overlay.is_shared_mount(work)  # the second runner still uses it
+    second.close()
+    assert not overlay.is_shared_mount(work)

@@ -1,0 +1,68 @@
+"""Metering: the events a runner publishes for one billable upstream call.
+
+Two events, published together in this order before the job's terminal event:
+
+* ``usage.recorded`` on USAGE (``usage.<workspace_id>.recorded``): the raw measures billing
+  prices and charges, once per event id;
+* ``job.usage`` on JOBS (``job.<job_id>.usage``): a copy for the job's public history, where
+  clients see it as a ``usage`` event with a JOBS sequence id like every other job event. It
+  carries the price :mod:`puras_pricing.prices` gives, which is the one billing charges.
+
+Pricing first also means an unpriceable call (an unknown slug) is refused before it is made.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from puras_common.envelope import Event
+from puras_common.events import JobUsageRecorded, UsageRecorded, UsageRecordedPayload
+from puras_common.events.jobs import JobUsagePayload
+
+from puras_pricing.prices import Pricebook, Quote
+
+
+def usage_events(
+    pricebook: Pricebook,
+    usage: UsageRecordedPayload,
+    *,
+    workspace_id: UUID,
+    producer: str,
+    caused_by: Event | None = None,
+) -> tuple[list[Event], Quote]:
+    """The events to publish for ``usage`` and its price; raises ``PricingError`` if unpriceable.
+
+    The published ``inputs`` are the ones the call was priced from (defaults applied, only the
+    fields that decide the price), so billing prices exactly the same row.
+    """
+    quote = pricebook.quote_usage(usage)
+    recorded = UsageRecorded.new(
+        usage.model_copy(update={"inputs": dict(quote.inputs) or None, "unit": quote.unit}),
+        producer=producer,
+        workspace_id=workspace_id,
+        job_id=usage.job_id,
+        caused_by=caused_by,
+    )
+    events: list[Event] = [recorded]
+    if usage.job_id is not None:
+        events.append(
+            JobUsageRecorded.new(
+                JobUsagePayload(
+                    usage_id=recorded.id,
+                    attempt=usage.attempt,
+                    kind=usage.kind,
+                    provider=usage.provider,
+                    model=usage.model,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    units=quote.units_text,
+                    unit=quote.unit,
+                    billed_micros=quote.billed_micros,
+                ),
+                producer=producer,
+                workspace_id=workspace_id,
+                job_id=usage.job_id,
+                caused_by=recorded,
+            )
+        )
+    return events, quote

@@ -1,0 +1,232 @@
+"""Pricing: what one upstream call costs, from the catalogues and the platform margin.
+
+Billing, the agent runner and the media library all price through this module, so a quote, the
+``billed_micros`` a runner reports and the ledger entry agree to the micro.
+
+The catalogues are data (``catalog/models.yaml``, ``catalog/media.yaml``) holding **upstream**
+cost as exact rationals. A row is billed at ``upstream × units × (1 + margin_pct/100)``,
+computed with :class:`~fractions.Fraction` and rounded up to a whole micro once per usage row,
+so that with the default 20 % margin the public prices are exactly those of the spec (a 5 s
+``bytedance/seedance-2-t2v`` clip: 1,820,000 micros). Inputs are priced after the model's
+documented defaults are applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from functools import cache
+from typing import Any, Final, Literal
+
+from puras_common.events.usage import UsageRecordedPayload
+from puras_common.money import MICROS_PER_USD, ceil_micros, format_usd
+from puras_common.numbers import NumberError, client_fraction
+
+from puras_pricing.errors import PricingError, UnknownModel
+from puras_pricing.media import MediaCatalogue, MediaModel, Unit, decimal_text, media_catalogue
+from puras_pricing.models import ModelCatalogue
+from puras_pricing.models import catalogue as llm_catalogue
+
+DEFAULT_MARGIN_PCT: Final = Decimal("20")
+"""``PURAS_MARGIN_PCT`` when unset: billed = upstream × 1.2."""
+
+UsageKind = Literal["llm", "media", "tool"]
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What one call costs: the measure, the row of the table it hit, and the amounts."""
+
+    slug: str
+    kind: UsageKind
+    unit: Unit
+    units: Fraction
+    upstream_micros: Fraction
+    """Exact, before margin and rounding."""
+    billed_micros: int
+    variant: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    """The inputs the call was priced from, defaults applied."""
+
+    @property
+    def units_text(self) -> str:
+        return decimal_text(self.units)
+
+
+def parse_margin(pct: str | int | Decimal | Fraction) -> Fraction:
+    """``"20"`` -> 1.2 as an exact multiplier; negative margins are refused."""
+    if isinstance(pct, float):
+        raise ValueError(f"margin {pct!r} must be a decimal string, not a float")
+    value = pct if isinstance(pct, Fraction) else Fraction(Decimal(str(pct)))
+    if value < 0:
+        raise ValueError(f"margin {pct}% is negative")
+    return 1 + value / 100
+
+
+class Pricebook:
+    """The catalogues and one margin: quotes, usage pricing and the public price list."""
+
+    def __init__(
+        self,
+        margin_pct: str | int | Decimal | Fraction = DEFAULT_MARGIN_PCT,
+        *,
+        models: ModelCatalogue | None = None,
+        media: MediaCatalogue | None = None,
+    ) -> None:
+        self.margin_pct = (
+            margin_pct if isinstance(margin_pct, Fraction) else Fraction(Decimal(str(margin_pct)))
+        )
+        self.multiplier = parse_margin(self.margin_pct)
+        self.models = models or llm_catalogue()
+        self.media = media or media_catalogue()
+
+    def slugs(self) -> list[str]:
+        """Every priced slug: LLM models, media models, tools."""
+        return sorted([*self.models.models, *self.media.models, *self.media.tools])
+
+    def bill(self, upstream_micros: Fraction) -> int:
+        """Upstream × (1 + margin), rounded up to a whole micro: done once per usage row."""
+        return ceil_micros(upstream_micros * self.multiplier)
+
+    def quote(
+        self,
+        slug: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        measured_units: Fraction | Decimal | int | str | None = None,
+    ) -> Quote:
+        """Price one call of ``slug``. LLMs are priced from tokens; media from its inputs, or
+        from ``measured_units`` where the inputs leave the quantity open (``duration: auto``,
+        images produced)."""
+        measured = _measure(measured_units)
+        if (llm := self.models.get(slug)) is not None:
+            for name, n in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    raise PricingError(
+                        f"{name} must be a whole number ≥ 0, not {n!r}", pointer=f"/{name}"
+                    )
+            # USD per 1M tokens is numerically micros per token.
+            upstream = input_tokens * Fraction(llm.input_usd_per_mtok) + output_tokens * Fraction(
+                llm.output_usd_per_mtok
+            )
+            return Quote(
+                slug,
+                "llm",
+                "token",
+                Fraction(input_tokens + output_tokens),
+                upstream,
+                self.bill(upstream),
+            )
+        if (media := self.media.models.get(slug)) is not None:
+            priced = media.priced_inputs(inputs)
+            rate = media.rate_for(priced)
+            units = media.units(priced, measured)
+            upstream = rate.usd * MICROS_PER_USD * units
+            shown = media.price_relevant(priced)
+            return Quote(
+                slug, "media", media.unit, units, upstream, self.bill(upstream), rate.label, shown
+            )
+        if (tool := self.media.tools.get(slug)) is not None:
+            units = measured or Fraction(1)
+            upstream = tool.usd * MICROS_PER_USD * units
+            return Quote(slug, "tool", tool.unit, units, upstream, self.bill(upstream))
+        raise UnknownModel(slug, self.slugs())
+
+    def quote_usage(self, usage: UsageRecordedPayload) -> Quote:
+        """Price a ``usage.recorded`` payload: its raw measures and the inputs it was made with."""
+        return self.quote(
+            usage.model,
+            usage.inputs,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            measured_units=usage.units,
+        )
+
+    def price_list(self) -> dict[str, Any]:
+        """The public prices (margin applied), as ``GET /v1/pricing`` shows them."""
+        return {
+            "currency": "USD",
+            "margin_pct": decimal_text(self.margin_pct),
+            "default_model": self.models.default,
+            "models": [self._llm_row(slug) for slug in self.models.slugs()],
+            "media": [self._media_row(m) for m in self.media.models.values()],
+            "tools": [
+                {"name": t.name, "unit": t.unit, **self._price(t.usd)}
+                for t in self.media.tools.values()
+            ],
+        }
+
+    def _price(self, upstream_usd: Fraction) -> dict[str, Any]:
+        micros = ceil_micros(upstream_usd * MICROS_PER_USD * self.multiplier)
+        return {"usd": format_usd(micros), "micros": micros}
+
+    def _llm_row(self, slug: str) -> dict[str, Any]:
+        m = self.models.models[slug]
+        return {
+            "slug": slug,
+            "kind": "llm",
+            "provider": m.provider,
+            "input_usd_per_mtok": self._price(Fraction(m.input_usd_per_mtok))["usd"],
+            "output_usd_per_mtok": self._price(Fraction(m.output_usd_per_mtok))["usd"],
+            "vision": m.vision,
+            "pdf": m.pdf,
+            "default": slug == self.models.default,
+        }
+
+    def _media_row(self, m: MediaModel) -> dict[str, Any]:
+        default = m.rate_for(m.priced_inputs({}))
+        return {
+            "slug": m.slug,
+            "kind": m.kind,
+            "title": m.title,
+            "shape": m.shape,
+            "unit": m.unit,
+            "estimate": m.estimate,
+            "defaults": dict(m.defaults),
+            "rates": [
+                {"variant": r.label, "when": dict(r.when), **self._price(r.usd)} for r in m.rates
+            ],
+            "default_rate": {"variant": default.label, **self._price(default.usd)},
+        }
+
+
+def _measure(value: Fraction | Decimal | int | str | None) -> Fraction | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise PricingError(
+            f"measured units {value!r} must be a decimal string, not a float", pointer="/units"
+        )
+    try:
+        measured = client_fraction(value, pointer="/units", what="measured units")
+    except NumberError as exc:
+        raise PricingError(exc.message, pointer=exc.pointer) from None
+    if measured < 0:
+        raise PricingError(f"measured units {value} are negative", pointer="/units")
+    return measured or None
+
+
+def quote(
+    slug: str,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    margin_pct: str | int | Decimal = DEFAULT_MARGIN_PCT,
+    **measures: Any,
+) -> Quote:
+    """Price one call with the shipped catalogues: ``quote("bytedance/seedance-2-t2v",
+    {"duration": "5"}).billed_micros == 1_820_000``."""
+    return pricebook(margin_pct).quote(slug, inputs, **measures)
+
+
+def pricebook(margin_pct: str | int | Decimal = DEFAULT_MARGIN_PCT) -> Pricebook:
+    """The shipped catalogues at ``margin_pct``, built once per margin."""
+    return _pricebook(str(margin_pct))
+
+
+@cache
+def _pricebook(margin_pct: str) -> Pricebook:
+    return Pricebook(margin_pct)

@@ -1,0 +1,46 @@
+"""One job as the API shows it: the read model's row, its result fetched from the payload store
+when it was too large to keep inline, and signed links to the files it names."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from puras_common.api import ApiError, ErrorCode, JobOut, JobStatus
+from puras_common.ids import parse_id
+from puras_common.queue_state import ask_waiting
+
+from puras_gateway import jobs, outputs
+from puras_gateway.context import Gateway
+from puras_gateway.keys import Principal
+
+
+async def load_job(gw: Gateway, job_id: UUID, workspace_id: UUID) -> JobOut | None:
+    """A job of ``workspace_id``, or None if the read model does not have it (yet)."""
+    row = await jobs.fetch_job(gw.db, job_id, workspace_id)
+    if row is None:
+        return None
+    result = await gw.payloads.get(row["result_ref"]) if row["result_ref"] else None
+    job = await outputs.with_outputs(gw, jobs.job_out(row, result=result), workspace_id)
+    return (await with_waiting(gw, [job], workspace_id))[0]
+
+
+async def with_waiting(gw: Gateway, page: list[JobOut], workspace_id: UUID) -> list[JobOut]:
+    """``page`` with ``waiting_reason`` and ``queue_position`` on its queued jobs, as the
+    scheduler tells them (left empty if it does not answer at once)."""
+    queued = [j.id for j in page if j.status is JobStatus.QUEUED]
+    told = await ask_waiting(gw.runtime.nc, workspace_id, queued) if queued else {}
+    return [
+        j.model_copy(update={"waiting_reason": w.reason, "queue_position": w.queue_position})
+        if (w := told.get(j.id)) is not None
+        else j
+        for j in page
+    ]
+
+
+async def job_or_404(gw: Gateway, who: Principal, job_id: str) -> JobOut:
+    """The caller's job named by a path segment; 404 for a malformed id or another's job."""
+    parsed = parse_id(job_id)
+    job = await load_job(gw, parsed, who.workspace_id) if parsed else None
+    if job is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
+    return job

@@ -1,0 +1,105 @@
+"""Waiting for a job to end: ``wait=true``, a subagent's ``?wait=``, a cancel of a queued job,
+and the end of an SSE stream.
+
+The end is seen on this process's live subscription, usually before the read model has it;
+the answer then waits (briefly) for the read model too, so a client that reads the job or its
+events right after is never shown less than it was told. The read model's notification also
+covers an end that went by before the wait began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from puras_common.api import ApiError, ErrorCode, JobOut, JobStatus
+from puras_common.envelope import Event
+from puras_common.events import JobCancelled, JobFailed, JobStarted, JobSucceeded
+from puras_common.events.jobs import TERMINAL_TYPES
+
+from puras_gateway import outputs
+from puras_gateway.context import Gateway
+from puras_gateway.jobview import load_job
+from puras_gateway.notify import JOBS_CHANNEL
+
+
+async def wait_for_terminal(
+    gw: Gateway, job_id: UUID, workspace_id: UUID, *, timeout: float
+) -> JobOut:
+    """The job once terminal, or as it stands when ``timeout`` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    with (
+        gw.live.watch(str(job_id)) as viewer,
+        gw.notifier.watch(JOBS_CHANNEL, str(job_id)) as projected,
+    ):
+        job = await load_job(gw, job_id, workspace_id)
+        if job is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
+        while not job.status.terminal and (remaining := deadline - loop.time()) > 0:
+            event_arrived = asyncio.ensure_future(viewer.queue.get())
+            row_changed = asyncio.ensure_future(projected.wait())
+            done, _ = await asyncio.wait(
+                {event_arrived, row_changed},
+                timeout=min(remaining, 5.0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            event_arrived.cancel()
+            row_changed.cancel()
+            if event_arrived in done:
+                event = event_arrived.result().event
+                if isinstance(event, JobStarted) and job.started_at is None:
+                    job = job.model_copy(
+                        update={"status": JobStatus.RUNNING, "started_at": event.occurred_at}
+                    )
+                elif event.type in TERMINAL_TYPES:
+                    projected_job = await gw.notifier.wait_until(
+                        JOBS_CHANNEL,
+                        str(job_id),
+                        lambda: _ended_in_read_model(gw, job_id, workspace_id),
+                        timeout=max(0.0, deadline - loop.time()),
+                    )
+                    return projected_job or await terminal_from_event(gw, job, event) or job
+                continue
+            projected.clear()
+            job = await load_job(gw, job_id, workspace_id) or job
+        return job
+
+
+async def _ended_in_read_model(gw: Gateway, job_id: UUID, workspace_id: UUID) -> JobOut | None:
+    """The job as the read model has it, once that shows its end (its events are in by then)."""
+    job = await load_job(gw, job_id, workspace_id)
+    return job if job is not None and job.status.terminal else None
+
+
+async def terminal_from_event(gw: Gateway, job: JobOut, event: Event) -> JobOut | None:
+    """``job`` as its terminal event leaves it, or None if the event is not terminal."""
+    if isinstance(event, JobSucceeded):
+        succeeded = event.payload
+        result = (
+            await gw.payloads.get(succeeded.result_ref)
+            if succeeded.result_ref
+            else succeeded.result
+        )
+        ended = job.model_copy(
+            update={"status": JobStatus.SUCCEEDED, "result": result, "attempt": succeeded.attempt}
+        )
+        assert event.workspace_id is not None
+        ended = await outputs.with_outputs(gw, ended, event.workspace_id)
+    elif isinstance(event, JobFailed):
+        failed = event.payload
+        ended = job.model_copy(
+            update={
+                "status": JobStatus.FAILED,
+                "error": failed.error,
+                "error_detail": failed.error_detail,
+                "attempt": failed.attempt or job.attempt,
+            }
+        )
+    elif isinstance(event, JobCancelled):
+        ended = job.model_copy(
+            update={"status": JobStatus.CANCELLED, "error": event.payload.reason}
+        )
+    else:
+        return None
+    return ended.model_copy(update={"finished_at": event.occurred_at})

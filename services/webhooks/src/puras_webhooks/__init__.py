@@ -1,0 +1,1 @@
+"""puras_webhooks: durable, signed, retried delivery of job events to a workspace's endpoints."""
