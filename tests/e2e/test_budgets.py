@@ -9,6 +9,7 @@ import uuid
 import asyncpg
 import httpx
 import pytest
+from puras_pricing import Pricebook
 from puras_testing import eventually
 from puras_testing.models import Call, ModelStub, Reply
 from puras_testing.platform import Platform
@@ -97,3 +98,57 @@ async def test_twelve_concurrent_agent_jobs_never_spend_past_a_1000_micro_cap(
         return spent == 450 * len(succeeded)
 
     await eventually(shown, timeout=15, what="the key's spend in the listing")
+
+
+async def test_a_call_waits_for_holds_in_flight_instead_of_failing_while_money_is_left(
+    platform: Platform, model_provider: ModelStub, admin_db: asyncpg.Connection
+) -> None:
+    """Two jobs at once under a cap that pays for both calls' charges but not both calls' holds:
+    the second call waits for the first one's hold to settle, then runs. Neither job fails."""
+    marker = f"budget-{uuid.uuid4().hex}"
+    tenant = await platform.tenant(f"budget-{uuid.uuid4().hex[:8]}")
+    assert (await tenant.push(project(marker))).status_code == 201
+    answer = Reply(
+        tool_calls=[Call("set_output", {"answer": "42"})], input_tokens=1000, output_tokens=1000
+    )
+    model_provider.script(answer, answer, answer, match=marker)
+    # A probe job under the workspace's own key (no cap) shows what one call holds at most.
+    probe = await tenant.http.post(
+        "/v1/jobs?wait=true&timeout=60", json={"skill": "answer", "inputs": {}}
+    )
+    assert probe.status_code == 200 and probe.json()["status"] == "succeeded", probe.text
+    most = await admin_db.fetchval(
+        "SELECT amount_micros FROM billing.holds WHERE job_id = $1", uuid.UUID(probe.json()["id"])
+    )
+    prices = Pricebook()
+    output = prices.quote("gemini/2.5-flash", input_tokens=0, output_tokens=8192).billed_micros
+    floor = prices.quote("gemini/2.5-flash", input_tokens=0, output_tokens=1024).billed_micros
+    least = most - (output - floor)  # what a call must hold to run at all: input and 1,024 out
+    cap = 450 + least + 50  # the first call's charge, then the second call's least hold
+    assert cap < most + least  # so the second call cannot be held while the first one is
+    minted = await tenant.http.post(
+        "/v1/keys", json={"kind": "publishable", "name": "app", "daily_cap_micros": cap}
+    )
+    assert minted.status_code == 201, minted.text
+    async with httpx.AsyncClient(
+        base_url=platform.url,
+        headers={"Authorization": f"Bearer {minted.json()['api_key']}"},
+        timeout=90,
+    ) as app:
+        answers = await asyncio.gather(
+            *(
+                app.post("/v1/jobs?wait=true&timeout=60", json={"skill": "answer", "inputs": {}})
+                for _ in range(2)
+            )
+        )
+    jobs = [a.json() for a in answers]
+    assert [j["status"] for j in jobs] == ["succeeded", "succeeded"], [j["error"] for j in jobs]
+
+    async def charged() -> bool:
+        total = await admin_db.fetchval(
+            "SELECT coalesce(sum(billed_micros), 0) FROM billing.usage WHERE key_id = $1",
+            uuid.UUID(minted.json()["id"]),
+        )
+        return bool(total == 900)
+
+    await eventually(charged, timeout=20, what="both calls charged to the key")

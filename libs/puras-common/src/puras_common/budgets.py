@@ -10,6 +10,11 @@ real cost: that is the settlement. A call that made no usage releases its hold
 
 A hold may be granted for less than its maximum, down to ``min_micros``: a model call then asks
 the model for fewer output tokens, so what it can cost still fits what was held.
+
+A refusal that only other calls' open holds cause (the balance, or what the cap leaves, covers
+``min_micros`` by itself) is asked again, for a bounded while: those holds end as their calls are
+charged, usually within moments, and a workspace with money left should not fail a job because
+many of its calls were in flight at once. A refusal that no settlement can lift fails at once.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ log = get_logger("puras_common.budgets")
 
 HOLD: Final = subjects.svc("billing", "hold")
 RELEASE: Final = subjects.svc("billing", "release")
+
+SETTLE_WAIT_SECONDS: Final = 30.0
+"""How long a hold refused only for other calls' open holds is asked again."""
 
 RefusalCode = Literal["insufficient_credits", "spend_cap_reached"]
 
@@ -69,6 +77,16 @@ class ReleaseRequest(_Message):
     hold_id: UUID
 
 
+def _settling_may_grant(request: HoldRequest, reply: HoldReply) -> bool:
+    """Whether the refusal is owed to open holds alone: with none of them, the call would fit."""
+    if reply.held_micros <= 0:
+        return False
+    if reply.code == "spend_cap_reached":
+        cap = request.daily_cap_micros or 0
+        return cap - (reply.spent_today_micros or 0) >= max(request.min_micros, 1)
+    return reply.balance_micros >= max(request.min_micros, 1)
+
+
 class HoldRefused(Exception):
     """Billing would not hold the call's cost: no credit, or the key's cap is reached."""
 
@@ -82,11 +100,17 @@ class BudgetClient:
     """A caller's side: holds retried while billing is away (a restart), releases best-effort."""
 
     def __init__(
-        self, nc: NATS, *, timeout: float = 5.0, give_up_after: float = PLATFORM_RETRY_SECONDS
+        self,
+        nc: NATS,
+        *,
+        timeout: float = 5.0,
+        give_up_after: float = PLATFORM_RETRY_SECONDS,
+        settle_wait: float = SETTLE_WAIT_SECONDS,
     ) -> None:
         self.nc = nc
         self.timeout = timeout
         self.give_up_after = give_up_after
+        self.settle_wait = settle_wait
 
     async def hold(
         self,
@@ -99,10 +123,13 @@ class BudgetClient:
         key_id: UUID | None = None,
         daily_cap_micros: int | None = None,
         what: str = "",
+        settle_wait: float | None = None,
     ) -> tuple[UUID, int]:
         """Hold between ``min_micros`` and ``max_micros``; the hold's id and amount. Raises
-        :class:`HoldRefused` when not even ``min_micros`` can be held, and ``TimeoutError``
-        when billing does not answer for ``give_up_after`` seconds."""
+        :class:`HoldRefused` when not even ``min_micros`` can be held (after waiting up to
+        ``settle_wait`` seconds, the client's by default, for other calls' holds to settle when
+        that could lift the refusal), and ``TimeoutError`` when billing does not answer for
+        ``give_up_after`` seconds."""
         request = HoldRequest(
             hold_id=new_id(),
             workspace_id=workspace_id,
@@ -114,14 +141,27 @@ class BudgetClient:
             ttl_seconds=max(1, min(ttl_seconds, 24 * 3600)),
             what=what[:200],
         )
+        loop = asyncio.get_running_loop()
+        settled_by = loop.time() + (self.settle_wait if settle_wait is None else settle_wait)
+        attempt = 0
+        while True:
+            reply = await self._ask(request)
+            if reply.granted:
+                return request.hold_id, reply.amount_micros
+            if not _settling_may_grant(request, reply) or loop.time() >= settled_by:
+                raise HoldRefused(reply)
+            # Refused ids are not stored, so the same request may be asked again.
+            await asyncio.sleep(min(backoff(attempt, base=0.05, cap=1.0), settled_by - loop.time()))
+            attempt += 1
+
+    async def _ask(self, request: HoldRequest) -> HoldReply:
         body = request.model_dump_json().encode()
         deadline = asyncio.get_running_loop().time() + self.give_up_after
         attempt = 0
         while True:
             try:
                 msg = await self.nc.request(HOLD, body, timeout=self.timeout)
-                reply = HoldReply.model_validate_json(msg.data)
-                break
+                return HoldReply.model_validate_json(msg.data)
             except (
                 nats.errors.TimeoutError,
                 nats.errors.NoRespondersError,
@@ -135,9 +175,6 @@ class BudgetClient:
                 log.warning("billing did not answer a hold; retrying", error=repr(exc))
                 attempt += 1
                 await asyncio.sleep(delay)
-        if not reply.granted:
-            raise HoldRefused(reply)
-        return request.hold_id, reply.amount_micros
 
     async def release(self, hold_id: UUID) -> None:
         """End a hold whose call made no usage (it lapses by itself if this is lost)."""

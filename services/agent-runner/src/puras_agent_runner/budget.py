@@ -108,6 +108,7 @@ class CallBudget:
                 max_micros=self.cost(inputs, request.max_tokens),
                 ttl_seconds=int(max(0.0, self.seconds_left())) + HOLD_GRACE_SECONDS,
                 what=f"a call of {self.model.slug}",
+                settle_wait=min(self.client.settle_wait, max(0.0, self.seconds_left())),
             )
         except HoldRefused as refused:
             r = refused.reply
