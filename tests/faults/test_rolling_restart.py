@@ -90,7 +90,8 @@ async def test_a_rolling_restart_under_load_fails_no_job(
 ) -> None:
     previous = model_provider.fallback
     model_provider.fallback = agent_turn(previous)
-    tenant = await platform.tenant(f"rolling-{uuid.uuid4().hex[:8]}")
+    # Credit enough that holds of the many calls in flight at once are never what stops one.
+    tenant = await platform.tenant(f"rolling-{uuid.uuid4().hex[:8]}", credit_usd="100")
     assert (await tenant.push(PROJECT)).status_code == 201
     ids: dict[str, str] = {}
     stop = asyncio.Event()
