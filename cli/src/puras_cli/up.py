@@ -46,8 +46,10 @@ class Engines:
 
 
 def stop_grace() -> float:
-    """Seconds a service has to stop (and its runners to drain) before SIGKILL."""
-    return float(os.environ.get("PURAS_STOP_GRACE_SECONDS", "30"))
+    """Seconds a service has to stop before SIGKILL: by default 5 s more than its runners may
+    drain (``PURAS_DRAIN_SECONDS``, 30), so a drain is never cut short by the kill."""
+    drain = float(os.environ.get("PURAS_DRAIN_SECONDS", "30"))
+    return float(os.environ.get("PURAS_STOP_GRACE_SECONDS", str(drain + 5)))
 
 
 async def start_engines(home: Home, say: Callable[[str], None], supervisor: Supervisor) -> Engines:

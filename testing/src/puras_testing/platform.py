@@ -21,7 +21,7 @@ from puras_cli.bundles import zip_project
 from puras_cli.engines import free_port
 from puras_cli.platform import MODULES, START_ORDER, PlatformConfig
 from puras_cli.supervisor import Supervisor
-from puras_cli.up import wait_ready
+from puras_cli.up import stop_grace, wait_ready
 from puras_common.access import SERVICES
 from puras_common.bus import connect_nats
 from puras_common.consumers import provision_bus
@@ -202,7 +202,9 @@ class Platform:
 
     async def stop_service(self, service: str, *, kill: bool = False) -> None:
         """Stop one service (SIGKILL with ``kill``, as a crash would) until started again."""
-        await self.supervisor.pause(service, sig=signal.SIGKILL if kill else signal.SIGTERM)
+        await self.supervisor.pause(
+            service, sig=signal.SIGKILL if kill else signal.SIGTERM, grace=stop_grace()
+        )
 
     async def start_service(self, service: str) -> None:
         await self.supervisor.resume(service)
