@@ -10,14 +10,18 @@ from fractions import Fraction
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from puras_common.events import JobUsageRecorded, UsageRecorded, UsageRecordedPayload
+from puras_common.events import JobStarted, JobUsageRecorded, UsageRecorded, UsageRecordedPayload
+from puras_common.events.jobs import StartedPayload
 from puras_pricing import (
+    COMPUTE,
+    ComputeRates,
     MeasureRequired,
     MediaCatalogue,
     Pricebook,
     PricingError,
     UnknownModel,
     UnpricedInput,
+    compute_events,
     exact,
     pricebook,
     quote,
@@ -268,3 +272,62 @@ def test_metering_publishes_the_usage_and_its_job_copy_at_the_same_price() -> No
     # The published inputs are what decides the price (defaults applied), not the prompt.
     assert recorded.payload.inputs == {"duration": "4s", "generate_audio": True}
     assert pricebook().quote_usage(recorded.payload).billed_micros == q.billed_micros
+
+
+def test_compute_is_metered_free_by_default_and_billed_at_the_operators_rates() -> None:
+    free = quote(COMPUTE, {"cpu_ms": 1500, "wall_ms": 4000})
+    assert (free.kind, free.unit, free.units, free.billed_micros) == (
+        "compute",
+        "cpu_second",
+        Fraction(3, 2),
+        0,
+    )
+    priced = Pricebook(compute=ComputeRates(micros_per_cpu_second=1000, micros_per_wall_second=3))
+    # 1.5 CPU s at 1,000 micros, 4 wall s at 3 micros; no margin: the operator set the price.
+    assert priced.quote(COMPUTE, {"cpu_ms": 1500, "wall_ms": 4000}).billed_micros == 1512
+    # Rounded up once per row, to a whole micro.
+    assert priced.quote(COMPUTE, {"cpu_ms": 1, "wall_ms": 0}).billed_micros == 1
+    assert priced.quote(COMPUTE, {"cpu_ms": 0, "wall_ms": 1}).billed_micros == 1
+    assert priced.price_list()["compute"] == {
+        "slug": COMPUTE,
+        "micros_per_cpu_second": 1000,
+        "micros_per_wall_second": 3,
+    }
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "10", True, 10**15])
+def test_compute_measures_are_whole_bounded_milliseconds(bad: object) -> None:
+    with pytest.raises(PricingError) as refused:
+        quote(COMPUTE, {"cpu_ms": bad})
+    assert refused.value.pointer == "/cpu_ms"
+
+
+def test_compute_rates_are_whole_micros() -> None:
+    with pytest.raises(ValueError, match="whole number"):
+        ComputeRates(micros_per_cpu_second=-1)
+
+
+def test_an_attempts_compute_is_published_with_its_measures_on_both_events() -> None:
+    command = JobStarted.new(
+        StartedPayload(attempt=2, runner="r"),
+        producer="test",
+        workspace_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+    )
+    priced = Pricebook(compute=ComputeRates(micros_per_cpu_second=2000))
+    usage, copy = compute_events(
+        priced, command, key_id=None, attempt=2, cpu_ms=250, wall_ms=900, producer="test"
+    )
+    assert isinstance(usage, UsageRecorded) and isinstance(copy, JobUsageRecorded)
+    assert usage.payload.inputs == {"cpu_ms": 250, "wall_ms": 900}
+    assert (usage.payload.kind, usage.payload.model, usage.payload.attempt) == (
+        "compute",
+        COMPUTE,
+        2,
+    )
+    assert (copy.payload.cpu_ms, copy.payload.wall_ms, copy.payload.billed_micros) == (
+        250,
+        900,
+        500,
+    )
+    assert priced.quote_usage(usage.payload).billed_micros == 500  # as billing will charge it

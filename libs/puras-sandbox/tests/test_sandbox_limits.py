@@ -254,3 +254,40 @@ async def test_a_job_cannot_read_another_jobs_environment(
     assert found["environ"] == errno.EACCES and found["mem"] == errno.EACCES
     assert "the-victims-token" not in json.dumps(found)
     assert found["own"] == "the-snoops-token"
+
+
+async def test_each_child_reports_the_cpu_time_it_and_its_descendants_used(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    """What compute metering bills: a child that spins for 0.3 s of CPU, half of it in a
+    process it waited for, reports about 0.3 s; a child that sleeps as long reports almost none."""
+    write_skill(
+        tmp_path,
+        """
+        import os, subprocess, sys, time
+
+        def spin(seconds):
+            end = time.process_time() + seconds
+            while time.process_time() < end:
+                pass
+
+        def run(inputs):
+            if inputs["spin"]:
+                subprocess.run([sys.executable, "-c",
+                    "import time\\nend = time.process_time() + 0.15\\n"
+                    "while time.process_time() < end: pass"], check=True)
+                spin(0.15)
+            else:
+                time.sleep(0.3)
+            return "done"
+    """,
+    )
+    outcomes = {}
+    for spin in (True, False):
+        child = await server.spawn(
+            call(tmp_path, json.dumps({"spin": spin}).encode()), workdir=str(tmp_path), env={}
+        )
+        outcomes[spin] = await child.wait()
+        assert outcomes[spin].result == {"ok": True, "value": "done"}
+    assert 300 <= outcomes[True].cpu_ms < 2_000
+    assert outcomes[False].cpu_ms < 150

@@ -8,7 +8,6 @@ cross-service tests in ``tests/e2e`` cover the fetched path.
 
 from __future__ import annotations
 
-import functools
 import os
 import textwrap
 import uuid
@@ -18,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats.errors
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from puras_agent_runner.runner import AgentRunner
 from puras_agent_runner.settings import AgentRunnerSettings
 from puras_common.envelope import Event
@@ -173,25 +174,27 @@ class Harness:
         return await self.run_command(command)
 
     async def run_command(self, command: RunAgent) -> Outcome:
-        events: list[Event] = []
-        usage: list[Event] = []
-        subs = [
-            await self.nc.subscribe(
-                f"job.{command.job_id}.>", cb=functools.partial(_append, events)
-            ),
-            await self.nc.subscribe(
-                f"usage.{command.workspace_id}.recorded", cb=functools.partial(_append, usage)
-            ),
-        ]
-        await self.nc.flush()
-        try:
-            terminal = await self.runner.attempt(command)
-            await self.nc.flush()
-        finally:
-            for sub in subs:
-                await sub.unsubscribe()
+        terminal = await self.runner.attempt(command)
+        # Read back from the streams: whatever the runner published before returning is stored
+        # there (it waited for the acks), in publish order, however loaded the machine is.
+        js = self.nc.jetstream()
+        events = await _stored(js, f"job.{command.job_id}.>")
+        usage = await _stored(js, f"usage.{command.workspace_id}.recorded")
         return Outcome(terminal, events, [u for u in usage if u.job_id == command.job_id])
 
 
-async def _append(into: list[Event], msg: Any) -> None:
-    into.append(parse_event(msg.data))
+async def _stored(js: JetStreamContext, subject: str) -> list[Event]:
+    """Every message a stream holds on ``subject``, oldest first."""
+    sub = await js.pull_subscribe(subject)
+    found: list[Event] = []
+    try:
+        while True:
+            try:
+                batch = await sub.fetch(256, timeout=0.5)
+            except nats.errors.TimeoutError:
+                return found
+            found.extend(parse_event(m.data) for m in batch)
+            if (await sub.consumer_info()).num_pending == 0:
+                return found
+    finally:
+        await sub.unsubscribe()

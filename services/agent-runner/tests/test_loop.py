@@ -83,6 +83,7 @@ async def test_hello_answers_through_set_output(harness: Harness, marker: str) -
         "step.completed",
         "tool.called",
         "tool.completed",
+        "job.usage",  # the attempt's compute, before its terminal event
     ]
     started = outcome.of("agent.started")[0]
     assert (started.model, started.provider, started.upstream_model) == (
@@ -203,15 +204,18 @@ async def test_usage_is_recorded_per_step_and_sums_to_the_steps(
     outcome = await harness.run(deployment, "hello", {"prompt": "?"})
     assert outcome.status == "succeeded"
     steps = outcome.of("step.completed")
-    usage = [u.payload for u in outcome.usage]
+    *usage, compute = [u.payload for u in outcome.usage]
     assert [(u.kind, u.provider, u.model, u.attempt) for u in usage] == [
         ("llm", "anthropic", catalogue().default, 1)
     ] * 3
+    # Then the attempt's own compute: its bash steps' CPU time and its wall time.
+    assert (compute.kind, compute.model, compute.attempt) == ("compute", "puras/compute", 1)
+    assert compute.inputs is not None and compute.inputs["wall_ms"] >= compute.inputs["cpu_ms"]
     assert [(u.input_tokens, u.output_tokens) for u in usage] == [
         (s.input_tokens, s.output_tokens) for s in steps
     ]
     assert sum(u.input_tokens for u in usage) == 4200 and sum(u.output_tokens for u in usage) == 210
-    assert len({u.id for u in outcome.usage}) == 3
+    assert len({u.id for u in outcome.usage}) == 4
 
 
 async def test_a_cancel_request_stops_the_loop_between_steps(harness: Harness, marker: str) -> None:
@@ -310,7 +314,8 @@ async def test_transient_provider_errors_are_retried_within_a_step(
     )
     outcome = await harness.run(deployment, "hello", {"prompt": "?"})
     assert outcome.status == "succeeded" and len(harness.models.requests_for(script)) == 3
-    assert len(outcome.of("step.completed")) == 1 and len(outcome.usage) == 1
+    assert len(outcome.of("step.completed")) == 1
+    assert [u.payload.kind for u in outcome.usage] == ["llm", "compute"]
 
 
 async def test_an_unknown_tool_and_malformed_arguments_go_back_to_the_model(

@@ -13,7 +13,7 @@ from puras_billing.usage import UnattributedUsage, UsageCharges
 from puras_common.bus import Delivery
 from puras_common.events import BalanceChanged, LedgerPosted, UsageRecorded, UsageRecordedPayload
 from puras_common.migrate import service_migrations
-from puras_pricing import Pricebook, UnknownModel
+from puras_pricing import COMPUTE, ComputeRates, Pricebook, UnknownModel
 from puras_testing import Infra, Scratch, scratch_schema
 
 
@@ -110,6 +110,34 @@ async def test_the_margin_billing_runs_with_is_the_one_charged_and_recorded(db: 
         str(await db.pool.fetchval("SELECT margin_pct FROM usage WHERE usage_id = $1", usage_id))
         == "25"
     )
+
+
+async def test_compute_is_charged_at_the_rates_billing_runs_with(db: Scratch) -> None:
+    """A job's compute: 2.5 CPU s and 10 wall s at 400 and 7 micros a second; no margin."""
+    ws, job = uuid.uuid4(), uuid.uuid4()
+    event = usage(
+        ws,
+        COMPUTE,
+        kind="compute",
+        provider="puras",
+        inputs={"cpu_ms": 2500, "wall_ms": 10_000},
+        job_id=job,
+        attempt=1,
+    )
+    priced = UsageCharges(Pricebook("25", compute=ComputeRates(400, 7)))
+    emitted = await deliver(db, event, priced)
+    charged = emitted[0].payload
+    assert charged.amount_micros == -(1000 + 70)
+    assert (charged.usage.kind, charged.usage.units, charged.usage.unit) == (
+        "compute",
+        "2.5",
+        "cpu_second",
+    )
+    assert (charged.usage.cpu_ms, charged.usage.wall_ms) == (2500, 10_000)
+    row = await db.pool.fetchrow(
+        "SELECT kind, billed_micros, inputs FROM usage WHERE job_id = $1", job
+    )
+    assert (row["kind"], row["billed_micros"]) == ("compute", 1070)
 
 
 async def test_an_unpriceable_event_writes_nothing(db: Scratch) -> None:

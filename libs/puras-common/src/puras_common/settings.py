@@ -53,6 +53,10 @@ class ServiceSettings(BaseSettings):
     """The ops listener (``/metrics``, ``/livez``, ``/readyz``); 0 picks a free port, unset
     serves none."""
     """On SIGTERM, how long runners may finish the jobs they hold before the process exits."""
+    compute_micros_per_cpu_second: int = Field(default=0, ge=0)
+    compute_micros_per_wall_second: int = Field(default=0, ge=0)
+    """The operator's price of a job's compute (``PURAS_COMPUTE_MICROS_PER_*``, whole micros, no
+    margin). Every service reads them, so the price a runner shows is the one billing charges."""
     internal_token: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     """Shared by the platform's services for their internal HTTP listeners; never given to jobs."""
 

@@ -8,11 +8,22 @@ the ``billed_micros`` a runner reports and the ledger entry agree to the micro.
 
 from puras_pricing.errors import MeasureRequired, PricingError, UnknownModel, UnpricedInput
 from puras_pricing.media import MediaCatalogue, MediaModel, decimal_text, exact, media_catalogue
-from puras_pricing.metering import usage_events
-from puras_pricing.prices import DEFAULT_MARGIN_PCT, Pricebook, Quote, pricebook, quote
+from puras_pricing.metering import compute_events, compute_measures, usage_events
+from puras_pricing.prices import (
+    COMPUTE,
+    DEFAULT_MARGIN_PCT,
+    ComputeRates,
+    Pricebook,
+    Quote,
+    pricebook,
+    quote,
+    settings_pricebook,
+)
 
 __all__ = [
+    "COMPUTE",
     "DEFAULT_MARGIN_PCT",
+    "ComputeRates",
     "MeasureRequired",
     "MediaCatalogue",
     "MediaModel",
@@ -21,10 +32,13 @@ __all__ = [
     "Quote",
     "UnknownModel",
     "UnpricedInput",
+    "compute_events",
+    "compute_measures",
     "decimal_text",
     "exact",
     "media_catalogue",
     "pricebook",
     "quote",
+    "settings_pricebook",
     "usage_events",
 ]

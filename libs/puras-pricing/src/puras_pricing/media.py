@@ -23,7 +23,7 @@ from puras_common.numbers import NumberError, client_fraction
 
 from puras_pricing.errors import MeasureRequired, UnpricedInput
 
-Unit = Literal["token", "image", "second", "megapixel", "character", "call"]
+Unit = Literal["token", "image", "second", "megapixel", "character", "call", "cpu_second"]
 
 _SIZE: Final = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
 _SECONDS: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s?\s*$")

@@ -13,13 +13,22 @@ Pricing first also means an unpriceable call (an unknown slug) is refused before
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from uuid import UUID
 
 from puras_common.envelope import Event
 from puras_common.events import JobUsageRecorded, UsageRecorded, UsageRecordedPayload
 from puras_common.events.jobs import JobUsagePayload
 
-from puras_pricing.prices import Pricebook, Quote
+from puras_pricing.prices import COMPUTE, Pricebook, Quote
+
+
+def compute_measures(kind: str, inputs: Mapping[str, Any] | None) -> dict[str, int]:
+    """``cpu_ms`` and ``wall_ms`` of a compute usage, as the rows that show it carry them."""
+    if kind != "compute" or not inputs:
+        return {}
+    return {name: int(inputs.get(name, 0)) for name in ("cpu_ms", "wall_ms")}
 
 
 def usage_events(
@@ -58,6 +67,7 @@ def usage_events(
                     units=quote.units_text,
                     unit=quote.unit,
                     billed_micros=quote.billed_micros,
+                    **compute_measures(usage.kind, quote.inputs),
                 ),
                 producer=producer,
                 workspace_id=workspace_id,
@@ -66,3 +76,31 @@ def usage_events(
             )
         )
     return events, quote
+
+
+def compute_events(
+    pricebook: Pricebook,
+    command: Event,
+    *,
+    key_id: UUID | None,
+    attempt: int,
+    cpu_ms: int,
+    wall_ms: int,
+    producer: str,
+) -> list[Event]:
+    """The usage events of one attempt's own compute (``puras/compute``): the CPU time its
+    processes used and the wall time it ran, priced at the operator's rates."""
+    assert command.workspace_id is not None and command.job_id is not None
+    usage = UsageRecordedPayload(
+        job_id=command.job_id,
+        key_id=key_id,
+        attempt=attempt,
+        kind="compute",
+        provider="puras",
+        model=COMPUTE,
+        inputs={"cpu_ms": max(0, cpu_ms), "wall_ms": max(0, wall_ms)},
+    )
+    events, _ = usage_events(
+        pricebook, usage, workspace_id=command.workspace_id, producer=producer, caused_by=command
+    )
+    return events

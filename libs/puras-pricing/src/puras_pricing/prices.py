@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 from puras_common.events.usage import UsageRecordedPayload
 from puras_common.money import MICROS_PER_USD, ceil_micros, format_usd
 from puras_common.numbers import NumberError, client_fraction
+from puras_common.settings import ServiceSettings
 
 from puras_pricing.errors import PricingError, UnknownModel
 from puras_pricing.media import MediaCatalogue, MediaModel, Unit, decimal_text, media_catalogue
@@ -32,7 +33,30 @@ from puras_pricing.models import catalogue as llm_catalogue
 DEFAULT_MARGIN_PCT: Final = Decimal("20")
 """``PURAS_MARGIN_PCT`` when unset: billed = upstream × 1.2."""
 
-UsageKind = Literal["llm", "media", "tool"]
+UsageKind = Literal["llm", "media", "tool", "compute"]
+
+COMPUTE: Final = "puras/compute"
+"""The slug of a job's own compute: its processes' CPU time and the attempt's wall time."""
+
+
+@dataclass(frozen=True)
+class ComputeRates:
+    """The operator's price of compute, in whole micros (no margin: it is no upstream's cost).
+    Both default to zero: compute is metered, and free unless the operator prices it."""
+
+    micros_per_cpu_second: int = 0
+    micros_per_wall_second: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("micros_per_cpu_second", "micros_per_wall_second"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"compute rate {name} must be a whole number ≥ 0, not {value!r}")
+
+    def billed_micros(self, cpu_ms: int, wall_ms: int) -> int:
+        """Rounded up once, to a whole micro."""
+        thousandths = cpu_ms * self.micros_per_cpu_second + wall_ms * self.micros_per_wall_second
+        return -(-thousandths // 1000)
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,7 @@ class Pricebook:
         *,
         models: ModelCatalogue | None = None,
         media: MediaCatalogue | None = None,
+        compute: ComputeRates | None = None,
     ) -> None:
         self.margin_pct = (
             margin_pct if isinstance(margin_pct, Fraction) else Fraction(Decimal(str(margin_pct)))
@@ -81,10 +106,11 @@ class Pricebook:
         self.multiplier = parse_margin(self.margin_pct)
         self.models = models or llm_catalogue()
         self.media = media or media_catalogue()
+        self.compute = compute or ComputeRates()
 
     def slugs(self) -> list[str]:
-        """Every priced slug: LLM models, media models, tools."""
-        return sorted([*self.models.models, *self.media.models, *self.media.tools])
+        """Every priced slug: LLM models, media models, tools, compute."""
+        return sorted([*self.models.models, *self.media.models, *self.media.tools, COMPUTE])
 
     def bill(self, upstream_micros: Fraction) -> int:
         """Upstream × (1 + margin), rounded up to a whole micro: done once per usage row."""
@@ -134,7 +160,25 @@ class Pricebook:
             units = measured or Fraction(1)
             upstream = tool.usd * MICROS_PER_USD * units
             return Quote(slug, "tool", tool.unit, units, upstream, self.bill(upstream))
+        if slug == COMPUTE:
+            return self._compute(inputs or {})
         raise UnknownModel(slug, self.slugs())
+
+    def _compute(self, inputs: Mapping[str, Any]) -> Quote:
+        """``{"cpu_ms", "wall_ms"}`` at the operator's rates; the units are CPU seconds."""
+        measures = {}
+        for name in ("cpu_ms", "wall_ms"):
+            n = inputs.get(name, 0)
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 10**15:
+                raise PricingError(
+                    f"{name} must be a whole number ≥ 0, not {n!r}", pointer=f"/{name}"
+                )
+            measures[name] = n
+        billed = self.compute.billed_micros(measures["cpu_ms"], measures["wall_ms"])
+        units = Fraction(measures["cpu_ms"], 1000)
+        return Quote(
+            COMPUTE, "compute", "cpu_second", units, Fraction(billed), billed, None, measures
+        )
 
     def quote_usage(self, usage: UsageRecordedPayload) -> Quote:
         """Price a ``usage.recorded`` payload: its raw measures and the inputs it was made with."""
@@ -158,6 +202,11 @@ class Pricebook:
                 {"name": t.name, "unit": t.unit, **self._price(t.usd)}
                 for t in self.media.tools.values()
             ],
+            "compute": {
+                "slug": COMPUTE,
+                "micros_per_cpu_second": self.compute.micros_per_cpu_second,
+                "micros_per_wall_second": self.compute.micros_per_wall_second,
+            },
         }
 
     def _price(self, upstream_usd: Fraction) -> dict[str, Any]:
@@ -222,11 +271,25 @@ def quote(
     return pricebook(margin_pct).quote(slug, inputs, **measures)
 
 
-def pricebook(margin_pct: str | int | Decimal = DEFAULT_MARGIN_PCT) -> Pricebook:
-    """The shipped catalogues at ``margin_pct``, built once per margin."""
-    return _pricebook(str(margin_pct))
+def pricebook(
+    margin_pct: str | int | Decimal = DEFAULT_MARGIN_PCT, compute: ComputeRates | None = None
+) -> Pricebook:
+    """The shipped catalogues at ``margin_pct`` and the compute rates, built once per pair."""
+    return _pricebook(str(margin_pct), compute or ComputeRates())
+
+
+def settings_pricebook(settings: ServiceSettings) -> Pricebook:
+    """The pricebook a service's settings name: its margin (where it has one) and the compute
+    rates every service reads."""
+    margin: Decimal = getattr(settings, "margin_pct", DEFAULT_MARGIN_PCT)
+    return pricebook(
+        margin,
+        ComputeRates(
+            settings.compute_micros_per_cpu_second, settings.compute_micros_per_wall_second
+        ),
+    )
 
 
 @cache
-def _pricebook(margin_pct: str) -> Pricebook:
-    return Pricebook(margin_pct)
+def _pricebook(margin_pct: str, compute: ComputeRates) -> Pricebook:
+    return Pricebook(margin_pct, compute=compute)

@@ -134,11 +134,14 @@ class Outcome:
     * ``result`` -- for :class:`PythonCall`: ``{"ok": True, "value": <parsed JSON>}`` or
       ``{"ok": False, "error": {"type", "message", "traceback"}}``; ``None`` when the child
       died without writing one, and always ``None`` for :class:`Exec`.
+    * ``cpu_ms`` -- the user and system CPU time the child used, with that of the descendants
+      it waited for (what a process left behind and the zygote killed is not counted).
     """
 
     exit_code: int | None
     signal: int | None
     result: dict[str, Any] | None = field(default=None)
+    cpu_ms: int = 0
 
     @property
     def ok(self) -> bool:

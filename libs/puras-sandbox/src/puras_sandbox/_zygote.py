@@ -15,7 +15,9 @@ Requests:   {"op": "spawn", "id", "nfds": 3, "call", "workdir", "env", "limits"}
 Replies:    {"t": "ready", "pid", "uid", "gid", "groups"}
             {"t": "fatal", "error"}               (start-up failed; the zygote exits 1)
             {"t": "spawned", "id", "pid"} | {"t": "spawn_failed", "id", "errno", "error"}
-            {"t": "exit", "pid", "exit_code", "signal"}
+            {"t": "exit", "pid", "exit_code", "signal", "cpu_ms"}
+                                                  (cpu_ms: the job's user + system CPU time,
+                                                  its waited-for descendants' included)
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ _RLIMITS = {
     "processes": resource.RLIMIT_NPROC,
     "file_size_bytes": resource.RLIMIT_FSIZE,
 }
+
+
+def _cpu_ms(usage: resource.struct_rusage) -> int:
+    """User and system CPU time of a reaped child (and of the descendants it waited for)."""
+    return round((usage.ru_utime + usage.ru_stime) * 1000)
 
 
 def _log(text: str) -> None:
@@ -434,7 +441,7 @@ class Zygote:
         self.ctl.sendall(HDR.pack(len(data), 0) + data)
 
     # -- children
-    def report(self, pid: int, status: int) -> None:
+    def report(self, pid: int, status: int, cpu_ms: int = 0) -> None:
         if self.spare is not None and self.spare[0] == pid:
             self.drop_spare()  # the spare died on its own; a new one is made when idle
         if pid not in self.children:
@@ -444,7 +451,7 @@ class Zygote:
             code, sig = None, os.WTERMSIG(status)
         else:
             code, sig = os.waitstatus_to_exitcode(status), None
-        self.send({"t": "exit", "pid": pid, "exit_code": code, "signal": sig})
+        self.send({"t": "exit", "pid": pid, "exit_code": code, "signal": sig, "cpu_ms": cpu_ms})
 
     def sweep(self, everything: bool = False) -> None:
         """Kill processes that left their job: children of the zygote (a subreaper) that are
@@ -489,10 +496,10 @@ class Zygote:
             except OSError:
                 pass
             try:
-                _, status = os.waitpid(pid, 0)
+                _, status, usage = os.wait4(pid, 0)
             except ChildProcessError:
                 continue
-            self.report(pid, status)
+            self.report(pid, status, _cpu_ms(usage))
 
     def kill_all(self) -> None:
         if self.spare is not None:
@@ -510,12 +517,12 @@ class Zygote:
                 pass
         for pid in list(self.children):
             try:
-                _, status = os.waitpid(pid, 0)
+                _, status, usage = os.wait4(pid, 0)
             except ChildProcessError:
                 self.children.discard(pid)
                 continue
             try:
-                self.report(pid, status)
+                self.report(pid, status, _cpu_ms(usage))
             except OSError:
                 self.children.discard(pid)
         self.sweep(everything=True)  # whatever escaped its job: no process outlives the zygote

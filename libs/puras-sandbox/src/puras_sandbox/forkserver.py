@@ -174,7 +174,7 @@ class Child:
         self.pid = -1
         self.stdout = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
         self.stderr = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
-        self._exit: asyncio.Future[tuple[int | None, int | None]] = loop.create_future()
+        self._exit: asyncio.Future[tuple[int | None, int | None, int]] = loop.create_future()
         self._closed: list[asyncio.Future[None]] = [loop.create_future() for _ in range(3)]
         self._result = _Collector(self._closed[2], server.max_result_bytes)
         self._transports: list[asyncio.BaseTransport] = []
@@ -203,9 +203,9 @@ class Child:
                     os.close(fd)
                 raise
 
-    def _set_exit(self, exit_code: int | None, sig: int | None) -> None:
+    def _set_exit(self, exit_code: int | None, sig: int | None, cpu_ms: int = 0) -> None:
         if not self._exit.done():
-            self._exit.set_result((exit_code, sig))
+            self._exit.set_result((exit_code, sig, cpu_ms))
 
     def _fail(self, exc: BaseException) -> None:
         if not self._exit.done():
@@ -230,7 +230,7 @@ class Child:
         """
         if self._outcome is not None:
             return self._outcome
-        exit_code, sig = await asyncio.shield(self._exit)
+        exit_code, sig, cpu_ms = await asyncio.shield(self._exit)
         await asyncio.shield(asyncio.gather(*self._closed))
         result: dict[str, Any] | None = None
         if self._is_python and self._result.overflow:
@@ -250,7 +250,7 @@ class Child:
                 parsed = None
             if isinstance(parsed, dict) and "ok" in parsed:
                 result = parsed
-        self._outcome = Outcome(exit_code=exit_code, signal=sig, result=result)
+        self._outcome = Outcome(exit_code=exit_code, signal=sig, result=result, cpu_ms=cpu_ms)
         return self._outcome
 
     async def send_signal(self, sig: int) -> None:
@@ -724,7 +724,9 @@ class ForkServer:
         elif kind == "exit":
             exited = self._children.pop(int(msg["pid"]), None)
             if exited is not None:
-                exited._set_exit(msg.get("exit_code"), msg.get("signal"))
+                exited._set_exit(
+                    msg.get("exit_code"), msg.get("signal"), int(msg.get("cpu_ms") or 0)
+                )
         elif kind == "spawn_failed":
             entry = self._pending.pop(msg["id"], None)
             if entry is not None and not entry[1].done():

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from puras_common.tokens import mint_job_token
 from puras_jobhost.prepare import Deployments, JobServer, Prepared, PrepareError
 from puras_jobhost.workdrive import DriveSyncError, WorkDrives
 from puras_media import MediaService
-from puras_pricing import pricebook
+from puras_pricing import compute_events, settings_pricebook
 from puras_pricing.models import Model
 from puras_sandbox import Limits
 
@@ -68,6 +69,13 @@ from puras_agent_runner.settings import AgentRunnerSettings
 from puras_agent_runner.tools import ToolContext, toolset
 
 log = get_logger("puras_agent_runner")
+
+
+@dataclass
+class _Compute:
+    """What an attempt's sandbox used, for its compute usage."""
+
+    cpu_ms: int = 0
 
 
 class AgentWaiting(Exception):
@@ -178,9 +186,27 @@ class AgentRunner:
 
     async def attempt(self, command: RunAgent, *, started_at: float | None = None) -> Event:
         """Run one attempt, publishing its events; returns its terminal event, which the
-        scheduler publishes once it accepts the attempt's outcome."""
-        p = command.payload
+        scheduler publishes once it accepts the attempt's outcome. The attempt's compute (the
+        CPU time of its sandbox's processes, its wall time) is published as usage first."""
         started_at = time.monotonic() if started_at is None else started_at
+        used = _Compute()
+        terminal = await self._attempt(command, started_at, used)
+        await publish(
+            self.js,
+            compute_events(
+                settings_pricebook(self.settings),
+                command,
+                key_id=command.payload.key_id,
+                attempt=command.payload.attempt,
+                cpu_ms=used.cpu_ms,
+                wall_ms=int((time.monotonic() - started_at) * 1000),
+                producer="agent-runner",
+            ),
+        )
+        return terminal
+
+    async def _attempt(self, command: RunAgent, started_at: float, used: _Compute) -> Event:
+        p = command.payload
         masker = SecretMask(())
         with self.cancellations.watch(command.job_id) as cancelled:
             try:
@@ -204,7 +230,9 @@ class AgentRunner:
                         f"could not get the skillpack's secrets: {exc}", reason="runtime"
                     ) from None
                 masker = SecretMask(secrets.values())
-                result = await self._run(command, p, cancelled, started_at, token, secrets, masker)
+                result = await self._run(
+                    command, p, cancelled, started_at, token, secrets, masker, used
+                )
             except AgentFailure as failure:
                 return self._failed(command, failure, started_at, masker)
             except AgentWaiting as waiting:
@@ -243,6 +271,7 @@ class AgentRunner:
         token: str,
         secrets: dict[str, str],
         masker: SecretMask,
+        used: _Compute,
     ) -> Any:
         try:
             prepared = await self.deployments.prepare(p.deployment_id)
@@ -301,7 +330,7 @@ class AgentRunner:
                 start=start_sandbox, workdir=str(workdir), env=env, limits=self._limits(p)
             )
             deadline = started_at + p.timeout_seconds
-            journal = Journal(self.js, command, masker, prices=pricebook(self.settings.margin_pct))
+            journal = Journal(self.js, command, masker, prices=settings_pricebook(self.settings))
 
             async def emit(events: list[Any]) -> None:
                 await journal.emit(*events)
@@ -386,6 +415,7 @@ class AgentRunner:
         finally:
             if sandbox is not None:
                 await sandbox.close()
+                used.cpu_ms += sandbox.cpu_ms
             if job_drive is not None:
                 await job_drive.release()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -446,7 +476,7 @@ class AgentRunner:
         p = command.payload
         return CallBudget(
             client=self.budgets,
-            prices=pricebook(self.settings.margin_pct),
+            prices=settings_pricebook(self.settings),
             model=model,
             workspace_id=command.workspace_id,
             job_id=command.job_id,

@@ -88,6 +88,8 @@ class JobSandbox:
         self.workdir = workdir
         self.env = env
         self.limits = limits
+        self.cpu_ms = 0
+        """The CPU time of every call's process so far (see :attr:`Outcome.cpu_ms`)."""
 
     async def _spawn(self, call: PythonCall | Exec) -> Child:
         async with self._starting:
@@ -112,6 +114,7 @@ class JobSandbox:
         tail = Tail(OUTPUT_TAIL_BYTES)
         readers = asyncio.gather(_drain(child.stdout, tail), _drain(child.stderr, tail))
         outcome, timed_out = await _wait(child, timeout)
+        self.cpu_ms += outcome.cpu_ms
         await readers
         return ShellResult(outcome.exit_code, outcome.signal, tail.text(), tail.total, timed_out)
 
@@ -126,6 +129,7 @@ class JobSandbox:
         err = Tail(OUTPUT_TAIL_BYTES)
         readers = asyncio.gather(_drain(child.stdout, Tail(0)), _drain(child.stderr, err))
         outcome, timed_out = await _wait(child, timeout)
+        self.cpu_ms += outcome.cpu_ms
         await readers
         return CallResult(outcome, err.text(), timed_out)
 

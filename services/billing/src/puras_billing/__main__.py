@@ -10,7 +10,7 @@ from puras_common.bus import ProjectionRunner
 from puras_common.errors import TRANSIENT_ERRORS
 from puras_common.migrate import service_migrations
 from puras_common.service import ServiceRuntime, run
-from puras_pricing import Pricebook
+from puras_pricing import settings_pricebook
 
 from puras_billing import holds, ledger
 from puras_billing.settings import BillingSettings
@@ -26,7 +26,7 @@ async def main(settings: BillingSettings | None = None) -> None:
         settings, migrations=service_migrations("billing", __file__)
     ) as runtime:
         assert runtime.outbox is not None
-        charges = UsageCharges(Pricebook(settings.margin_pct))
+        charges = UsageCharges(settings_pricebook(settings))
         grants = ProjectionRunner(
             js=runtime.js, outbox=runtime.outbox, spec=GRANTS_CONSUMER, apply=ledger.apply_grant
         )

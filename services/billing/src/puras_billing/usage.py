@@ -14,7 +14,7 @@ from puras_common.events import UsageRecorded
 from puras_common.events.ledger import BilledUsage
 from puras_common.observability import USAGE_TOKENS
 from puras_common.outbox import UnitOfWork
-from puras_pricing import Pricebook, Quote, decimal_text
+from puras_pricing import Pricebook, Quote, compute_measures, decimal_text
 
 from puras_billing import holds, ledger
 
@@ -119,4 +119,5 @@ def billed(event: UsageRecorded, quote: Quote) -> BilledUsage:
         attempt=p.attempt,
         variant=quote.variant,
         recorded_at=event.occurred_at,
+        **compute_measures(p.kind, p.inputs),
     )

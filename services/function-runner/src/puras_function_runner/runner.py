@@ -48,6 +48,7 @@ from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_
 from puras_common.tokens import mint_job_token
 from puras_jobhost.prepare import Deployments, Prepared, PrepareError
 from puras_jobhost.workdrive import WorkDrives
+from puras_pricing import compute_events, settings_pricebook
 from puras_sandbox import Child, ForkServerDied, Limits, Outcome, PythonCall, SandboxError
 
 from puras_function_runner.logs import LogPump
@@ -104,6 +105,8 @@ class Attempt:
     """Hides the secret values in whatever the runner shows."""
     fetching: asyncio.Task[dict[str, str]] | None = None
     """Asking for the secrets, while the rest of the job is made ready."""
+    compute: tuple[int, int] | None = None
+    """The job's process's CPU time and wall time in ms, once it ran and exited."""
 
     @property
     def spec(self) -> RunPayload:
@@ -143,6 +146,7 @@ class FunctionRunner:
         self.work_root = deployments.cache_dir / "work"
         self.drop_privileges = os.geteuid() == 0
         self.completed = 0
+        self.prices = settings_pricebook(settings)
         drive = DriveClient(
             settings.drive_url,
             token=settings.internal_token.get_secret_value(),
@@ -188,6 +192,8 @@ class FunctionRunner:
                 token = self._job_token(command, claim.attempt)
                 attempt = Attempt(command, claim.attempt, cancelled, token=token, fetching=fetching)
                 event_type, payload = await self._attempt(attempt)
+            if attempt.compute is not None:
+                await self._meter(attempt, *attempt.compute)
             reply = await self.attempts.complete(
                 attempt.job_id, attempt.number, event_type, payload
             )
@@ -199,6 +205,19 @@ class FunctionRunner:
                 )
             await lease.ack()
             self.completed += 1
+
+    async def _meter(self, attempt: Attempt, cpu_ms: int, wall_ms: int) -> None:
+        """The attempt's compute, as usage stored before the job's terminal event."""
+        events = compute_events(
+            self.prices,
+            attempt.command,
+            key_id=attempt.spec.key_id,
+            attempt=attempt.number,
+            cpu_ms=cpu_ms,
+            wall_ms=wall_ms,
+            producer="function-runner",
+        )
+        await (await send(self.js, events))()
 
     async def _attempt(self, attempt: Attempt) -> tuple[str, Any]:
         """Run the attempt; returns the terminal event's type and payload."""
@@ -383,6 +402,7 @@ class FunctionRunner:
                 raise JobFailure(
                     f"could not start the job's process: {exc}", reason="runtime"
                 ) from None
+            spawned_at = time.monotonic()
             pump = LogPump(
                 self.js,
                 job_id=attempt.job_id,
@@ -397,15 +417,18 @@ class FunctionRunner:
             )
             try:
                 outcome = await self._wait(child, attempt)
+                attempt.compute = (outcome.cpu_ms, _ms_since(spawned_at))
             except JobCancelledError:
                 await child.terminate(grace=self.settings.cancel_grace_seconds)
                 await readers
                 await pump.drain()
+                attempt.compute = (await _cpu_ms(child), _ms_since(spawned_at))
                 raise
             except TimeoutError:
                 await child.kill()
                 await readers
                 await pump.drain()
+                attempt.compute = (await _cpu_ms(child), _ms_since(spawned_at))
                 raise JobFailure(
                     f"job exceeded its timeout of {p.timeout_seconds} s and was killed "
                     "(set timeout_seconds in skill.yaml; the platform maximum is 3600 s)",
@@ -603,3 +626,15 @@ def _report_removal(removal: asyncio.Future[None]) -> None:
     """A job's workdir removal runs in a thread nobody awaits: its failure is logged here."""
     if not removal.cancelled() and (exc := removal.exception()) is not None:
         log.warning("a job's workdir could not be removed", error=repr(exc))
+
+
+def _ms_since(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
+
+
+async def _cpu_ms(child: Child) -> int:
+    """The CPU time of a child that was stopped (0 if its host died with it)."""
+    try:
+        return (await child.wait()).cpu_ms
+    except ForkServerDied:
+        return 0

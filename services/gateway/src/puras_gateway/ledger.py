@@ -25,8 +25,9 @@ WHERE balances.version < EXCLUDED.version
 
 _USAGE = """
 INSERT INTO usage_rows (usage_id, workspace_id, job_id, key_id, attempt, kind, provider, model, variant,
-                        input_tokens, output_tokens, units, unit, billed_micros, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::numeric, $13, $14, $15)
+                        input_tokens, output_tokens, units, unit, billed_micros, created_at,
+                        cpu_ms, wall_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::numeric, $13, $14, $15, $16, $17)
 ON CONFLICT (usage_id) DO NOTHING
 RETURNING true
 """
@@ -77,6 +78,8 @@ async def apply_posted(conn: asyncpg.Connection, event: LedgerPosted) -> None:
         u.unit,
         u.billed_micros,
         u.recorded_at,
+        u.cpu_ms,
+        u.wall_ms,
     )
     if not inserted:
         return
@@ -134,7 +137,7 @@ async def balance_version(conn: asyncpg.Connection | asyncpg.Pool, workspace_id:
 
 
 USAGE_COLUMNS = """usage_id AS id, job_id, key_id, kind, provider, model, variant, input_tokens, output_tokens,
-units::text AS units, unit, billed_micros, created_at"""
+units::text AS units, unit, billed_micros, created_at, cpu_ms, wall_ms"""
 """A usage row as the API lists it."""
 
 

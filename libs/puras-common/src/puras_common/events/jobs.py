@@ -302,7 +302,7 @@ class JobUsagePayload(Payload):
     usage_id: UUID
     """The ``usage.recorded`` event billing charges (one ledger entry per usage id)."""
     attempt: int | None = None
-    kind: Literal["llm", "media", "tool"]
+    kind: Literal["llm", "media", "tool", "compute"]
     provider: str
     model: str
     input_tokens: int = 0
@@ -311,6 +311,10 @@ class JobUsagePayload(Payload):
     unit: str = "token"
     billed_micros: int
     """Priced by the producer with :mod:`puras_pricing`, as billing prices it."""
+    cpu_ms: int | None = None
+    """For ``compute``: the CPU time the attempt's processes used, in milliseconds."""
+    wall_ms: int | None = None
+    """For ``compute``: the attempt's wall time, in milliseconds."""
 
 
 class JobUsageRecorded(_JobEvent):

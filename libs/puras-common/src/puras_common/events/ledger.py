@@ -14,7 +14,7 @@ from puras_common.money import Micros
 class BilledUsage(Payload):
     """One usage row as billing priced it: the raw measures and what they cost."""
 
-    kind: Literal["llm", "media", "tool"]
+    kind: Literal["llm", "media", "tool", "compute"]
     provider: str
     model: str
     input_tokens: int = 0
@@ -28,6 +28,10 @@ class BilledUsage(Payload):
     """The row of an input-conditional rate table that was billed (``audio on``)."""
     recorded_at: datetime
     """When the upstream call was recorded: the UTC day of a key's spend."""
+    cpu_ms: int | None = None
+    """For ``compute``: the CPU time the attempt's processes used, in milliseconds."""
+    wall_ms: int | None = None
+    """For ``compute``: the attempt's wall time, in milliseconds."""
 
 
 class LedgerPostedPayload(Payload):

@@ -18,7 +18,7 @@ class UsageRecordedPayload(Payload):
     job_id: UUID | None = None
     key_id: UUID | None = None
     attempt: int | None = None
-    kind: Literal["llm", "media", "tool"]
+    kind: Literal["llm", "media", "tool", "compute"]
     provider: str
     model: str
     """The public slug (``claude/sonnet-4-7``, ``bytedance/seedance-2-t2v``)."""

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from puras_common.api import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, ApiError, ErrorCode
 from puras_common.ids import parse_id
 from puras_common.money import format_usd
-from puras_pricing import PricingError, UnknownModel, pricebook
+from puras_pricing import PricingError, UnknownModel, settings_pricebook
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from puras_gateway import jobs, ledger
@@ -59,7 +59,7 @@ async def get_balance(gw: GatewayDep, who: PrincipalDep) -> Balance:
 @router.get("/v1/pricing")
 async def get_pricing(gw: GatewayDep) -> Any:
     """Every priced slug with its public price (upstream plus the platform margin)."""
-    return pricebook(gw.settings.margin_pct).price_list()
+    return settings_pricebook(gw.settings).price_list()
 
 
 class QuoteRequest(BaseModel):
@@ -80,7 +80,7 @@ class QuoteRequest(BaseModel):
 async def quote(request: Request, gw: GatewayDep) -> Any:
     body = parse_model(QuoteRequest, await read_capped(request, 256 * 1024))
     try:
-        q = pricebook(gw.settings.margin_pct).quote(
+        q = settings_pricebook(gw.settings).quote(
             body.model,
             body.inputs,
             input_tokens=body.input_tokens,
@@ -120,6 +120,10 @@ class UsageRow(BaseModel):
     unit: str
     billed_micros: int
     created_at: datetime
+    cpu_ms: int | None = None
+    """For ``compute`` (``puras/compute``): the CPU time of the job's processes, in ms."""
+    wall_ms: int | None = None
+    """For ``compute``: the attempt's wall time, in ms."""
 
 
 class UsagePage(BaseModel):
@@ -196,6 +200,8 @@ CSV_COLUMNS: Final = (
     "units",
     "unit",
     "billed_micros",
+    "cpu_ms",
+    "wall_ms",
 )
 
 
