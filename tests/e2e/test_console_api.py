@@ -9,6 +9,7 @@ import csv
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -110,16 +111,26 @@ async def test_usage_lists_exports_and_sums_every_billed_call(
         await publish(js, [e.model_copy(update={"occurred_at": when}) for e in events])
         billed.append(quote.billed_micros)
 
-    async def both_rows() -> list[dict[str, object]] | None:
-        rows = (await tenant.http.get("/v1/usage")).json()["data"]
-        return rows if len(rows) == 2 else None
+    def calls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of the two calls above; the others are the jobs' own (free) compute."""
+        return [r for r in rows if r["kind"] != "compute"]
+
+    async def both_rows() -> list[dict[str, Any]] | None:
+        rows: list[dict[str, Any]] = (await tenant.http.get("/v1/usage")).json()["data"]
+        return rows if len(calls(rows)) == 2 else None
 
     rows = await eventually(both_rows, timeout=15, what="two usage rows")
-    assert [r["model"] for r in rows] == ["claude/sonnet-4-7", "gpt/5-mini"]  # newest first
-    assert [r["billed_micros"] for r in rows] == billed
-    first = (await tenant.http.get("/v1/usage", params={"limit": 1})).json()
-    rest = (await tenant.http.get("/v1/usage", params={"cursor": first["next_cursor"]})).json()
-    assert [r["id"] for r in first["data"] + rest["data"]] == [r["id"] for r in rows]
+    assert [r["model"] for r in calls(rows)] == ["claude/sonnet-4-7", "gpt/5-mini"]  # newest first
+    assert [r["billed_micros"] for r in calls(rows)] == billed
+    assert all(r["billed_micros"] == 0 for r in rows if r["kind"] == "compute")
+    paged, cursor = [], None
+    while True:
+        params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = (await tenant.http.get("/v1/usage", params=params)).json()
+        paged += page["data"]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert [r["id"] for r in paged] == [r["id"] for r in rows]
 
     summary = (await tenant.http.get("/v1/usage/summary", params={"days": 7})).json()
     assert len(summary["by_day"]) == 7 and summary["total_micros"] == sum(billed)
@@ -128,6 +139,7 @@ async def test_usage_lists_exports_and_sums_every_billed_call(
     assert {m["model"]: m["billed_micros"] for m in summary["by_model"]} == {
         "claude/sonnet-4-7": billed[0],
         "gpt/5-mini": billed[1],
+        "puras/compute": 0,
     }
     one_day = (await tenant.http.get("/v1/usage/summary", params={"days": 1})).json()
     assert one_day["total_micros"] == billed[0]
@@ -135,7 +147,7 @@ async def test_usage_lists_exports_and_sums_every_billed_call(
     export = await tenant.http.get("/v1/usage/export")
     assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
     assert f"usage-{tenant.slug}-" in export.headers["content-disposition"]
-    table = list(csv.DictReader(io.StringIO(export.text)))
+    table = calls(list(csv.DictReader(io.StringIO(export.text))))
     assert [(r["model"], int(r["billed_micros"])) for r in table] == [
         ("claude/sonnet-4-7", billed[0]),
         ("gpt/5-mini", billed[1]),

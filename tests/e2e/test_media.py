@@ -84,10 +84,14 @@ async def test_a_skill_makes_a_video_that_lands_in_the_drive_billed_and_with_its
     job = await settled_cost(tenant, job["id"], 1_440_000)
     usage = (await tenant.http.get(f"/v1/jobs/{job['id']}/usage")).json()
     assert [(r["model"], r["billed_micros"], r["unit"]) for r in usage["data"]] == [
-        ("google/veo-3-i2v", 1_440_000, "second")
+        ("puras/compute", 0, "cpu_second"),  # the job's own compute (free by default), newest
+        ("google/veo-3-i2v", 1_440_000, "second"),
     ]
     events = (await tenant.http.get(f"/v1/jobs/{job['id']}/events")).json()["events"]
-    assert [e["payload"]["billed_micros"] for e in events if e["type"] == "usage"] == [1_440_000]
+    assert [e["payload"]["billed_micros"] for e in events if e["type"] == "usage"] == [
+        1_440_000,
+        0,
+    ]
     # The file: its origin, the job's outputs, and a signed link that serves it.
     origin = (
         await tenant.http.get("/v1/drive/origin", params={"path": "renders/lighthouse.mp4"})
@@ -123,7 +127,8 @@ async def test_a_failed_upstream_call_costs_nothing(tenant: Tenant, fal_provider
     fal_provider.script(Images(), match=marker)
     after = await tenant.run("render", {"model": "google/imagen-4", "inputs": {"prompt": marker}})
     await settled_cost(tenant, after["id"], 60_000)
-    assert (await tenant.http.get(f"/v1/jobs/{job['id']}/usage")).json()["data"] == []
+    shown = (await tenant.http.get(f"/v1/jobs/{job['id']}/usage")).json()["data"]
+    assert [r["kind"] for r in shown] == ["compute"]  # the job's own compute, and no call
     assert (await tenant.http.get(f"/v1/jobs/{job['id']}")).json()["cost_micros"] == 0
     assert (await tenant.http.get("/v1/balance")).json()["balance_micros"] == before - 60_000
 
