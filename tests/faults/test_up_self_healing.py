@@ -169,7 +169,8 @@ def test_killed_engines_come_back_and_every_job_succeeds(workdir: Path) -> None:
             return response.status_code == 200
 
         until(answered, timeout=60, what="the API to answer again")
-        assert 503 in seen and 500 not in seen, seen
+        unhandled = [line for line in up.output().splitlines() if "unhandled error" in line]
+        assert 503 in seen and 500 not in seen, (seen, unhandled[-3:])
         after = submit(http, 6, seconds=0.2, tag="c")
         all_succeeded(http, after, timeout=60)
         output = up.output()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 import uvicorn
@@ -26,14 +27,40 @@ from puras_common.logging import get_logger
 log = get_logger("puras_common.http")
 
 
+_NETWORK_ERRNOS: Final = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EADDRNOTAVAIL,
+    }
+)
+
+
 def dependency_down(exc: BaseException) -> bool:
     """Whether ``exc`` says PostgreSQL or NATS is away, rather than that the request is wrong:
-    the named transient errors (a refused or reset connection among them), and PostgreSQL's
-    connection (08xxx) and shutdown or crash-recovery (57Pxx) states."""
+    the named transient errors (a refused or reset connection among them), a socket error of
+    the network kind, and PostgreSQL's connection (08xxx) and shutdown or crash-recovery (57Pxx)
+    states; looked for in ``exc``, what it was explicitly raised from, and an exception group's
+    members (a request that asked two things at once)."""
     if is_transient(exc):
         return True
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        # asyncio's "Multiple exceptions: …" when every address refused has no errno of its own.
+        if exc.errno in _NETWORK_ERRNOS or (
+            exc.errno is None and "Connect call failed" in str(exc)
+        ):
+            return True
     state = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
-    return isinstance(state, str) and (state.startswith("08") or state.startswith("57P"))
+    if isinstance(state, str) and (state.startswith("08") or state.startswith("57P")):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(dependency_down(e) for e in exc.exceptions)
+    return exc.__cause__ is not None and dependency_down(exc.__cause__)
 
 
 RETRY_AFTER_SECONDS = 2

@@ -1,0 +1,50 @@
+"""What the API answers 503 (retry shortly) rather than 500: a dependency away, however the
+error reaches the handler; a bug stays a 500."""
+
+from __future__ import annotations
+
+import errno
+
+import asyncpg
+import pytest
+from puras_common.http import dependency_down
+
+
+def raised_from(cause: BaseException) -> RuntimeError:
+    try:
+        raise RuntimeError("the query failed") from cause
+    except RuntimeError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 5432)"),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed ('127.0.0.1', 5432)"),
+        OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address"),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        ExceptionGroup("two reads", [ValueError("fine"), ConnectionResetError()]),
+        raised_from(asyncpg.exceptions.AdminShutdownError("terminating connection")),
+    ],
+    ids=["refused", "every-address", "no-address", "closed", "starting", "group", "cause"],
+)
+def test_a_dependency_away_is_unavailable(exc: BaseException) -> None:
+    assert dependency_down(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KeyError("status"),
+        FileNotFoundError(errno.ENOENT, "No such file or directory"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        asyncpg.exceptions.UniqueViolationError("duplicate key"),
+        ExceptionGroup("two reads", [ValueError("a bug")]),
+        raised_from(KeyError("a bug")),
+    ],
+    ids=["key", "file", "disk", "unique", "group", "cause"],
+)
+def test_a_bug_is_not(exc: BaseException) -> None:
+    assert not dependency_down(exc)
