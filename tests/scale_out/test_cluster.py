@@ -142,7 +142,11 @@ async def run_the_load(cluster: Cluster) -> None:
         counts = await eventually(
             all_ended, timeout=240, interval=1.0, what="all 1,000 jobs to end"
         )
-        assert counts == {"succeeded": JOBS}, counts
+        failures = await db.fetch(
+            "SELECT skill_name, error FROM gateway.jobs WHERE workspace_id = $1 AND status <> 'succeeded'",
+            uuid.UUID(workspace_id),
+        )
+        assert counts == {"succeeded": JOBS}, (counts, [dict(r) for r in failures][:5])
         await no_job_ended_twice(cluster, submitted)
         await the_ledger_balances(db, uuid.UUID(workspace_id), agent_jobs=JOBS // AGENT_EVERY)
     finally:
