@@ -182,7 +182,17 @@ async def the_ledger_balances(
     by_kind = {r["kind"]: (r["n"], r["micros"]) for r in entries}
     assert by_kind["grant"] == (1, 10_000_000)
     charges, charged = by_kind["charge"]
-    assert charges == agent_jobs and charged < 0  # one model call per agent job, each once
+    calls = await db.fetchval(
+        "SELECT count(*) FROM billing.usage WHERE workspace_id = $1 AND kind = 'llm'", workspace
+    )
+    assert calls == agent_jobs and charged < 0  # one model call per agent job, each once
+    # Every other charge is an attempt's own compute (free here): one per job, or more for a
+    # job whose runner died under it and that ran again.
+    jobs = await db.fetchval(
+        "SELECT count(DISTINCT job_id) FROM billing.usage WHERE workspace_id = $1 AND kind = 'compute'",
+        workspace,
+    )
+    assert jobs == JOBS and charges - calls >= JOBS
     usage = await db.fetchval(
         "SELECT coalesce(sum(billed_micros), 0) FROM billing.usage WHERE workspace_id = $1",
         workspace,
