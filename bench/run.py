@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
 import subprocess
 import sys
@@ -291,7 +292,15 @@ def component_rows(components: dict[str, Any]) -> list[str]:
     return rows
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends a run as Ctrl-C does: inside ``asyncio.run`` the workload is cancelled and
+    its ``finally`` stops the platform it started, engines (PostgreSQL) included; outside it the
+    peers' context managers stop theirs."""
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
