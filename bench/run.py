@@ -295,7 +295,9 @@ def component_rows(components: dict[str, Any]) -> list[str]:
 def stop_on_sigterm() -> None:
     """SIGTERM ends a run as Ctrl-C does: inside ``asyncio.run`` the workload is cancelled and
     its ``finally`` stops the platform it started, engines (PostgreSQL) included; outside it the
-    peers' context managers stop theirs."""
+    peers' context managers stop theirs. Ctrl-C gets its default handler back, should whatever
+    started the run have left it ignored (a child inherits an ignored SIGINT)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
 
 

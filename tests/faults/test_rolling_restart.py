@@ -54,8 +54,10 @@ def agent_turn(previous: Any) -> Any:
 
 async def call(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
     """A request sent again while the gateway is away (connection refused, or 503), or after
-    the pause a 429 names, as a well-behaved client under the per-key rate limit does."""
-    for _ in range(300):
+    the pause a 429 names, as a well-behaved client under the per-key rate limit does; for as
+    long as a restart may take (the gateway finishes its requests in flight first)."""
+    deadline = asyncio.get_running_loop().time() + 180
+    while asyncio.get_running_loop().time() < deadline:
         pause = 0.1
         with contextlib.suppress(httpx.TransportError):
             response = await http.request(method, url, **kw)

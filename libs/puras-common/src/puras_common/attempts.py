@@ -57,7 +57,7 @@ class ClaimReply(_Message):
 
 RUNNERS: Final = ("function-runner", "agent-runner")
 
-HOLDS_TIMEOUT: Final = 0.5
+HOLDS_TIMEOUT: Final = 2.0
 """How long the scheduler waits for a runner to say it still holds a redelivered job."""
 
 
