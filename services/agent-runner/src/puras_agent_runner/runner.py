@@ -146,6 +146,7 @@ class AgentRunner:
             drive, owner=self.owner, ssrf_allow=settings.ssrf_allow, work_root=self.work_root
         )
         self.completed = 0
+        self.prices = settings_pricebook(settings)
 
     async def work(self, delivery: Delivery, lease: Lease) -> None:
         command = delivery.event
@@ -194,7 +195,7 @@ class AgentRunner:
         await publish(
             self.js,
             compute_events(
-                settings_pricebook(self.settings),
+                self.prices,
                 command,
                 key_id=command.payload.key_id,
                 attempt=command.payload.attempt,
@@ -330,7 +331,7 @@ class AgentRunner:
                 start=start_sandbox, workdir=str(workdir), env=env, limits=self._limits(p)
             )
             deadline = started_at + p.timeout_seconds
-            journal = Journal(self.js, command, masker, prices=settings_pricebook(self.settings))
+            journal = Journal(self.js, command, masker, prices=self.prices)
 
             async def emit(events: list[Any]) -> None:
                 await journal.emit(*events)
@@ -476,7 +477,7 @@ class AgentRunner:
         p = command.payload
         return CallBudget(
             client=self.budgets,
-            prices=settings_pricebook(self.settings),
+            prices=self.prices,
             model=model,
             workspace_id=command.workspace_id,
             job_id=command.job_id,

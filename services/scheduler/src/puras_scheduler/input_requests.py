@@ -13,12 +13,12 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-from puras_common.events import JobFailed, JobInputProvided
+from puras_common.events import JobInputProvided
 from puras_common.events.jobs import FailedPayload, InputRequestedPayload
 from puras_common.logging import get_logger
 from puras_common.outbox import Outbox, UnitOfWork
 
-from puras_scheduler.tree import end_children
+from puras_scheduler.tree import fail
 
 log = get_logger("puras_scheduler.input_requests")
 
@@ -93,28 +93,22 @@ class InputTimeouts:
                        WHERE id = $1""",
                     row["id"],
                 )
-                uow.emit(
-                    JobFailed.new(
-                        FailedPayload(
-                            attempt=row["attempt"],
-                            reason="timeout",
-                            error=(
-                                f"no input arrived within {question.get('timeout_seconds')} s: "
-                                f"question {question.get('number')} went unanswered"
-                            ),
-                            error_detail={
-                                "request_id": question.get("request_id"),
-                                "timeout_seconds": question.get("timeout_seconds"),
-                                "expires_at": question.get("expires_at"),
-                            },
+                await fail(
+                    uow,
+                    row,
+                    FailedPayload(
+                        attempt=row["attempt"],
+                        reason="timeout",
+                        error=(
+                            f"no input arrived within {question.get('timeout_seconds')} s: "
+                            f"question {question.get('number')} went unanswered"
                         ),
-                        producer="scheduler",
-                        workspace_id=row["workspace_id"],
-                        job_id=row["id"],
-                    )
-                )
-                await end_children(
-                    uow, row["id"], why=f"cancelled: its parent job {row['id']} failed"
+                        error_detail={
+                            "request_id": question.get("request_id"),
+                            "timeout_seconds": question.get("timeout_seconds"),
+                            "expires_at": question.get("expires_at"),
+                        },
+                    ),
                 )
         if rows:
             log.info("failed jobs whose question went unanswered", count=len(rows))

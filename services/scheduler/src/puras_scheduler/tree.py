@@ -9,14 +9,26 @@ the parent was being cancelled, is cancelled before it can run.
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from puras_common.api import TERMINAL_SQL, TERMINAL_STATUSES
-from puras_common.events import JobCancelled, JobCancelRequested
-from puras_common.events.jobs import CancelledPayload, CancelRequestedPayload
+from puras_common.events import JobCancelled, JobCancelRequested, JobFailed
+from puras_common.events.jobs import CancelledPayload, CancelRequestedPayload, FailedPayload
 from puras_common.outbox import UnitOfWork
 
 PRODUCER = "scheduler"
+
+
+async def fail(uow: UnitOfWork, row: Any, payload: FailedPayload) -> None:
+    """The scheduler fails the job of ``row`` (``id``, ``workspace_id``) itself (no runner will
+    report it), and cancels what is left of its subagent tree."""
+    uow.emit(
+        JobFailed.new(
+            payload, producer=PRODUCER, workspace_id=row["workspace_id"], job_id=row["id"]
+        )
+    )
+    await end_children(uow, row["id"], why=f"cancelled: its parent job {row['id']} failed")
 
 
 async def end_children(uow: UnitOfWork, parent_id: UUID, *, why: str) -> int:

@@ -27,7 +27,7 @@ import orjson
 from nats.aio.msg import Msg
 from puras_common.bus import Delivery
 from puras_common.errors import TRANSIENT_ERRORS
-from puras_common.events import JobFailed, JobWaitChanged, LedgerPosted
+from puras_common.events import JobWaitChanged, LedgerPosted
 from puras_common.events.jobs import FailedPayload, WaitChangedPayload
 from puras_common.logging import get_logger
 from puras_common.money import format_usd
@@ -36,7 +36,7 @@ from puras_common.queue_state import Waiting as JobWaiting
 from puras_common.queue_state import WaitingReply, WaitingRequest
 from pydantic import ValidationError
 
-from puras_scheduler.tree import end_children
+from puras_scheduler.tree import fail
 
 log = get_logger("puras_scheduler.waiting")
 
@@ -184,29 +184,25 @@ class Waiting:
         rows = await uow.conn.fetch(_FAIL_CAPPED)
         for row in rows:
             spent, cap = row["spent_micros"], row["daily_cap_micros"]
-            uow.emit(
-                JobFailed.new(
-                    FailedPayload(
-                        attempt=row["attempt"] or None,
-                        reason="spend_cap_reached",
-                        error=(
-                            f"spend_cap_reached: the key this job was submitted with spent "
-                            f"{spent} micros (${format_usd(spent)}) today (UTC), its whole daily "
-                            f"cap of {cap} micros, before the job could start. It resets at "
-                            "midnight UTC"
-                        ),
-                        error_detail={
-                            "code": "spend_cap_reached",
-                            "spent_today_micros": spent,
-                            "daily_cap_micros": cap,
-                        },
+            await fail(
+                uow,
+                row,
+                FailedPayload(
+                    attempt=row["attempt"] or None,
+                    reason="spend_cap_reached",
+                    error=(
+                        f"spend_cap_reached: the key this job was submitted with spent "
+                        f"{spent} micros (${format_usd(spent)}) today (UTC), its whole daily "
+                        f"cap of {cap} micros, before the job could start. It resets at "
+                        "midnight UTC"
                     ),
-                    producer="scheduler",
-                    workspace_id=row["workspace_id"],
-                    job_id=row["id"],
-                )
+                    error_detail={
+                        "code": "spend_cap_reached",
+                        "spent_today_micros": spent,
+                        "daily_cap_micros": cap,
+                    },
+                ),
             )
-            await end_children(uow, row["id"], why=f"cancelled: its parent job {row['id']} failed")
         return len(rows)
 
     async def run(self, *, interval: float = 1.0) -> None:

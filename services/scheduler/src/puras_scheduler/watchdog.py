@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from puras_common.events import JobFailed
 from puras_common.events.jobs import FailedPayload
 from puras_common.logging import get_logger
 from puras_common.outbox import Outbox
 
-from puras_scheduler.tree import end_children
+from puras_scheduler.tree import fail
 
 log = get_logger("puras_scheduler.watchdog")
 
@@ -44,23 +43,17 @@ class Watchdog:
                     "UPDATE jobs SET status = 'failed', finished_at = now() WHERE id = $1",
                     row["id"],
                 )
-                uow.emit(
-                    JobFailed.new(
-                        FailedPayload(
-                            attempt=row["attempt"],
-                            reason="worker_lost",
-                            error=(
-                                f"worker lost: no result {row['timeout_seconds']} s (the job's timeout) "
-                                f"+ {self.grace_seconds} s after it started"
-                            ),
+                await fail(
+                    uow,
+                    row,
+                    FailedPayload(
+                        attempt=row["attempt"],
+                        reason="worker_lost",
+                        error=(
+                            f"worker lost: no result {row['timeout_seconds']} s (the job's timeout) "
+                            f"+ {self.grace_seconds} s after it started"
                         ),
-                        producer="scheduler",
-                        workspace_id=row["workspace_id"],
-                        job_id=row["id"],
-                    )
-                )
-                await end_children(
-                    uow, row["id"], why=f"cancelled: its parent job {row['id']} failed"
+                    ),
                 )
         if rows:
             log.warning("failed jobs whose worker was lost", count=len(rows))
