@@ -299,7 +299,7 @@ def test_compute_is_metered_free_by_default_and_billed_at_the_operators_rates() 
 def test_compute_measures_are_whole_bounded_milliseconds(bad: object) -> None:
     with pytest.raises(PricingError) as refused:
         quote(COMPUTE, {"cpu_ms": bad})
-    assert refused.value.pointer == "/cpu_ms"
+    assert refused.value.pointer == "/inputs/cpu_ms"
 
 
 def test_compute_rates_are_whole_micros() -> None:

@@ -171,7 +171,7 @@ class Pricebook:
             n = inputs.get(name, 0)
             if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 10**15:
                 raise PricingError(
-                    f"{name} must be a whole number ≥ 0, not {n!r}", pointer=f"/{name}"
+                    f"{name} must be a whole number ≥ 0, not {n!r}", pointer=f"/inputs/{name}"
                 )
             measures[name] = n
         billed = self.compute.billed_micros(measures["cpu_ms"], measures["wall_ms"])
