@@ -268,3 +268,17 @@ async def test_cancelled_spawns_leave_no_child_and_no_broken_channel(
         await server.spawn(Exec(["echo", "still fine"]), workdir=str(tmp_path), env=ENV)
     ).wait()
     assert outcome.exit_code == 0
+
+
+async def test_a_warm_child_holds_only_the_zygotes_modules(tmp_path: Path) -> None:
+    """The spare child's warm-up imports nothing of its own: every module a job finds loaded
+    was loaded once, in the zygote, so no job pays for importing one it never asked for."""
+    loaded: dict[bool, set[str]] = {}
+    for prefork in (True, False):
+        skill = tmp_path / str(prefork)
+        skill.mkdir()
+        write_skill(skill, "import sys\ndef run(inputs):\n    return sorted(sys.modules)\n")
+        async with ForkServer(python=sys.executable, sys_path=[], prefork=prefork) as fs:
+            child = await fs.spawn(call(skill, b"{}"), workdir=str(skill), env={})
+            loaded[prefork] = set((await child.wait()).result["value"])
+    assert loaded[True] - loaded[False] == set()
