@@ -105,12 +105,12 @@ class Billing:
         )
         self.outbox = Outbox(self.pool, schema=self.scratch.schema)
         charges = UsageCharges(pricebook())
-        self.grants = self._runner("grants", billing_ledger.apply_grant)
-        self.usage = self._runner("usage", charges.apply)
+        self.grants = self._runner("grants", apply=billing_ledger.apply_grant)
+        self.usage = self._runner("usage", apply_batch=charges.apply_batch)  # as billing runs it
 
-    def _runner(self, purpose: str, apply: Any) -> ProjectionRunner:
+    def _runner(self, purpose: str, **apply: Any) -> ProjectionRunner:
         spec = ConsumerSpec(streams.USAGE, f"billing-{purpose}-{self.run}", ("usage.>",))
-        return ProjectionRunner(js=None, outbox=self.outbox, spec=spec, apply=apply)  # type: ignore[arg-type]
+        return ProjectionRunner(js=None, outbox=self.outbox, spec=spec, **apply)  # type: ignore[arg-type]
 
     async def stop(self) -> None:
         await self.pool.close()
@@ -132,6 +132,7 @@ class Billing:
                     js=None,
                     outbox=self.outbox,
                     apply=runner.apply,  # type: ignore[arg-type]
+                    apply_batch=runner.apply_batch,
                     spec=ConsumerSpec(streams.USAGE, f"{runner.consumer}-{inbox}", ("usage.>",)),
                 )
             if crash:
@@ -146,17 +147,18 @@ class Billing:
         class Died(Exception):
             pass
 
-        async def apply_then_die(uow: Any, d: Delivery) -> None:
+        async def apply_then_die(uow: Any, d: Any) -> None:
             await original(uow, d)
             raise Died
 
-        original = runner.apply
-        runner.apply = apply_then_die
+        which = "apply" if runner.apply is not None else "apply_batch"
+        original = getattr(runner, which)
+        setattr(runner, which, apply_then_die)
         try:
             with contextlib.suppress(Died):
                 await runner._apply_batch(batch)
         finally:
-            runner.apply = original
+            setattr(runner, which, original)
 
 
 def scenario() -> st.SearchStrategy[dict[str, Any]]:

@@ -45,9 +45,17 @@ def usage(
 
 
 async def deliver(db: Scratch, event: UsageRecorded, charges: UsageCharges | None = None) -> list:
+    return await deliver_batch(db, [event], charges)
+
+
+async def deliver_batch(
+    db: Scratch, events: list[UsageRecorded], charges: UsageCharges | None = None
+) -> list:
+    """Apply ``events`` as one batch, as billing's consumer does; the events emitted."""
     charges = charges or UsageCharges(Pricebook())
+    batch = [Delivery(e, i + 1, 1, e.subject, None) for i, e in enumerate(events)]  # type: ignore[arg-type]
     async with db.outbox.transaction() as uow:
-        await charges.apply(uow, Delivery(event, 1, 1, event.subject, None))  # type: ignore[arg-type]
+        await charges.apply_batch(uow, batch)
     return uow.events
 
 
@@ -81,6 +89,50 @@ async def test_a_usage_event_is_priced_recorded_and_charged_once(db: Scratch) ->
     assert (
         await db.pool.fetchval("SELECT count(*) FROM ledger WHERE source_event_id = $1", event.id)
         == 1
+    )
+
+
+async def test_a_batch_charges_each_event_once_and_announces_every_balance_in_order(
+    db: Scratch,
+) -> None:
+    """Five calls over two workspaces in one batch, one of them charged before and one sent
+    twice: three new entries, each announced with the balance and version it left behind, and
+    one balance change per workspace with the last of them."""
+    a, b = uuid.uuid4(), uuid.uuid4()
+    seen = usage(a)
+    await deliver(db, seen)  # a: -1,820,000, version 1
+    video = {"model": "bytedance/seedance-2-t2v", "inputs": {"duration": "10"}}
+    batch = [usage(a), seen, usage(b, **video), usage(a, **video)]
+    emitted = await deliver_batch(db, [*batch, batch[0]])
+
+    posted = [e for e in emitted if isinstance(e, LedgerPosted)]
+    assert [(e.workspace_id, e.payload.source_event_id) for e in posted] == [
+        (a, batch[0].id),
+        (b, batch[2].id),
+        (a, batch[3].id),
+    ]
+    assert [
+        (e.payload.amount_micros, e.payload.balance_micros, e.payload.version) for e in posted
+    ] == [
+        (-1_820_000, -3_640_000, 2),
+        (-3_640_000, -3_640_000, 1),
+        (-3_640_000, -7_280_000, 3),
+    ]
+    changed = {
+        e.workspace_id: (e.payload.balance_micros, e.payload.version)
+        for e in emitted
+        if isinstance(e, BalanceChanged)
+    }
+    assert len(emitted) == len(posted) + 2
+    assert changed == {a: (-7_280_000, 3), b: (-3_640_000, 1)}
+    stored = await db.pool.fetch(
+        "SELECT workspace_id, balance_micros, entries FROM balances WHERE workspace_id = ANY($1)",
+        [a, b],
+    )
+    assert {r["workspace_id"]: (r["balance_micros"], r["entries"]) for r in stored} == changed
+    assert (
+        await db.pool.fetchval("SELECT count(*) FROM usage WHERE workspace_id = ANY($1)", [a, b])
+        == 4
     )
 
 

@@ -27,7 +27,7 @@ from puras_common.settings import ServiceSettings
 
 from puras_pricing.errors import PricingError, UnknownModel
 from puras_pricing.media import MediaCatalogue, MediaModel, Unit, decimal_text, media_catalogue
-from puras_pricing.models import ModelCatalogue
+from puras_pricing.models import Model, ModelCatalogue
 from puras_pricing.models import catalogue as llm_catalogue
 
 DEFAULT_MARGIN_PCT: Final = Decimal("20")
@@ -107,10 +107,20 @@ class Pricebook:
         self.models = models or llm_catalogue()
         self.media = media or media_catalogue()
         self.compute = compute or ComputeRates()
+        self._token_rates: dict[str, tuple[Fraction, Fraction]] = {}
 
     def slugs(self) -> list[str]:
         """Every priced slug: LLM models, media models, tools, compute."""
         return sorted([*self.models.models, *self.media.models, *self.media.tools, COMPUTE])
+
+    def _micros_per_token(self, llm: Model) -> tuple[Fraction, Fraction]:
+        """A model's input and output prices as exact micros per token (USD per 1M tokens is
+        numerically micros per token), converted from the catalogue's decimals once."""
+        rates = self._token_rates.get(llm.slug)
+        if rates is None:
+            rates = (Fraction(llm.input_usd_per_mtok), Fraction(llm.output_usd_per_mtok))
+            self._token_rates[llm.slug] = rates
+        return rates
 
     def bill(self, upstream_micros: Fraction) -> int:
         """Upstream × (1 + margin), rounded up to a whole micro: done once per usage row."""
@@ -135,10 +145,8 @@ class Pricebook:
                     raise PricingError(
                         f"{name} must be a whole number ≥ 0, not {n!r}", pointer=f"/{name}"
                     )
-            # USD per 1M tokens is numerically micros per token.
-            upstream = input_tokens * Fraction(llm.input_usd_per_mtok) + output_tokens * Fraction(
-                llm.output_usd_per_mtok
-            )
+            per_input, per_output = self._micros_per_token(llm)
+            upstream = input_tokens * per_input + output_tokens * per_output
             return Quote(
                 slug,
                 "llm",

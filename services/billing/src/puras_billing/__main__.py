@@ -34,7 +34,7 @@ async def main(settings: BillingSettings | None = None) -> None:
             js=runtime.js,
             outbox=runtime.outbox,
             spec=USAGE_CONSUMER,
-            apply=charges.apply,
+            apply_batch=charges.apply_batch,
             batch=settings.usage_batch,
         )
         runtime.spawn(grants.run(), GRANTS_CONSUMER.durable)

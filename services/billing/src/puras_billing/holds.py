@@ -14,7 +14,6 @@ id is granted once: a request repeated after a lost answer gets the hold already
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import orjson
@@ -148,14 +147,6 @@ class Holds:
             else orjson.dumps(reply)
         )
         await msg.respond(body)
-
-
-async def settle(conn: asyncpg.Connection, hold_id: UUID | None) -> None:
-    """End the hold a charged usage names: the charge now stands where the hold stood."""
-    if hold_id is not None:
-        await conn.execute(
-            "UPDATE holds SET ended_at = now() WHERE hold_id = $1 AND ended_at IS NULL", hold_id
-        )
 
 
 async def prune(pool: asyncpg.Pool, *, older_than_days: int = 3) -> int:
