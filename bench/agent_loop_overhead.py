@@ -139,7 +139,7 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
 
 
 class _NoSecrets:
-    async def for_job(self, command: object) -> dict[str, str]:
+    async def for_job(self, command: object, token: str) -> dict[str, str]:
         return {}
 
 

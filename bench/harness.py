@@ -127,6 +127,16 @@ class Running:
             response.raise_for_status()
 
 
+LOAD_TEST_LIMITS = {
+    # One key drives every workload: its request rate and open streams are the load itself, so
+    # the per-key quotas (50 requests/s, 100 streams by default) are raised past what it makes.
+    "PURAS_GATEWAY_RATE_LIMIT_PER_SECOND": "1000000",
+    "PURAS_GATEWAY_RATE_LIMIT_BURST": "1000000",
+    "PURAS_GATEWAY_MAX_STREAMS_PER_KEY": "100000",
+}
+"""Operator settings every bench platform runs with."""
+
+
 @contextlib.asynccontextmanager
 async def platform(*, log_path: Path | None = None) -> AsyncIterator[Running]:
     """The whole platform, as ``make run`` starts it, in a throw-away state directory."""
@@ -140,6 +150,7 @@ async def platform(*, log_path: Path | None = None) -> AsyncIterator[Running]:
     try:
         engines = await start_engines(home, lambda _text: None, supervisor)
         config = platform_config(home, engines)
+        config.extra_env.update(LOAD_TEST_LIMITS)
         supervise(config, supervisor)
         await supervisor.start_all()
         await wait_ready(config, timeout=120)

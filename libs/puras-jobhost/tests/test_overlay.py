@@ -3,6 +3,7 @@ folder, and what a runner that died left mounted is unmounted and removed by the
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -73,3 +74,40 @@ def test_the_last_runner_out_unmounts_the_shared_work_folder(tmp_path: Path) -> 
     assert overlay.is_shared_mount(work)  # the second runner still uses it
     second.close()
     assert not overlay.is_shared_mount(work)
+
+
+def test_a_scratch_in_memory_holds_the_jobs_writes_up_to_its_size_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """The upper folders live in a tmpfs of the configured size: a job's writes to ``./drive``
+    pass through it, one that writes past it gets ENOSPC, and closing the runner's scratch
+    detaches the tmpfs and removes its folder."""
+    lower, root = tmp_path / "workspace", tmp_path / ".overlays"
+    lower.mkdir()
+    scratch = overlay.Scratch(root, memory_bytes=1024 * 1024)
+    assert scratch.in_memory and os.path.ismount(scratch.path)
+    target = tmp_path / "drive"
+    upper = _mount(scratch.path / "job", lower, target)
+    try:
+        (target / "small.bin").write_bytes(b"x" * 100_000)
+        assert (upper / "small.bin").stat().st_size == 100_000
+        with pytest.raises(OSError) as full, open(target / "big.bin", "wb") as big:
+            big.write(b"x" * 2 * 1024 * 1024)
+            big.flush()
+        assert full.value.errno == errno.ENOSPC
+        assert not (lower / "small.bin").exists()
+    finally:
+        overlay.unmount(target)
+    scratch.close()
+    assert not os.path.ismount(scratch.path) and not scratch.path.exists()
+
+
+def test_a_dead_runners_scratch_in_memory_is_detached_by_the_next(tmp_path: Path) -> None:
+    lower, root = tmp_path / "workspace", tmp_path / ".overlays"
+    lower.mkdir()
+    dead = overlay.Scratch(root, memory_bytes=1024 * 1024)
+    _mount(dead.path / "job", lower, tmp_path / "dead-drive")
+    os.close(dead._lock)  # the runner died: its lock is free, its mounts stay
+    assert overlay.Scratch(root).sweep() == [dead.path.name]
+    assert overlay.mounts_with_upper_under(dead.path) == []
+    assert not os.path.ismount(dead.path) and not dead.path.exists()

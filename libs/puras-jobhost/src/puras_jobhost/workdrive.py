@@ -369,6 +369,7 @@ class WorkDrives:
         owner: tuple[int, int] | None,
         ssrf_allow: str = "",
         work_root: Path | None = None,
+        scratch_memory_bytes: int = 0,
     ) -> None:
         self.client = client
         self.owner = owner
@@ -380,6 +381,9 @@ class WorkDrives:
         """Where job workdirs are made; given, and the runner root, a job's ``./drive`` on the
         local backend is an overlay of its own (:mod:`puras_jobhost.overlay`)."""
         self.overlays = work_root is not None and os.geteuid() == 0
+        self.scratch_memory_bytes = scratch_memory_bytes
+        """The size of the memory file system the overlays' upper folders live in; 0 for the
+        disk (:class:`puras_jobhost.overlay.Scratch`)."""
         self._shared: overlay.SharedRoot | None = None
         self._scratch: overlay.Scratch | None = None
         self._mounts: dict[UUID, Mount] = {}
@@ -502,7 +506,9 @@ class WorkDrives:
                 self.overlays = False  # this host cannot
                 raise
         if self._scratch is None:
-            self._scratch = overlay.Scratch(self.work_root / ".overlays")
+            self._scratch = overlay.Scratch(
+                self.work_root / ".overlays", memory_bytes=self.scratch_memory_bytes
+            )
             if swept := self._scratch.sweep():
                 log.info("removed the drive overlays of runners that are gone", runners=swept)
         scratch = self._scratch.path / uuid.uuid4().hex

@@ -143,7 +143,11 @@ class AgentRunner:
         self.drop_privileges = os.geteuid() == 0
         self.owner = (settings.sandbox_uid, settings.sandbox_gid) if self.drop_privileges else None
         self.drives = WorkDrives(
-            drive, owner=self.owner, ssrf_allow=settings.ssrf_allow, work_root=self.work_root
+            drive,
+            owner=self.owner,
+            ssrf_allow=settings.ssrf_allow,
+            work_root=self.work_root,
+            scratch_memory_bytes=settings.scratch_memory_bytes(),
         )
         self.completed = 0
         self.prices = settings_pricebook(settings)

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from puras_common.settings import DEVELOPMENT_SECRET
-from puras_jobhost.egress import EgressSettings
+from puras_jobhost.settings import JobHostSettings
 from puras_media.settings import MediaSettings
 from pydantic import SecretStr
 
 
-class AgentRunnerSettings(MediaSettings, EgressSettings):
+class AgentRunnerSettings(MediaSettings, JobHostSettings):
     service: ClassVar[str] = "agent-runner"
     secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "job_token_key")
 

@@ -157,6 +157,7 @@ class FunctionRunner:
             owner=(settings.sandbox_uid, settings.sandbox_gid) if self.drop_privileges else None,
             ssrf_allow=settings.ssrf_allow,
             work_root=self.work_root,
+            scratch_memory_bytes=settings.scratch_memory_bytes(),
         )
 
     async def work(self, delivery: Delivery, lease: Lease) -> None:

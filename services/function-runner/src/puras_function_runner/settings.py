@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from puras_common.settings import DEVELOPMENT_SECRET
-from puras_jobhost.egress import EgressSettings
+from puras_jobhost.settings import JobHostSettings
 from pydantic import Field, SecretStr
 
 
-class FunctionRunnerSettings(EgressSettings):
+class FunctionRunnerSettings(JobHostSettings):
     service: ClassVar[str] = "function-runner"
     secret_fields: ClassVar[tuple[str, ...]] = ("internal_token", "job_token_key")
 
