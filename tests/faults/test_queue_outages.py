@@ -61,6 +61,21 @@ async def test_a_job_without_a_runner_says_so_and_runs_when_one_is_back(
         assert told[0]["payload"]["reason"] == "no_runner"
         listed = (await tenant.http.get("/v1/jobs?status=queued")).json()["data"]
         assert [j["waiting_reason"] for j in listed if j["id"] == job_id] == ["no_runner"]
+        # A sync call whose wait ends with the job still queued answers with the job as it
+        # stands, saying why it waits (asked again, as the same job, if the scheduler was slow).
+        again = {"Idempotency-Key": uuid.uuid4().hex}
+
+        async def explained() -> dict[str, Any] | None:
+            answer = await tenant.http.post(
+                "/v1/jobs?wait=true&timeout=1",
+                json={"skill": "nap", "inputs": {"seconds": 0, "n": 2}},
+                headers=again,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["status"] == "queued"
+            return answer.json() if answer.json()["waiting_reason"] is not None else None
+
+        await eventually(explained, timeout=20, what="a sync answer saying why the job waits")
     finally:
         for name in runners:
             await platform.start_service(name)

@@ -14,14 +14,17 @@ from puras_gateway.context import Gateway
 from puras_gateway.keys import Principal
 
 
-async def load_job(gw: Gateway, job_id: UUID, workspace_id: UUID) -> JobOut | None:
-    """A job of ``workspace_id``, or None if the read model does not have it (yet)."""
+async def load_job(
+    gw: Gateway, job_id: UUID, workspace_id: UUID, *, explain: bool = True
+) -> JobOut | None:
+    """A job of ``workspace_id``, or None if the read model does not have it (yet). A queued
+    job says why it waits when ``explain`` (a question to the scheduler)."""
     row = await jobs.fetch_job(gw.db, job_id, workspace_id)
     if row is None:
         return None
     result = await gw.payloads.get(row["result_ref"]) if row["result_ref"] else None
     job = await outputs.with_outputs(gw, jobs.job_out(row, result=result), workspace_id)
-    return (await with_waiting(gw, [job], workspace_id))[0]
+    return (await with_waiting(gw, [job], workspace_id))[0] if explain else job
 
 
 async def with_waiting(gw: Gateway, page: list[JobOut], workspace_id: UUID) -> list[JobOut]:

@@ -19,7 +19,7 @@ from puras_common.events.jobs import TERMINAL_TYPES
 
 from puras_gateway import outputs
 from puras_gateway.context import Gateway
-from puras_gateway.jobview import load_job
+from puras_gateway.jobview import load_job, with_waiting
 from puras_gateway.notify import JOBS_CHANNEL
 
 
@@ -33,7 +33,8 @@ async def wait_for_terminal(
         gw.live.watch(str(job_id)) as viewer,
         gw.notifier.watch(JOBS_CHANNEL, str(job_id)) as projected,
     ):
-        job = await load_job(gw, job_id, workspace_id)
+        # Why a queued job waits is asked only if the wait ends with the job still queued.
+        job = await load_job(gw, job_id, workspace_id, explain=False)
         if job is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
         while not job.status.terminal and (remaining := deadline - loop.time()) > 0:
@@ -62,8 +63,8 @@ async def wait_for_terminal(
                     return projected_job or await terminal_from_event(gw, job, event) or job
                 continue
             projected.clear()
-            job = await load_job(gw, job_id, workspace_id) or job
-        return job
+            job = await load_job(gw, job_id, workspace_id, explain=False) or job
+        return (await with_waiting(gw, [job], workspace_id))[0]
 
 
 async def _ended_in_read_model(gw: Gateway, job_id: UUID, workspace_id: UUID) -> JobOut | None:
