@@ -66,6 +66,7 @@ entry AS (
 moved AS (
     INSERT INTO balances (workspace_id, balance_micros, entries)
     SELECT workspace_id, sum(amount_micros), count(*) FROM entry GROUP BY workspace_id
+    ORDER BY workspace_id  -- rows locked in one order by every billing process: no deadlock
     ON CONFLICT (workspace_id) DO UPDATE
         SET balance_micros = balances.balance_micros + EXCLUDED.balance_micros,
             entries = balances.entries + EXCLUDED.entries

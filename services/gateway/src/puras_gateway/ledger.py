@@ -23,23 +23,26 @@ ON CONFLICT (workspace_id) DO UPDATE SET balance_micros = EXCLUDED.balance_micro
 WHERE balances.version < EXCLUDED.version
 """
 
-_USAGE = """
-INSERT INTO usage_rows (usage_id, workspace_id, job_id, key_id, attempt, kind, provider, model, variant,
-                        input_tokens, output_tokens, units, unit, billed_micros, created_at,
-                        cpu_ms, wall_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::numeric, $13, $14, $15, $16, $17)
-ON CONFLICT (usage_id) DO NOTHING
-RETURNING true
-"""
-
-_JOB_COST = """
-INSERT INTO job_costs (job_id, workspace_id, cost_micros, usage_rows) VALUES ($1, $2, $3, 1)
-ON CONFLICT (job_id) DO UPDATE SET cost_micros = job_costs.cost_micros + EXCLUDED.cost_micros,
-                                   usage_rows = job_costs.usage_rows + 1
-"""
-
-_KEY_SPEND = """
-INSERT INTO key_spend (key_id, day, spent_micros) VALUES ($1, $2, $3)
+# One round trip for a charge: the balance, the usage row, and (only if the row is new) the
+# job's cost and the key's spend for the UTC day of the call.
+_CHARGE = f"""
+WITH balance AS ({_BALANCE}),
+row AS (
+    INSERT INTO usage_rows (usage_id, workspace_id, job_id, key_id, attempt, kind, provider, model,
+                            variant, input_tokens, output_tokens, units, unit, billed_micros,
+                            created_at, cpu_ms, wall_ms)
+    VALUES ($4, $1, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::numeric, $15, $16, $17, $18, $19)
+    ON CONFLICT (usage_id) DO NOTHING
+    RETURNING job_id, key_id, billed_micros
+),
+cost AS (
+    INSERT INTO job_costs (job_id, workspace_id, cost_micros, usage_rows)
+    SELECT job_id, $1, billed_micros, 1 FROM row WHERE job_id IS NOT NULL
+    ON CONFLICT (job_id) DO UPDATE SET cost_micros = job_costs.cost_micros + EXCLUDED.cost_micros,
+                                       usage_rows = job_costs.usage_rows + 1
+)
+INSERT INTO key_spend (key_id, day, spent_micros)
+SELECT key_id, $20::date, billed_micros FROM row WHERE key_id IS NOT NULL
 ON CONFLICT (key_id, day) DO UPDATE SET spent_micros = key_spend.spent_micros + EXCLUDED.spent_micros
 """
 
@@ -52,41 +55,38 @@ async def apply(uow: UnitOfWork, d: Delivery) -> None:
 
 async def apply_posted(conn: asyncpg.Connection, event: LedgerPosted) -> None:
     p = event.payload
-    await conn.execute(_BALANCE, event.workspace_id, p.balance_micros, p.version)
+    u = p.usage
+    if u is None:
+        await conn.execute(_BALANCE, event.workspace_id, p.balance_micros, p.version)
+    else:
+        await conn.execute(
+            _CHARGE,
+            event.workspace_id,
+            p.balance_micros,
+            p.version,
+            p.source_event_id,
+            p.job_id,
+            p.key_id,
+            u.attempt,
+            u.kind,
+            u.provider,
+            u.model,
+            u.variant,
+            u.input_tokens,
+            u.output_tokens,
+            u.units,
+            u.unit,
+            u.billed_micros,
+            u.recorded_at,
+            u.cpu_ms,
+            u.wall_ms,
+            utc_day(u.recorded_at),
+        )
     if p.kind == "grant":
         await conn.execute(
             "UPDATE credit_grants SET posted = true WHERE grant_id = $1 AND NOT posted",
             p.source_event_id,
         )
-    u = p.usage
-    if u is None:
-        return
-    inserted = await conn.fetchval(
-        _USAGE,
-        p.source_event_id,
-        event.workspace_id,
-        p.job_id,
-        p.key_id,
-        u.attempt,
-        u.kind,
-        u.provider,
-        u.model,
-        u.variant,
-        u.input_tokens,
-        u.output_tokens,
-        u.units,
-        u.unit,
-        u.billed_micros,
-        u.recorded_at,
-        u.cpu_ms,
-        u.wall_ms,
-    )
-    if not inserted:
-        return
-    if p.job_id is not None:
-        await conn.execute(_JOB_COST, p.job_id, event.workspace_id, u.billed_micros)
-    if p.key_id is not None:
-        await conn.execute(_KEY_SPEND, p.key_id, utc_day(u.recorded_at), u.billed_micros)
 
 
 def utc_day(at: datetime) -> date:
