@@ -7,17 +7,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import json
 import uuid
 from typing import Any
 
+import nats.errors
 import pytest
 from deployments_testlib import ECHO, JOB_TOKEN_KEY, MASTER_KEY, Harness
 from nats.aio.client import Client as NATS
 from puras_common import tokens
+from puras_common.attempts import attempt_is_live
 from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_secrets
 from puras_common.tokens import mint_job_token
 from puras_deployments import vault
 from puras_deployments.tenant_secrets import MAX_SECRETS, MAX_TOTAL_BYTES, MAX_VALUE_BYTES, Secrets
+from puras_deployments.vault import MasterKeys
 from puras_testing import eventually
 
 VALUE = "sk-live-7f3a9c2e-do-not-leak"
@@ -385,3 +390,57 @@ async def test_answers_come_from_memory_until_any_replica_changes_a_secret(
         with contextlib.suppress(asyncio.CancelledError):
             await listening
     assert reader._listening is False and reader._sealed == {}
+
+
+async def test_secrets_wait_for_a_scheduler_that_does_not_answer_rather_than_refuse(
+    harness: Harness, nc: NATS
+) -> None:
+    """The scheduler confirms a token's attempt before its secrets are handed out. One that is
+    away (restarting, or a NATS node failing over) decides nothing: no answer goes back, so the
+    runner asks again and its job does not fail; an answer that the attempt is over refuses."""
+    ws = uuid.uuid4()
+    await harness.http.put(url(ws, "STRIPE_KEY"), json={"value": VALUE})
+    pack = await skillpack_id(harness, ws)
+    attempts_subject = f"svc.scheduler.attempt.test-{uuid.uuid4().hex}"
+    secrets_subject = f"{harness.secrets_subject}.confirmed"
+    secrets = Secrets(
+        harness.db.outbox,
+        MasterKeys.from_settings(MASTER_KEY),
+        job_token_key=JOB_TOKEN_KEY,
+        confirm=functools.partial(attempt_is_live, nc, subject=attempts_subject, timeout=0.2),
+    )
+
+    async def answer(msg: Any) -> None:
+        await secrets.answer(harness.db.pool, msg)
+
+    served = await nc.subscribe(secrets_subject, cb=answer)
+    job = uuid.uuid4()
+    try:
+        with pytest.raises(nats.errors.TimeoutError):  # silence, however often it asks
+            await fetch_secrets(
+                nc,
+                subject=secrets_subject,
+                job_token=token(ws, pack, job),
+                job_id=job,
+                timeout=0.5,
+                give_up_after=1.0,
+            )
+        live = {"live": True}
+
+        async def scheduler(msg: Any) -> None:
+            await msg.respond(json.dumps(live).encode())
+
+        answering = await nc.subscribe(attempts_subject, cb=scheduler)
+        try:
+            assert await fetch_secrets(
+                nc, subject=secrets_subject, job_token=token(ws, pack, job), job_id=job
+            ) == {"STRIPE_KEY": VALUE}
+            live["live"] = False
+            with pytest.raises(SecretDeliveryError, match="is not running"):
+                await fetch_secrets(
+                    nc, subject=secrets_subject, job_token=token(ws, pack, job), job_id=job
+                )
+        finally:
+            await answering.unsubscribe()
+    finally:
+        await served.unsubscribe()

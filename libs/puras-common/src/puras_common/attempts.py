@@ -209,12 +209,18 @@ class AttemptAnswer(_Message):
     live: bool
 
 
-async def attempt_is_live(nc: NATS, job_id: UUID, attempt: int, *, timeout: float = 2.0) -> bool:
+async def attempt_is_live(
+    nc: NATS, job_id: UUID, attempt: int, *, timeout: float = 1.5, subject: str = ATTEMPT
+) -> bool:
     """Whether the scheduler confirms that ``attempt`` of ``job_id`` is dispatched or running;
-    False when it says otherwise or does not answer in time."""
+    False when it says otherwise, or answers what cannot be read.
+
+    A scheduler that does not answer (restarting, or a NATS node failing over) decides nothing:
+    ``nats.errors.TimeoutError`` or ``NoRespondersError`` is raised, both transient, so the one
+    asking stays silent and its caller asks again, rather than refusing a job that runs."""
     body = AttemptQuery(job_id=job_id, attempt=attempt).model_dump_json().encode()
+    msg = await nc.request(subject, body, timeout=timeout)
     try:
-        msg = await nc.request(ATTEMPT, body, timeout=timeout)
         return AttemptAnswer.model_validate_json(msg.data).live
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ValidationError):
+    except ValidationError:
         return False
