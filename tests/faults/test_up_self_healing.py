@@ -172,6 +172,8 @@ def test_killed_engines_come_back_and_every_job_succeeds(workdir: Path) -> None:
         lines = up.output().splitlines()
         first = next((i for i, line in enumerate(lines) if "unhandled error" in line), None)
         unhandled = "\n".join(lines[first : first + 60]) if first is not None else ""
+        if unhandled:
+            print(unhandled)  # the whole traceback, which the assertion message cuts short
         assert 503 in seen and 500 not in seen, (seen, unhandled)
         after = submit(http, 6, seconds=0.2, tag="c")
         all_succeeded(http, after, timeout=60)

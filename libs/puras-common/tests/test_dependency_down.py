@@ -48,3 +48,22 @@ def test_a_dependency_away_is_unavailable(exc: BaseException) -> None:
 )
 def test_a_bug_is_not(exc: BaseException) -> None:
     assert not dependency_down(exc)
+
+
+async def test_the_drivers_own_failure_mid_query_is_a_dependency_away() -> None:
+    """A PostgreSQL killed mid-query can leave asyncpg's connection half torn down, and the
+    driver then fails with an error of its own (an AttributeError inside the pool, say): that
+    is the database being away, not a bug of the request. The same error raised by our own
+    code stays a 500."""
+    try:
+        await asyncpg.pool.Pool.fetchrow(None, "SELECT 1")  # type: ignore[arg-type]
+    except AttributeError as exc:
+        inside_the_driver = exc
+    assert dependency_down(inside_the_driver)
+    assert dependency_down(raised_from(inside_the_driver))
+    try:
+        None.acquire  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        ours = exc
+    assert not dependency_down(ours)
+    assert not dependency_down(asyncpg.exceptions.UniqueViolationError("duplicate key"))

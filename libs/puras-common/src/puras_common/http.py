@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import hmac
+import os
 from collections.abc import Iterator
 from typing import Annotated, Any, Final
 
@@ -58,9 +59,23 @@ def dependency_down(exc: BaseException) -> bool:
     state = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
     if isinstance(state, str) and (state.startswith("08") or state.startswith("57P")):
         return True
+    if not isinstance(exc, asyncpg.PostgresError) and _raised_in_asyncpg(exc):
+        # The driver's own failure, not PostgreSQL's answer to the query: a connection that
+        # broke under it (a server killed mid-query can leave it half torn down).
+        return True
     if isinstance(exc, BaseExceptionGroup):
         return any(dependency_down(e) for e in exc.exceptions)
     return exc.__cause__ is not None and dependency_down(exc.__cause__)
+
+
+def _raised_in_asyncpg(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is the PostgreSQL driver's code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{os.sep}asyncpg{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 RETRY_AFTER_SECONDS = 2
