@@ -45,9 +45,10 @@ _NETWORK_ERRNOS: Final = frozenset(
 def dependency_down(exc: BaseException) -> bool:
     """Whether ``exc`` says PostgreSQL or NATS is away, rather than that the request is wrong:
     the named transient errors (a refused or reset connection among them), a socket error of
-    the network kind, and PostgreSQL's connection (08xxx) and shutdown or crash-recovery (57Pxx)
-    states; looked for in ``exc``, what it was explicitly raised from, and an exception group's
-    members (a request that asked two things at once)."""
+    the network kind, PostgreSQL's connection (08xxx) and shutdown or crash-recovery (57Pxx)
+    states, and a failure of the driver's own code that is no PostgreSQL error; looked for in
+    ``exc``, what it was explicitly raised from, and an exception group's members (a request
+    that asked two things at once)."""
     if is_transient(exc):
         return True
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
