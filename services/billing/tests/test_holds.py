@@ -67,7 +67,9 @@ async def charge(
         workspace_id=ws,
     )
     async with db.outbox.transaction() as uow:
-        await UsageCharges(Pricebook()).apply(uow, Delivery(event, 1, 1, event.subject, None))  # type: ignore[arg-type]
+        await UsageCharges(Pricebook()).apply_batch(
+            uow, [Delivery(event, 1, 1, event.subject, None)]
+        )  # type: ignore[arg-type]
     return 450
 
 

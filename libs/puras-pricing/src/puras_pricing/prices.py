@@ -107,20 +107,10 @@ class Pricebook:
         self.models = models or llm_catalogue()
         self.media = media or media_catalogue()
         self.compute = compute or ComputeRates()
-        self._token_rates: dict[str, tuple[Fraction, Fraction]] = {}
 
     def slugs(self) -> list[str]:
         """Every priced slug: LLM models, media models, tools, compute."""
         return sorted([*self.models.models, *self.media.models, *self.media.tools, COMPUTE])
-
-    def _micros_per_token(self, llm: Model) -> tuple[Fraction, Fraction]:
-        """A model's input and output prices as exact micros per token (USD per 1M tokens is
-        numerically micros per token), converted from the catalogue's decimals once."""
-        rates = self._token_rates.get(llm.slug)
-        if rates is None:
-            rates = (Fraction(llm.input_usd_per_mtok), Fraction(llm.output_usd_per_mtok))
-            self._token_rates[llm.slug] = rates
-        return rates
 
     def bill(self, upstream_micros: Fraction) -> int:
         """Upstream × (1 + margin), rounded up to a whole micro: done once per usage row."""
@@ -145,7 +135,7 @@ class Pricebook:
                     raise PricingError(
                         f"{name} must be a whole number ≥ 0, not {n!r}", pointer=f"/{name}"
                     )
-            per_input, per_output = self._micros_per_token(llm)
+            per_input, per_output = _micros_per_token(llm)
             upstream = input_tokens * per_input + output_tokens * per_output
             return Quote(
                 slug,
@@ -301,3 +291,10 @@ def settings_pricebook(settings: ServiceSettings) -> Pricebook:
 @cache
 def _pricebook(margin_pct: str, compute: ComputeRates) -> Pricebook:
     return Pricebook(margin_pct, compute=compute)
+
+
+@cache
+def _micros_per_token(llm: Model) -> tuple[Fraction, Fraction]:
+    """A model's input and output prices as exact micros per token (USD per 1M tokens is
+    numerically micros per token), converted from the catalogue's decimals once."""
+    return Fraction(llm.input_usd_per_mtok), Fraction(llm.output_usd_per_mtok)

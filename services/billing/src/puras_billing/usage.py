@@ -1,8 +1,9 @@
 """Charging usage: every ``usage.recorded`` is priced with the registry and charged exactly once.
 
 The usage rows, the ledger entries, the balances and the events that announce them commit in one
-transaction, a batch of events in one statement. ``usage_id`` (the event id) is the usage table's primary key, so a redelivered or
-replayed event inserts nothing and charges nothing, whatever the inbox remembers.
+transaction, a batch of events in one statement. ``usage_id`` (the event id) is the usage
+table's primary key, so a redelivered or replayed event inserts nothing and charges nothing,
+whatever the inbox remembers.
 """
 
 from __future__ import annotations
@@ -87,10 +88,6 @@ class UsageCharges:
 
     def __init__(self, pricebook: Pricebook) -> None:
         self.pricebook = pricebook
-
-    async def apply(self, uow: UnitOfWork, d: Delivery) -> None:
-        """Apply one delivery (ProjectionRunner's ``apply``)."""
-        await self.apply_batch(uow, [d])
 
     async def apply_batch(self, uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
         """Apply a batch of deliveries (ProjectionRunner's ``apply_batch``): charges commute."""
