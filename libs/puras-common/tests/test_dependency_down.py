@@ -67,3 +67,26 @@ async def test_the_drivers_own_failure_mid_query_is_a_dependency_away() -> None:
         ours = exc
     assert not dependency_down(ours)
     assert not dependency_down(asyncpg.exceptions.UniqueViolationError("duplicate key"))
+
+
+def test_a_failure_inside_the_drivers_compiled_protocol_is_a_dependency_away() -> None:
+    """With the server killed under a busy pool, the compiled protocol can fail with "cannot
+    switch to state 12; another operation (2) is in progress". Cython names such a frame by
+    the package-relative path of its source, with no installed prefix; a frame of that name
+    is made here the way Cython makes it."""
+    protocol = compile(
+        "raise asyncpg.exceptions.InternalClientError("
+        "'cannot switch to state 12; another operation (2) is in progress')",
+        "asyncpg/protocol/coreproto.pyx",
+        "exec",
+    )
+    try:
+        exec(protocol, {"asyncpg": asyncpg})
+    except asyncpg.exceptions.InternalClientError as exc:
+        inside_the_protocol = exc
+    assert dependency_down(inside_the_protocol)
+    try:
+        exec(compile("raise ValueError('ours')", "puras_gateway/asyncpg_rows.py", "exec"))
+    except ValueError as exc:
+        ours = exc
+    assert not dependency_down(ours)

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import errno
 import hmac
-import os
 from collections.abc import Iterator
+from pathlib import PurePath
 from typing import Annotated, Any, Final
 
 import asyncpg
@@ -70,13 +70,15 @@ def dependency_down(exc: BaseException) -> bool:
 
 
 def _raised_in_asyncpg(exc: BaseException) -> bool:
-    """Whether the innermost frame of ``exc``'s traceback is the PostgreSQL driver's code."""
+    """Whether the innermost frame of ``exc``'s traceback is the PostgreSQL driver's code: its
+    Python modules by their installed path, its compiled protocol by the package-relative name
+    Cython gives its frames (``asyncpg/protocol/coreproto.pyx``)."""
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return f"{os.sep}asyncpg{os.sep}" in tb.tb_frame.f_code.co_filename
+    return "asyncpg" in PurePath(tb.tb_frame.f_code.co_filename).parts
 
 
 RETRY_AFTER_SECONDS = 2
