@@ -74,19 +74,27 @@ async def measure_puras(p: dict[str, Any], log_dir: Path) -> dict[str, Any]:
         out["sync_round_trip_ms"] = summary(await workloads.sync_round_trip(running, key, m=p["m"]))
         say("echo throughput with two function-runner replicas")
         out["echo_throughput_two_runners"] = await two_runner_throughput(running, key, p)
-        say("publish → SSE")
-        out["publish_to_sse_ms"] = summary(
-            await workloads.event_delivery(running, samples=p["delivery"])
-        )
-        levels = []
-        for streams in p["levels"]:
-            say(f"SSE capacity: {streams} streams")
-            level = await workloads.sse_capacity(running, streams=streams)
-            latencies = level.pop("latencies_ms")
-            levels.append({**level, "delivery_ms": summary(latencies)})
-        out["sse_capacity"] = levels
+        out.update(await measure_sse(running, p))
         out["history"] = await measure_history(running, key, p)
     return out
+
+
+async def measure_sse(running: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """Publish → SSE client on one stream, then each level of many streams."""
+    say("publish → SSE")
+    delivery = summary(await workloads.event_delivery(running, samples=p["delivery"]))
+    levels = []
+    for streams in p["levels"]:
+        say(f"SSE capacity: {streams} streams")
+        level = await workloads.sse_capacity(running, streams=streams)
+        latencies = level.pop("latencies_ms")
+        levels.append({**level, "delivery_ms": summary(latencies)})
+    return {"publish_to_sse_ms": delivery, "sse_capacity": levels}
+
+
+async def sse_only(p: dict[str, Any], log_dir: Path) -> dict[str, Any]:
+    async with platform(log_path=log_dir / "platform.log") as running:
+        return await measure_sse(running, p)
 
 
 async def two_runner_throughput(running: Any, key: str, p: dict[str, Any]) -> dict[str, Any]:
@@ -308,13 +316,21 @@ def main() -> None:
     parser.add_argument(
         "--history-only", action="store_true", help="only the history workload; prints its figures"
     )
+    parser.add_argument(
+        "--sse-only", action="store_true", help="only the SSE workloads; prints their figures"
+    )
+    parser.add_argument(
+        "--levels", type=lambda text: [int(n) for n in text.split(",")], help="SSE stream counts"
+    )
     args = parser.parse_args()
     params = QUICK if args.quick else FULL
-    if args.history_only:
-        print(
-            workloads.dumps(asyncio.run(history_only(params, Path(tempfile.gettempdir())))).decode()
-        )
-        return
+    if args.levels:
+        params = {**params, "levels": args.levels}
+    for flag, only in (("history_only", history_only), ("sse_only", sse_only)):
+        if getattr(args, flag):
+            report = asyncio.run(only(params, Path(tempfile.gettempdir())))
+            print(workloads.dumps(report).decode())
+            return
     results_dir = Path(__file__).resolve().parent / "results"
     results_dir.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
