@@ -13,6 +13,7 @@ import orjson
 import pytest
 from httpx_sse import aconnect_sse
 from puras_testing import eventually
+from puras_testing.metrics import scrape, value
 from puras_testing.platform import ECHO_PROJECT, Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -149,6 +150,31 @@ async def test_a_live_viewer_sees_events_as_they_happen(tenant: Tenant) -> None:
     ).json()
     events, end, _ = await read_sse(tenant.http, "GET", f"/v1/jobs/{job['id']}/stream")
     assert [d["type"] for _, d in events].count("log") >= 1 and end["status"] == "succeeded"  # type: ignore[index]
+
+
+async def test_live_frames_written_by_the_fan_out_reach_every_viewer_whole_and_in_order(
+    tenant: Tenant, platform: Platform
+) -> None:
+    """Two viewers of a job that logs slowly. Each line arrives while both streams sleep, so
+    the gateway's subscription writes it to both connections itself, past the stream's task;
+    the clients see exactly the job's stored events, in order, then the end."""
+    before = value(await scrape(platform, "gateway"), "puras_sse_frames_total", path="direct")
+    job = (
+        await tenant.http.post(
+            "/v1/jobs", json={"skill": "chatty", "inputs": {"lines": 5, "pause": 0.3}}
+        )
+    ).json()
+    url = f"/v1/jobs/{job['id']}/stream"
+    seen = await asyncio.gather(*(read_sse(tenant.http, "GET", url) for _ in range(2)))
+    stored = (await tenant.http.get(f"/v1/jobs/{job['id']}/events")).json()["events"]
+    for events, end, _ in seen:
+        assert [int(i) for i, _ in events] == [e["id"] for e in stored]
+        assert [d["payload"].get("text") for _, d in events if d["type"] == "log"] == [
+            f"line {i}" for i in range(5)
+        ]
+        assert end is not None and end["status"] == "succeeded"
+    direct = value(await scrape(platform, "gateway"), "puras_sse_frames_total", path="direct")
+    assert direct - before >= 2 * 3, (before, direct)  # most lines, to both viewers
 
 
 async def test_call_mode_arguments_are_checked(tenant: Tenant) -> None:

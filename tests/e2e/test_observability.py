@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from puras_common.access import SERVICES
 from puras_testing import eventually
+from puras_testing.metrics import scrape, value
 from puras_testing.models import Call, ModelStub, Reply
 from puras_testing.platform import ECHO_PROJECT, Platform
 
@@ -27,27 +27,6 @@ AGENT_PROJECT = {
     "skills/nap/skill.yaml": "entrypoint: main.py:run\n",
     "skills/nap/main.py": "import time\n\ndef run(inputs):\n    time.sleep(1.5)\n    return {}\n",
 }
-
-
-async def scrape(platform: Platform, service: str) -> dict[str, list[Any]]:
-    """``{sample name: [(labels, value), …]}`` from the service's ``/metrics``."""
-    url = platform.config.ops_url(service)
-    assert url, f"{service} has no ops listener"
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{url}/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``."""
-    assert name in samples, f"{name} not exported; have {sorted(samples)[:50]}"
-    return sum(v for have, v in samples[name] if labels.items() <= have.items())
 
 
 async def test_every_service_answers_liveness_readiness_and_metrics(platform: Platform) -> None:

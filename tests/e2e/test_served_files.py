@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from puras_testing.metrics import scrape, value
 from puras_testing.platform import Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -37,14 +37,7 @@ async def raw_get(base: str, target: str) -> tuple[int, bytes]:
 
 async def drive_requests(platform: Platform) -> float:
     """How many HTTP requests the drive service has answered, by its own metrics."""
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(f"{platform.config.ops_url('drive')}/metrics")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "puras_http_requests_total" and sample.labels.get("service") == "drive"
-    )
+    return value(await scrape(platform, "drive"), "puras_http_requests_total", service="drive")
 
 
 async def upload(tenant: Tenant, path: str, data: bytes, content_type: str) -> dict[str, Any]:

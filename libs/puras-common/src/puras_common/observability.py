@@ -178,6 +178,13 @@ SSE_STREAMS: Final = Gauge(
     "Server-Sent Event streams open on this gateway.",
     registry=REGISTRY,
 )
+SSE_FRAMES: Final = Counter(
+    "puras_sse_frames_total",
+    "Live SSE frames sent by this gateway: written to the connection by the fan-out itself"
+    " (direct), or handed to the stream's task (queued).",
+    ["path"],
+    registry=REGISTRY,
+)
 PROVIDER_SECONDS: Final = Histogram(
     "puras_provider_request_seconds",
     "Model and media provider calls, by provider and outcome (ok or the error class).",

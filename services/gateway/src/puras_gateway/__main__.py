@@ -19,6 +19,7 @@ from puras_gateway.context import Gateway
 from puras_gateway.live import LiveJobs
 from puras_gateway.notify import CATALOG_CHANNEL, Notifier
 from puras_gateway.settings import GatewaySettings
+from puras_gateway.sse import ServerSend
 
 JOBS_CONSUMER = consumers.GATEWAY_JOBS
 CATALOG_CONSUMER = consumers.GATEWAY_CATALOG
@@ -82,7 +83,8 @@ async def main(settings: GatewaySettings | None = None) -> None:
             )
             runtime.spawn(balances.run(), LEDGER_CONSUMER.durable)
             runtime.spawn(
-                serve(create_app(gateway), host=settings.host, port=settings.port), "http"
+                serve(ServerSend(create_app(gateway)), host=settings.host, port=settings.port),
+                "http",
             )
             runtime.log.info("listening", url=settings.base_url)
             await runtime.run_until_stopped()

@@ -17,7 +17,8 @@ import contextlib
 import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -27,7 +28,7 @@ from puras_common.api import PUBLIC_EVENT_TYPES, PUBLIC_TERMINAL_TYPES, PublicEv
 from puras_common.bus import ConsumerGone, ConsumerSpec, JetStream, PullFeed
 from puras_common.envelope import Event, UnknownEventType, parse_event
 from puras_common.logging import get_logger
-from puras_common.observability import SSE_STREAMS, gauged
+from puras_common.observability import SSE_FRAMES, SSE_STREAMS, gauged
 
 from puras_gateway.jobs import public_payload
 
@@ -49,6 +50,10 @@ class LiveEvent:
     frame: bytes | None
     """The SSE frame, for public events."""
 
+    @property
+    def ends_job(self) -> bool:
+        return self.public is not None and self.public.type in PUBLIC_TERMINAL_TYPES
+
 
 def decode(seq: int, data: bytes) -> LiveEvent | None:
     try:
@@ -69,10 +74,77 @@ def public_event(seq: int, event: Event) -> PublicEvent | None:
     )
 
 
+class Sink(Protocol):
+    """A client's connection that frames can be written to without waking its stream."""
+
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame`` now, or return False if the connection cannot take it at once."""
+        ...
+
+
 @dataclass(eq=False)
 class Viewer:
-    queue: asyncio.Queue[LiveEvent]
+    """One reader of a job's live events: what arrived since it last took them, and the
+    future it sleeps on meanwhile. An event costs the fan-out an append and, for a sleeping
+    viewer, one wake-up; a wait costs one future and, with a timeout, one timer.
+
+    A stream's viewer may also hold a :class:`Sink`: while its stream sleeps with nothing
+    pending, the fan-out writes each frame straight to the client's connection, and the
+    stream stays asleep. Anything else (an event that ends the job, a connection whose
+    buffer is full, a stream busy sending) goes the stream's own way, so frames stay in order.
+    """
+
+    pending: list[LiveEvent] = field(default_factory=list)
     overflowed: bool = False
+    """More than the limit arrived untaken (a stalled client): it re-reads from the stream."""
+    sink: Sink | None = None
+    sent: int = 0
+    """The stream sequence of the last event read for this viewer (sent, for a stream)."""
+    _waiter: asyncio.Future[None] | None = None
+
+    def push(self, event: LiveEvent) -> bool:
+        """Hand the viewer ``event``; False if it is too far behind to take more."""
+        waiter = self._waiter
+        asleep = waiter is not None and not waiter.done() and not self.pending
+        if self.sink is not None and asleep:
+            if event.seq <= self.sent or event.frame is None:
+                return True  # read already, from the backlog; or not for clients
+            if not event.ends_job and self.sink.write(event.frame):
+                self.sent = event.seq
+                SSE_FRAMES.labels("direct").inc()
+                return True
+        if len(self.pending) >= _QUEUE_LIMIT:
+            self.overflowed = True
+        else:
+            self.pending.append(event)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return not self.overflowed
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Until an event is pending (or the viewer overflowed), or ``timeout`` seconds pass."""
+        if self.pending or self.overflowed:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def take(self) -> list[LiveEvent]:
+        """The pending events, oldest first; the viewer has none left, and has not overflowed
+        (one that had must read what it missed from the stream before it takes)."""
+        events, self.pending, self.overflowed = self.pending, [], False
+        return events
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _consumer_name(purpose: str) -> str:
@@ -153,15 +225,11 @@ class LiveJobs:
         if live is None:
             return
         for viewer in viewers:
-            if viewer.queue.qsize() >= _QUEUE_LIMIT:
-                viewer.overflowed = True  # a stalled client; it re-reads from the stream
-                continue
-            viewer.queue.put_nowait(live)
-            self.delivered += 1
+            self.delivered += viewer.push(live)
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[Viewer]:
-        viewer = Viewer(asyncio.Queue())
+        viewer = Viewer()
         self._viewers[job_id].add(viewer)
         try:
             yield viewer
@@ -219,48 +287,60 @@ class LiveJobs:
         return any(s is not None and s <= seq for s in found)
 
     async def follow(
-        self, job_id: str, *, after: int, heartbeat: float
-    ) -> AsyncIterator[LiveEvent | None]:
-        """The job's public events after ``after``: the backlog, then live ones, ending after the
-        terminal event, or at once when ``after`` is at or past it. Yields None every
-        ``heartbeat`` seconds of silence."""
+        self, job_id: str, *, after: int, heartbeat: float, sink: Sink | None = None
+    ) -> AsyncIterator[list[LiveEvent]]:
+        """The job's public events after ``after``, in batches of what arrived together: the
+        backlog, then live ones, ending after the terminal event, or at once when ``after`` is
+        at or past it. Yields an empty batch every ``heartbeat`` seconds of silence. With a
+        ``sink``, live events that arrive while the caller waits for the next batch may be
+        written to it instead (:class:`Viewer`)."""
         with self.watch(job_id) as viewer, gauged(SSE_STREAMS):
-            last = after
-            for seq, data in await self.backlog(job_id, after=after):
-                last = seq
-                if (event := decode(seq, data)) is not None and event.public is not None:
-                    yield event
-                    if event.public.type in PUBLIC_TERMINAL_TYPES:
-                        return
+            stored = await self.backlog(job_id, after=after)
+            batch, viewer.sent, ended = _public_after(after, _decoded(stored))
+            if batch:
+                yield batch
             # A viewer resuming at or after the end has seen it all: no live event will come.
-            if after and await self.ended_by(job_id, seq=last):
+            if ended or (after and await self.ended_by(job_id, seq=viewer.sent)):
                 return
+            viewer.sink = sink
             while True:
+                await viewer.wait(heartbeat)
                 if viewer.overflowed:
-                    viewer.overflowed = False
-                    pending = [
-                        e
-                        for seq, data in await self.backlog(job_id, after=last)
-                        if (e := decode(seq, data))
-                    ]
-                    while not viewer.queue.empty():
-                        viewer.queue.get_nowait()
+                    viewer.take()
+                    missed = await self.backlog(job_id, after=viewer.sent)
+                    batch, viewer.sent, ended = _public_after(viewer.sent, _decoded(missed))
+                elif pending := viewer.take():
+                    batch, viewer.sent, ended = _public_after(
+                        viewer.sent, [(e.seq, e) for e in pending]
+                    )
+                    SSE_FRAMES.labels("queued").inc(len(batch))
                 else:
-                    try:
-                        pending = [await asyncio.wait_for(viewer.queue.get(), heartbeat)]
-                    except TimeoutError:
-                        yield None
-                        continue
-                    while not viewer.queue.empty():
-                        pending.append(viewer.queue.get_nowait())
-                for event in pending:
-                    if event.seq <= last:
-                        continue  # already sent from the backlog
-                    last = event.seq
-                    if event.public is not None:
-                        yield event
-                        if event.public.type in PUBLIC_TERMINAL_TYPES:
-                            return
+                    batch, ended = [], False
+                if batch or not ended:
+                    yield batch
+                if ended:
+                    return
+
+
+def _decoded(stored: list[tuple[int, bytes]]) -> list[tuple[int, LiveEvent | None]]:
+    return [(seq, decode(seq, data)) for seq, data in stored]
+
+
+def _public_after(
+    last: int, events: list[tuple[int, LiveEvent | None]]
+) -> tuple[list[LiveEvent], int, bool]:
+    """The public events of ``events`` after sequence ``last``, up to and including a terminal
+    one; the last sequence read; and whether the job ended."""
+    batch: list[LiveEvent] = []
+    for seq, event in events:
+        if seq <= last:
+            continue  # already sent, from the backlog
+        last = seq
+        if event is not None and event.public is not None:
+            batch.append(event)
+            if event.ends_job:
+                return batch, last, True
+    return batch, last, False
 
 
 def sse_frame(event: PublicEvent) -> bytes:

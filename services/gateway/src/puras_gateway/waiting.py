@@ -38,7 +38,7 @@ async def wait_for_terminal(
         if job is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
         while not job.status.terminal and (remaining := deadline - loop.time()) > 0:
-            event_arrived = asyncio.ensure_future(viewer.queue.get())
+            event_arrived = asyncio.ensure_future(viewer.wait())
             row_changed = asyncio.ensure_future(projected.wait())
             done, _ = await asyncio.wait(
                 {event_arrived, row_changed},
@@ -48,19 +48,20 @@ async def wait_for_terminal(
             event_arrived.cancel()
             row_changed.cancel()
             if event_arrived in done:
-                event = event_arrived.result().event
-                if isinstance(event, JobStarted) and job.started_at is None:
-                    job = job.model_copy(
-                        update={"status": JobStatus.RUNNING, "started_at": event.occurred_at}
-                    )
-                elif event.type in TERMINAL_TYPES:
-                    projected_job = await gw.notifier.wait_until(
-                        JOBS_CHANNEL,
-                        str(job_id),
-                        lambda: _ended_in_read_model(gw, job_id, workspace_id),
-                        timeout=max(0.0, deadline - loop.time()),
-                    )
-                    return projected_job or await terminal_from_event(gw, job, event) or job
+                for live in viewer.take():
+                    event = live.event
+                    if isinstance(event, JobStarted) and job.started_at is None:
+                        job = job.model_copy(
+                            update={"status": JobStatus.RUNNING, "started_at": event.occurred_at}
+                        )
+                    elif event.type in TERMINAL_TYPES:
+                        projected_job = await gw.notifier.wait_until(
+                            JOBS_CHANNEL,
+                            str(job_id),
+                            lambda: _ended_in_read_model(gw, job_id, workspace_id),
+                            timeout=max(0.0, deadline - loop.time()),
+                        )
+                        return projected_job or await terminal_from_event(gw, job, event) or job
                 continue
             projected.clear()
             job = await load_job(gw, job_id, workspace_id, explain=False) or job
