@@ -79,7 +79,9 @@ class Connection:
 
 def ended(seq: int) -> LiveEvent:
     event = JobSucceeded.new(
-        SucceededPayload(attempt=1, result={}, duration_ms=1), producer="scheduler", job_id=uuid.uuid4()
+        SucceededPayload(attempt=1, result={}, duration_ms=1),
+        producer="scheduler",
+        job_id=uuid.uuid4(),
     )
     decoded = live.decode(seq, event.to_json())
     assert decoded is not None and decoded.ends_job
