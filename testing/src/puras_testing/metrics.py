@@ -28,4 +28,4 @@ async def scrape(platform: Platform, service: str) -> dict[str, list[Any]]:
 def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
     """The sum of ``name``'s samples whose labels include ``labels``."""
     assert name in samples, f"{name} not exported; have {sorted(samples)[:50]}"
-    return sum(v for have, v in samples[name] if labels.items() <= have.items())
+    return float(sum(v for have, v in samples[name] if labels.items() <= have.items()))
