@@ -40,6 +40,7 @@ from puras_common.logging import get_logger
 from puras_common.outbox import Outbox, UnitOfWork
 from puras_common.publishing import Outgoing, publish_acknowledged, publish_acks
 from puras_common.streams import StreamSpec
+from puras_common.waits import next_item
 
 log = get_logger("puras_common.bus")
 
@@ -300,9 +301,8 @@ class PullFeed:
         """Up to ``limit`` messages: waits up to ``wait`` seconds for the first, then takes what
         is already there without waiting."""
         self._check_alive()
-        try:
-            first = await asyncio.wait_for(self._queue.get(), wait)
-        except TimeoutError:
+        first = await next_item(self._queue, wait)
+        if first is None:
             self._check_alive()
             return []
         msgs = [first]

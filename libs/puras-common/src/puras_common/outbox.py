@@ -26,6 +26,7 @@ from puras_common.envelope import Event
 from puras_common.errors import TRANSIENT_ERRORS, backoff
 from puras_common.logging import get_logger
 from puras_common.publishing import Outgoing, publish_acknowledged
+from puras_common.waits import woken
 
 log = get_logger("puras_common.outbox")
 
@@ -192,13 +193,11 @@ class OutboxRelay:
                 if more == "pending":
                     # Committed rows exist but an older transaction is still open somewhere:
                     # look again very soon rather than wait for the next notification.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), 0.002)
+                    await woken(wake, 0.002)
                     continue
                 await self._persist(conn)
                 observability.OUTBOX_LAG_ROWS.labels(self.outbox.schema).set(0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.idle_poll_seconds)
+                await woken(wake, self.idle_poll_seconds)
         finally:
             self.leader.clear()
             with contextlib.suppress(Exception):

@@ -16,6 +16,7 @@ import asyncpg
 from puras_common.db import connect
 from puras_common.errors import TRANSIENT_ERRORS, backoff
 from puras_common.logging import get_logger
+from puras_common.waits import woken
 
 log = get_logger("puras_gateway.notify")
 
@@ -69,8 +70,7 @@ class Notifier:
                 remaining = deadline - loop.time()
                 if found is not None or remaining <= 0:
                     return found
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(remaining, recheck_seconds))
+                await woken(changed, min(remaining, recheck_seconds))
 
     def on_channel(self, channel: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` on every notification on ``channel`` (and after a reconnect, when

@@ -16,7 +16,6 @@ their work goes to the runners' own pool of slots (``run.*.child``). Children ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +31,7 @@ from puras_common.events.jobs import DispatchedPayload
 from puras_common.logging import get_logger
 from puras_common.observability import DISPATCH_SECONDS
 from puras_common.outbox import Outbox, UnitOfWork
+from puras_common.waits import woken
 
 log = get_logger("puras_scheduler.dispatch")
 
@@ -99,8 +99,7 @@ class Dispatcher:
             self.wake.clear()
             while await self.dispatch_once() == self.batch:
                 pass
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), poll_seconds)
+            await woken(self.wake, poll_seconds)
 
     async def dispatch_once(self) -> int:
         """Dispatch what may run now; returns how many jobs were looked at."""
