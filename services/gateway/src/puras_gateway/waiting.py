@@ -16,6 +16,7 @@ from puras_common.api import ApiError, ErrorCode, JobOut, JobStatus
 from puras_common.envelope import Event
 from puras_common.events import JobCancelled, JobFailed, JobStarted, JobSucceeded
 from puras_common.events.jobs import TERMINAL_TYPES
+from puras_common.waits import woken
 
 from puras_gateway import outputs
 from puras_gateway.context import Gateway
@@ -55,6 +56,12 @@ async def wait_for_terminal(
                             update={"status": JobStatus.RUNNING, "started_at": event.occurred_at}
                         )
                     elif event.type in TERMINAL_TYPES:
+                        # The live subscription usually sees the end before the projection has
+                        # committed it: with no notification since the last read, reading again
+                        # now would find the job as it was, so the read waits for one (or for
+                        # the recheck, should a notification have been lost).
+                        if not projected.is_set():
+                            await woken(projected, min(1.0, max(0.0, deadline - loop.time())))
                         projected_job = await gw.notifier.wait_until(
                             JOBS_CHANNEL,
                             str(job_id),
