@@ -154,6 +154,12 @@ COMPONENTS = {
         ["--runs", "200"],
         "os.fork of a lean warm parent 0.77 ms; a fresh interpreter 15 ms",
     ),
+    "jetstream_floor": (
+        "jetstream_floor.py",
+        ["--messages", "500"],
+        ["--messages", "200"],
+        "the floor under publish → SSE: Python publisher to Python receiver, no Puras between",
+    ),
     "agent_loop_overhead": (
         "agent_loop_overhead.py",
         ["--runs", "5"],
@@ -292,6 +298,13 @@ def component_rows(components: dict[str, Any]) -> list[str]:
                 rows.append(
                     f"| warm start, {mode}: spawn → run() | p50 {run_['p50_ms']:.2f} ms, p99 {run_['p99_ms']:.2f} ms; {best} jobs/s | {floor} |"
                 )
+        elif name == "jetstream_floor":
+            for storage, figures in result.items():
+                for through, f in figures.items():
+                    where = "core NATS" if through == "core" else f"JetStream, {storage}"
+                    rows.append(
+                        f"| one message, {where} | p50 {f['p50']:.2f} ms, p99 {f['p99']:.2f} ms | {floor} |"
+                    )
         elif name == "agent_loop_overhead":
             for model, values in result["overhead_ms_per_step"].items():
                 rows.append(
