@@ -6,6 +6,9 @@ that latency: SDK request building and stream parsing, the step and usage events
 and tool.completed events (each acknowledged by JetStream), and a bash call forked from the warm
 deployment parent.
 
+The stub plays the model provider, so it serves from a process of its own: in the runner's
+event loop its request parsing and stream rendering would be counted as the loop's cost.
+
     .venv/bin/python bench/agent_loop_overhead.py [--steps 20] [--runs 5] [--latency 0.05]
 """
 
@@ -13,18 +16,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
+import multiprocessing
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "services" / "agent-runner" / "tests"))
 
 
 async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool = False) -> None:
-    import contextlib
     import shutil
     import tempfile
 
@@ -43,7 +50,7 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
     from puras_pricing.models import catalogue
     from puras_testing.drive import run_drive
     from puras_testing.infra import start_infra
-    from puras_testing.models import Call, Reply, model_stub
+    from puras_testing.models import ModelStub
     from puras_testing.web import web_stub
 
     base = Path(tempfile.mkdtemp(prefix="puras-agent-bench-"))
@@ -51,7 +58,7 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
     (base / "drive").mkdir(mode=0o711)
     async with contextlib.AsyncExitStack() as stack:
         infra = await stack.enter_async_context(start_infra())
-        models = await stack.enter_async_context(model_stub())
+        models = await stack.enter_async_context(_model_process(latency, steps, tool))
         web = await stack.enter_async_context(web_stub())
         http = await stack.enter_async_context(httpx.AsyncClient())
         admin = await connect_nats(infra.nats_url(), name="bench-admin")
@@ -59,7 +66,7 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
         drive = await stack.enter_async_context(
             run_drive(infra.service_env("drive"), data_dir=str(base / "drive"))
         )
-        env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in models.env().items()}
+        env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in models.items()}
         settings = AgentRunnerSettings(
             cache_dir=base / "runner", drive_url=drive.url, internal_token=drive.token, **env
         )
@@ -83,9 +90,8 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
             drive=DriveClient(drive.url, token=drive.token, client=http),
         )
         harness = Harness(
-            runner, deployments, models, web, admin, settings, base / "drive", drive=drive
+            runner, deployments, ModelStub(), web, admin, settings, base / "drive", drive=drive
         )
-        models.latency_seconds = latency
         results: dict[str, list[float]] = {}
         try:
             for model in ("claude/sonnet-4-7", "gpt/4o"):
@@ -95,13 +101,7 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
                         "skills/b/SKILL.md": f"bench {model}",
                     }
                 )
-                turn = Reply(tool_calls=[Call(tool, {"command": "true"} if tool == "bash" else {})])
                 for run in range(runs + 1):
-                    models.script(
-                        *[turn] * (steps - 1),
-                        Reply(tool_calls=[Call("set_output", {"ok": True})]),
-                        match=f"bench {model}",
-                    )
                     t0 = time.perf_counter()
                     outcome = await harness.run(deployment, "b", {"prompt": "go"})
                     elapsed = time.perf_counter() - t0
@@ -136,6 +136,54 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
         print(
             f"  {model:20s} median {statistics.median(values):6.2f} ms   min {min(values):6.2f} ms   max {max(values):6.2f} ms"
         )
+
+
+def _turn(steps: int, tool: str, request: Any) -> Any:
+    """The bench's model: ``tool`` until the conversation holds ``steps - 1`` results of it,
+    then ``set_output``."""
+    from puras_testing.models import Call, Reply
+
+    results = 0
+    for message in request.body.get("messages", []):
+        content = message.get("content")
+        if message.get("role") == "tool":
+            results += 1
+        elif isinstance(content, list):
+            results += sum(
+                1 for b in content if isinstance(b, dict) and b.get("type") == "tool_result"
+            )
+    if results < steps - 1:
+        return Reply(tool_calls=[Call(tool, {"command": "true"} if tool == "bash" else {})])
+    return Reply(tool_calls=[Call("set_output", {"ok": True})])
+
+
+def _serve_model(latency: float, steps: int, tool: str, ready: Any, stop: Any) -> None:
+    from puras_testing.models import model_stub
+
+    async def serve() -> None:
+        async with model_stub() as stub:
+            stub.latency_seconds = latency
+            stub.fallback = functools.partial(_turn, steps, tool)
+            ready.put(stub.env())
+            await asyncio.to_thread(stop.wait)
+
+    asyncio.run(serve())
+
+
+@contextlib.asynccontextmanager
+async def _model_process(latency: float, steps: int, tool: str) -> AsyncIterator[dict[str, str]]:
+    """The model stub in a process of its own; yields the runner settings pointing at it."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Queue(), ctx.Event()
+    process = ctx.Process(target=_serve_model, args=(latency, steps, tool, ready, stop))
+    process.start()
+    try:
+        yield await asyncio.to_thread(ready.get, True, 60)
+    finally:
+        stop.set()
+        await asyncio.to_thread(process.join, 10)
+        if process.is_alive():
+            process.kill()
 
 
 class _NoSecrets:

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from puras_agent_runner.conversation import (
     Document,
@@ -76,7 +77,18 @@ class OpenAICompatibleModel:
                 for t in request.tools
             ]
         try:
-            stream = await self.client.chat.completions.create(**params)
+            # The SDK's own method first walks the parameters against its typed schema, which
+            # costs milliseconds per call and grows with the conversation; these parameters are
+            # plain JSON already, so they go to the same endpoint through the client's post,
+            # with its headers, errors and stream decoding.
+            stream = await self.client.post(
+                "/chat/completions",
+                body=params,
+                cast_to=ChatCompletion,
+                options={"security": {"bearer_auth": True}},
+                stream=True,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+            )
             return await _collect(stream)
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
