@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from agent_harness import Harness
@@ -252,6 +253,39 @@ async def test_a_cancel_request_stops_the_loop_between_steps(harness: Harness, m
     assert [c.name for c in outcome.of("tool.completed")] == ["bash"]
     assert (harness.folder() / marker).read_text() == "in-flight\n"
     assert len(harness.models.requests_for(script)) == 1
+
+
+async def test_the_jobs_sandbox_starts_while_the_model_thinks_about_the_first_step(
+    harness: Harness, marker: str
+) -> None:
+    deployment = harness.push(hello(marker))
+    release = asyncio.Event()
+    script = harness.models.script(
+        Wait(release, Reply(tool_calls=[Call("bash", {"command": "echo ran"})])),
+        Reply(tool_calls=[Call("set_output", {"answer": "done"})]),
+        match=marker,
+    )
+    command = harness.command(deployment, "hello", {"prompt": "?"})
+    running = asyncio.create_task(harness.run_command(command))
+    await _until(lambda: harness.models.requests_for(script))
+    # The model holds its first answer, so no command has run, and the job's sandbox is up.
+    await _until(lambda: _sandbox_running(str(command.job_id)))
+    release.set()
+    outcome = await running
+    assert outcome.status == "succeeded"
+    assert [c.name for c in outcome.of("tool.completed")] == ["bash", "set_output"]
+    assert not _sandbox_running(str(command.job_id))  # stopped with the job
+
+
+def _sandbox_running(job_id: str) -> bool:
+    """Whether a process of the job's own fork server is alive on this host."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if f"job-{job_id}".encode() in (proc / "cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 async def test_a_cancel_requested_before_the_job_started_stops_it_before_any_model_call(

@@ -67,6 +67,8 @@ from puras_agent_runner.search import SearchProvider
 from puras_agent_runner.secrets import SecretSource
 from puras_agent_runner.settings import AgentRunnerSettings
 from puras_agent_runner.tools import ToolContext, toolset
+from puras_agent_runner.tools.bash import BashTool
+from puras_agent_runner.tools.user import UserTool
 
 log = get_logger("puras_agent_runner")
 
@@ -378,6 +380,8 @@ class AgentRunner:
                 free_output=p.subagent is not None,
                 answered=len(answers),
             )
+            if any(isinstance(tool, BashTool | UserTool) for tool in tools.values()):
+                sandbox.prestart()  # while the model thinks about the first step
             saved = (
                 await self.payloads.get(conversation_key(command, len(answers)))
                 if answers

@@ -1,7 +1,8 @@
 """Running tenant code for an agent job: ``bash`` commands and declared ``tools:``.
 
-Both go through the job's own sandbox (a ``puras_sandbox`` fork server the job host starts on
-the job's first command and stops when the job ends): each call is its own process, as the
+Both go through the job's own sandbox (a ``puras_sandbox`` fork server the job host starts as
+the job begins, if the job has a tool that runs in it, or else on its first command, and stops
+when the job ends): each call is its own process, as the
 workspace's unprivileged uid, in the job's workdir, with the job's environment (its
 skillpack's secrets included) and rlimits, killed with its whole process group at its
 timeout. In bubblewrap the sandbox sees only the job's workdir, its workspace's drive folder
@@ -18,16 +19,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from puras_common.logging import get_logger
 from puras_jobhost.prepare import JobServer
 from puras_sandbox import (
     Child,
     Exec,
+    ForkServer,
     ForkServerDied,
     Limits,
     Outcome,
     PythonCall,
     SandboxError,
 )
+
+log = get_logger("puras_agent_runner.sandbox")
 
 OUTPUT_TAIL_BYTES = 8 * 1024
 """bash returns the last 8 KiB of combined stdout and stderr."""
@@ -85,23 +90,40 @@ class JobSandbox:
         self._start = start
         self._server: JobServer | None = None
         self._starting = asyncio.Lock()
+        self._prestarting: asyncio.Task[ForkServer] | None = None
         self.workdir = workdir
         self.env = env
         self.limits = limits
         self.cpu_ms = 0
         """The CPU time of every call's process so far (see :attr:`Outcome.cpu_ms`)."""
 
-    async def _spawn(self, call: PythonCall | Exec) -> Child:
+    def prestart(self) -> None:
+        """Start the sandbox now, in the background, so that the job's first command finds it
+        running: its start (bubblewrap and a fresh interpreter, tens of milliseconds) then
+        overlaps the first model call instead of following it. A failed start is not
+        reported here; the first command starts it again and says why it could not."""
+        if self._prestarting is None and self._server is None:
+            self._prestarting = asyncio.create_task(self._running_server())
+            self._prestarting.add_done_callback(_retrieve)
+
+    async def _running_server(self) -> ForkServer:
         async with self._starting:
             if self._server is None or not self._server.server.alive:
                 if self._server is not None:
                     await self._server.close()
                 self._server = await self._start()
-            server = self._server.server
+            return self._server.server
+
+    async def _spawn(self, call: PythonCall | Exec) -> Child:
+        server = await self._running_server()
         return await server.spawn(call, workdir=self.workdir, env=self.env, limits=self.limits)
 
     async def close(self) -> None:
         """Stop the sandbox and everything still running in it."""
+        if self._prestarting is not None:
+            # Waited for, not cancelled: a start is bounded by its own timeout, and the server
+            # it leaves is stopped below like any other.
+            await asyncio.gather(self._prestarting, return_exceptions=True)
         async with self._starting:
             server, self._server = self._server, None
         if server is not None:
@@ -132,6 +154,12 @@ class JobSandbox:
         self.cpu_ms += outcome.cpu_ms
         await readers
         return CallResult(outcome, err.text(), timed_out)
+
+
+def _retrieve(task: asyncio.Task[ForkServer]) -> None:
+    """A prestart's failure is the first command's to report; here it is only retrieved."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.info("the sandbox did not start ahead of the first command", error=repr(exc))
 
 
 async def _drain(reader: asyncio.StreamReader, tail: Tail) -> None:
