@@ -36,6 +36,10 @@ log = get_logger("puras_gateway.live")
 
 _QUEUE_LIMIT = 10_000
 
+_DIRECT_FRAMES = SSE_FRAMES.labels("direct")
+_QUEUED_FRAMES = SSE_FRAMES.labels("queued")
+"""The counter's children, looked up once: the fan-out counts a frame per viewer."""
+
 _TERMINAL_SUFFIXES = ("succeeded", "failed", "cancelled")
 """The subjects (``job.<id>.<suffix>``) of the events that end a job."""
 
@@ -49,10 +53,8 @@ class LiveEvent:
     public: PublicEvent | None
     frame: bytes | None
     """The SSE frame, for public events."""
-
-    @property
-    def ends_job(self) -> bool:
-        return self.public is not None and self.public.type in PUBLIC_TERMINAL_TYPES
+    ends_job: bool = False
+    """Whether the event ends its job (worked out once, not per viewer)."""
 
 
 def decode(seq: int, data: bytes) -> LiveEvent | None:
@@ -61,7 +63,9 @@ def decode(seq: int, data: bytes) -> LiveEvent | None:
     except (UnknownEventType, ValueError):
         return None
     public = public_event(seq, event)
-    return LiveEvent(seq, event, public, sse_frame(public) if public is not None else None)
+    if public is None:
+        return LiveEvent(seq, event, None, None)
+    return LiveEvent(seq, event, public, sse_frame(public), public.type in PUBLIC_TERMINAL_TYPES)
 
 
 def public_event(seq: int, event: Event) -> PublicEvent | None:
@@ -111,7 +115,7 @@ class Viewer:
                 return True  # read already, from the backlog; or not for clients
             if not event.ends_job and self.sink.write(event.frame):
                 self.sent = event.seq
-                SSE_FRAMES.labels("direct").inc()
+                _DIRECT_FRAMES.inc()
                 return True
         if len(self.pending) >= _QUEUE_LIMIT:
             self.overflowed = True
@@ -313,7 +317,7 @@ class LiveJobs:
                     batch, viewer.sent, ended = _public_after(
                         viewer.sent, [(e.seq, e) for e in pending]
                     )
-                    SSE_FRAMES.labels("queued").inc(len(batch))
+                    _QUEUED_FRAMES.inc(len(batch))
                 else:
                     batch, ended = [], False
                 if batch or not ended:
