@@ -177,6 +177,21 @@ async def test_live_frames_written_by_the_fan_out_reach_every_viewer_whole_and_i
     assert direct - before >= 2 * 3, (before, direct)  # most lines, to both viewers
 
 
+async def test_a_stream_pings_only_after_a_heartbeat_of_silence(tenant: Tenant) -> None:
+    """Internal events (a dispatch, say) that reach a stream while it is busy are dropped, not
+    answered with a heartbeat: a stream sends ``: ping`` only after a heartbeat's silence (one
+    second on this platform), so a job that ends sooner is streamed without one."""
+    for _ in range(5):
+        started = asyncio.get_running_loop().time()
+        async with tenant.http.stream(
+            "POST", "/v1/jobs?stream=true", json={"skill": "echo", "inputs": {"text": "p"}}
+        ) as response:
+            body = (await response.aread()).decode()
+        elapsed = asyncio.get_running_loop().time() - started
+        assert "event: end" in body
+        assert body.count(": ping") <= int(elapsed), (elapsed, body)
+
+
 async def test_call_mode_arguments_are_checked(tenant: Tenant) -> None:
     body = {"skill": "echo", "inputs": {"text": "x"}}
     for query, fragment in (

@@ -319,8 +319,9 @@ class LiveJobs:
                     )
                     _QUEUED_FRAMES.inc(len(batch))
                 else:
-                    batch, ended = [], False
-                if batch or not ended:
+                    yield []  # silence: time for a heartbeat
+                    continue
+                if batch:  # none when all that came was internal
                     yield batch
                 if ended:
                     return
