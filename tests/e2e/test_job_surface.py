@@ -142,6 +142,33 @@ async def test_a_stream_resumed_at_or_after_its_end_ends_at_once(tenant: Tenant)
         assert end is not None and end["status"] == "succeeded" and end["job"]["id"] == job["id"]
 
 
+async def test_a_resume_point_past_any_event_id_is_refused_where_it_was_given(
+    tenant: Tenant,
+) -> None:
+    """Event ids are JetStream sequences and PostgreSQL bigints: a resume point past 2**63 - 1
+    is a 400 naming the parameter, at the edge and far beyond it, never a failed stream."""
+    job = await tenant.run("echo", {"text": "edge"})
+    url = f"/v1/jobs/{job['id']}"
+    edge = 2**63 - 1
+    for too_big in (str(edge + 1), "9" * 30, "9" * 5000):
+        for path, kw in (
+            (f"{url}/events?after_id={too_big}", {}),
+            (f"{url}/stream?after_id={too_big}", {}),
+            (f"{url}/stream", {"headers": {"Last-Event-ID": too_big}}),
+        ):
+            response = await tenant.http.get(path, **kw)
+            assert response.status_code == 400, (path[:80], response.text[:300])
+            pointer = response.json()["error"]["details"][0]["pointer"]
+            assert pointer in ("/query/after_id", "/header/Last-Event-ID")
+    # The largest id itself is a resume point: past the job's end, so nothing more to read.
+    page = (await tenant.http.get(f"{url}/events?after_id={edge}")).json()
+    assert page["events"] == [] and page["terminal"] is True
+    events, end, _ = await read_sse(
+        tenant.http, "GET", f"{url}/stream", headers={"Last-Event-ID": str(edge)}
+    )
+    assert events == [] and end is not None and end["status"] == "succeeded"
+
+
 async def test_a_live_viewer_sees_events_as_they_happen(tenant: Tenant) -> None:
     job = (
         await tenant.http.post(

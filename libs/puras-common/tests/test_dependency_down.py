@@ -34,6 +34,25 @@ def test_a_dependency_away_is_unavailable(exc: BaseException) -> None:
     assert dependency_down(exc)
 
 
+def refused_argument() -> asyncpg.exceptions.DataError:
+    """What asyncpg raises for a number out of a bigint's range: its encoder's OverflowError,
+    in a compiled frame, wrapped in a DataError (a client-side bug, not the database away)."""
+    encoder = compile(
+        "raise OverflowError('value out of int64 range')", "asyncpg/protocol/codecs/int.pyx", "exec"
+    )
+    try:
+        try:
+            exec(encoder)
+        except OverflowError as exc:
+            raise asyncpg.exceptions.DataError(
+                "invalid input for query argument $2: 100000000000000000000 (value out of int64 "
+                "range)"
+            ) from exc
+    except asyncpg.exceptions.DataError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize(
     "exc",
     [
@@ -43,8 +62,9 @@ def test_a_dependency_away_is_unavailable(exc: BaseException) -> None:
         asyncpg.exceptions.UniqueViolationError("duplicate key"),
         ExceptionGroup("two reads", [ValueError("a bug")]),
         raised_from(KeyError("a bug")),
+        refused_argument(),
     ],
-    ids=["key", "file", "disk", "unique", "group", "cause"],
+    ids=["key", "file", "disk", "unique", "group", "cause", "argument"],
 )
 def test_a_bug_is_not(exc: BaseException) -> None:
     assert not dependency_down(exc)

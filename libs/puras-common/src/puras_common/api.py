@@ -255,3 +255,7 @@ class Page(BaseModel, Generic[T]):
 
 DEFAULT_PAGE_LIMIT: Final = 25
 MAX_PAGE_LIMIT: Final = 200
+
+MAX_EVENT_ID: Final = 2**63 - 1
+"""The largest event id a client may name (a JetStream sequence; PostgreSQL keeps it as a
+``bigint``): a resume point past it is refused rather than handed to either."""

@@ -57,10 +57,12 @@ def dependency_down(exc: BaseException) -> bool:
             exc.errno is None and "Connect call failed" in str(exc)
         ):
             return True
-    state = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
-    if isinstance(state, str) and (state.startswith("08") or state.startswith("57P")):
-        return True
-    if not isinstance(exc, asyncpg.PostgresError) and _raised_in_asyncpg(exc):
+    if isinstance(exc, asyncpg.PostgresError):
+        # PostgreSQL's answer (or the driver's, refusing a query's arguments) says what it is;
+        # what it was raised from (an OverflowError in an encoder, say) does not overrule it.
+        state = getattr(exc, "sqlstate", None)
+        return isinstance(state, str) and (state.startswith("08") or state.startswith("57P"))
+    if _raised_in_asyncpg(exc):
         # The driver's own failure, not PostgreSQL's answer to the query: a connection that
         # broke under it (a server killed mid-query can leave it half torn down).
         return True

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
-from puras_common.api import ApiError, ErrorCode, EventsPage, PublicEvent
+from puras_common.api import MAX_EVENT_ID, ApiError, ErrorCode, EventsPage, PublicEvent
 
 from puras_gateway import jobs
 from puras_gateway.auth import GatewayDep, PrincipalDep
@@ -26,7 +26,9 @@ async def list_events(
     job_id: str,
     gw: GatewayDep,
     who: PrincipalDep,
-    after_id: Annotated[int, Query(ge=0, description="Return events with a larger id")] = 0,
+    after_id: Annotated[
+        int, Query(ge=0, le=MAX_EVENT_ID, description="Return events with a larger id")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventsPage:
     job = await job_or_404(gw, who, job_id)
@@ -47,11 +49,16 @@ def _resume_point(after_id: int | None, last_event_id: str | None) -> int:
     if after_id is not None:
         return after_id
     if last_event_id:
-        if not last_event_id.strip().isdigit():
+        text = last_event_id.strip()
+        # The length first: int() of thousands of digits is itself refused, with a ValueError.
+        if not text.isdigit() or len(text) > len(str(MAX_EVENT_ID)) or int(text) > MAX_EVENT_ID:
             raise ApiError(
-                ErrorCode.INVALID_REQUEST, f"Last-Event-ID {last_event_id!r} is not an event id"
+                ErrorCode.INVALID_REQUEST,
+                f"Last-Event-ID {last_event_id[:40]!r} is not an event id "
+                f"(a whole number from 0 to {MAX_EVENT_ID})",
+                details=[{"pointer": "/header/Last-Event-ID", "message": "not an event id"}],
             )
-        return int(last_event_id)
+        return int(text)
     return 0
 
 
@@ -64,7 +71,7 @@ async def stream_events(
     job_id: str,
     gw: GatewayDep,
     who: PrincipalDep,
-    after_id: Annotated[int | None, Query(ge=0)] = None,
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     job = await job_or_404(gw, who, job_id)
