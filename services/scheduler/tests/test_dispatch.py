@@ -3,8 +3,10 @@ WORK command and one job.dispatched per job, and a job cancelled while queued ne
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest_asyncio
 from puras_common.bus import Delivery
@@ -21,7 +23,7 @@ from puras_common.events.ledger import BalanceChangedPayload
 from puras_common.ids import new_id
 from puras_common.migrate import service_migrations
 from puras_scheduler import queue
-from puras_scheduler.dispatch import Dispatcher
+from puras_scheduler.dispatch import _DISPATCH, Dispatcher
 from puras_testing import Infra, Scratch, scratch_schema
 
 
@@ -263,3 +265,49 @@ async def test_priority_orders_a_workspaces_own_queue_only(db: Scratch) -> None:
     # still has its turn among the first.
     assert [j for j in order if j != theirs.job_id] == [high.job_id, normal.job_id, low.job_id]
     assert order.index(theirs.job_id) <= 1
+
+
+def _jobs_rows_read(node: dict[str, Any]) -> int:
+    """Rows of the ``jobs`` table a plan node and its children read, kept or filtered out."""
+    own = 0
+    if node.get("Relation Name") == "jobs" and "Scan" in node["Node Type"]:
+        kept_or_dropped = (
+            node["Actual Rows"]
+            + node.get("Rows Removed by Filter", 0)
+            + node.get("Rows Removed by Index Recheck", 0)
+        )
+        own = kept_or_dropped * node["Actual Loops"]
+    return own + sum(_jobs_rows_read(child) for child in node.get("Plans", ()))
+
+
+async def _dispatch_reads(db: Scratch, *, batch: int, max_per_workspace: int) -> int:
+    """How many rows of ``jobs`` the dispatch statement reads, run under EXPLAIN ANALYZE and
+    rolled back."""
+    async with db.pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            plan = await conn.fetchval(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + _DISPATCH, batch, max_per_workspace
+            )
+        finally:
+            await transaction.rollback()
+    [root] = json.loads(plan) if isinstance(plan, str) else plan
+    return _jobs_rows_read(root["Plan"])
+
+
+async def test_choosing_the_next_jobs_reads_the_heads_of_the_queues_not_the_backlog(
+    db: Scratch,
+) -> None:
+    """The dispatcher runs on every submit and every finished job: if it read the whole backlog
+    each time, a queue of thousands would cost thousands of rows per job."""
+    busy, quiet = uuid.uuid4(), uuid.uuid4()
+    for ws in (busy, quiet):
+        await apply(db, balance(ws, 10**9, 1))
+    await apply(db, submitted(quiet))
+    await _backlog(db, busy, 5_000)
+    await db.pool.execute("ANALYZE jobs")
+    read = await _dispatch_reads(db, batch=16, max_per_workspace=4)
+    assert read <= 32, f"the dispatch read {read} rows of jobs to choose 5 of 5,001"
+    # And the statement still chooses what it chose: the quiet workspace's job and four of the busy one's.
+    assert await Dispatcher(db.outbox, max_per_workspace=4, batch=16).dispatch_once() == 5
