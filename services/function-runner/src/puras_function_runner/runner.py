@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,10 @@ class Attempt:
     """Hides the secret values in whatever the runner shows."""
     fetching: asyncio.Task[dict[str, str]] | None = None
     """Asking for the secrets, while the rest of the job is made ready."""
-    compute: tuple[int, int] | None = None
-    """The job's process's CPU time and wall time in ms, once it ran and exited."""
+    started: Callable[[], Awaitable[None]] | None = None
+    """Confirms ``job.started``, sent as the attempt began."""
+    metered: Callable[[], Awaitable[None]] | None = None
+    """Confirms the usage of the job's process's compute, sent once it exited."""
 
     @property
     def spec(self) -> RunPayload:
@@ -193,8 +196,8 @@ class FunctionRunner:
                 token = self._job_token(command, claim.attempt)
                 attempt = Attempt(command, claim.attempt, cancelled, token=token, fetching=fetching)
                 event_type, payload = await self._attempt(attempt)
-            if attempt.compute is not None:
-                await self._meter(attempt, *attempt.compute)
+            if attempt.metered is not None:
+                await attempt.metered()
             reply = await self.attempts.complete(
                 attempt.job_id, attempt.number, event_type, payload
             )
@@ -208,7 +211,12 @@ class FunctionRunner:
             self.completed += 1
 
     async def _meter(self, attempt: Attempt, cpu_ms: int, wall_ms: int) -> None:
-        """The attempt's compute, as usage stored before the job's terminal event."""
+        """Send the attempt's compute as usage once its process has exited and its output is
+        read, after its ``job.started``. :meth:`work` confirms it before reporting the outcome,
+        so it is stored before the job's terminal event, and the server stores it while the
+        drive is saved and the result made ready."""
+        if attempt.started is not None:
+            await attempt.started()  # at once by now: it was sent before the process started
         events = compute_events(
             self.prices,
             attempt.command,
@@ -218,7 +226,7 @@ class FunctionRunner:
             wall_ms=wall_ms,
             producer="function-runner",
         )
-        await (await send(self.js, events))()
+        attempt.metered = await send(self.js, events)
 
     async def _attempt(self, attempt: Attempt) -> tuple[str, Any]:
         """Run the attempt; returns the terminal event's type and payload."""
@@ -231,7 +239,7 @@ class FunctionRunner:
             attempt.fetching = asyncio.create_task(self._secrets(attempt.job_id, secrets_token))
         # Sent now, confirmed before the outcome is reported: the job need not wait for the
         # server's ack to start, and the terminal event still comes after it.
-        started = await send(
+        attempt.started = started = await send(
             self.js,
             [
                 self._event(
@@ -418,18 +426,18 @@ class FunctionRunner:
             )
             try:
                 outcome = await self._wait(child, attempt)
-                attempt.compute = (outcome.cpu_ms, _ms_since(spawned_at))
+                wall_ms = _ms_since(spawned_at)
             except JobCancelledError:
                 await child.terminate(grace=self.settings.cancel_grace_seconds)
                 await readers
                 await pump.drain()
-                attempt.compute = (await _cpu_ms(child), _ms_since(spawned_at))
+                await self._meter(attempt, await _cpu_ms(child), _ms_since(spawned_at))
                 raise
             except TimeoutError:
                 await child.kill()
                 await readers
                 await pump.drain()
-                attempt.compute = (await _cpu_ms(child), _ms_since(spawned_at))
+                await self._meter(attempt, await _cpu_ms(child), _ms_since(spawned_at))
                 raise JobFailure(
                     f"job exceeded its timeout of {p.timeout_seconds} s and was killed "
                     "(set timeout_seconds in skill.yaml; the platform maximum is 3600 s)",
@@ -443,6 +451,7 @@ class FunctionRunner:
                 raise
             await readers
             await pump.drain()
+            await self._meter(attempt, outcome.cpu_ms, wall_ms)
             await drive.save()
             return outcome
         finally:
