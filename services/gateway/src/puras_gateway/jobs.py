@@ -80,15 +80,21 @@ RETURNING id
 """The answer to the question the job waits on: it is queued to run on."""
 
 _TERMINATED = f"""
-INSERT INTO jobs (id, status, attempt, result, result_ref, error, error_detail, finished_at)
-VALUES ($1, $2, coalesce($3, 0), $4, $5, $6, $7, $8)
-ON CONFLICT (id) DO UPDATE SET
-    status = EXCLUDED.status, attempt = greatest(jobs.attempt, EXCLUDED.attempt),
-    result = EXCLUDED.result, result_ref = EXCLUDED.result_ref, error = EXCLUDED.error,
-    error_detail = EXCLUDED.error_detail, finished_at = EXCLUDED.finished_at,
-    input_request = NULL
-WHERE jobs.status NOT IN {TERMINAL_SQL}
+WITH ended AS (
+    INSERT INTO jobs (id, status, attempt, result, result_ref, error, error_detail, finished_at)
+    VALUES ($1, $2, coalesce($3, 0), $4, $5, $6, $7, $8)
+    ON CONFLICT (id) DO UPDATE SET
+        status = EXCLUDED.status, attempt = greatest(jobs.attempt, EXCLUDED.attempt),
+        result = EXCLUDED.result, result_ref = EXCLUDED.result_ref, error = EXCLUDED.error,
+        error_detail = EXCLUDED.error_detail, finished_at = EXCLUDED.finished_at,
+        input_request = NULL
+    WHERE jobs.status NOT IN {TERMINAL_SQL}
+    RETURNING id
+)
+SELECT pg_notify('{JOBS_CHANNEL}', id::text) FROM ended
 """
+"""A job's end, and the notification of its waiters (in the same round trip); an end after
+its end changes nothing and wakes nobody."""
 
 
 def public_payload(event: Event) -> dict[str, Any]:
@@ -175,12 +181,6 @@ async def fold(conn: asyncpg.Connection, events: Sequence[tuple[Event, int | Non
             await conn.execute(statement, *args[0])
         elif args:
             await conn.executemany(statement, args)
-    if ended:
-        await conn.execute(
-            "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id",
-            JOBS_CHANNEL,
-            [r[0] for r in ended],
-        )
 
 
 def _terminal_row(event: JobSucceeded | JobFailed | JobCancelled) -> tuple[Any, ...]:
