@@ -311,3 +311,23 @@ async def test_choosing_the_next_jobs_reads_the_heads_of_the_queues_not_the_back
     assert read <= 32, f"the dispatch read {read} rows of jobs to choose 5 of 5,001"
     # And the statement still chooses what it chose: the quiet workspace's job and four of the busy one's.
     assert await Dispatcher(db.outbox, max_per_workspace=4, batch=16).dispatch_once() == 5
+
+
+async def test_a_balance_change_calls_for_a_dispatch_only_when_it_brings_credit(
+    db: Scratch,
+) -> None:
+    """Every charge moves a balance; only credit for a workspace that had none can let a queued
+    job go, so only that wakes the dispatcher."""
+    ws = uuid.uuid4()
+
+    async def credited(micros: int, version: int) -> bool:
+        event = balance(ws, micros, version)
+        async with db.outbox.transaction() as uow:
+            return await queue.apply_balance(uow, Delivery(event, 1, 1, event.subject, None))  # type: ignore[arg-type]
+
+    assert await credited(0, 1) is False
+    assert await credited(1_000, 2) is True
+    assert await credited(400, 3) is False  # a charge
+    assert await credited(1_000, 2) is False  # an old version, applied again
+    assert await credited(-5, 4) is False
+    assert await credited(1, 5) is True

@@ -16,7 +16,7 @@ from puras_common.service import ServiceRuntime, run
 
 from puras_scheduler import gauges, queue, schedules, waiting
 from puras_scheduler.attempts import Attempts
-from puras_scheduler.dispatch import Dispatcher
+from puras_scheduler.dispatch import Dispatcher, Wakeup
 from puras_scheduler.input_requests import InputTimeouts
 from puras_scheduler.schedules import Firing
 from puras_scheduler.settings import SchedulerSettings
@@ -41,25 +41,32 @@ async def main(settings: SchedulerSettings | None = None) -> None:
             batch=settings.dispatch_batch,
         )
 
-        async def wake(_: Sequence[Delivery]) -> None:
-            dispatcher.wake.set()
+        # The dispatcher is woken by what can let a queued job go: a batch of new jobs larger
+        # than one dispatch takes, credit for a workspace that had none, a freed slot. Spend
+        # only grows within a day (a new day is picked up by the dispatcher's poll).
+        more = Wakeup(dispatcher.wake)
 
         async def dispatch_new(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
             # Jobs just queued are dispatched in the same transaction: one commit fewer per job.
             if any(isinstance(d.event, JobSubmitted | JobInputProvided) for d in deliveries):
-                await dispatcher.dispatch_in(uow)
+                more.due |= await dispatcher.dispatch_in(uow) == dispatcher.batch
 
-        for spec, apply, before in (
-            (JOBS_CONSUMER, queue.apply_job_event, dispatch_new),
-            (BALANCES_CONSUMER, queue.apply_balance, None),
-            (SPEND_CONSUMER, waiting.apply_spend, None),
+        credit = Wakeup(dispatcher.wake)
+
+        async def fold_balance(uow: UnitOfWork, d: Delivery) -> None:
+            credit.due |= await queue.apply_balance(uow, d)
+
+        for spec, apply, before, after in (
+            (JOBS_CONSUMER, queue.apply_job_event, dispatch_new, more.after_commit),
+            (BALANCES_CONSUMER, fold_balance, None, credit.after_commit),
+            (SPEND_CONSUMER, waiting.apply_spend, None, None),
         ):
             projection = ProjectionRunner(
                 js=runtime.js,
                 outbox=runtime.outbox,
                 spec=spec,
                 apply=apply,
-                after_commit=wake,
+                after_commit=after,
                 before_commit=before,
             )
             runtime.spawn(projection.run(), spec.durable)

@@ -16,9 +16,11 @@ their work goes to the runners' own pool of slots (``run.*.child``). Children ar
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from puras_common.bus import Delivery
 from puras_common.events import (
     JobDispatched,
     JobKind,
@@ -112,6 +114,21 @@ WITH RECURSIVE waiting (workspace_id) AS (
 )
 SELECT id, workspace_id, kind, attempt, spec, submitted_at, answers FROM chosen ORDER BY place
 """
+
+
+class Wakeup:
+    """Wakes the dispatcher after a projection's commit, when what it applied said to."""
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self.wake = wake
+        self.due = False
+        """Set while the batch is applied; a batch that is rolled back at worst wakes it once
+        for nothing."""
+
+    async def after_commit(self, _: Sequence[Delivery]) -> None:
+        if self.due:
+            self.due = False
+            self.wake.set()
 
 
 class Dispatcher:

@@ -81,15 +81,22 @@ async def apply_job_event(uow: UnitOfWork, d: Delivery) -> None:
         await input_requests.answer(uow, event)
 
 
-async def apply_balance(uow: UnitOfWork, d: Delivery) -> None:
+async def apply_balance(uow: UnitOfWork, d: Delivery) -> bool:
+    """Fold a balance change; True when it gave credit to a workspace that had none, the only
+    change of balance that can let a queued job go."""
     event = d.event
-    if isinstance(event, BalanceChanged):
-        await uow.conn.execute(
-            """INSERT INTO balances (workspace_id, balance_micros, version) VALUES ($1, $2, $3)
-               ON CONFLICT (workspace_id) DO UPDATE SET balance_micros = EXCLUDED.balance_micros,
-                                                      version = EXCLUDED.version
-               WHERE balances.version < EXCLUDED.version""",
-            event.workspace_id,
-            event.payload.balance_micros,
-            event.payload.version,
-        )
+    if not isinstance(event, BalanceChanged):
+        return False
+    credited: bool | None = await uow.conn.fetchval(
+        """WITH before AS (SELECT balance_micros FROM balances WHERE workspace_id = $1)
+           INSERT INTO balances (workspace_id, balance_micros, version) VALUES ($1, $2, $3)
+           ON CONFLICT (workspace_id) DO UPDATE SET balance_micros = EXCLUDED.balance_micros,
+                                                  version = EXCLUDED.version
+           WHERE balances.version < EXCLUDED.version
+           RETURNING balance_micros > 0
+                     AND coalesce((SELECT balance_micros FROM before), 0) <= 0""",
+        event.workspace_id,
+        event.payload.balance_micros,
+        event.payload.version,
+    )
+    return bool(credited)
