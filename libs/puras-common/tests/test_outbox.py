@@ -341,3 +341,31 @@ async def test_the_cursor_survives_transaction_ids_gaining_a_digit(
     finally:
         await scratch.pool.release(blocker)
     assert sorted(seen) == ["s0", "s1", "s2", "s3"]
+
+
+async def test_rows_held_back_by_an_open_transaction_are_read_again_only_once_it_ends(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    # Under load some writer is nearly always open somewhere in the database: a relay that read
+    # its held-back rows again at every look would read each row hundreds of times.
+    ws = uuid.uuid4()
+    held, after = workspace_events(ws, 2)
+    blocker = await scratch.pool.acquire()
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT pg_current_xact_id()")  # older than the next row's
+        async with scratch.outbox.transaction() as uow:
+            uow.emit(after)
+        relay = OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)
+        async with running(relay):
+            await eventually(lambda: relay.rows_read, what="the relay to read the row")
+            await asyncio.sleep(0.3)  # the relay looks every 2 ms while a row is held back
+            assert (relay.rows_read, relay.published) == (1, 0)
+            await scratch.outbox.write(blocker, [held])
+            await tx.commit()
+            scratch.outbox.committed.set()
+            seen = await stream_slugs(js, ws, 2)
+    finally:
+        await scratch.pool.release(blocker)
+    assert seen == ["s0", "s1"]  # the older transaction's row first

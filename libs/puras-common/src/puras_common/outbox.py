@@ -111,6 +111,14 @@ _BACKLOG = """
 SELECT count(*) FROM outbox WHERE (outbox.tx_id, outbox.seq) > ($1::text::xid8, $2)
 """
 
+_HEAD_FINAL = """
+SELECT tx_id < pg_snapshot_xmin(pg_current_snapshot()) FROM outbox
+WHERE (outbox.tx_id, outbox.seq) > ($1::text::xid8, $2)
+ORDER BY outbox.tx_id, outbox.seq
+LIMIT 1
+"""
+"""Whether the first row not yet published is final: one index entry, not a batch of rows."""
+
 
 def _headers(row: Any) -> dict[str, str]:
     """A row's publish headers: its event id and, when tracing, its job's ``traceparent``."""
@@ -151,8 +159,13 @@ class OutboxRelay:
         self.ack_timeout = ack_timeout
         self.name = f"{outbox.schema}-relay"
         self.published = 0
+        self.rows_read = 0
+        """Outbox rows fetched, published or not yet final."""
         self._cursor: tuple[str, int] = ("0", 0)
         self._unpersisted = 0
+        self._held = False
+        """Whether the first committed row not yet published was not final at the last look."""
+        self._lag_measured = 0.0
         self.leader = asyncio.Event()
 
     async def run(self) -> None:
@@ -178,6 +191,7 @@ class OutboxRelay:
             while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.name):
                 await asyncio.sleep(1.0)
             self.leader.set()
+            self._held = False
             wake = self.outbox.committed
             await conn.add_listener(self.outbox.channel, lambda *_: wake.set())
             row = await conn.fetchrow(
@@ -205,16 +219,20 @@ class OutboxRelay:
             await conn.close()
 
     async def _drain_once(self, conn: asyncpg.Connection) -> str:
+        # Rows held back by an older transaction still open are read again only once the first
+        # of them is final: asking reads one index entry, reading them a batch of rows.
+        if self._held and await conn.fetchval(_HEAD_FINAL, *self._cursor) is False:
+            return "pending"
         rows = await conn.fetch(_FETCH, self._cursor[0], self._cursor[1], self.batch)
+        self.rows_read += len(rows)
         ready = []
         for row in rows:
             if not row["final"]:
                 break
             ready.append(row)
-        if len(rows) == self.batch or len(ready) < len(rows):
-            observability.OUTBOX_LAG_ROWS.labels(self.outbox.schema).set(
-                await conn.fetchval(_BACKLOG, self._cursor[0], self._cursor[1])
-            )
+        self._held = len(ready) < len(rows)
+        if len(rows) == self.batch or self._held:
+            await self._measure_lag(conn)
         if ready:
             await self._publish(ready)
             observability.OUTBOX_PUBLISHED.labels(self.outbox.schema).inc(len(ready))
@@ -226,6 +244,16 @@ class OutboxRelay:
         if len(ready) < len(rows):
             return "pending"
         return "rows" if len(rows) == self.batch else "idle"
+
+    async def _measure_lag(self, conn: asyncpg.Connection) -> None:
+        """Count the rows not yet published, at most once a second (a count reads them all)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._lag_measured < 1.0:
+            return
+        self._lag_measured = now
+        observability.OUTBOX_LAG_ROWS.labels(self.outbox.schema).set(
+            await conn.fetchval(_BACKLOG, self._cursor[0], self._cursor[1])
+        )
 
     async def _publish(self, rows: list[Any]) -> None:
         """Publish rows pipelined until each is acknowledged; a lost connection propagates, so
