@@ -18,13 +18,25 @@ from typing import Any
 
 import httpx
 import pytest
+from puras_testing import eventually
 from puras_testing.platform import CHATTY_PROJECT, ECHO_PROJECT, Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 PURAS = Path(sys.executable).parent / "puras"
 
-PROJECT = {**ECHO_PROJECT, **CHATTY_PROJECT}
+ASK_PROJECT = {
+    "skills/ask/skill.yaml": "entrypoint: main.py:run\ntimeout_seconds: 60\n",
+    "skills/ask/main.py": (
+        "import puras\n\n"
+        "APPROVER = {'type': 'object', 'properties': {'name': {'type': 'string'}}, "
+        "'required': ['name']}\n\n"
+        "def run(inputs):\n"
+        "    return {'approved_by': puras.request_input('Who approves?', APPROVER)['name']}\n"
+    ),
+}
+
+PROJECT = {**ECHO_PROJECT, **CHATTY_PROJECT, **ASK_PROJECT}
 
 
 @dataclass
@@ -162,6 +174,35 @@ async def test_jobs_list_get_tail_and_cancel(user: User, tenant: Tenant) -> None
     tail = await user("jobs", "tail", slow["id"])
     assert tail.code == 1 and "cancelled" in tail.err
     again = await user("jobs", "cancel", slow["id"])
+    assert again.code == 3 and again.err.startswith("error: conflict: ")
+
+
+async def test_a_run_shows_the_jobs_question_and_jobs_answer_answers_it(user: User) -> None:
+    running = asyncio.create_task(user("run", "ask"))
+
+    async def waiting() -> str | None:
+        listed = (await user("jobs", "list", "--status", "waiting", "--json")).json()["data"]
+        return listed[0]["id"] if listed else None
+
+    job_id = await eventually(waiting, what="the job to ask its question")
+    not_json = await user("jobs", "answer", job_id, "{name: Ada}")
+    assert not_json.code == 2 and "error: usage: the answer is not JSON" in not_json.err
+    wrong = await user("jobs", "answer", job_id, '{"nom": "Ada"}')
+    assert wrong.code == 3
+    assert wrong.err.startswith(
+        "error: invalid_request: the answer does not match the question's answer_schema: "
+    )
+    assert wrong.err.rstrip().endswith("at /answer")
+    answered = await user("jobs", "answer", job_id, "-", stdin='{"name": "Ada"}')
+    assert (answered.code, answered.out) == (0, f"job {job_id} queued: answered, runs on\n")
+
+    ran = await running
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out) == {"approved_by": "Ada"}
+    asked = [line for line in ran.err.splitlines() if " input_requested " in line]
+    assert len(asked) == 1 and asked[0].endswith(f"puras jobs answer {job_id} JSON)")
+    assert "Who approves? (an answer matching " in asked[0]
+    again = await user("jobs", "answer", job_id, '{"name": "Bob"}')
     assert again.code == 3 and again.err.startswith("error: conflict: ")
 
 

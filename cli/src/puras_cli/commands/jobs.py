@@ -1,8 +1,8 @@
-"""``puras run`` and ``puras jobs list|get|tail|cancel``.
+"""``puras run`` and ``puras jobs list|get|tail|cancel|answer``.
 
 ``run`` and ``tail`` follow the job's event stream (resumed if the connection drops) and show
 each event as it happens on stderr, so stdout carries only the result; the exit code says how
-the job ended.
+the job ended. A job that asks a question shows it, with the command that answers it.
 """
 
 from __future__ import annotations
@@ -55,32 +55,41 @@ def parse_inputs(pairs: list[str], whole: str | None) -> dict[str, Any]:
 
 
 class Progress:
-    """One line per event, as it arrives, with the time since the display started."""
+    """One line per event of job ``job_id``, as it arrives, with the time since the display
+    started."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, job_id: str) -> None:
         self.out = out
+        self.job_id = job_id
         self.start = time.monotonic()
 
     def show(self, event: dict[str, Any]) -> None:
         elapsed = time.monotonic() - self.start
-        print(f"{elapsed:7.2f}s  {event['type']:<11} {describe(event)}".rstrip(), file=self.out)
+        summary = describe(event, self.job_id)
+        print(f"{elapsed:7.2f}s  {event['type']:<11} {summary}".rstrip(), file=self.out)
         self.out.flush()
 
 
-def describe(event: dict[str, Any]) -> str:
+def describe(event: dict[str, Any], job_id: str) -> str:
     """A short human summary of an event's payload."""
     payload = event.get("payload") or {}
     if event["type"] == "log":
         return str(payload.get("text", "")).rstrip("\n")
     if event["type"] == "queued":
         return f"{payload.get('skillpack')}/{payload.get('skill')} v{payload.get('version')}"
+    if event["type"] == "input_requested":
+        schema = json.dumps(payload.get("answer_schema"), separators=(",", ":"))
+        return (
+            f"{payload.get('prompt')} (an answer matching {schema}: "
+            f"puras jobs answer {job_id} JSON)"
+        )
     text = json.dumps(payload, separators=(",", ":"), default=str)
     return text if len(text) <= 100 else text[:97] + "..."
 
 
 def follow(client: puras.Client, job_id: str, *, after_id: int, quiet: bool) -> dict[str, Any]:
     """Show the job's events until it ends; returns the ended job."""
-    progress = None if quiet else Progress(sys.stderr)
+    progress = None if quiet else Progress(sys.stderr, job_id)
     for event in client.events(job_id, after_id=after_id):
         if progress:
             progress.show(event)
@@ -190,6 +199,32 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return finish(args, follow(client, args.job_id, after_id=args.after_id, quiet=False))
 
 
+def parse_answer(text: str) -> Any:
+    """An answer given as JSON text, ``@file.json``, or ``-`` for standard input."""
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise CommandError(f"cannot read the answer: {exc}", Exit.USAGE) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CommandError(
+            f"the answer is not JSON ({exc}); a text answer is quoted: '\"yes\"'", Exit.USAGE
+        ) from None
+
+
+@command
+def cmd_answer(args: argparse.Namespace) -> int:
+    answer = parse_answer(args.answer)
+    with client_of(args) as client:
+        job = client.provide_input(args.job_id, answer, request_id=args.request_id)
+    emit(args, job, lambda j: print(f"job {j['id']} {j['status']}: answered, runs on"))
+    return Exit.OK
+
+
 @command
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = call(args, "POST", f"/v1/jobs/{args.job_id}/cancel")
@@ -209,11 +244,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--timeout", type=float, default=600, help="seconds --no-stream waits (default 600)"
     )
 
-    jobs = sub.add_parser("jobs", help="list, read, follow and cancel jobs").add_subparsers(
+    jobs = sub.add_parser("jobs", help="list, read, follow, answer and cancel jobs").add_subparsers(
         dest="jobs", required=True
     )
     p = leaf(jobs, "list", cmd_list, "newest first")
-    p.add_argument("--status", choices=("queued", "running", *TERMINAL))
+    p.add_argument("--status", choices=("queued", "running", "waiting", *TERMINAL))
     p.add_argument("--limit", type=int, default=25)
     p = leaf(jobs, "get", cmd_get, "one job: status, result, cost")
     p.add_argument("job_id")
@@ -222,3 +257,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--after-id", type=int, default=0, help="resume after this event id")
     p = leaf(jobs, "cancel", cmd_cancel, "cancel a queued or running job")
     p.add_argument("job_id")
+    p = leaf(jobs, "answer", cmd_answer, "answer the question a waiting job asked")
+    p.add_argument("job_id")
+    p.add_argument("answer", help="JSON matching the question's answer_schema, @file.json, or -")
+    p.add_argument("--request-id", help="refuse the answer unless the job waits on this question")
