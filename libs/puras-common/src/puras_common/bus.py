@@ -734,7 +734,7 @@ async def send(
     coroutine function waits for them, publishing again whatever was not acknowledged.
 
     For a producer that may go on working while the server stores what it sent, and confirms
-    before anything that must come after.
+    before anything that must come after. Confirming again once confirmed does nothing.
     """
     futures = [
         await js.publish_async(
@@ -742,10 +742,15 @@ async def send(
         )
         for e in events
     ]
+    stored = False
 
     async def confirmed() -> None:
+        nonlocal stored
+        if stored:
+            return
         failed_at, _error = await publish_acks(futures, timeout=timeout)
         if failed_at is not None:
             await publish(js, events[failed_at:], timeout=timeout)
+        stored = True
 
     return confirmed

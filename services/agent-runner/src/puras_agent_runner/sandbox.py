@@ -4,10 +4,10 @@ Both go through the job's own sandbox (a ``puras_sandbox`` fork server the job h
 the job begins, if the job has a tool that runs in it, or else on its first command, and stops
 when the job ends): each call is its own process, as the workspace's unprivileged uid, in the
 job's workdir, with the job's environment (its skillpack's secrets included) and rlimits,
-killed with its whole process group at its timeout. In bubblewrap the sandbox sees only the job's workdir, its workspace's drive folder
-and the read-only deployment, and only the job's own processes; its ``/tmp`` and whatever a
-step started in the background last until the job ends, so one step's state is there for the
-next. Nothing runs by remote call.
+killed with its whole process group at its timeout. In bubblewrap the sandbox sees only the
+job's workdir, its workspace's drive folder and the read-only deployment, and only the job's
+own processes; its ``/tmp`` and whatever a step started in the background last until the job
+ends, so one step's state is there for the next. Nothing runs by remote call.
 """
 
 from __future__ import annotations
