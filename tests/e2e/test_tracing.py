@@ -38,13 +38,13 @@ async def traced(platform: Platform, receiver: OtlpReceiver) -> AsyncIterator[No
     ]
     for name in names:
         platform.supervisor.children[name].env["PURAS_OTLP_ENDPOINT"] = receiver.url
-        await platform.restart(name)
+    await platform.restart(*names)
     try:
         yield
     finally:
         for name in names:
             platform.supervisor.children[name].env.pop("PURAS_OTLP_ENDPOINT", None)
-            await platform.restart(name)
+        await platform.restart(*names)
 
 
 async def test_one_trace_per_job_across_the_services(

@@ -4,6 +4,7 @@ workspaces and push projects over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -195,10 +196,13 @@ class Platform:
         self.people.append(person)
         return person
 
-    async def restart(self, service: str) -> None:
-        """Stop one service cleanly and start it again (waits until it is healthy)."""
-        await self.stop_service(service)
-        await self.start_service(service)
+    async def restart(self, *services: str) -> None:
+        """Stop services cleanly, all at once, and start them again (waits until every one is
+        healthy)."""
+        await asyncio.gather(*(self.stop_service(s) for s in services))
+        for service in services:
+            await self.supervisor.resume(service)
+        await wait_ready(self.config)
 
     async def stop_service(self, service: str, *, kill: bool = False) -> None:
         """Stop one service (SIGKILL with ``kill``, as a crash would) until started again."""
