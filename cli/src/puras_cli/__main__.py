@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from puras._paths import api_path
 
 from puras_cli import config
 from puras_cli.bundles import zip_project
@@ -79,7 +80,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
 
     home = Home()
     response = httpx.post(
-        f"{_gateway_url(home)}/v1/admin/workspaces/{args.workspace}/grants",
+        _gateway_url(home) + api_path("/v1/admin/workspaces/{}/grants", args.workspace),
         json={"usd": args.usd, "note": args.note},
         headers={"Authorization": f"Bearer {_admin_token(home)}"},
         timeout=30,
@@ -98,7 +99,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     if args.reset_password:
         body["reset_password"] = True
     response = httpx.post(
-        f"{_gateway_url(home)}/v1/admin/workspaces/{args.workspace}/users",
+        _gateway_url(home) + api_path("/v1/admin/workspaces/{}/users", args.workspace),
         json=body,
         headers={"Authorization": f"Bearer {_admin_token(home)}"},
         timeout=30,
@@ -140,7 +141,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     for skill in body["skills"]:
         print(f"  {skill['name']:<20} {skill['kind']:<9} {skill['entrypoint']}")
     if body["status"] == "building":
-        body = _follow_build(f"{cfg.api_base}/v1/deployments/{body['id']}", key)
+        body = _follow_build(cfg.api_base + api_path("/v1/deployments/{}", body["id"]), key)
     if body["status"] == "failed":
         print(f"error: {body.get('error') or 'the build failed'}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ import httpx
 import puras
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
+from puras._paths import api_path
 
 from puras_cli import config, docs_index
 from puras_cli.bundles import zip_project
@@ -125,7 +126,7 @@ def build_server() -> FastMCP:
             deadline = time.monotonic() + MAX_TAIL_SECONDS
             while body["status"] == "building" and time.monotonic() < deadline:
                 time.sleep(1.0)
-                body = client.request("GET", f"/v1/deployments/{body['id']}")
+                body = client.request("GET", api_path("/v1/deployments/{}", body["id"]))
             return body
 
         return await _api(deploy)
@@ -139,12 +140,14 @@ def build_server() -> FastMCP:
     @mcp.tool()
     async def activate_deployment(deployment_id: str) -> dict[str, Any]:
         """Switch new jobs to this deployment; jobs already submitted keep theirs."""
-        return dict(await _api(_request("POST", f"/v1/deployments/{deployment_id}/activate")))
+        return dict(
+            await _api(_request("POST", api_path("/v1/deployments/{}/activate", deployment_id)))
+        )
 
     @mcp.tool()
     async def delete_deployment(deployment_id: str) -> str:
         """Delete a deployment; the active one cannot be deleted."""
-        await _api(_request("DELETE", f"/v1/deployments/{deployment_id}"))
+        await _api(_request("DELETE", api_path("/v1/deployments/{}", deployment_id)))
         return f"deleted deployment {deployment_id}"
 
     async def submit(
@@ -202,7 +205,9 @@ def build_server() -> FastMCP:
             after = 0
             while True:
                 page = client.request(
-                    "GET", f"/v1/jobs/{job_id}/events", params={"after_id": after, "limit": 1000}
+                    "GET",
+                    api_path("/v1/jobs/{}/events", job_id),
+                    params={"after_id": after, "limit": 1000},
                 )
                 events.extend(page["events"])
                 after = page["next_after_id"]
@@ -222,7 +227,7 @@ def build_server() -> FastMCP:
     @mcp.tool()
     async def cancel_job(job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job (a tool call in flight still completes)."""
-        return dict(await _api(_request("POST", f"/v1/jobs/{job_id}/cancel")))
+        return dict(await _api(_request("POST", api_path("/v1/jobs/{}/cancel", job_id))))
 
     @mcp.tool()
     async def provide_input(job_id: str, answer: Any, request_id: str = "") -> dict[str, Any]:
@@ -240,17 +245,19 @@ def build_server() -> FastMCP:
         """Thumbs up (1) or down (-1) and/or a comment on a job; one per (job, end user),
         overwritten when sent again."""
         body = {"rating": rating, "comment": comment, "end_user_id": end_user_id}
-        return dict(await _api(_request("POST", f"/v1/jobs/{job_id}/feedback", json=body)))
+        return dict(
+            await _api(_request("POST", api_path("/v1/jobs/{}/feedback", job_id), json=body))
+        )
 
     @mcp.tool()
     async def list_job_feedback(job_id: str) -> list[dict[str, Any]]:
         """A job's feedback, newest first."""
-        return list((await _api(_request("GET", f"/v1/jobs/{job_id}/feedback")))["data"])
+        return list((await _api(_request("GET", api_path("/v1/jobs/{}/feedback", job_id))))["data"])
 
     @mcp.tool()
     async def job_feedback_stats(job_id: str) -> dict[str, Any]:
         """{up, down, count, score} of a job's feedback; score = up - down."""
-        return dict(await _api(_request("GET", f"/v1/jobs/{job_id}/feedback/stats")))
+        return dict(await _api(_request("GET", api_path("/v1/jobs/{}/feedback/stats", job_id))))
 
     @mcp.tool()
     async def list_secrets() -> list[dict[str, Any]]:
@@ -260,12 +267,14 @@ def build_server() -> FastMCP:
     @mcp.tool()
     async def set_secret(name: str, value: str) -> dict[str, Any]:
         """Create or overwrite a secret; name matches ^[A-Z_][A-Z0-9_]*$."""
-        return dict(await _api(_request("PUT", f"/v1/secrets/{name}", json={"value": value})))
+        return dict(
+            await _api(_request("PUT", api_path("/v1/secrets/{}", name), json={"value": value}))
+        )
 
     @mcp.tool()
     async def delete_secret(name: str) -> str:
         """Delete a secret."""
-        await _api(_request("DELETE", f"/v1/secrets/{name}"))
+        await _api(_request("DELETE", api_path("/v1/secrets/{}", name)))
         return f"deleted secret {name}"
 
     @mcp.tool()

@@ -88,7 +88,7 @@ export class Puras {
 
   /** A job by id: status, result, error, outputs with signed URLs. */
   async get(jobId: string): Promise<Job> {
-    return this.request<Job>("GET", `/v1/jobs/${encodeURIComponent(jobId)}`);
+    return this.request<Job>("GET", apiPath`/v1/jobs/${jobId}`);
   }
 
   /** Poll until the job ends (or, with `orWaiting`, waits for input) or `timeoutMs` passes;
@@ -111,7 +111,7 @@ export class Puras {
   async provideInput(jobId: string, answer: unknown, options: ProvideInputOptions = {}): Promise<Job> {
     const body: Record<string, unknown> = { answer };
     if (options.requestId !== undefined) body.request_id = options.requestId;
-    return this.request<Job>("POST", `/v1/jobs/${encodeURIComponent(jobId)}/input`, { body });
+    return this.request<Job>("POST", apiPath`/v1/jobs/${jobId}/input`, { body });
   }
 
   /** The job's events as they happen, from the start (or after `afterId`), ending when the job
@@ -121,6 +121,7 @@ export class Puras {
     const { signal } = options;
     const interval = options.pollIntervalMs ?? 1500;
     const transport = options.transport ?? "auto";
+    const stream = this.url(apiPath`/v1/jobs/${jobId}/stream`); // a bad id throws here, not retried
     if (transport === "poll") {
       yield* this.poll(jobId, cursor, interval, signal);
       return;
@@ -129,7 +130,7 @@ export class Puras {
     while (!signal?.aborted) {
       let response: Response;
       try {
-        response = await this.fetchImpl(this.url(`/v1/jobs/${encodeURIComponent(jobId)}/stream`), {
+        response = await this.fetchImpl(stream, {
           headers: { ...this.headers(), Accept: "text/event-stream", "Last-Event-ID": String(cursor.afterId) },
           signal,
         });
@@ -185,10 +186,11 @@ export class Puras {
     interval: number,
     signal: AbortSignal | undefined,
   ): AsyncGenerator<JobEvent> {
+    const events = apiPath`/v1/jobs/${jobId}/events`;
     while (!signal?.aborted) {
       let page: EventsPage;
       try {
-        page = await this.request<EventsPage>("GET", `/v1/jobs/${encodeURIComponent(jobId)}/events`, {
+        page = await this.request<EventsPage>("GET", events, {
           query: { after_id: cursor.afterId, limit: 500 },
           signal,
         });
@@ -249,6 +251,19 @@ export class Puras {
 
 /** `Puras` under the name of the Python SDK's `puras.Client`. */
 export { Puras as Client };
+
+/** A request path from a template whose every interpolated value is one path segment, encoded
+ * whole (`/`, `?`, `#` and `%` included), so that an id never reaches another route. An empty,
+ * "." or ".." value, which URL parsing would drop or resolve, throws before any request. */
+function apiPath(literals: TemplateStringsArray, ...segments: string[]): string {
+  return segments.reduce((out, value, i) => {
+    const text = String(value);
+    if (text === "" || text === "." || text === "..") {
+      throw new PurasError(`${JSON.stringify(text)} is not an id or name: a request path segment is never empty, "." or ".."`);
+    }
+    return out + encodeURIComponent(text) + literals[i + 1];
+  }, literals[0]);
+}
 
 function env(name: string): string | undefined {
   const process = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process;

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import puras
+from puras._paths import api_path
 
 from puras_cli.commands.output import (
     CommandError,
@@ -73,14 +74,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 @command
 def cmd_activate(args: argparse.Namespace) -> int:
     body = {"traffic_percent": args.traffic} if args.traffic is not None else None
-    deployment = call(args, "POST", f"/v1/deployments/{args.deployment_id}/activate", json=body)
+    deployment = call(
+        args, "POST", api_path("/v1/deployments/{}/activate", args.deployment_id), json=body
+    )
     emit(args, deployment, _show)
     return Exit.OK
 
 
 @command
 def cmd_promote(args: argparse.Namespace) -> int:
-    deployment = call(args, "POST", f"/v1/deployments/{args.deployment_id}/promote")
+    deployment = call(args, "POST", api_path("/v1/deployments/{}/promote", args.deployment_id))
     emit(args, deployment, _show)
     return Exit.OK
 
@@ -93,7 +96,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             (d for d in deployments if not d["active"] and d.get("traffic_percent")), None
         )
         if ramping is not None:  # a ramp in progress: it gives its share back
-            deployment = client.request("POST", f"/v1/deployments/{ramping['id']}/rollback")
+            deployment = client.request(
+                "POST", api_path("/v1/deployments/{}/rollback", ramping["id"])
+            )
             emit(args, deployment, _show)
             return Exit.OK
         active = next((d for d in deployments if d["active"]), None)
@@ -111,7 +116,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 name="conflict",
             )
         target = max(earlier, key=lambda d: d["version"])
-        deployment = client.request("POST", f"/v1/deployments/{target['id']}/activate")
+        deployment = client.request("POST", api_path("/v1/deployments/{}/activate", target["id"]))
 
     def human(d: dict[str, Any]) -> None:
         _show(d)
@@ -123,7 +128,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 @command
 def cmd_delete(args: argparse.Namespace) -> int:
-    answer = call(args, "DELETE", f"/v1/deployments/{args.deployment_id}")
+    answer = call(args, "DELETE", api_path("/v1/deployments/{}", args.deployment_id))
     emit(args, answer, lambda _: print(f"deleted deployment {args.deployment_id}"))
     return Exit.OK
 

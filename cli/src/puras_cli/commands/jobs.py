@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import puras
+from puras._paths import api_path
 
 from puras_cli.commands.output import (
     CommandError,
@@ -227,7 +228,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 @command
 def cmd_cancel(args: argparse.Namespace) -> int:
-    job = call(args, "POST", f"/v1/jobs/{args.job_id}/cancel")
+    job = call(args, "POST", api_path("/v1/jobs/{}/cancel", args.job_id))
     emit(args, job, lambda j: print(f"job {j['id']} {j['status']}"))
     return Exit.OK
 

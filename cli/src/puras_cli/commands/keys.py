@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from puras._paths import api_path
+
 from puras_cli.commands.output import (
     CommandError,
     Exit,
@@ -88,7 +90,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             if not matches:
                 raise CommandError(f"no key with prefix {prefix}", Exit.API_ERROR, name="not_found")
             key_id = matches[0]
-        key = client.request("DELETE", f"/v1/keys/{key_id}")
+        key = client.request("DELETE", api_path("/v1/keys/{}", key_id))
     emit(args, key, lambda k: print(f"key {k['prefix']} revoked at {k['revoked_at']}"))
     return Exit.OK
 

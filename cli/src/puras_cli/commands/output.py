@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import puras
+from puras._paths import PathSegmentError
 
 from puras_cli.config import Config, NotConfigured, resolve
 
@@ -95,8 +96,8 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
 
 
 def command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run an API command: API errors, an unreachable API and Ctrl-C become one line on stderr
-    and their exit code."""
+    """Run an API command: API errors, an id that cannot be sent, an unreachable API and Ctrl-C
+    become one line on stderr and their exit code."""
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
@@ -106,6 +107,8 @@ def command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
             return _fail(args, exc.code, exc.message, Exit.API_ERROR, status=exc.status)
         except CommandError as exc:
             return _fail(args, exc.name, str(exc), exc.code)
+        except PathSegmentError as exc:
+            return _fail(args, "usage", str(exc), Exit.USAGE)
         except NotConfigured as exc:
             return _fail(args, "not_configured", str(exc), Exit.USAGE)
         except httpx.TransportError as exc:

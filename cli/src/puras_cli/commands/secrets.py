@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from puras._paths import api_path
+
 from puras_cli.commands.output import (
     CommandError,
     Exit,
@@ -30,7 +32,11 @@ def cmd_set(args: argparse.Namespace) -> int:
     if not value:
         raise CommandError("no value: pass it after the name or on standard input", Exit.USAGE)
     answer = call(
-        args, "PUT", f"/v1/secrets/{args.name}", params=_params(args), json={"value": value}
+        args,
+        "PUT",
+        api_path("/v1/secrets/{}", args.name),
+        params=_params(args),
+        json={"value": value},
     )
     emit(args, answer, lambda a: print(f"secret {a.get('name', args.name)} set"))
     return Exit.OK
@@ -49,7 +55,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @command
 def cmd_rm(args: argparse.Namespace) -> int:
-    answer = call(args, "DELETE", f"/v1/secrets/{args.name}", params=_params(args))
+    answer = call(args, "DELETE", api_path("/v1/secrets/{}", args.name), params=_params(args))
     emit(args, answer, lambda _: print(f"secret {args.name} deleted"))
     return Exit.OK
 

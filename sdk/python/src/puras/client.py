@@ -18,6 +18,7 @@ from puras._http import (
     submit_request,
 )
 from puras._jobapi import TERMINAL
+from puras._paths import api_path
 from puras.errors import JobError, PurasAPIError
 
 Transport = Literal["sse", "poll"]
@@ -111,7 +112,7 @@ class Client:
 
     def get(self, job_id: str) -> dict[str, Any]:
         """Fetch a job by id."""
-        job: dict[str, Any] = check(self._http.get(f"/v1/jobs/{job_id}"))
+        job: dict[str, Any] = check(self._http.get(api_path("/v1/jobs/{}", job_id)))
         return job
 
     def wait(
@@ -140,7 +141,7 @@ class Client:
         with JSON pointers in ``details``); 409 when the job is not waiting, or, given
         ``request_id``, waits on another question."""
         job: dict[str, Any] = check(
-            self._http.post(f"/v1/jobs/{job_id}/input", json=_answer(answer, request_id))
+            self._http.post(api_path("/v1/jobs/{}/input", job_id), json=_answer(answer, request_id))
         )
         return job
 
@@ -181,7 +182,7 @@ class Client:
             try:
                 with self._http.stream(
                     "GET",
-                    f"/v1/jobs/{job_id}/stream",
+                    api_path("/v1/jobs/{}/stream", job_id),
                     headers={"Last-Event-ID": str(cursor.after_id)},
                     timeout=httpx.Timeout(10.0, read=60.0),
                 ) as response:
@@ -237,7 +238,9 @@ class Client:
     def _poll(self, job_id: str, cursor: EventCursor, interval: float) -> Iterator[dict[str, Any]]:
         while True:
             page = check(
-                self._http.get(f"/v1/jobs/{job_id}/events", params={"after_id": cursor.after_id})
+                self._http.get(
+                    api_path("/v1/jobs/{}/events", job_id), params={"after_id": cursor.after_id}
+                )
             )
             for event in page["events"]:
                 cursor.after_id = event["id"]
@@ -308,7 +311,7 @@ class AsyncClient:
         return job
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = check(await self._http.get(f"/v1/jobs/{job_id}"))
+        job: dict[str, Any] = check(await self._http.get(api_path("/v1/jobs/{}", job_id)))
         return job
 
     async def wait(
@@ -332,7 +335,9 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """Answer the question a ``waiting`` job asked (see :meth:`Client.provide_input`)."""
         job: dict[str, Any] = check(
-            await self._http.post(f"/v1/jobs/{job_id}/input", json=_answer(answer, request_id))
+            await self._http.post(
+                api_path("/v1/jobs/{}/input", job_id), json=_answer(answer, request_id)
+            )
         )
         return job
 
@@ -365,7 +370,7 @@ class AsyncClient:
             while True:
                 page = check(
                     await self._http.get(
-                        f"/v1/jobs/{job_id}/events", params={"after_id": cursor.after_id}
+                        api_path("/v1/jobs/{}/events", job_id), params={"after_id": cursor.after_id}
                     )
                 )
                 for event in page["events"]:
@@ -380,7 +385,7 @@ class AsyncClient:
             try:
                 async with self._http.stream(
                     "GET",
-                    f"/v1/jobs/{job_id}/stream",
+                    api_path("/v1/jobs/{}/stream", job_id),
                     headers={"Last-Event-ID": str(cursor.after_id)},
                     timeout=httpx.Timeout(10.0, read=60.0),
                 ) as response:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from puras import _jobapi
+from puras._paths import api_path
 from puras.errors import PurasError
 
 POLL_SECONDS = 60
@@ -93,7 +94,7 @@ def run(
         wait = max(1, min(POLL_SECONDS, math.ceil(left)))
         job = _jobapi.call(
             "GET",
-            f"/v1/subagents/{job['id']}?wait={wait}",
+            f"{api_path('/v1/subagents/{}', job['id'])}?wait={wait}",
             timeout=wait + 30,
             what="puras.subagent",
         )
