@@ -14,7 +14,7 @@ production does), then measures:
    claim.
 2. **runner: jobs/s** — the same, many attempts at once.
 3. **platform: dispatch → run() and jobs/s** — jobs submitted over HTTP to the running platform
-   (gateway → scheduler → WORK → runner, claim and all): from the scheduler's ``job.dispatched``
+   (gateway → scheduler → WORK → runner, claim and all): from the scheduler's ``run.function``
    to ``run()``, and the rate of a burst of async submits until the last one has finished.
 
     .venv/bin/python bench/function_warm_start.py [--runs N] [--burst N] [--json]
@@ -222,7 +222,7 @@ async def platform_numbers(
 
     async def on_event(msg: Any) -> None:
         body = orjson.loads(msg.data)
-        if body["type"] == "job.dispatched":
+        if body["type"] == "run.function":
             dispatched[body["job_id"]] = datetime.fromisoformat(body["occurred_at"])
         else:
             finished.add(body["job_id"])
@@ -231,7 +231,7 @@ async def platform_numbers(
             if expected and expected <= finished:
                 all_done.set()
 
-    sub = await nc.subscribe("job.*.dispatched", cb=on_event)
+    sub = await nc.subscribe("run.function", cb=on_event)
     done_sub = await nc.subscribe("job.*.succeeded", cb=on_event)
     failed_sub = await nc.subscribe("job.*.failed", cb=on_event)
     try:

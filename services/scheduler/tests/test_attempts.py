@@ -56,8 +56,9 @@ def done(job: JobSubmitted, attempt: int, result: object = "ok") -> CompleteRequ
 
 
 async def events_of(db: Scratch, job: JobSubmitted) -> list[str]:
+    """What the scheduler emitted about ``job``: its work commands and its events, in order."""
     rows = await db.pool.fetch(
-        "SELECT type FROM outbox WHERE subject LIKE $1 ORDER BY seq", f"job.{job.job_id}.%"
+        "SELECT type FROM outbox WHERE body->>'job_id' = $1 ORDER BY seq", str(job.job_id)
     )
     return [r["type"] for r in rows]
 
@@ -75,7 +76,7 @@ async def test_a_redelivery_becomes_a_new_attempt_and_only_it_may_finish(db: Scr
     assert (
         await attempts.complete(done(job, 2))
     ).accepted  # the runner's retry is answered, not repeated
-    assert await events_of(db, job) == ["job.dispatched", "job.retrying", "job.succeeded"]
+    assert await events_of(db, job) == ["run.function", "job.retrying", "job.succeeded"]
     payload = await db.pool.fetchval(
         "SELECT body->'payload' FROM outbox WHERE type = 'job.succeeded' AND subject LIKE $1",
         f"job.{job.job_id}.%",
@@ -89,7 +90,7 @@ async def test_agentic_jobs_are_never_run_twice(db: Scratch) -> None:
     assert (await attempts.claim(claim(job, 1))).run
     again = await attempts.claim(claim(job, 2))
     assert not again.run
-    assert await events_of(db, job) == ["job.dispatched", "job.failed"]
+    assert await events_of(db, job) == ["run.agent", "job.failed"]
     error = await db.pool.fetchval(
         "SELECT body->'payload'->>'error' FROM outbox WHERE type = 'job.failed' AND subject LIKE $1",
         f"job.{job.job_id}.%",
@@ -144,8 +145,8 @@ async def test_requests_decided_in_one_batch_see_each_others_effects(db: Scratch
         [done(job, 1, "stale"), done(job, 2), done(other, 1), done(job, 2)]
     )
     assert [o.accepted for o in outcomes] == [False, True, True, True]
-    assert await events_of(db, job) == ["job.dispatched", "job.retrying", "job.succeeded"]
-    assert await events_of(db, other) == ["job.dispatched", "job.succeeded"]
+    assert await events_of(db, job) == ["run.function", "job.retrying", "job.succeeded"]
+    assert await events_of(db, other) == ["run.function", "job.succeeded"]
 
 
 async def test_a_redelivery_of_work_still_running_waits_instead_of_costing_an_attempt(
@@ -161,7 +162,7 @@ async def test_a_redelivery_of_work_still_running_waits_instead_of_costing_an_at
         holdings.add(str(job.job_id), 1)
         again = await attempts.claim(claim(job, 2, runner="r2"))
         assert not again.run and again.wait_seconds > 0
-        assert await events_of(db, job) == ["job.dispatched"]  # not failed, not retried
+        assert await events_of(db, job) == ["run.agent"]  # not failed, not retried
         assert (await attempts.complete(done(job, 1))).accepted  # the first delivery finishes it
         holdings.discard(str(job.job_id), 1)
         last = await attempts.claim(claim(job, 2, runner="r2"))
@@ -183,7 +184,7 @@ async def test_a_claim_sent_again_gets_the_same_answer(db: Scratch) -> None:
     for _ in range(4):
         reply = await attempts.claim(claim(job, delivery=1, runner="r1"))
         assert (reply.run, reply.attempt) == (True, 1)
-    assert await events_of(db, job) == ["job.dispatched"]
+    assert await events_of(db, job) == ["run.function"]
     batch = await attempts.claim_batch([claim(job, 1, runner="r1"), claim(job, 1, runner="r1")])
     assert [(r.run, r.attempt) for r in batch] == [(True, 1), (True, 1)]
     assert (await attempts.claim(claim(job, delivery=2, runner="r2"))).attempt == 2

@@ -56,6 +56,8 @@ _DISPATCHED = """
 INSERT INTO jobs (id, attempt) VALUES ($1, $2)
 ON CONFLICT (id) DO UPDATE SET attempt = greatest(jobs.attempt, EXCLUDED.attempt)
 """
+"""``job.dispatched``, found only in streams written before the scheduler stopped emitting it:
+a replay of one keeps the attempts it showed."""
 
 _STARTED = f"""
 INSERT INTO jobs (id, status, attempt, started_at) VALUES ($1, 'running', $2, $3)

@@ -3,9 +3,10 @@
 A job is dispatched when its workspace's balance is above zero and the workspace has fewer than
 ``max_concurrency_per_workspace`` jobs dispatched or running. Workspaces are served in turns
 (see ``_DISPATCH``), so one workspace's backlog never holds up another's jobs, and ``priority``
-orders only a workspace's own queue. Claims use ``FOR UPDATE SKIP
-LOCKED``, so scheduler replicas never dispatch the same job twice; the WORK message and the
-``job.dispatched`` event commit with the claim.
+orders only a workspace's own queue. Claims use ``FOR UPDATE SKIP LOCKED``, so scheduler
+replicas never dispatch the same job twice; the WORK message commits with the claim. Nothing
+else announces a dispatch: the job's ``job.started`` (or its end) tells readers which attempt
+ran, so a job's path has one event and one projection transaction fewer.
 
 A subagent (a job with a parent) neither counts against the limit nor waits for it: its parent
 holds a slot while it waits for the child, so gating the child on the same slots could deadlock
@@ -22,14 +23,12 @@ from typing import Any
 
 from puras_common.bus import Delivery
 from puras_common.events import (
-    JobDispatched,
     JobKind,
     ResumeState,
     RunAgent,
     RunFunction,
     RunPayload,
 )
-from puras_common.events.jobs import DispatchedPayload
 from puras_common.logging import get_logger
 from puras_common.observability import DISPATCH_SECONDS
 from puras_common.outbox import Outbox, UnitOfWork
@@ -164,12 +163,6 @@ class Dispatcher:
             uow.emit(
                 command.new(
                     payload,
-                    producer="scheduler",
-                    workspace_id=row["workspace_id"],
-                    job_id=row["id"],
-                ),
-                JobDispatched.new(
-                    DispatchedPayload(attempt=attempt, kind=payload.kind),
                     producer="scheduler",
                     workspace_id=row["workspace_id"],
                     job_id=row["id"],

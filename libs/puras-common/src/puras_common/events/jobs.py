@@ -105,7 +105,10 @@ class DispatchedPayload(Payload):
 
 
 class JobDispatched(_JobEvent):
-    """The scheduler handed attempt ``attempt`` of the job to the runners' work queue."""
+    """The scheduler handed attempt ``attempt`` of the job to the runners' work queue.
+
+    No longer emitted: the work command itself is the dispatch, and ``job.started`` names the
+    attempt to readers. Kept so that streams written before still decode and replay."""
 
     subject_pattern: ClassVar = "job.{job_id}.dispatched"
     type: Literal["job.dispatched"] = "job.dispatched"
