@@ -12,7 +12,6 @@ import json
 import uuid
 from typing import Any
 
-import nats.errors
 import pytest
 from deployments_testlib import ECHO, JOB_TOKEN_KEY, MASTER_KEY, Harness
 from nats.aio.client import Client as NATS
@@ -416,7 +415,8 @@ async def test_secrets_wait_for_a_scheduler_that_does_not_answer_rather_than_ref
     served = await nc.subscribe(secrets_subject, cb=answer)
     job = uuid.uuid4()
     try:
-        with pytest.raises(nats.errors.TimeoutError):  # silence, however often it asks
+        # Silence, however often it asks, until it gives up and says so.
+        with pytest.raises(SecretDeliveryError, match=r"did not answer within 1 s .*TimeoutError"):
             await fetch_secrets(
                 nc,
                 subject=secrets_subject,
@@ -444,3 +444,22 @@ async def test_secrets_wait_for_a_scheduler_that_does_not_answer_rather_than_ref
             await answering.unsubscribe()
     finally:
         await served.unsubscribe()
+
+
+async def test_a_secrets_service_that_stays_away_fails_the_request_saying_so(nc: NATS) -> None:
+    """Nobody serving the subject (the deployments service restarting for longer than the runner
+    waits): the request is retried, then refused with what stayed silent, not a bare NATS
+    error that the runners would report as their own crash."""
+    job = uuid.uuid4()
+    with pytest.raises(
+        SecretDeliveryError,
+        match=r"secrets service did not answer within 0.5 s \(NoRespondersError",
+    ):
+        await fetch_secrets(
+            nc,
+            subject=f"svc.deployments.secrets.nobody-{uuid.uuid4().hex}",
+            job_token="not looked at",
+            job_id=job,
+            timeout=0.1,
+            give_up_after=0.5,
+        )

@@ -107,7 +107,8 @@ async def fetch_secrets(
 
     ``job_token`` is the token minted for the job (it names workspace, job and skillpack). Named
     transient failures (no responder yet, a timeout) are retried with backoff for up to
-    ``give_up_after`` seconds (the deployments service may be restarting) and then raised.
+    ``give_up_after`` seconds (the deployments service may be restarting); then
+    :class:`SecretDeliveryError` says that nothing answered, and the last failure.
     """
     private = X25519PrivateKey.generate()
     request = orjson.dumps({"job_token": job_token, "reply_key": _b64(_raw(private.public_key()))})
@@ -118,9 +119,12 @@ async def fetch_secrets(
         try:
             msg = await nc.request(subject, request, timeout=timeout)
             break
-        except TRANSIENT_ERRORS:
+        except TRANSIENT_ERRORS as exc:
             if loop.time() > deadline:
-                raise
+                raise SecretDeliveryError(
+                    f"the platform's secrets service did not answer within {give_up_after:g} s "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
             await asyncio.sleep(backoff(attempt, base=0.1, cap=1.0))
             attempt += 1
     reply = orjson.loads(msg.data)
