@@ -200,9 +200,7 @@ class Platform:
         """Stop services cleanly, all at once, and start them again (waits until every one is
         healthy)."""
         await asyncio.gather(*(self.stop_service(s) for s in services))
-        for service in services:
-            await self.supervisor.resume(service)
-        await wait_ready(self.config)
+        await self.start_service(*services)
 
     async def stop_service(self, service: str, *, kill: bool = False) -> None:
         """Stop one service (SIGKILL with ``kill``, as a crash would) until started again."""
@@ -210,8 +208,10 @@ class Platform:
             service, sig=signal.SIGKILL if kill else signal.SIGTERM, grace=stop_grace()
         )
 
-    async def start_service(self, service: str) -> None:
-        await self.supervisor.resume(service)
+    async def start_service(self, *services: str) -> None:
+        """Start stopped services again (waits until every one is healthy)."""
+        for service in services:
+            await self.supervisor.resume(service)
         await wait_ready(self.config)
 
     async def add_replica(
