@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -268,6 +270,53 @@ async def test_cancelled_spawns_leave_no_child_and_no_broken_channel(
         await server.spawn(Exec(["echo", "still fine"]), workdir=str(tmp_path), env=ENV)
     ).wait()
     assert outcome.exit_code == 0
+
+
+async def test_a_kill_before_the_child_has_its_own_group_still_lands() -> None:
+    """A child signalled between its fork and its ``setsid`` is not yet a process group:
+    the kill reaches the process itself instead of failing on the missing group."""
+    from puras_sandbox import _zygote
+
+    ours, theirs = socket.socketpair()
+    not_a_leader = subprocess.Popen(["sleep", "1000"])  # in this process's group
+    try:
+        zygote = _zygote.Zygote(ours)
+        zygote.children.add(not_a_leader.pid)
+        zygote.on_kill({"pid": not_a_leader.pid, "sig": int(signal.SIGKILL)})
+        assert await asyncio.to_thread(not_a_leader.wait, 10) == -signal.SIGKILL
+    finally:
+        not_a_leader.kill()
+        not_a_leader.wait()
+        ours.close()
+        theirs.close()
+
+
+async def test_a_signal_before_the_child_is_detached_waits_for_its_fresh_dispositions() -> None:
+    """Until ``setsid`` and the reset of its handlers, a child still runs the zygote's
+    SIGTERM handler (which only sets a flag): a SIGTERM in that window is held and then ends
+    the child, as it would a fresh Python."""
+    script = """
+import os, signal
+from puras_sandbox import _zygote
+_zygote._ZYGOTE_PID = os.getpid()
+signal.signal(signal.SIGTERM, lambda *_: None)   # the zygote's own handler
+pid = _zygote._fork()
+if pid == 0:
+    os.kill(os.getpid(), signal.SIGTERM)          # before the child is detached
+    _zygote._detach()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert int(done.stdout) == -signal.SIGTERM
 
 
 async def test_a_warm_child_holds_only_the_zygotes_modules(tmp_path: Path) -> None:

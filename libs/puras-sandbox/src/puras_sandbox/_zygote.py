@@ -212,9 +212,28 @@ def _encode_result(result: Msg, function: str) -> tuple[bytes, bool]:
         return json.dumps(err, ensure_ascii=False).encode("utf-8"), True
 
 
+def _fork() -> int:
+    """``os.fork()`` with every signal blocked in the child until :func:`_detach`.
+
+    Between the fork and ``setsid`` the child still has the zygote's signal handlers (a
+    SIGTERM there would only set the zygote's stop flag) and no process group of its own; a
+    signal sent in that window waits, pending, until the child's dispositions are a fresh
+    Python's, so none is lost.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return pid
+
+
 def _detach() -> None:
     """First steps of every child: own session, SIGKILL if the zygote dies, the signal
-    dispositions of a fresh Python."""
+    dispositions of a fresh Python, then the signals that arrived since the fork."""
     os.setsid()
     if _LIBC is not None:
         _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -224,6 +243,7 @@ def _detach() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def _child(msg: Msg, payload: bytes, fds: list[int], detached: bool = False) -> None:
@@ -396,7 +416,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         _flush_std()
         try:
-            pid = os.fork()
+            pid = _fork()
         except OSError as exc:
             ours.close()
             theirs.close()
@@ -545,7 +565,7 @@ class Zygote:
         if pid is None:
             _flush_std()
             try:
-                pid = os.fork()
+                pid = _fork()
             except OSError as exc:
                 for fd in fds:
                     os.close(fd)
@@ -571,6 +591,14 @@ class Zygote:
             return
         try:
             os.killpg(pid, sig)
+        except ProcessLookupError:
+            # Forked but not yet its own group (setsid is its first step), so it has no
+            # children either: signal the process. The pid is not reaped, so still ours,
+            # and the signal stays blocked until the child's dispositions are reset.
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
         except OSError:
             pass
 
