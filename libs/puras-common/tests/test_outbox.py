@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
@@ -225,6 +225,61 @@ async def test_redelivered_event_changes_projection_once(
         assert projection.applied == 1
     finally:
         consume.cancel()
+
+
+async def test_a_batch_apply_keyed_by_event_id_keeps_no_inbox_and_applies_once(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    ws = uuid.uuid4()
+    events = workspace_events(ws, 3)
+
+    async def apply_batch(uow: UnitOfWork, batch: Sequence[Delivery]) -> int:
+        rows = await uow.conn.fetch(
+            """INSERT INTO counters SELECT unnest($1::text[]), 1
+               ON CONFLICT (name) DO NOTHING RETURNING name""",
+            [str(d.event.id) for d in batch],
+        )
+        return len(rows)
+
+    spec = ConsumerSpec(streams.PLATFORM, f"test-{uuid.uuid4().hex[:8]}", (f"workspace.{ws}.>",))
+    projection = ProjectionRunner(
+        js=js, outbox=scratch.outbox, spec=spec, apply_batch=apply_batch, inbox=False
+    )
+    await ensure_consumer(js, spec)  # as provisioning does
+    consume = asyncio.create_task(projection.run())
+    try:
+        for e in events:
+            await js.publish(e.subject, e.to_json(), headers={"Nats-Msg-Id": str(e.id)})
+        await eventually(lambda: projection.applied == 3, what="three applications")
+        # Each again, past the server's duplicate window: the apply's own key skips them.
+        for e in events:
+            await js.publish(e.subject, e.to_json(), headers={"Nats-Msg-Id": f"{e.id}-late"})
+        await eventually(lambda: projection.skipped == 3, what="the duplicates to be skipped")
+        assert projection.applied == 3
+        ids = [str(e.id) for e in events]
+        assert (
+            await scratch.pool.fetchval("SELECT sum(n) FROM counters WHERE name = ANY($1)", ids)
+            == 3
+        )
+        assert (
+            await scratch.pool.fetchval(
+                "SELECT count(*) FROM inbox WHERE consumer = $1", spec.durable
+            )
+            == 0
+        )
+    finally:
+        consume.cancel()
+
+
+def test_only_a_batch_apply_can_go_without_the_inbox(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    async def apply(uow: UnitOfWork, d: Delivery) -> None:
+        pass
+
+    spec = ConsumerSpec(streams.PLATFORM, "unused", ("workspace.none.>",))
+    with pytest.raises(ValueError, match="without the inbox"):
+        ProjectionRunner(js=js, outbox=scratch.outbox, spec=spec, apply=apply, inbox=False)
 
 
 async def test_poison_event_is_dead_lettered_and_the_rest_still_apply(

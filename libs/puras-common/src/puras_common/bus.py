@@ -3,7 +3,8 @@ consume.
 
 * :class:`ProjectionRunner` — for services with state. Pulls batches, and for each batch opens
   one transaction that records every event in the ``inbox`` (so a redelivery is skipped), applies
-  the new ones and writes the resulting events to the outbox; then acks. A failing event is
+  the new ones and writes the resulting events to the outbox; then acks. A batch apply keyed by
+  the events' own ids (``inbox=False``) writes no inbox row: its key skips a redelivery. A failing event is
   retried alone with backoff and, after ``max_deliver`` attempts, parked on the dead-letter
   stream with the reason, and counted.
 * :class:`WorkRunner` — for runners. Pulls as many messages as it has free slots, runs each in
@@ -313,7 +314,8 @@ class PullFeed:
 
 
 Apply = Callable[[UnitOfWork, Delivery], Awaitable[None]]
-ApplyBatch = Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[None]]
+ApplyBatch = Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[int | None]]
+"""Applies a batch; with ``inbox=False`` it returns how many of its events were new."""
 
 
 class ProjectionRunner:
@@ -330,6 +332,7 @@ class ProjectionRunner:
         batch: int = 256,
         after_commit: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None,
         before_commit: Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[None]] | None = None,
+        inbox: bool = True,
     ) -> None:
         self.js = js
         self.outbox = outbox
@@ -341,6 +344,12 @@ class ProjectionRunner:
         """For projections whose events commute: the batch's new events in one call, so the
         handler can group its statements."""
         self.batch = batch
+        if not inbox and apply_batch is None:
+            raise ValueError("only a batch apply keyed by the events' ids can go without the inbox")
+        self.inbox = inbox
+        """False: ``apply_batch`` is itself exactly-once per event id (a unique key of its own
+        on the id, every write conditional on it) and returns how many events were new; no
+        inbox row is written, a round trip and an index entry per event saved."""
         self.after_commit = after_commit
         self.before_commit = before_commit
         """Runs in the batch's transaction after its events are applied (e.g. to act on them
@@ -438,20 +447,24 @@ class ProjectionRunner:
 
     async def _apply_batch(self, deliveries: Sequence[Delivery]) -> None:
         async with self.outbox.transaction() as uow:
-            fresh = await claim(uow.conn, self.consumer, deliveries)
-            if self.apply_batch is not None:
-                if fresh:
-                    await self.apply_batch(uow, [d for d in deliveries if d.event.id in fresh])
-            else:
-                assert self.apply is not None
-                for d in deliveries:
-                    if d.event.id in fresh:
+            if self.inbox:
+                ids = await claim(uow.conn, self.consumer, deliveries)
+                fresh = [d for d in deliveries if d.event.id in ids]
+                if fresh and self.apply_batch is not None:
+                    await self.apply_batch(uow, fresh)
+                elif fresh:
+                    assert self.apply is not None
+                    for d in fresh:
                         await self.apply(uow, d)
-            if fresh and self.before_commit is not None:
+                new = len(ids)
+            else:
+                assert self.apply_batch is not None
+                new = await self.apply_batch(uow, deliveries) or 0
+            if new and self.before_commit is not None:
                 await self.before_commit(uow, deliveries)
-        self.applied += len(fresh)
-        self.skipped += len(deliveries) - len(fresh)
-        observability.EVENTS_APPLIED.labels(self.consumer).inc(len(fresh))
+        self.applied += new
+        self.skipped += len(deliveries) - new
+        observability.EVENTS_APPLIED.labels(self.consumer).inc(new)
 
     async def _apply_one(self, d: Delivery) -> None:
         try:

@@ -36,6 +36,7 @@ async def main(settings: BillingSettings | None = None) -> None:
             spec=USAGE_CONSUMER,
             apply_batch=charges.apply_batch,
             batch=settings.usage_batch,
+            inbox=False,
         )
         runtime.spawn(grants.run(), GRANTS_CONSUMER.durable)
         runtime.spawn(usage.run(), USAGE_CONSUMER.durable)

@@ -89,10 +89,12 @@ class UsageCharges:
     def __init__(self, pricebook: Pricebook) -> None:
         self.pricebook = pricebook
 
-    async def apply_batch(self, uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
-        """Apply a batch of deliveries (ProjectionRunner's ``apply_batch``): charges commute."""
+    async def apply_batch(self, uow: UnitOfWork, deliveries: Sequence[Delivery]) -> int:
+        """Apply a batch of deliveries (ProjectionRunner's ``apply_batch``): charges commute,
+        and the usage row's key makes each exactly-once, so the runner keeps no inbox for it.
+        Returns how many were charged for the first time."""
         events = {d.event.id: d.event for d in deliveries if isinstance(d.event, UsageRecorded)}
-        await self.charge(uow, list(events.values()))
+        return await self.charge(uow, list(events.values()))
 
     async def charge(self, uow: UnitOfWork, events: Sequence[UsageRecorded]) -> int:
         """Charge ``events`` (distinct ids) in one round trip; returns how many were new.
