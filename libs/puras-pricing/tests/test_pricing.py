@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from puras_common.events import JobStarted, JobUsageRecorded, UsageRecorded, UsageRecordedPayload
 from puras_common.events.jobs import StartedPayload
+from puras_common.money import ceil_micros
 from puras_pricing import (
     COMPUTE,
     ComputeRates,
@@ -27,6 +28,7 @@ from puras_pricing import (
     quote,
     usage_events,
 )
+from puras_pricing.prices import MEDIA_QUOTES_REMEMBERED
 
 
 def billed(slug: str, inputs: dict | None = None, **measures) -> int:
@@ -331,3 +333,73 @@ def test_an_attempts_compute_is_published_with_its_measures_on_both_events() -> 
         500,
     )
     assert priced.quote_usage(usage.payload).billed_micros == 500  # as billing will charge it
+
+
+@given(
+    slug=st.sampled_from(sorted(pricebook().models.models)),
+    tokens_in=st.integers(0, 10**9),
+    tokens_out=st.integers(0, 10**9),
+    pct=st.sampled_from(["0", "7.5", "20", "33.3"]),
+)
+def test_an_llm_row_is_its_tokens_at_the_catalogues_prices_rounded_up_once(
+    slug: str, tokens_in: int, tokens_out: int, pct: str
+) -> None:
+    model = pricebook().models.models[slug]
+    upstream = tokens_in * Fraction(model.input_usd_per_mtok) + tokens_out * Fraction(
+        model.output_usd_per_mtok
+    )
+    book = Pricebook(pct)
+    for _ in range(2):  # the model's prices as the book keeps them, from the first row on
+        q = book.quote(slug, input_tokens=tokens_in, output_tokens=tokens_out)
+        assert q.upstream_micros == upstream
+        assert q.billed_micros == ceil_micros(upstream * (1 + Fraction(Decimal(pct)) / 100))
+        assert q.units == tokens_in + tokens_out
+
+
+MEDIA_CALLS = [
+    ("bytedance/seedance-2-t2v", {"duration": "5"}),
+    ("bytedance/seedance-2-t2v", {"duration": 5}),
+    ("bytedance/seedance-2-t2v", {"duration": 5.0}),
+    ("bytedance/seedance-2-t2v", {}),
+    ("bytedance/seedance-2-t2v", None),
+    ("openai/gpt-image-2", {"quality": "medium", "size": "1024x1024"}),
+    ("openai/gpt-image-2", {"size": "1024x1024", "quality": "medium"}),
+    ("openai/gpt-image-2", {"quality": "low", "size": {"width": 1024, "height": 1024}}),
+    ("kuaishou/kling-v3-t2v", {"duration": "10", "generate_audio": True}),
+    ("kuaishou/kling-v3-t2v", {"duration": "10", "generate_audio": 1}),
+    ("kuaishou/kling-v3-t2v", {"duration": "10", "generate_audio": False}),
+    ("kuaishou/kling-v3-t2v", {"duration": "10", "generate_audio": 0}),
+    ("kuaishou/kling-v3-t2v", {"duration": "10", "prompt": "x" * 500}),
+]
+
+
+def test_a_media_quote_given_again_is_the_quote_a_fresh_book_gives() -> None:
+    """A pricebook remembers media quotes by what they depend on: inputs that compare equal
+    in Python but differ in type (``1`` and ``True``), or in order, each get their own."""
+    book = Pricebook()
+    for _ in range(3):
+        for slug, inputs in MEDIA_CALLS:
+            for measured in (None, "7"):
+                try:
+                    fresh = Pricebook().quote(slug, inputs, measured_units=measured)
+                except PricingError as exc:
+                    with pytest.raises(type(exc)):
+                        book.quote(slug, inputs, measured_units=measured)
+                    continue
+                again = book.quote(slug, inputs, measured_units=measured)
+                assert again == fresh
+                assert dict(again.inputs) == dict(fresh.inputs)
+                assert [type(v) for v in again.inputs.values()] == [
+                    type(v) for v in fresh.inputs.values()
+                ]
+
+
+def test_the_media_quotes_a_book_remembers_stay_bounded_whatever_a_caller_sends() -> None:
+    book = Pricebook()
+    for i in range(2_000):  # a caller's whole inputs, prompt and all: priced, not kept
+        book.quote("bytedance/seedance-2-t2v", {"duration": "5", "prompt": f"{i} " * 40})
+        book.quote("bytedance/seedance-2-t2v", {"duration": "5", "refs": [i]})
+    assert len(book._media_quotes) == 0
+    for i in range(MEDIA_QUOTES_REMEMBERED + 500):  # short, distinct and priceable
+        book.quote("openai/gpt-image-2", {"quality": "medium", "size": "1024x1024", "n": i})
+    assert len(book._media_quotes) == MEDIA_QUOTES_REMEMBERED

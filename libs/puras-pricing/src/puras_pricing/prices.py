@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from functools import cache
+from math import lcm
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from puras_common.events.usage import UsageRecordedPayload
@@ -34,6 +36,11 @@ DEFAULT_MARGIN_PCT: Final = Decimal("20")
 """``PURAS_MARGIN_PCT`` when unset: billed = upstream × 1.2."""
 
 UsageKind = Literal["llm", "media", "tool", "compute"]
+
+MEDIA_QUOTES_REMEMBERED: Final = 4096
+"""Media quotes a pricebook keeps by (slug, inputs, measured units): a media call's price
+depends on nothing else, and a deployment calls few distinct shapes, so billing prices each
+shape once rather than once per usage row. The oldest is forgotten first beyond this."""
 
 COMPUTE: Final = "puras/compute"
 """The slug of a job's own compute: its processes' CPU time and the attempt's wall time."""
@@ -107,6 +114,8 @@ class Pricebook:
         self.models = models or llm_catalogue()
         self.media = media or media_catalogue()
         self.compute = compute or ComputeRates()
+        self._media_quotes: dict[tuple[Any, ...], Quote] = {}
+        self._llm_rates: dict[str, tuple[int, int, int]] = {}
 
     def slugs(self) -> list[str]:
         """Every priced slug: LLM models, media models, tools, compute."""
@@ -135,25 +144,17 @@ class Pricebook:
                     raise PricingError(
                         f"{name} must be a whole number ≥ 0, not {n!r}", pointer=f"/{name}"
                     )
-            per_input, per_output = _micros_per_token(llm)
-            upstream = input_tokens * per_input + output_tokens * per_output
-            return Quote(
-                slug,
-                "llm",
-                "token",
-                Fraction(input_tokens + output_tokens),
-                upstream,
-                self.bill(upstream),
-            )
+            return self._llm(llm, input_tokens, output_tokens)
         if (media := self.media.models.get(slug)) is not None:
-            priced = media.priced_inputs(inputs)
-            rate = media.rate_for(priced)
-            units = media.units(priced, measured)
-            upstream = rate.usd * MICROS_PER_USD * units
-            shown = media.price_relevant(priced)
-            return Quote(
-                slug, "media", media.unit, units, upstream, self.bill(upstream), rate.label, shown
-            )
+            key = _media_key(slug, inputs, measured)
+            if key is not None and (known := self._media_quotes.get(key)) is not None:
+                return known
+            quote = self._media(media, inputs, measured)
+            if key is not None:
+                if len(self._media_quotes) >= MEDIA_QUOTES_REMEMBERED:
+                    del self._media_quotes[next(iter(self._media_quotes))]
+                self._media_quotes[key] = quote
+            return quote
         if (tool := self.media.tools.get(slug)) is not None:
             units = measured or Fraction(1)
             upstream = tool.usd * MICROS_PER_USD * units
@@ -161,6 +162,40 @@ class Pricebook:
         if slug == COMPUTE:
             return self._compute(inputs or {})
         raise UnknownModel(slug, self.slugs())
+
+    def _llm(self, llm: Model, input_tokens: int, output_tokens: int) -> Quote:
+        """Tokens at the model's prices, in whole numbers over one denominator per model (the
+        same exact amounts as fractions, without a fraction's arithmetic per row)."""
+        rates = self._llm_rates.get(llm.slug)
+        if rates is None:
+            per_input, per_output = _micros_per_token(llm)
+            den = lcm(per_input.denominator, per_output.denominator)
+            rates = (int(per_input * den), int(per_output * den), den)
+            self._llm_rates[llm.slug] = rates
+        per_input_n, per_output_n, den = rates
+        upstream = input_tokens * per_input_n + output_tokens * per_output_n
+        scale = self.multiplier
+        billed = -(-(upstream * scale.numerator) // (den * scale.denominator))
+        return Quote(
+            llm.slug,
+            "llm",
+            "token",
+            Fraction(input_tokens + output_tokens),
+            Fraction(upstream, den),
+            billed,
+        )
+
+    def _media(
+        self, media: MediaModel, inputs: Mapping[str, Any] | None, measured: Fraction | None
+    ) -> Quote:
+        priced = media.priced_inputs(inputs)
+        rate = media.rate_for(priced)
+        units = media.units(priced, measured)
+        upstream = rate.usd * MICROS_PER_USD * units
+        shown = MappingProxyType(media.price_relevant(priced))
+        return Quote(
+            media.slug, "media", media.unit, units, upstream, self.bill(upstream), rate.label, shown
+        )
 
     def _compute(self, inputs: Mapping[str, Any]) -> Quote:
         """``{"cpu_ms", "wall_ms"}`` at the operator's rates; the units are CPU seconds."""
@@ -241,8 +276,41 @@ class Pricebook:
         }
 
 
+def _media_key(
+    slug: str, inputs: Mapping[str, Any] | None, measured: Fraction | None
+) -> tuple[Any, ...] | None:
+    """What a media quote depends on, as a dictionary key; None (priced afresh, not kept) for
+    inputs that are not a few short scalars, such as a call's whole inputs with its prompt, so
+    the memo stays small whatever a tenant sends. Each value's type is part of the key: ``1``,
+    ``1.0`` and ``True`` are equal in Python, not to the catalogue."""
+    if not inputs:
+        return (slug, measured)
+    if len(inputs) > _KEY_ITEMS:
+        return None
+    items = []
+    for name, value in inputs.items():
+        kind = type(value)
+        if not (
+            value is None
+            or kind in (int, float, bool)
+            or (kind is str and len(value) <= _KEY_TEXT and len(name) <= _KEY_TEXT)
+        ):
+            return None
+        items.append((name, kind, value))
+    items.sort(key=_by_name)
+    return (slug, measured, *items)
+
+
+_KEY_ITEMS: Final = 16
+_KEY_TEXT: Final = 64
+
+
+def _by_name(item: tuple[str, type, Any]) -> str:
+    return item[0]
+
+
 def _measure(value: Fraction | Decimal | int | str | None) -> Fraction | None:
-    if value is None:
+    if value is None or value == "0" or (type(value) is int and value == 0):
         return None
     if isinstance(value, float):
         raise PricingError(
