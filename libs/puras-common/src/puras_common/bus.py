@@ -4,9 +4,9 @@ consume.
 * :class:`ProjectionRunner` — for services with state. Pulls batches, and for each batch opens
   one transaction that records every event in the ``inbox`` (so a redelivery is skipped), applies
   the new ones and writes the resulting events to the outbox; then acks. A batch apply keyed by
-  the events' own ids (``inbox=False``) writes no inbox row: its key skips a redelivery. A failing event is
-  retried alone with backoff and, after ``max_deliver`` attempts, parked on the dead-letter
-  stream with the reason, and counted.
+  the events' own ids (``inbox=False``) writes no inbox row: its key skips a redelivery. A
+  failing event is retried alone with backoff and, after ``max_deliver`` attempts, parked on
+  the dead-letter stream with the reason, and counted.
 * :class:`WorkRunner` — for runners. Pulls as many messages as it has free slots, runs each in
   its own task, and keeps the message's lease alive with ``in_progress`` heartbeats while it runs.
 
