@@ -279,7 +279,9 @@ class ServiceRuntime:
     async def health(self) -> dict[str, Any]:
         """This instance's health: every registered check, plus the bus."""
         results: dict[str, Any] = {"nats": {"ok": self.nc.is_connected}}
-        for name, check in self.checks.items():
+        # A copy: the service may register a check while one of these awaits (the gateway
+        # adds its own once started, and health is asked for from the first moment).
+        for name, check in list(self.checks.items()):
             try:
                 value = check()
                 results[name] = await value if asyncio.iscoroutine(value) else value
