@@ -19,6 +19,7 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import cache
 from math import lcm
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
@@ -297,16 +298,12 @@ def _media_key(
         ):
             return None
         items.append((name, kind, value))
-    items.sort(key=_by_name)
+    items.sort(key=itemgetter(0))
     return (slug, measured, *items)
 
 
 _KEY_ITEMS: Final = 16
 _KEY_TEXT: Final = 64
-
-
-def _by_name(item: tuple[str, type, Any]) -> str:
-    return item[0]
 
 
 def _measure(value: Fraction | Decimal | int | str | None) -> Fraction | None:

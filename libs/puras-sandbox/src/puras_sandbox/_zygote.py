@@ -212,6 +212,9 @@ def _encode_result(result: Msg, function: str) -> tuple[bytes, bool]:
         return json.dumps(err, ensure_ascii=False).encode("utf-8"), True
 
 
+_ALL_SIGNALS = signal.valid_signals()
+
+
 def _fork() -> int:
     """``os.fork()`` with every signal blocked in the child until :func:`_detach`.
 
@@ -220,7 +223,7 @@ def _fork() -> int:
     signal sent in that window waits, pending, until the child's dispositions are a fresh
     Python's, so none is lost.
     """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
     try:
         pid = os.fork()
     except BaseException:
