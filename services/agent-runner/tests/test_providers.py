@@ -173,12 +173,10 @@ async def test_retries_are_bounded(stub: ModelStub, providers: Providers) -> Non
     assert len(stub.requests_for(script)) == 3 and stub.remaining(script) == 1
 
 
-@pytest.mark.parametrize("slug", ["gpt/4o-mini", "gemini/2.0-flash"])
+@pytest.mark.parametrize("slug", ["claude/haiku-4-5", "gpt/4o-mini", "gemini/2.0-flash"])
 async def test_malformed_tool_arguments_are_reported_not_raised(
     stub: ModelStub, providers: Providers, slug: str
 ) -> None:
-    # (The Anthropic SDK parses streamed arguments itself, leniently; the tool's input schema
-    # then says what is missing.)
     resolved = providers.resolve(slug)
     marker = f"malformed-{slug}"
     stub.script(Reply(tool_calls=[Call("lookup", '{"q": ')]), match=marker)
@@ -187,6 +185,56 @@ async def test_malformed_tool_arguments_are_reported_not_raised(
         response.tool_calls[0].malformed is not None
         and "not valid JSON" in response.tool_calls[0].malformed
     )
+
+
+@pytest.mark.parametrize("slug", FAMILIES)
+async def test_several_tool_calls_and_cached_input_are_folded_from_the_stream(
+    stub: ModelStub, providers: Providers, slug: str
+) -> None:
+    resolved = providers.resolve(slug)
+    marker = f"fold-{slug}"
+    calls = [
+        Call("lookup", {"q": "a", "n": [1, 2]}),
+        Call("lookup", {}),
+        Call("lookup", {"q": "ü"}),
+    ]
+    stub.script(
+        Reply(text="Three.", tool_calls=calls, input_tokens=7, cached_input_tokens=1000),
+        match=marker,
+    )
+    response = await resolved.chat.complete(request(marker, resolved.model.upstream))
+    assert response.text == "Three."
+    assert [c.input for c in response.tool_calls] == [{"q": "a", "n": [1, 2]}, {}, {"q": "ü"}]
+    assert len({c.id for c in response.tool_calls}) == 3
+    assert all(c.malformed is None for c in response.tool_calls)
+    assert response.input_tokens == 1007  # what was read from the cache is billed as input
+    assert response.request_id
+
+
+@pytest.mark.parametrize("slug", FAMILIES)
+async def test_an_error_in_the_middle_of_the_stream_is_retried(
+    stub: ModelStub, providers: Providers, slug: str
+) -> None:
+    resolved = providers.resolve(slug)
+    marker = f"broken-{slug}"
+    script = stub.script(
+        Reply(text="lost", broken="stream interrupted: overloaded"),
+        Reply(text="whole"),
+        match=marker,
+    )
+    retried: list[str] = []
+
+    async def on_retry(exc: TransientProviderError, attempt: int, delay: float) -> None:
+        retried.append(str(exc))
+
+    response = await call_with_retries(
+        lambda: resolved.chat.complete(request(marker, resolved.model.upstream)),
+        RetryPolicy(attempts=2, base_seconds=0.001, cap_seconds=0.01),
+        on_retry=on_retry,
+    )
+    assert response.text == "whole"
+    assert len(retried) == 1 and "stream interrupted: overloaded" in retried[0]
+    assert len(stub.requests_for(script)) == 2
 
 
 async def test_the_api_keys_and_upstream_ids_come_from_settings_and_catalogue(

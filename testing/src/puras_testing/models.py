@@ -54,6 +54,12 @@ class Reply:
     """Raw stop/finish reason; by default tool use when there are calls, else end of turn."""
     input_tokens: int = 100
     output_tokens: int = 20
+    cached_input_tokens: int = 0
+    """Input read from the provider's prompt cache: Anthropic reports them apart from
+    ``input_tokens``, OpenAI within ``prompt_tokens``."""
+    broken: str | None = None
+    """Streamed only: the stream breaks off after its first event with the provider's error
+    event carrying this message (an overloaded Anthropic, a server error on OpenAI's wire)."""
 
 
 @dataclass(frozen=True)
@@ -339,8 +345,15 @@ def _sse(event: str | None, data: dict[str, Any] | str) -> bytes:
 def _anthropic_stream(turn: Reply, model: str, n: int) -> StreamingResponse:
     def frames() -> list[bytes]:
         start = _anthropic_message(turn, model, n) | {"content": [], "stop_reason": None}
-        start["usage"] = {"input_tokens": turn.input_tokens, "output_tokens": 1}
+        start["usage"] = {
+            "input_tokens": turn.input_tokens,
+            "cache_read_input_tokens": turn.cached_input_tokens,
+            "output_tokens": 1,
+        }
         out = [_sse("message_start", {"type": "message_start", "message": start})]
+        if turn.broken is not None:
+            error = {"type": "overloaded_error", "message": turn.broken}
+            return [*out, _sse("error", {"type": "error", "error": error})]
         index = 0
         if turn.text:
             out.append(
@@ -457,6 +470,8 @@ def _openai_stream(turn: Reply, model: str, n: int) -> StreamingResponse:
 
     def frames() -> list[bytes]:
         out = [chunk({"role": "assistant", "content": ""})]
+        if turn.broken is not None:
+            return [*out, _sse(None, {"error": {"message": turn.broken, "type": "server_error"}})]
         if turn.text:
             half = max(1, len(turn.text) // 2)
             out += [
@@ -495,9 +510,12 @@ def _openai_stream(turn: Reply, model: str, n: int) -> StreamingResponse:
                     "model": model,
                     "choices": [],
                     "usage": {
-                        "prompt_tokens": turn.input_tokens,
+                        "prompt_tokens": turn.input_tokens + turn.cached_input_tokens,
                         "completion_tokens": turn.output_tokens,
-                        "total_tokens": turn.input_tokens + turn.output_tokens,
+                        "total_tokens": turn.input_tokens
+                        + turn.cached_input_tokens
+                        + turn.output_tokens,
+                        "prompt_tokens_details": {"cached_tokens": turn.cached_input_tokens},
                     },
                 },
             )

@@ -2,18 +2,27 @@
 ``usage.recorded`` per model call (with its ``job.usage`` copy for the job's history, from
 :mod:`puras_pricing.metering`), a ``tool.called`` and ``tool.completed`` per tool call.
 
-Events are published one call at a time and each is acknowledged before the loop goes on, so a
-job's events are in order and all of them precede its terminal event. Every text is masked and
-cut before it leaves.
+A job's events are stored in the order they were made: each publish goes out only once the one
+before it is acknowledged. Two of them do not hold the loop up:
+
+* a step that called tools keeps its events until its first ``tool.called``, and all of them
+  go out in one publish, acknowledged before the tool runs (the call's usage is stored before
+  anything else happens);
+* ``tool.completed`` is written to the server and the loop goes on to its next model call; its
+  acknowledgement is awaited before the next publish, or by :meth:`Journal.settle`, which the
+  runner calls before the job's terminal event.
+
+Every text is masked and cut before it leaves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from nats.js import JetStreamContext
-from puras_common.bus import publish
+from puras_common.bus import publish, send
 from puras_common.envelope import Event, Payload
 from puras_common.events import (
     AgentStarted,
@@ -61,6 +70,10 @@ class Journal:
         self.prices = prices or pricebook()
         self.attempt = command.payload.attempt
         self.published = 0
+        self._held: list[Event] = []
+        """Made, and sent with the next publish."""
+        self._unconfirmed: Callable[[], Awaitable[None]] | None = None
+        """Waits for the acknowledgements of the last publish, which the loop did not wait for."""
 
     def event(self, cls: type[Event], payload: Payload) -> Event:
         c = self.command
@@ -69,8 +82,28 @@ class Journal:
         )
 
     async def emit(self, *events: Event) -> None:
-        await publish(self.js, list(events))
-        self.published += len(events)
+        """Publish ``events`` (after any held ones) and wait until the server has stored them."""
+        await self._publish(events, wait=True)
+
+    async def settle(self) -> None:
+        """Publish what is held and wait until everything published so far is stored."""
+        if self._held:
+            await self._publish((), wait=True)
+        elif self._unconfirmed is not None:
+            confirmed, self._unconfirmed = self._unconfirmed, None
+            await confirmed()
+
+    async def _publish(self, events: tuple[Event, ...], *, wait: bool) -> None:
+        batch = [*self._held, *events]
+        self._held = []
+        if self._unconfirmed is not None:  # stored first, so the order holds through retries
+            confirmed, self._unconfirmed = self._unconfirmed, None
+            await confirmed()
+        if wait:
+            await publish(self.js, batch)
+        else:
+            self._unconfirmed = await send(self.js, batch)
+        self.published += len(batch)
 
     async def agent_started(self, model: Model, tools: list[str], max_steps: int) -> None:
         payload = AgentStartedPayload(
@@ -92,7 +125,8 @@ class Journal:
         *,
         hold_id: UUID | None = None,
     ) -> None:
-        """The step's event and the usage it incurred, in one publish."""
+        """The step's event and the usage it incurred, in one publish: now if the model called
+        no tool, else with the first ``tool.called``."""
         p = self.command.payload
         usage = UsageRecordedPayload(
             job_id=self.command.job_id,
@@ -137,7 +171,11 @@ class Journal:
             output_tokens=response.output_tokens,
             duration_ms=duration_ms,
         )
-        await self.emit(*metered, self.event(StepCompleted, completed))
+        events = [*metered, self.event(StepCompleted, completed)]
+        if response.tool_calls:
+            self._held.extend(events)
+        else:
+            await self.emit(*events)
 
     async def tool_called(self, step: int, call: ToolCall) -> None:
         shown: Any = clip_value(self.masker.value(call.input), MAX_INPUT_STRING)
@@ -166,4 +204,4 @@ class Journal:
             duration_ms=duration_ms,
             detail=clip_value(self.masker.value(detail), MAX_INPUT_STRING) if detail else None,
         )
-        await self.emit(self.event(ToolCompleted, payload))
+        await self._publish((self.event(ToolCompleted, payload),), wait=False)

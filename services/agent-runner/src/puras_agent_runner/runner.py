@@ -300,6 +300,7 @@ class AgentRunner:
         workdir.mkdir(mode=0o700)
         job_drive = None
         sandbox: JobSandbox | None = None
+        journal: Journal | None = None
         try:
             owner = await self.drives.owner_for(command.workspace_id)
             if owner is not None:
@@ -428,6 +429,8 @@ class AgentRunner:
             if job_drive is not None:
                 await job_drive.release()
             shutil.rmtree(workdir, ignore_errors=True)
+            if journal is not None:
+                await journal.settle()  # every event of the attempt precedes its end
 
     async def _wait(
         self,

@@ -13,6 +13,7 @@ from puras_agent_runner.providers.base import (
     ProviderError,
     StopReason,
     TransientProviderError,
+    parse_tool_call,
     retry_after_seconds,
 )
 
@@ -49,14 +50,22 @@ class AnthropicModel:
                 for t in request.tools
             ]
         try:
-            async with self.client.messages.stream(**params) as stream:
-                final = await stream.get_final_message()
-                request_id = stream.request_id
+            # Posted as plain JSON through the client (its headers, errors and SSE decoding),
+            # with the events folded here: the SDK's typed walk of the parameters and its
+            # message accumulator, which re-parses a tool call's JSON at every delta, cost
+            # milliseconds a call and grow with the conversation.
+            stream = await self.client.post(
+                "/v1/messages",
+                body={**params, "stream": True},
+                cast_to=object,
+                stream=True,
+                stream_cls=anthropic.AsyncStream[object],
+            )
+            return await _fold(stream)
         except anthropic.APIStatusError as exc:
             raise _status_error(exc) from None
         except anthropic.APIConnectionError as exc:  # includes timeouts
             raise TransientProviderError(self.provider, f"{type(exc).__name__}: {exc}") from None
-        return _response(final, request_id)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -76,32 +85,81 @@ def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
     return ProviderError("anthropic", message, status=status)
 
 
-def _response(final: Any, request_id: str | None) -> ModelResponse:
+_USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+async def _fold(stream: Any) -> ModelResponse:
+    """Fold the streamed events of one message into a response: text and tool-use blocks in
+    order, each tool call's input parsed once its JSON is whole, the usage as last reported."""
+    blocks: dict[int, dict[str, Any]] = {}
+    usage: dict[str, int] = {}
+    stop: str | None = None
+    message_id: str | None = None
+    async for event in stream:
+        if not isinstance(event, dict):
+            continue
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            block = blocks.get(event.get("index", -1))
+            delta = event.get("delta") or {}
+            if block is not None and block["type"] == "text" and delta.get("type") == "text_delta":
+                block["parts"].append(delta.get("text") or "")
+            elif block is not None and delta.get("type") == "input_json_delta":
+                block["parts"].append(delta.get("partial_json") or "")
+        elif kind == "content_block_start":
+            started = event.get("content_block") or {}
+            if started.get("type") in ("text", "tool_use"):
+                blocks[event.get("index", len(blocks))] = {
+                    **started,
+                    "parts": [started.get("text") or ""] if started["type"] == "text" else [],
+                }
+        elif kind == "message_start":
+            message = event.get("message") or {}
+            message_id = message.get("id")
+            _count(usage, message.get("usage"))
+        elif kind == "message_delta":
+            stop = (event.get("delta") or {}).get("stop_reason") or stop
+            _count(usage, event.get("usage"))
     text: list[str] = []
     calls: list[ToolCall] = []
-    for block in final.content:
-        if block.type == "text":
-            text.append(block.text)
-        elif block.type == "tool_use":
+    for _, block in sorted(blocks.items()):
+        if block["type"] == "text":
+            text.append("".join(block["parts"]))
+        elif block["parts"]:
             calls.append(
-                ToolCall(
-                    id=block.id,
-                    name=block.name,
-                    input=block.input if isinstance(block.input, dict) else {},
+                parse_tool_call(
+                    block.get("id") or "", block.get("name") or "", "".join(block["parts"])
                 )
             )
-    raw = final.stop_reason
+        else:  # the whole input came with the block's start
+            given = block.get("input")
+            calls.append(
+                ToolCall(
+                    block.get("id") or "",
+                    block.get("name") or "",
+                    given if isinstance(given, dict) else {},
+                )
+            )
+    request_id = stream.response.headers.get("request-id") or message_id
     return ModelResponse(
         text="".join(text),
         tool_calls=calls,
-        stop_reason=_STOP.get(raw or "", "other"),
-        raw_stop_reason=raw,
-        input_tokens=int(final.usage.input_tokens or 0)
-        + int(getattr(final.usage, "cache_read_input_tokens", 0) or 0)
-        + int(getattr(final.usage, "cache_creation_input_tokens", 0) or 0),
-        output_tokens=int(final.usage.output_tokens or 0),
-        request_id=request_id or getattr(final, "id", None),
+        stop_reason=_STOP.get(stop or "", "other"),
+        raw_stop_reason=stop,
+        input_tokens=usage.get("input_tokens", 0)
+        + usage.get("cache_read_input_tokens", 0)
+        + usage.get("cache_creation_input_tokens", 0),
+        output_tokens=usage.get("output_tokens", 0),
+        request_id=request_id,
     )
+
+
+def _count(usage: dict[str, int], reported: Any) -> None:
+    """Keep each usage figure ``reported`` gives (a later event's figures are cumulative)."""
+    if isinstance(reported, dict):
+        for name in _USAGE:
+            if isinstance(value := reported.get(name), int):
+                usage[name] = value
 
 
 def _message(message: Message) -> dict[str, Any]:

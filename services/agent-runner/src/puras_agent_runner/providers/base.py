@@ -10,6 +10,7 @@ retries only the former, with backoff and a bound.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -150,3 +151,25 @@ def retry_after_seconds(headers: object) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def parse_tool_call(call_id: str, name: str, arguments: str) -> ToolCall:
+    """A tool call from its streamed JSON arguments (none is ``{}``); arguments that are not a
+    JSON object make a call marked malformed, whose error the model is told, never raised."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError as exc:
+        return ToolCall(
+            call_id,
+            name,
+            {},
+            malformed=f"the arguments are not valid JSON ({exc}): {arguments[:200]}",
+        )
+    if not isinstance(parsed, dict):
+        return ToolCall(
+            call_id,
+            name,
+            {},
+            malformed=f"the arguments must be a JSON object, not {type(parsed).__name__}",
+        )
+    return ToolCall(call_id, name, parsed)

@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from puras_agent_runner.conversation import (
     Document,
@@ -25,6 +24,7 @@ from puras_agent_runner.providers.base import (
     ProviderError,
     StopReason,
     TransientProviderError,
+    parse_tool_call,
     retry_after_seconds,
 )
 
@@ -80,14 +80,15 @@ class OpenAICompatibleModel:
             # The SDK's own method first walks the parameters against its typed schema, which
             # costs milliseconds per call and grows with the conversation; these parameters are
             # plain JSON already, so they go to the same endpoint through the client's post,
-            # with its headers, errors and stream decoding.
+            # with its headers, errors and SSE decoding, and the chunks are folded as JSON
+            # rather than built into typed objects one by one.
             stream = await self.client.post(
                 "/chat/completions",
                 body=params,
-                cast_to=ChatCompletion,
+                cast_to=object,
                 options={"security": {"bearer_auth": True}},
                 stream=True,
-                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                stream_cls=openai.AsyncStream[object],
             )
             return await _collect(stream)
         except openai.APIStatusError as exc:
@@ -129,33 +130,41 @@ def _message_of(exc: openai.APIStatusError) -> str:
 
 
 async def _collect(stream: Any) -> ModelResponse:
-    """Fold a streamed completion into one response."""
+    """Fold a streamed completion (its chunks as decoded JSON) into one response."""
     text: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     finish: str | None = None
-    usage: Any = None
+    usage: dict[str, Any] = {}
     request_id: str | None = None
     async for chunk in stream:
-        request_id = request_id or getattr(chunk, "id", None)
-        if getattr(chunk, "usage", None):
-            usage = chunk.usage
-        for choice in chunk.choices or ():
-            delta = choice.delta
-            if delta is not None and delta.content:
-                text.append(delta.content)
-            for position, tc in enumerate((delta.tool_calls if delta is not None else None) or ()):
-                index = tc.index if tc.index is not None else position
-                slot = calls.setdefault(index, {"id": None, "name": "", "arguments": []})
-                if tc.id:
-                    slot["id"] = tc.id
-                if tc.function is not None:
-                    if tc.function.name:
-                        slot["name"] += tc.function.name
-                    if tc.function.arguments:
-                        slot["arguments"].append(tc.function.arguments)
-            if choice.finish_reason:
-                finish = choice.finish_reason
-    tool_calls = [_tool_call(i, slot) for i, slot in sorted(calls.items())]
+        if not isinstance(chunk, dict):
+            continue
+        request_id = request_id or chunk.get("id")
+        if isinstance(reported := chunk.get("usage"), dict):
+            usage = reported
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if content := delta.get("content"):
+                text.append(content)
+            for position, tc in enumerate(delta.get("tool_calls") or ()):
+                index = tc.get("index")
+                slot = calls.setdefault(
+                    index if isinstance(index, int) else position,
+                    {"id": None, "name": "", "arguments": []},
+                )
+                if tc.get("id"):
+                    slot["id"] = tc["id"]
+                function = tc.get("function") or {}
+                if function.get("name"):
+                    slot["name"] += function["name"]
+                if function.get("arguments"):
+                    slot["arguments"].append(function["arguments"])
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+    tool_calls = [
+        parse_tool_call(slot["id"] or f"call_{i}", slot["name"], "".join(slot["arguments"]))
+        for i, slot in sorted(calls.items())
+    ]
     stop = _STOP.get(finish or "", "other")
     if tool_calls and stop == "end_turn":  # some compatible servers say "stop" after tool calls
         stop = "tool_use"
@@ -164,32 +173,10 @@ async def _collect(stream: Any) -> ModelResponse:
         tool_calls=tool_calls,
         stop_reason=stop,
         raw_stop_reason=finish,
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
         request_id=request_id,
     )
-
-
-def _tool_call(index: int, slot: dict[str, Any]) -> ToolCall:
-    raw = "".join(slot["arguments"]) or "{}"
-    call_id = slot["id"] or f"call_{index}"
-    try:
-        parsed = json.loads(raw)
-    except ValueError as exc:
-        return ToolCall(
-            call_id,
-            slot["name"],
-            {},
-            malformed=f"the arguments are not valid JSON ({exc}): {raw[:200]}",
-        )
-    if not isinstance(parsed, dict):
-        return ToolCall(
-            call_id,
-            slot["name"],
-            {},
-            malformed=f"the arguments must be a JSON object, not {type(parsed).__name__}",
-        )
-    return ToolCall(call_id, slot["name"], parsed)
 
 
 def to_openai_messages(system: str, messages: list[Message]) -> list[dict[str, Any]]:
