@@ -74,9 +74,9 @@ def grant(
 
 
 async def fold(db: Scratch, *events: LedgerPosted) -> None:
+    """The events as one batch of the consumer, repeats and all."""
     async with db.pool.acquire() as conn, conn.transaction():
-        for event in events:
-            await ledger.apply_posted(conn, event)
+        await ledger.fold(conn, events)
 
 
 async def test_the_newest_balance_wins_whatever_the_order(db: Scratch) -> None:

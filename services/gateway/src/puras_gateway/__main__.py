@@ -79,7 +79,10 @@ async def main(settings: GatewaySettings | None = None) -> None:
                 )
                 runtime.spawn(projection.run(), spec.durable)
             balances = ProjectionRunner(
-                js=runtime.js, outbox=runtime.outbox, spec=LEDGER_CONSUMER, apply=ledger.apply
+                js=runtime.js,
+                outbox=runtime.outbox,
+                spec=LEDGER_CONSUMER,
+                apply_batch=ledger.apply_batch,
             )
             runtime.spawn(balances.run(), LEDGER_CONSUMER.durable)
             runtime.spawn(

@@ -8,7 +8,9 @@ LEDGER stream (with or without the inbox) rebuilds the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -17,75 +19,107 @@ from puras_common.db import fetch_one
 from puras_common.events import LedgerPosted
 from puras_common.outbox import UnitOfWork
 
-_BALANCE = """
-INSERT INTO balances (workspace_id, balance_micros, version) VALUES ($1, $2, $3)
+# Each workspace's newest balance of the batch, kept only if newer than the one held.
+_BALANCES = """
+INSERT INTO balances (workspace_id, balance_micros, version)
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) ORDER BY 1
 ON CONFLICT (workspace_id) DO UPDATE SET balance_micros = EXCLUDED.balance_micros, version = EXCLUDED.version
 WHERE balances.version < EXCLUDED.version
 """
 
-# One round trip for a charge: the balance, the usage row, and (only if the row is new) the
-# job's cost and the key's spend for the UTC day of the call.
-_CHARGE = f"""
-WITH balance AS ({_BALANCE}),
+# The batch's usage rows, and for the rows new to the table (a row seen before counts no
+# more), the jobs' costs and the keys' spend on the UTC day of each call, each summed first.
+# Rows are locked in key order, as every gateway process takes them.
+_CHARGES = """
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::integer[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[],
+                         $12::text[], $13::text[], $14::bigint[], $15::timestamptz[],
+                         $16::bigint[], $17::bigint[], $18::date[])
+        AS i(usage_id, workspace_id, job_id, key_id, attempt, kind, provider, model, variant,
+             input_tokens, output_tokens, units, unit, billed_micros, created_at, cpu_ms,
+             wall_ms, day)
+),
 row AS (
     INSERT INTO usage_rows (usage_id, workspace_id, job_id, key_id, attempt, kind, provider, model,
                             variant, input_tokens, output_tokens, units, unit, billed_micros,
                             created_at, cpu_ms, wall_ms)
-    VALUES ($4, $1, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::numeric, $15, $16, $17, $18, $19)
+    SELECT usage_id, workspace_id, job_id, key_id, attempt, kind, provider, model, variant,
+           input_tokens, output_tokens, units::numeric, unit, billed_micros, created_at, cpu_ms,
+           wall_ms
+    FROM input ORDER BY usage_id
     ON CONFLICT (usage_id) DO NOTHING
-    RETURNING job_id, key_id, billed_micros
+    RETURNING usage_id
 ),
+fresh AS (SELECT i.* FROM input i JOIN row USING (usage_id)),
 cost AS (
     INSERT INTO job_costs (job_id, workspace_id, cost_micros, usage_rows)
-    SELECT job_id, $1, billed_micros, 1 FROM row WHERE job_id IS NOT NULL
+    SELECT job_id, (array_agg(workspace_id))[1], sum(billed_micros), count(*)
+    FROM fresh WHERE job_id IS NOT NULL GROUP BY job_id ORDER BY job_id
     ON CONFLICT (job_id) DO UPDATE SET cost_micros = job_costs.cost_micros + EXCLUDED.cost_micros,
-                                       usage_rows = job_costs.usage_rows + 1
+                                       usage_rows = job_costs.usage_rows + EXCLUDED.usage_rows
 )
 INSERT INTO key_spend (key_id, day, spent_micros)
-SELECT key_id, $20::date, billed_micros FROM row WHERE key_id IS NOT NULL
+SELECT key_id, day, sum(billed_micros) FROM fresh WHERE key_id IS NOT NULL
+GROUP BY key_id, day ORDER BY key_id, day
 ON CONFLICT (key_id, day) DO UPDATE SET spent_micros = key_spend.spent_micros + EXCLUDED.spent_micros
 """
 
 
-async def apply(uow: UnitOfWork, d: Delivery) -> None:
-    """Fold one ledger event (the ``gateway-ledger`` consumer)."""
-    if isinstance(d.event, LedgerPosted):
-        await apply_posted(uow.conn, d.event)
+async def apply_batch(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Fold a batch of ledger events (the ``gateway-ledger`` consumer)."""
+    await fold(uow.conn, [d.event for d in deliveries if isinstance(d.event, LedgerPosted)])
 
 
-async def apply_posted(conn: asyncpg.Connection, event: LedgerPosted) -> None:
-    p = event.payload
-    u = p.usage
-    if u is None:
-        await conn.execute(_BALANCE, event.workspace_id, p.balance_micros, p.version)
-    else:
+async def fold(conn: asyncpg.Connection, events: Sequence[LedgerPosted]) -> None:
+    """Fold ``events``, in any order and with any repeats, in at most three statements: the
+    balances, the usage rows with what they add to jobs and keys, and the grants posted."""
+    newest: dict[UUID, tuple[int, int]] = {}
+    rows: dict[UUID, tuple[Any, ...]] = {}
+    grants: set[UUID] = set()
+    for event in events:
+        p = event.payload
+        if event.workspace_id is None:
+            continue
+        held = newest.get(event.workspace_id)
+        if held is None or p.version > held[0]:
+            newest[event.workspace_id] = (p.version, p.balance_micros)
+        if (u := p.usage) is not None:
+            rows[p.source_event_id] = (
+                p.source_event_id,
+                event.workspace_id,
+                p.job_id,
+                p.key_id,
+                u.attempt,
+                u.kind,
+                u.provider,
+                u.model,
+                u.variant,
+                u.input_tokens,
+                u.output_tokens,
+                u.units,
+                u.unit,
+                u.billed_micros,
+                u.recorded_at,
+                u.cpu_ms,
+                u.wall_ms,
+                utc_day(u.recorded_at),
+            )
+        if p.kind == "grant":
+            grants.add(p.source_event_id)
+    if newest:
         await conn.execute(
-            _CHARGE,
-            event.workspace_id,
-            p.balance_micros,
-            p.version,
-            p.source_event_id,
-            p.job_id,
-            p.key_id,
-            u.attempt,
-            u.kind,
-            u.provider,
-            u.model,
-            u.variant,
-            u.input_tokens,
-            u.output_tokens,
-            u.units,
-            u.unit,
-            u.billed_micros,
-            u.recorded_at,
-            u.cpu_ms,
-            u.wall_ms,
-            utc_day(u.recorded_at),
+            _BALANCES,
+            list(newest),
+            [balance for _, balance in newest.values()],
+            [version for version, _ in newest.values()],
         )
-    if p.kind == "grant":
+    if rows:
+        await conn.execute(_CHARGES, *zip(*rows.values(), strict=True))
+    if grants:
         await conn.execute(
-            "UPDATE credit_grants SET posted = true WHERE grant_id = $1 AND NOT posted",
-            p.source_event_id,
+            "UPDATE credit_grants SET posted = true WHERE grant_id = ANY($1) AND NOT posted",
+            list(grants),
         )
 
 
