@@ -94,6 +94,7 @@ def spec_for(
     inputs: dict[str, Any],
     key_id: UUID | None,
     parent_job_id: UUID | None = None,
+    daily_cap_micros: int | None = None,
 ) -> JobSpec:
     """What a job of ``skill`` runs."""
     return JobSpec(
@@ -110,6 +111,7 @@ def spec_for(
         inputs=inputs,
         parent_job_id=parent_job_id,
         key_id=key_id,
+        daily_cap_micros=daily_cap_micros,
     )
 
 
@@ -120,6 +122,7 @@ async def enqueue(
     workspace_id: UUID,
     workspace_slug: str,
     in_transaction: InTransaction | None = None,
+    cap_known: bool = False,
 ) -> JobOut:
     """Write ``job.submitted`` for ``spec`` and the job's row; the job as queued."""
     job_id = new_id()
@@ -133,6 +136,7 @@ async def enqueue(
                 workspace_id=workspace_id,
                 workspace_slug=workspace_slug,
                 in_transaction=in_transaction,
+                cap_known=cap_known,
             )
 
 
@@ -154,10 +158,12 @@ async def enqueue_in(
     workspace_id: UUID,
     workspace_slug: str,
     in_transaction: InTransaction | None = None,
+    cap_known: bool = False,
 ) -> JobOut:
     """Write ``job.submitted`` and the job's row in ``uow``'s transaction (inputs already
-    inline-sized); the job as queued."""
-    if spec.key_id is not None and spec.daily_cap_micros is None:
+    inline-sized); the job as queued. ``cap_known``: ``spec`` already holds its key's daily cap
+    (None: the key has none), read with the key for this request, so it is not read again."""
+    if spec.key_id is not None and spec.daily_cap_micros is None and not cap_known:
         # Every paid call of the job (and of its subagents) is held against this cap.
         cap = await keys.daily_cap(uow.conn, spec.key_id)
         if cap is not None:
@@ -199,7 +205,9 @@ async def submit(
     )
     await fences.admit(gw, who, skill)
     await check_inputs(skill, body.inputs)
-    spec = spec_for(skill, inputs=body.inputs, key_id=who.key_id)
+    spec = spec_for(
+        skill, inputs=body.inputs, key_id=who.key_id, daily_cap_micros=who.daily_cap_micros
+    )
     if body.priority:
         spec = spec.model_copy(update={"priority": body.priority})
     if body.webhook_url is not None:
@@ -218,6 +226,7 @@ async def submit(
         workspace_id=who.workspace_id,
         workspace_slug=who.workspace_slug,
         in_transaction=in_transaction,
+        cap_known=who.key_id is not None,
     )
 
 
