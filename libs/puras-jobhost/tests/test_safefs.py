@@ -100,7 +100,8 @@ def test_a_concurrent_link_swap_never_leads_a_read_or_a_write_out_of_the_tree(
                     outcome = type(exc).__name__
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             try:
-                safefs.write_bytes(root, "sub/out.txt", b"written by the runner")
+                with safefs.AtomicWrite(root, "sub/out.txt") as out:
+                    out.file.write(b"written by the runner")
             except (safefs.UnsafePath, FileNotFoundError):
                 pass
             for rel, _ in safefs.walk_files(root):
@@ -130,7 +131,8 @@ def test_a_link_at_the_target_of_a_write_is_replaced_not_written_through(
     (drive / "sub" / "f.txt").symlink_to(outside / "f.txt")
     root = safefs.open_root(drive)
     try:
-        safefs.write_bytes(root, "sub/f.txt", b"new")
+        with safefs.AtomicWrite(root, "sub/f.txt") as out:
+            out.file.write(b"new")
     finally:
         os.close(root)
     assert (outside / "f.txt").read_bytes() == SECRET

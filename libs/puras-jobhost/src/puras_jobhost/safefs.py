@@ -193,14 +193,6 @@ class AtomicWrite:
             os.close(self.dir_fd)
 
 
-def write_bytes(
-    root_fd: int, rel: str, data: bytes, *, mode: int = 0o600, owner: tuple[int, int] | None = None
-) -> None:
-    """Create or replace ``rel`` with ``data`` (see :class:`AtomicWrite`)."""
-    with AtomicWrite(root_fd, rel, mode=mode, owner=owner) as out:
-        out.file.write(data)
-
-
 def walk_files(
     root_fd: int, *, others: list[tuple[str, os.stat_result]] | None = None
 ) -> Iterator[tuple[str, os.stat_result]]:

@@ -189,7 +189,8 @@ class _WrittenBack(JobDrive):
     def __init__(self, *, workdir_fd: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.workdir_fd = workdir_fd
-        """The job's workdir, where the SDK lists what it fetched or saved (:data:`FETCHED_ENV`)."""
+        """The job's workdir, where the SDK lists what it fetched or saved (:data:`FETCHED_ENV`),
+        in a file it makes on its first entry: a job that fetches nothing costs no file."""
         self.env[FETCHED_ENV] = str(self.root.parent / _FETCHED_FILE)
         self._fetched_offset = 0
         self._baseline: dict[str, tuple[int, int]] = {}
@@ -457,7 +458,7 @@ class WorkDrives:
         # Made and opened before the job runs, so the descriptors are the platform's folders.
         link.mkdir(mode=0o700)
         drive = CopiedDrive(
-            workdir_fd=self._fetched_list(workdir, owner),
+            workdir_fd=safefs.open_root(workdir),
             **self._kwargs(link, origin, workspace_id, owner),
         )
         try:
@@ -479,16 +480,6 @@ class WorkDrives:
             "workspace_id": workspace_id,
             "owner": owner,
         }
-
-    def _fetched_list(self, workdir: Path, owner: tuple[int, int] | None) -> int:
-        """The workdir's descriptor, with an empty list of what the SDK fetched or saved."""
-        workdir_fd = safefs.open_root(workdir)
-        try:
-            safefs.write_bytes(workdir_fd, _FETCHED_FILE, b"", owner=owner)
-        except BaseException:
-            os.close(workdir_fd)
-            raise
-        return workdir_fd
 
     def _overlay(
         self,
@@ -531,7 +522,7 @@ class WorkDrives:
                 lower=lower,
                 upper=upper,
                 scratch=scratch,
-                workdir_fd=self._fetched_list(workdir, owner),
+                workdir_fd=safefs.open_root(workdir),
                 **self._kwargs(target, origin, workspace_id, owner),
             )
         except BaseException:
