@@ -190,6 +190,37 @@ async def test_event_committed_but_not_published_is_published_after_restart_exac
         consume.cancel()
 
 
+async def test_a_relay_taking_the_lead_tells_republished_rows_from_duplicates(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    ws = uuid.uuid4()
+    first, later, foreign = (
+        workspace_events(ws, 5),
+        workspace_events(ws, 2, start=5),
+        workspace_events(ws, 1, start=7)[0],
+    )
+    async with scratch.outbox.transaction() as uow:
+        uow.emit(*first)
+    async with running(OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)) as relay:
+        await eventually(lambda: relay.published == 5, what="the first rows")
+    # As if the relay had stopped with those rows in flight: its cursor is from before them.
+    await scratch.pool.execute("DELETE FROM outbox_cursor")
+    async with scratch.outbox.transaction() as uow:
+        uow.emit(*later)
+    async with running(OutboxRelay(scratch.outbox, js, dsn=scratch.dsn)) as again:
+        await eventually(lambda: again.published == 7, what="the rows after the old cursor")
+        assert (again.replayed, again.duplicates) == (5, 0)
+        # Any other row the server already holds is a duplicate, not a replay.
+        await js.publish(
+            foreign.subject, foreign.to_json(), headers={"Nats-Msg-Id": str(foreign.id)}
+        )
+        async with scratch.outbox.transaction() as uow:
+            uow.emit(foreign)
+        await eventually(lambda: again.published == 8, what="the foreign row")
+        assert (again.replayed, again.duplicates) == (5, 1)
+    assert await stream_slugs(js, ws, 8) == [f"s{i}" for i in range(8)]
+
+
 async def test_redelivered_event_changes_projection_once(
     scratch: Scratch, js: JetStreamContext
 ) -> None:

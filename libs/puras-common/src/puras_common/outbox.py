@@ -161,6 +161,12 @@ class OutboxRelay:
         self.published = 0
         self.rows_read = 0
         """Outbox rows fetched, published or not yet final."""
+        self.replayed = 0
+        """Rows the server already held when this relay took the lead: published by the relay
+        before it, after the cursor that relay last persisted (a batch in flight as it stopped)."""
+        self.duplicates = 0
+        """Rows the server already held at any other time."""
+        self._replaying = False
         self._cursor: tuple[str, int] = ("0", 0)
         self._unpersisted = 0
         self._held = False
@@ -192,6 +198,7 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             self.leader.set()
             self._held = False
+            self._replaying = True
             wake = self.outbox.committed
             await conn.add_listener(self.outbox.channel, lambda *_: wake.set())
             row = await conn.fetchrow(
@@ -273,12 +280,25 @@ class OutboxRelay:
 
     def _note_duplicates(self, rows: list[Any], acks: list[Any]) -> None:
         """JetStream answers ``duplicate`` for an event id it already holds. That is expected
-        after a takeover replays from the persisted cursor; at any other time it means a row's
-        event was not stored by this publish, so it is logged with the rows it concerns."""
-        duplicates = [
-            row for row, ack in zip(rows, acks, strict=True) if getattr(ack, "duplicate", False)
-        ]
+        after taking the lead, until the first row the server did not hold yet: the relay before
+        persisted its cursor at most every ``persist_every`` rows, or stopped with a batch in
+        flight. At any other time it means a row's event was not stored by this publish, so it
+        is logged as a warning with the rows it concerns."""
+        held = [bool(getattr(ack, "duplicate", False)) for ack in acks]
+        replayed = 0
+        if self._replaying:
+            replayed = held.index(False) if False in held else len(held)
+            self._replaying = replayed == len(held)
+            if replayed:
+                self.replayed += replayed
+                log.info(
+                    "outbox rows published before this relay took the lead",
+                    relay=self.name,
+                    count=replayed,
+                )
+        duplicates = [row for row, dup in zip(rows[replayed:], held[replayed:], strict=True) if dup]
         if duplicates:
+            self.duplicates += len(duplicates)
             log.warning(
                 "outbox rows acknowledged as duplicates",
                 relay=self.name,
