@@ -122,6 +122,24 @@ async def test_a_keys_request_rate_is_a_token_bucket(limited: Platform) -> None:
     assert (await tenant.http.get("/v1/keys")).status_code == 200
 
 
+async def test_the_public_quote_is_limited_by_address(limited: Platform) -> None:
+    async with httpx.AsyncClient(base_url=limited.url, timeout=30) as anonymous:
+        body = {"model": "claude/haiku-4-5", "input_tokens": 1000, "output_tokens": 10}
+        answers = [await anonymous.post("/v1/pricing/quote", json=body) for _ in range(BURST + 1)]
+    assert all(a.status_code == 200 for a in answers[:BURST]), answers[-2].text
+    assert answers[BURST - 1].headers["RateLimit"].startswith('"burst";r=0;')
+    refused = answers[BURST]
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limited" and error["message"].startswith(
+        f"too many requests: this address may make {BURST} requests at once"
+    )
+    assert 1 <= int(refused.headers["Retry-After"]) <= 10
+    # A key's requests are counted apart from its address's.
+    tenant = await limited.tenant(f"quote-{uuid.uuid4().hex[:6]}")
+    assert (await tenant.http.get("/v1/keys")).status_code == 200
+
+
 async def test_open_event_streams_per_key_are_bounded(limited: Platform) -> None:
     tenant = await tenant_with_project(limited, "streams")
     async with httpx.AsyncClient(

@@ -119,13 +119,22 @@ async def principal(
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
-def _limit_rate(request: Request, gw: Gateway, caller: Hashable) -> None:
+def _limit_rate(
+    request: Request, gw: Gateway, caller: Hashable, *, shown: str = "this key"
+) -> None:
     """Spend one request of the caller's rate; 429 past it. The answer carries the RateLimit
     fields either way."""
     decision = gw.rate.take(caller)
     setattr(request.state, quotas.STATE_KEY, decision)
     if not decision.allowed:
-        raise quotas.RateLimited(decision)
+        raise quotas.RateLimited(decision, caller=shown)
+
+
+def limit_address(request: Request, gw: Gateway) -> None:
+    """Spend one request of the client address's rate, for a public route that does work for
+    whoever asks (the same bucket size as a key's, counted apart from every key's)."""
+    host = request.client.host if request.client else ""
+    _limit_rate(request, gw, ("address", host), shown="this address")
 
 
 @dataclass(frozen=True)

@@ -81,10 +81,10 @@ class RateLimiter:
 class RateLimited(ApiError):
     """429: the caller's request rate is past its limit."""
 
-    def __init__(self, decision: Decision) -> None:
+    def __init__(self, decision: Decision, *, caller: str = "this key") -> None:
         super().__init__(
             ErrorCode.RATE_LIMITED,
-            f"too many requests: this key may make {decision.burst} requests at once, refilled "
+            f"too many requests: {caller} may make {decision.burst} requests at once, refilled "
             f"over {decision.window} s (PURAS_GATEWAY_RATE_LIMIT_BURST, "
             f"PURAS_GATEWAY_RATE_LIMIT_PER_SECOND); try again in {decision.retry_after} s",
             details={"quota": "requests", "retry_after": decision.retry_after},

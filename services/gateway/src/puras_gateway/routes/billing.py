@@ -23,7 +23,7 @@ from puras_pricing import PricingError, UnknownModel, settings_pricebook
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from puras_gateway import jobs, ledger
-from puras_gateway.auth import GatewayDep, PrincipalDep
+from puras_gateway.auth import GatewayDep, PrincipalDep, limit_address
 from puras_gateway.bodies import check_limit, parse_model, read_capped
 from puras_gateway.context import Gateway
 
@@ -78,6 +78,7 @@ class QuoteRequest(BaseModel):
 
 @router.post("/v1/pricing/quote")
 async def quote(request: Request, gw: GatewayDep) -> Any:
+    limit_address(request, gw)  # public: whoever asks is counted by address
     body = parse_model(QuoteRequest, await read_capped(request, 256 * 1024))
     try:
         q = settings_pricebook(gw.settings).quote(
