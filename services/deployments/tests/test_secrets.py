@@ -446,6 +446,44 @@ async def test_secrets_wait_for_a_scheduler_that_does_not_answer_rather_than_ref
         await served.unsubscribe()
 
 
+async def test_a_skillpack_without_secrets_answers_without_asking_the_scheduler(
+    harness: Harness, nc: NATS
+) -> None:
+    """Nothing to guard, nothing to confirm: a job of a skillpack with no secrets gets none at
+    once, while the scheduler is away; once the skillpack has one, the attempt is confirmed."""
+    ws = uuid.uuid4()
+    await harness.http.put(url(ws, "FIRST"), json={"value": VALUE})
+    pack = await skillpack_id(harness, ws)
+    await harness.http.delete(url(ws, "FIRST"))
+    asked: list[Any] = []
+
+    async def confirm(job_id: uuid.UUID, attempt: int) -> bool:
+        asked.append((job_id, attempt))
+        return True
+
+    secrets = Secrets(
+        harness.db.outbox,
+        MasterKeys.from_settings(MASTER_KEY),
+        job_token_key=JOB_TOKEN_KEY,
+        confirm=confirm,
+    )
+    subject = f"{harness.secrets_subject}.empty-{uuid.uuid4().hex[:6]}"
+
+    async def answer(msg: Any) -> None:
+        await secrets.answer(harness.db.pool, msg)
+
+    served = await nc.subscribe(subject, cb=answer)
+    job = uuid.uuid4()
+    try:
+        got = await fetch_secrets(nc, subject=subject, job_token=token(ws, pack, job), job_id=job)
+        assert got == {} and asked == []
+        await harness.http.put(url(ws, "SECOND"), json={"value": VALUE})
+        got = await fetch_secrets(nc, subject=subject, job_token=token(ws, pack, job), job_id=job)
+        assert got == {"SECOND": VALUE} and asked == [(job, 1)]
+    finally:
+        await served.unsubscribe()
+
+
 async def test_a_secrets_service_that_stays_away_fails_the_request_saying_so(nc: NATS) -> None:
     """Nobody serving the subject (the deployments service restarting for longer than the runner
     waits): the request is retried, then refused with what stayed silent, not a bare NATS

@@ -309,7 +309,11 @@ class Secrets:
 
     async def values(self, pool: asyncpg.Pool, skillpack_id: UUID) -> dict[str, str]:
         """Every secret of a skillpack, decrypted: only for a job that runs it."""
-        rows = await self._rows(pool, skillpack_id)
+        return await self._open(pool, skillpack_id, await self._rows(pool, skillpack_id))
+
+    async def _open(
+        self, pool: asyncpg.Pool, skillpack_id: UUID, rows: list[asyncpg.Record]
+    ) -> dict[str, str]:
         if not rows:
             return {}
         workspace_id = rows[0]["workspace_id"]
@@ -340,12 +344,19 @@ class Secrets:
             claims = verify_job_token(
                 self.job_token_key, str(request["job_token"]), audience=tokens.SECRETS
             )
-            if self.confirm is not None and not await self.confirm(claims.job_id, claims.attempt):
+            rows = await self._rows(pool, claims.skillpack_id)
+            # A skillpack without secrets has nothing to guard: the token's holder learns only
+            # that, and the scheduler is not asked about the attempt.
+            if (
+                rows
+                and self.confirm is not None
+                and not await self.confirm(claims.job_id, claims.attempt)
+            ):
                 raise TokenError(
                     f"attempt {claims.attempt} of job {claims.job_id} is not running "
                     "(the scheduler does not confirm it)"
                 )
-            values = await self.values(pool, claims.skillpack_id)
+            values = await self._open(pool, claims.skillpack_id, rows)
             reply = {
                 "ok": True,
                 **seal(values, reply_key=str(request["reply_key"]), job_id=claims.job_id),
