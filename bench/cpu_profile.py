@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -76,7 +77,7 @@ def label(cmd: str) -> str:
     return ""
 
 
-async def main(n: int, spy: bool) -> None:
+async def main(n: int, spy: bool, as_json: bool = False) -> None:
     async with platform() as running:
         key = await running.workspace("prof")
         await running.push(key, Path(__file__).parent / "projects" / "echo")
@@ -118,9 +119,26 @@ async def main(n: int, spy: bool) -> None:
             if name:
                 totals[name] += t - before.get(proc, 0.0)
         load = totals.pop(LOAD, 0.0)
+        per_job = {
+            name: round(t * 1000 / n, 2)
+            for name, t in sorted(totals.items(), key=lambda kv: -kv[1])
+        }
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "jobs": n,
+                        "jobs_per_s": round(result["jobs_per_s"], 1),
+                        "cpu_ms_per_job": per_job,
+                        "platform_total_ms": round(sum(totals.values()) * 1000 / n, 2),
+                        "load_generator_ms": round(load * 1000 / n, 2),
+                    }
+                )
+            )
+            return
         print(f"{result['jobs_per_s']:.0f} jobs/s over {n} jobs; CPU ms per job:")
-        for name, t in sorted(totals.items(), key=lambda kv: -kv[1]):
-            print(f"  {name:<22} {t * 1000 / n:6.2f}")
+        for name, ms in per_job.items():
+            print(f"  {name:<22} {ms:6.2f}")
         print(f"  {'platform total':<22} {sum(totals.values()) * 1000 / n:6.2f}")
         print(f"  {LOAD:<22} {load * 1000 / n:6.2f}")
 
@@ -129,5 +147,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=500)
     parser.add_argument("--spy", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.spy))
+    asyncio.run(main(args.n, args.spy, args.json))

@@ -163,6 +163,12 @@ COMPONENTS = {
         ["--messages", "200"],
         "the floor under publish → SSE: Python publisher to Python receiver, no Puras between",
     ),
+    "cpu_per_job": (
+        "cpu_profile.py",
+        ["-n", "1000"],
+        ["-n", "500"],
+        "the throughput goal's budget: about 4 ms of CPU per echo job on 2 cores",
+    ),
     "agent_loop_overhead": (
         "agent_loop_overhead.py",
         ["--runs", "5"],
@@ -322,6 +328,11 @@ def component_rows(components: dict[str, Any]) -> list[str]:
                     rows.append(
                         f"| one message, {where} | p50 {f['p50']:.2f} ms, p99 {f['p99']:.2f} ms | {floor} |"
                     )
+        elif name == "cpu_per_job":
+            shares = ", ".join(f"{k} {v:.1f}" for k, v in result["cpu_ms_per_job"].items())
+            rows.append(
+                f"| CPU per echo job, by process (ms; {result['jobs_per_s']} jobs/s over {result['jobs']}) | total {result['platform_total_ms']:.1f}: {shares} | {floor} |"
+            )
         elif name == "agent_loop_overhead":
             for model, values in result["overhead_ms_per_step"].items():
                 rows.append(
