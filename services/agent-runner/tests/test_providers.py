@@ -9,6 +9,7 @@ import pytest
 from puras_agent_runner.conversation import Image, Message, Text, ToolCall, ToolResult, ToolSpec
 from puras_agent_runner.providers import (
     ModelRequest,
+    ModelResponse,
     ProviderError,
     ProviderGaveUp,
     Providers,
@@ -18,7 +19,7 @@ from puras_agent_runner.providers import (
 )
 from puras_agent_runner.settings import AgentRunnerSettings
 from puras_pricing.models import catalogue, local_models
-from puras_testing.models import Call, Fail, ModelStub, Reply, model_stub
+from puras_testing.models import Call, Fail, ModelStub, Reply, Turn, model_stub
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -132,32 +133,43 @@ async def test_a_refusal_carries_the_providers_message(
     assert caught.value.status == 400
 
 
-@pytest.mark.parametrize("slug", FAMILIES)
-@pytest.mark.parametrize("status", [429, 500, 529])
-async def test_transient_failures_are_retried_then_succeed(
-    stub: ModelStub, providers: Providers, slug: str, status: int
-) -> None:
+async def retried(
+    stub: ModelStub, providers: Providers, slug: str, marker: str, *turns: Turn
+) -> tuple[ModelResponse, list[TransientProviderError]]:
+    """The response to one call whose model answers ``turns`` in order, retried up to three
+    times, and the failures each retry followed."""
     resolved = providers.resolve(slug)
-    marker = f"retry-{status}-{slug}"
-    script = stub.script(
-        Fail(status, "slow down", retry_after=0),
-        Fail(status, "slow down"),
-        Reply(text="made it"),
-        match=marker,
-    )
-    retries: list[int] = []
+    script = stub.script(*turns, match=marker)
+    failures: list[TransientProviderError] = []
 
     async def on_retry(exc: TransientProviderError, attempt: int, delay: float) -> None:
-        retries.append(exc.status or 0)
+        failures.append(exc)
 
     response = await call_with_retries(
         lambda: resolved.chat.complete(request(marker, resolved.model.upstream)),
         RetryPolicy(attempts=3, base_seconds=0.001, cap_seconds=0.01),
         on_retry=on_retry,
     )
+    assert len(stub.requests_for(script)) == len(turns)
+    return response, failures
+
+
+@pytest.mark.parametrize("slug", FAMILIES)
+@pytest.mark.parametrize("status", [429, 500, 529])
+async def test_transient_failures_are_retried_then_succeed(
+    stub: ModelStub, providers: Providers, slug: str, status: int
+) -> None:
+    response, failures = await retried(
+        stub,
+        providers,
+        slug,
+        f"retry-{status}-{slug}",
+        Fail(status, "slow down", retry_after=0),
+        Fail(status, "slow down"),
+        Reply(text="made it"),
+    )
     assert response.text == "made it"
-    assert retries == [status, status]
-    assert len(stub.requests_for(script)) == 3
+    assert [f.status for f in failures] == [status, status]
 
 
 async def test_retries_are_bounded(stub: ModelStub, providers: Providers) -> None:
@@ -215,26 +227,16 @@ async def test_several_tool_calls_and_cached_input_are_folded_from_the_stream(
 async def test_an_error_in_the_middle_of_the_stream_is_retried(
     stub: ModelStub, providers: Providers, slug: str
 ) -> None:
-    resolved = providers.resolve(slug)
-    marker = f"broken-{slug}"
-    script = stub.script(
+    response, failures = await retried(
+        stub,
+        providers,
+        slug,
+        f"broken-{slug}",
         Reply(text="lost", broken="stream interrupted: overloaded"),
         Reply(text="whole"),
-        match=marker,
-    )
-    retried: list[str] = []
-
-    async def on_retry(exc: TransientProviderError, attempt: int, delay: float) -> None:
-        retried.append(str(exc))
-
-    response = await call_with_retries(
-        lambda: resolved.chat.complete(request(marker, resolved.model.upstream)),
-        RetryPolicy(attempts=2, base_seconds=0.001, cap_seconds=0.01),
-        on_retry=on_retry,
     )
     assert response.text == "whole"
-    assert len(retried) == 1 and "stream interrupted: overloaded" in retried[0]
-    assert len(stub.requests_for(script)) == 2
+    assert len(failures) == 1 and "stream interrupted: overloaded" in str(failures[0])
 
 
 async def test_the_api_keys_and_upstream_ids_come_from_settings_and_catalogue(
