@@ -44,12 +44,13 @@ def token_for(
     *,
     attempt: int = 1,
     audiences: tuple[str, ...] = tokens.JOB_AUDIENCES,
+    skillpack_id: uuid.UUID | None = None,
 ) -> dict[str, str]:
     token = mint_job_token(
         platform.config.credentials.job_token_key,
         workspace_id=uuid.UUID(tenant.id),
         job_id=uuid.UUID(job_id),
-        skillpack_id=uuid.uuid4(),
+        skillpack_id=skillpack_id or uuid.uuid4(),
         attempt=attempt,
         audiences=audiences,
         ttl_seconds=600,
@@ -157,22 +158,39 @@ async def test_secrets_are_handed_out_only_for_an_attempt_the_scheduler_confirms
     try:
         job_id = await running_job(tenant)
 
-        def secrets_token(job: str, attempt: int) -> str:
-            return token_for(platform, tenant, job, attempt=attempt, audiences=(tokens.SECRETS,))[
-                "Authorization"
-            ].removeprefix("Bearer ")
+        packs = (await tenant.http.get("/v1/skillpacks")).json()["data"]
+        pack = uuid.UUID(next(p["id"] for p in packs if p["slug"] == "default"))
 
-        assert (
-            await fetch_secrets(nc, job_token=secrets_token(job_id, 1), job_id=uuid.UUID(job_id))
-            == {}
-        )
+        def secrets_token(job: str, attempt: int) -> str:
+            return token_for(
+                platform,
+                tenant,
+                job,
+                attempt=attempt,
+                audiences=(tokens.SECRETS,),
+                skillpack_id=pack,
+            )["Authorization"].removeprefix("Bearer ")
+
+        async def fetched(job: str, attempt: int) -> dict[str, str]:
+            return await fetch_secrets(
+                nc, job_token=secrets_token(job, attempt), job_id=uuid.UUID(job)
+            )
+
+        # A skillpack without secrets guards nothing: any attempt's signed token gets none.
+        assert await fetched(job_id, 2) == {}
+        put = await tenant.http.put("/v1/secrets/GUARDED", json={"value": "kept"})
+        assert put.status_code in (200, 201), put.text
+
+        async def handed_out() -> bool:
+            return await fetched(job_id, 1) == {"GUARDED": "kept"}
+
+        await eventually(handed_out, what="the new secret, for the running attempt")
         with pytest.raises(SecretDeliveryError, match=r"attempt 2 of job .* is not running"):
-            await fetch_secrets(nc, job_token=secrets_token(job_id, 2), job_id=uuid.UUID(job_id))
+            await fetched(job_id, 2)
         await tenant.http.post(f"/v1/jobs/{job_id}/cancel")
         done = await tenant.run("wait", {"seconds": 0})
         with pytest.raises(SecretDeliveryError, match="is not running"):
-            await fetch_secrets(
-                nc, job_token=secrets_token(done["id"], 1), job_id=uuid.UUID(done["id"])
-            )
+            await fetched(done["id"], 1)
     finally:
+        await tenant.http.delete("/v1/secrets/GUARDED")
         await nc.close()
