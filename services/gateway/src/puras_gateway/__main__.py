@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 from puras_common import consumers
 from puras_common.budgets import BudgetClient
@@ -63,6 +65,7 @@ async def main(settings: GatewaySettings | None = None) -> None:
                     outbox=runtime.outbox,
                     spec=JOBS_CONSUMER,
                     apply_batch=jobs.apply_batch,
+                    after_commit=functools.partial(jobs.ended_here, gateway.notifier),
                 ).run(),
                 JOBS_CONSUMER.durable,
             )

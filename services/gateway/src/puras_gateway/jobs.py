@@ -33,9 +33,10 @@ from puras_common.events import (
     JobSubmitted,
     JobSucceeded,
 )
+from puras_common.events.jobs import TERMINAL_TYPES
 from puras_common.outbox import UnitOfWork
 
-from puras_gateway.notify import JOBS_CHANNEL
+from puras_gateway.notify import JOBS_CHANNEL, Notifier
 
 _SUBMITTED = """
 INSERT INTO jobs (id, workspace_id, skill_name, skillpack_id, skillpack_slug, owner_workspace_id,
@@ -117,6 +118,14 @@ _EVENT_ROW = """
 INSERT INTO job_events (seq, job_id, type, payload, created_at) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (seq) DO NOTHING
 """
+
+
+async def ended_here(notifier: Notifier, deliveries: Sequence[Delivery]) -> None:
+    """Once a batch has committed, wake this process's waiters on the jobs it ended at once,
+    rather than when the database's notification of the same commit comes back."""
+    for d in deliveries:
+        if d.event.type in TERMINAL_TYPES and d.event.job_id is not None:
+            notifier.wake(JOBS_CHANNEL, str(d.event.job_id))
 
 
 async def apply_batch(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:

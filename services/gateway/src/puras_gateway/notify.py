@@ -81,7 +81,12 @@ class Notifier:
         for callback in self._callbacks.get(channel, ()):
             callback()
         # A NOTIFY payload is text; the driver's callback type is wider.
-        for event in self._waiters.get((channel, str(payload)), ()):
+        self.wake(channel, str(payload))
+
+    def wake(self, channel: str, key: str) -> None:
+        """Wake the waiters of ``key`` as its notification would: for a change this process
+        committed itself, whose notification has still to come back from the database."""
+        for event in self._waiters.get((channel, key), ()):
             event.set()
 
     def _wake_all(self) -> None:
