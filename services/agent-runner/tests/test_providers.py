@@ -4,7 +4,9 @@ stub: text, tool calls, usage, images, errors and retries."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
 from puras_agent_runner.conversation import Image, Message, Text, ToolCall, ToolResult, ToolSpec
 from puras_agent_runner.providers import (
@@ -17,6 +19,8 @@ from puras_agent_runner.providers import (
     TransientProviderError,
     call_with_retries,
 )
+from puras_agent_runner.providers.anthropic import _fold as anthropic_fold
+from puras_agent_runner.providers.openai_compat import _collect as openai_collect
 from puras_agent_runner.settings import AgentRunnerSettings
 from puras_pricing.models import catalogue, local_models
 from puras_testing.models import Call, Fail, ModelStub, Reply, Turn, model_stub
@@ -245,3 +249,55 @@ async def test_the_api_keys_and_upstream_ids_come_from_settings_and_catalogue(
     assert providers.resolve(None).model.slug == catalogue().default
     assert providers.resolve("gemini/2.5-pro").model.upstream == "gemini-2.5-pro"
     assert providers.resolve("local/llama").model.input_usd_per_mtok == 0
+
+
+class _Stream:
+    """Decoded events as the SDK's stream yields them, with the response they came on."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+        self.response = httpx.Response(200, headers={"request-id": "req_odd"})
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for event in self.events:
+            yield event
+
+
+async def test_odd_shapes_in_a_stream_are_skipped_not_raised() -> None:
+    """What a compatible server gets wrong (a list where an object goes, a number for text,
+    an index that is not one) is passed over: the call still answers with what was whole."""
+    claude = await anthropic_fold(
+        _Stream(
+            [
+                "ping",
+                {"type": "message_start", "message": {"id": 7, "usage": {"input_tokens": "9"}}},
+                {"type": "content_block_start", "index": "0", "content_block": {"type": "text"}},
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}},
+                {"type": "content_block_delta", "index": 0, "delta": {"text": 5}},
+                {"type": "content_block_delta", "index": 0, "delta": {"text": "ok"}},
+                {"type": "content_block_delta", "index": 3, "delta": {"text": "lost"}},
+                {"type": "content_block_start", "index": 1, "content_block": []},
+                {"type": "message_delta", "delta": ["end_turn"], "usage": {"output_tokens": 4}},
+            ]
+        )
+    )
+    assert (claude.text, claude.tool_calls, claude.input_tokens, claude.output_tokens) == (
+        "ok",
+        [],
+        0,
+        4,
+    )
+    assert claude.request_id == "req_odd" and claude.stop_reason == "other"
+    gpt = await openai_collect(
+        _Stream(
+            [
+                {"id": 1, "choices": {"delta": {}}},
+                {"choices": [3, {"delta": "x"}, {"delta": {"content": ["no"]}}]},
+                {"choices": [{"delta": {"content": "fine", "tool_calls": [None, {"index": "a"}]}}]},
+                {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
+                {"usage": {"prompt_tokens": "1", "completion_tokens": 2}},
+            ]
+        )
+    )
+    assert gpt.text == "fine" and (gpt.input_tokens, gpt.output_tokens) == (0, 2)
+    assert [(c.name, c.input) for c in gpt.tool_calls] == [("", {})]

@@ -98,27 +98,25 @@ async def _fold(stream: Any) -> ModelResponse:
     async for event in stream:
         if not isinstance(event, dict):
             continue
-        kind = event.get("type")
-        if kind == "content_block_delta":
-            block = blocks.get(event.get("index", -1))
-            delta = event.get("delta") or {}
-            if block is not None and block["type"] == "text" and delta.get("type") == "text_delta":
-                block["parts"].append(delta.get("text") or "")
-            elif block is not None and delta.get("type") == "input_json_delta":
-                block["parts"].append(delta.get("partial_json") or "")
-        elif kind == "content_block_start":
-            started = event.get("content_block") or {}
+        kind, index = event.get("type"), event.get("index")
+        if kind == "content_block_delta" and isinstance(index, int) and index in blocks:
+            block = blocks[index]
+            delta = _dict(event.get("delta"))
+            piece = delta.get("text" if block["type"] == "text" else "partial_json")
+            if isinstance(piece, str):
+                block["parts"].append(piece)
+        elif kind == "content_block_start" and isinstance(index, int):
+            started = _dict(event.get("content_block"))
             if started.get("type") in ("text", "tool_use"):
-                blocks[event.get("index", len(blocks))] = {
-                    **started,
-                    "parts": [started.get("text") or ""] if started["type"] == "text" else [],
-                }
+                first = started.get("text") if started["type"] == "text" else None
+                blocks[index] = {**started, "parts": [first] if isinstance(first, str) else []}
         elif kind == "message_start":
-            message = event.get("message") or {}
-            message_id = message.get("id")
+            message = _dict(event.get("message"))
+            message_id = _text(message, "id") or None
             _count(usage, message.get("usage"))
         elif kind == "message_delta":
-            stop = (event.get("delta") or {}).get("stop_reason") or stop
+            reason = _dict(event.get("delta")).get("stop_reason")
+            stop = reason if isinstance(reason, str) else stop
             _count(usage, event.get("usage"))
     text: list[str] = []
     calls: list[ToolCall] = []
@@ -127,16 +125,14 @@ async def _fold(stream: Any) -> ModelResponse:
             text.append("".join(block["parts"]))
         elif block["parts"]:
             calls.append(
-                parse_tool_call(
-                    block.get("id") or "", block.get("name") or "", "".join(block["parts"])
-                )
+                parse_tool_call(_text(block, "id"), _text(block, "name"), "".join(block["parts"]))
             )
         else:  # the whole input came with the block's start
             given = block.get("input")
             calls.append(
                 ToolCall(
-                    block.get("id") or "",
-                    block.get("name") or "",
+                    _text(block, "id"),
+                    _text(block, "name"),
                     given if isinstance(given, dict) else {},
                 )
             )
@@ -152,6 +148,15 @@ async def _fold(stream: Any) -> ModelResponse:
         output_tokens=usage.get("output_tokens", 0),
         request_id=request_id,
     )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(block: dict[str, Any], name: str) -> str:
+    value = block.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def _count(usage: dict[str, int], reported: Any) -> None:

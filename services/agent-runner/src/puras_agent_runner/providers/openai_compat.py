@@ -139,28 +139,31 @@ async def _collect(stream: Any) -> ModelResponse:
     async for chunk in stream:
         if not isinstance(chunk, dict):
             continue
-        request_id = request_id or chunk.get("id")
+        if isinstance(given := chunk.get("id"), str):
+            request_id = request_id or given
         if isinstance(reported := chunk.get("usage"), dict):
             usage = reported
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if content := delta.get("content"):
+        for choice in _dicts(chunk.get("choices")):
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
+            if isinstance(content := delta.get("content"), str):
                 text.append(content)
-            for position, tc in enumerate(delta.get("tool_calls") or ()):
+            for position, tc in enumerate(_dicts(delta.get("tool_calls"))):
                 index = tc.get("index")
                 slot = calls.setdefault(
                     index if isinstance(index, int) else position,
                     {"id": None, "name": "", "arguments": []},
                 )
-                if tc.get("id"):
+                if isinstance(tc.get("id"), str) and tc["id"]:
                     slot["id"] = tc["id"]
-                function = tc.get("function") or {}
-                if function.get("name"):
-                    slot["name"] += function["name"]
-                if function.get("arguments"):
-                    slot["arguments"].append(function["arguments"])
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
+                function = tc.get("function")
+                function = function if isinstance(function, dict) else {}
+                if isinstance(name := function.get("name"), str):
+                    slot["name"] += name
+                if isinstance(arguments := function.get("arguments"), str):
+                    slot["arguments"].append(arguments)
+            if isinstance(reason := choice.get("finish_reason"), str):
+                finish = reason
     tool_calls = [
         parse_tool_call(slot["id"] or f"call_{i}", slot["name"], "".join(slot["arguments"]))
         for i, slot in sorted(calls.items())
@@ -173,10 +176,20 @@ async def _collect(stream: Any) -> ModelResponse:
         tool_calls=tool_calls,
         stop_reason=stop,
         raw_stop_reason=finish,
-        input_tokens=int(usage.get("prompt_tokens") or 0),
-        output_tokens=int(usage.get("completion_tokens") or 0),
+        input_tokens=_tokens(usage, "prompt_tokens"),
+        output_tokens=_tokens(usage, "completion_tokens"),
         request_id=request_id,
     )
+
+
+def _tokens(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a list the stream gave, skipping anything else it holds."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def to_openai_messages(system: str, messages: list[Message]) -> list[dict[str, Any]]:
