@@ -192,6 +192,36 @@ async def test_compute_is_charged_at_the_rates_billing_runs_with(db: Scratch) ->
     assert (row["kind"], row["billed_micros"]) == ("compute", 1070)
 
 
+async def test_a_batch_that_charges_a_workspace_nothing_announces_no_balance(
+    db: Scratch,
+) -> None:
+    """Compute at the default price of 0: the row and its ledger entry are kept (with the
+    balance's version), but the balance did not move, so no ``balance.changed`` goes out for
+    that workspace; one that was charged in the same batch still gets its own."""
+    free, paid = uuid.uuid4(), uuid.uuid4()
+
+    def compute(ws: uuid.UUID) -> UsageRecorded:
+        inputs = {"cpu_ms": 12, "wall_ms": 30}
+        return usage(ws, COMPUTE, kind="compute", provider="puras", inputs=inputs)
+
+    emitted = await deliver_batch(db, [compute(free), compute(free), usage(paid), compute(paid)])
+    posted = [e for e in emitted if isinstance(e, LedgerPosted)]
+    assert [(e.workspace_id, e.payload.amount_micros, e.payload.version) for e in posted] == [
+        (free, 0, 1),
+        (free, 0, 2),
+        (paid, -1_820_000, 1),
+        (paid, 0, 2),
+    ]
+    changed = [
+        (e.workspace_id, e.payload.version) for e in emitted if isinstance(e, BalanceChanged)
+    ]
+    assert changed == [(paid, 2)]
+    stored = await db.pool.fetchval(
+        "SELECT entries FROM balances WHERE workspace_id = $1 AND balance_micros = 0", free
+    )
+    assert stored == 2
+
+
 async def test_an_unpriceable_event_writes_nothing(db: Scratch) -> None:
     ws = uuid.uuid4()
     with pytest.raises(UnknownModel, match="seedance-2-t2v"):

@@ -124,10 +124,16 @@ class UsageCharges:
             after.append((balance, version))
             balances[entry.workspace_id] = (balance - entry.amount_micros, version - 1)
         last: dict[UUID, tuple[ledger.Posted, int, int]] = {}
+        moved: set[UUID] = set()
         for entry, (balance, version) in zip(posted, reversed(after), strict=True):
             ledger.announce(uow, entry, balance, version)
             last[entry.workspace_id] = (entry, balance, version)
-        uow.emit(*(ledger.balance_changed(*moved) for moved in last.values()))
+            if entry.amount_micros:
+                moved.add(entry.workspace_id)
+        # A batch that charged a workspace nothing (compute at the default price of 0) left its
+        # balance where it was: its readers have that balance already, or will from the event
+        # that set it, so nothing is announced.
+        uow.emit(*(ledger.balance_changed(*last[ws]) for ws in last if ws in moved))
         ledger.count(posted)
         return len(posted)
 
