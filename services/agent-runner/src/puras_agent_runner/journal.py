@@ -89,16 +89,19 @@ class Journal:
         """Publish what is held and wait until everything published so far is stored."""
         if self._held:
             await self._publish((), wait=True)
-        elif self._unconfirmed is not None:
+        else:
+            await self._confirm()
+
+    async def _confirm(self) -> None:
+        """Wait for the acknowledgements of the last publish the loop did not wait for."""
+        if self._unconfirmed is not None:
             confirmed, self._unconfirmed = self._unconfirmed, None
             await confirmed()
 
     async def _publish(self, events: tuple[Event, ...], *, wait: bool) -> None:
         batch = [*self._held, *events]
         self._held = []
-        if self._unconfirmed is not None:  # stored first, so the order holds through retries
-            confirmed, self._unconfirmed = self._unconfirmed, None
-            await confirmed()
+        await self._confirm()  # stored first, so the order holds through retries
         if wait:
             await publish(self.js, batch)
         else:
