@@ -394,6 +394,9 @@ class FunctionRunner:
             assert attempt.fetching is not None
             attempt.secrets = await attempt.fetching
             attempt.mask = SecretMask(attempt.secrets.values())
+            # The child runs from its fork, before the zygote's reply reaches us: its wall
+            # time starts when it is asked for, so it covers all of the child's own.
+            spawned_at = time.monotonic()
             try:
                 with timed(SANDBOX_SPAWN_SECONDS):
                     child = await server.spawn(
@@ -411,7 +414,6 @@ class FunctionRunner:
                 raise JobFailure(
                     f"could not start the job's process: {exc}", reason="runtime"
                 ) from None
-            spawned_at = time.monotonic()
             pump = LogPump(
                 self.js,
                 job_id=attempt.job_id,
