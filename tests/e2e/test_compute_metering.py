@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 from puras_testing import eventually
 from puras_testing.models import Call, ModelStub, Reply
@@ -55,7 +56,9 @@ async def compute_row(tenant: Tenant, job_id: str) -> dict[str, Any]:
     return found
 
 
-async def test_a_function_jobs_cpu_and_wall_time_land_in_its_usage(platform: Platform) -> None:
+async def test_a_function_jobs_cpu_and_wall_time_land_in_its_usage(
+    platform: Platform, admin_db: asyncpg.Connection
+) -> None:
     tenant = await platform.tenant(f"compute-{uuid.uuid4().hex[:8]}")
     assert (await tenant.push(project("unused"))).status_code == 201
     rows = {}
@@ -79,6 +82,13 @@ async def test_a_function_jobs_cpu_and_wall_time_land_in_its_usage(platform: Pla
     assert spin["billed_micros"] == nap["billed_micros"] == 0
     pricing = (await tenant.http.get("/v1/pricing")).json()
     assert pricing["compute"]["micros_per_cpu_second"] == 0
+    # Free, it goes to no ledger: billing holds neither a usage row nor an entry for it.
+    for table, column in (("usage", "usage_id"), ("ledger", "source_event_id")):
+        held = await admin_db.fetchval(
+            f"SELECT count(*) FROM billing.{table} WHERE {column} = ANY($1::uuid[])",
+            [spin["id"], nap["id"]],
+        )
+        assert held == 0, table
 
 
 async def test_an_agent_jobs_bash_cpu_lands_in_its_usage(

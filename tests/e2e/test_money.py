@@ -500,16 +500,23 @@ async def test_the_ledger_read_model_rebuilds_identically_from_the_stream(
         name: [dict(r) for r in await admin_db.fetch(sql)] for name, sql in LEDGER_MODEL.items()
     }
     assert before["usage_rows"] and before["job_costs"] and before["key_spend"]
+    compute = [r for r in before["usage_rows"] if r["job_id"] == uuid.UUID(done["id"])]
+    assert sorted(r["kind"] for r in compute) == ["compute", "llm", "media"]
 
+    # The echo's own compute is free, so its row comes from the job's history, not the ledger:
+    # the usage rows are rebuilt from both streams.
     await platform.stop_service("gateway")
     try:
         await admin_db.execute(
             "TRUNCATE gateway.balances, gateway.usage_rows, gateway.job_costs, gateway.key_spend"
         )
-        await admin_db.execute("DELETE FROM gateway.inbox WHERE consumer = 'gateway-ledger'")
+        await admin_db.execute(
+            "DELETE FROM gateway.inbox WHERE consumer IN ('gateway-ledger', 'gateway-jobs')"
+        )
         await reset_consumer(
             js, ConsumerSpec(streams.LEDGER, "gateway-ledger", ("ledger.*.posted",))
         )
+        await reset_consumer(js, ConsumerSpec(streams.JOBS, "gateway-jobs", ("job.>",)))
     finally:
         await platform.start_service("gateway")
 

@@ -186,13 +186,22 @@ async def the_ledger_balances(
         "SELECT count(*) FROM billing.usage WHERE workspace_id = $1 AND kind = 'llm'", workspace
     )
     assert calls == agent_jobs and charged < 0  # one model call per agent job, each once
-    # Every other charge is an attempt's own compute (free here): one per job, or more for a
-    # job whose runner died under it and that ran again.
-    jobs = await db.fetchval(
-        "SELECT count(DISTINCT job_id) FROM billing.usage WHERE workspace_id = $1 AND kind = 'compute'",
-        workspace,
+    # They are the only charges: an attempt's own compute is free here, so it goes to no
+    # ledger; each job's shows in the gateway's usage rows, from its history (more than one
+    # for a job whose runner died under it and that ran again).
+    assert charges == calls
+
+    async def every_job_metered() -> bool:
+        jobs = await db.fetchval(
+            "SELECT count(DISTINCT job_id) FROM gateway.usage_rows WHERE workspace_id = $1 AND kind = 'compute'",
+            workspace,
+        )
+        return bool(jobs == JOBS)
+
+    await eventually(every_job_metered, timeout=30, what="every job's compute row")
+    assert not await db.fetchval(
+        "SELECT count(*) FROM billing.usage WHERE workspace_id = $1 AND kind = 'compute'", workspace
     )
-    assert jobs == JOBS and charges - calls >= JOBS
     usage = await db.fetchval(
         "SELECT coalesce(sum(billed_micros), 0) FROM billing.usage WHERE workspace_id = $1",
         workspace,

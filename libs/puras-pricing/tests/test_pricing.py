@@ -335,6 +335,32 @@ def test_an_attempts_compute_is_published_with_its_measures_on_both_events() -> 
     assert priced.quote_usage(usage.payload).billed_micros == 500  # as billing will charge it
 
 
+def test_free_compute_goes_to_the_jobs_history_only() -> None:
+    """At the default rates of 0 there is nothing to charge: no ``usage.recorded`` for billing,
+    and the job's copy says it carries the row itself, with the key the row belongs to."""
+    command = JobStarted.new(
+        StartedPayload(attempt=1, runner="r"),
+        producer="test",
+        workspace_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+    )
+    key = uuid.uuid4()
+    (copy,) = compute_events(
+        pricebook(), command, key_id=key, attempt=1, cpu_ms=250, wall_ms=900, producer="test"
+    )
+    assert isinstance(copy, JobUsageRecorded)
+    p = copy.payload
+    assert (p.ledger, p.key_id, p.billed_micros, p.cpu_ms, p.wall_ms) == (False, key, 0, 250, 900)
+    assert copy.causation_id == command.id
+    # Priced, the same attempt goes to billing, and the copy leaves the row to the ledger.
+    priced = Pricebook(compute=ComputeRates(micros_per_wall_second=1))
+    usage, copy = compute_events(
+        priced, command, key_id=key, attempt=1, cpu_ms=0, wall_ms=1, producer="test"
+    )
+    assert isinstance(usage, UsageRecorded) and copy.payload.ledger  # type: ignore[attr-defined]
+    assert copy.payload.billed_micros == 1  # type: ignore[attr-defined]  # a micro, rounded up
+
+
 @given(
     slug=st.sampled_from(sorted(pricebook().models.models)),
     tokens_in=st.integers(0, 10**9),

@@ -205,18 +205,20 @@ async def test_usage_is_recorded_per_step_and_sums_to_the_steps(
     outcome = await harness.run(deployment, "hello", {"prompt": "?"})
     assert outcome.status == "succeeded"
     steps = outcome.of("step.completed")
-    *usage, compute = [u.payload for u in outcome.usage]
+    usage = [u.payload for u in outcome.usage]
     assert [(u.kind, u.provider, u.model, u.attempt) for u in usage] == [
         ("llm", "anthropic", catalogue().default, 1)
     ] * 3
-    # Then the attempt's own compute: its bash steps' CPU time and its wall time.
+    # Then the attempt's own compute: its bash steps' CPU time and its wall time, free at the
+    # default rates, so in the job's history only, not sent to billing.
+    *_, compute = outcome.of("job.usage")
     assert (compute.kind, compute.model, compute.attempt) == ("compute", "puras/compute", 1)
-    assert compute.inputs is not None and compute.inputs["wall_ms"] >= compute.inputs["cpu_ms"]
+    assert not compute.ledger and 0 <= compute.cpu_ms <= compute.wall_ms
     assert [(u.input_tokens, u.output_tokens) for u in usage] == [
         (s.input_tokens, s.output_tokens) for s in steps
     ]
     assert sum(u.input_tokens for u in usage) == 4200 and sum(u.output_tokens for u in usage) == 210
-    assert len({u.id for u in outcome.usage}) == 4
+    assert len({u.id for u in outcome.usage}) == 3
 
 
 async def test_a_cancel_request_stops_the_loop_between_steps(harness: Harness, marker: str) -> None:
@@ -349,7 +351,8 @@ async def test_transient_provider_errors_are_retried_within_a_step(
     outcome = await harness.run(deployment, "hello", {"prompt": "?"})
     assert outcome.status == "succeeded" and len(harness.models.requests_for(script)) == 3
     assert len(outcome.of("step.completed")) == 1
-    assert [u.payload.kind for u in outcome.usage] == ["llm", "compute"]
+    assert [u.payload.kind for u in outcome.usage] == ["llm"]
+    assert [u.kind for u in outcome.of("job.usage")] == ["llm", "compute"]
 
 
 async def test_an_unknown_tool_and_malformed_arguments_go_back_to_the_model(

@@ -1,5 +1,6 @@
 """The gateway's read model of the ledger: balances by version, each usage row counted once,
-cost per job and per subagent tree, spend per key per UTC day, and grants not yet posted."""
+cost per job and per subagent tree, spend per key per UTC day, grants not yet posted, and the
+rows of free compute, which come from the jobs' history instead."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from datetime import UTC, datetime
 
 import puras_gateway
 import pytest_asyncio
-from puras_common.events import LedgerPosted
+from puras_common.events import JobStarted, JobUsageRecorded, LedgerPosted
+from puras_common.events.jobs import StartedPayload
 from puras_common.events.ledger import BilledUsage, LedgerPostedPayload
 from puras_common.migrate import service_migrations
-from puras_gateway import ledger
+from puras_gateway import jobs, ledger
+from puras_pricing import ComputeRates, Pricebook, compute_events
 from puras_testing import Infra, Scratch, scratch_schema
 
 
@@ -141,3 +144,44 @@ async def test_a_grant_counts_until_billing_posts_it(db: Scratch) -> None:
     assert await ledger.available_micros(db.pool, ws) == (0, 5_000_000)
     await fold(db, grant(ws, grant_id=grant_id, micros=5_000_000, version=1, balance=5_000_000))
     assert await ledger.available_micros(db.pool, ws) == (5_000_000, 0)
+
+
+def compute_usage(ws: uuid.UUID, job: uuid.UUID, key: uuid.UUID, *, free: bool) -> JobUsageRecorded:
+    """An attempt's compute as its runner sends it to the job's history (``job.usage``)."""
+    prices = Pricebook(compute=ComputeRates(0 if free else 400, 0))
+    events = compute_events(
+        prices,
+        JobStarted.new(
+            StartedPayload(attempt=1, runner="r"), producer="test", workspace_id=ws, job_id=job
+        ),
+        key_id=key,
+        attempt=1,
+        cpu_ms=40,
+        wall_ms=90,
+        producer="function-runner",
+    )
+    assert [e.type for e in events] == (["job.usage"] if free else ["usage.recorded", "job.usage"])
+    (shown,) = (e for e in events if isinstance(e, JobUsageRecorded))
+    return shown
+
+
+async def test_free_compute_comes_from_the_jobs_history_and_a_charged_one_from_the_ledger(
+    db: Scratch,
+) -> None:
+    """Compute at a price of 0 has no ledger entry: the job's ``job.usage`` brings its row,
+    once however often it is folded. Priced compute's row is the ledger's, never this one."""
+    ws, job, key = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    free, priced = compute_usage(ws, job, key, free=True), compute_usage(ws, job, key, free=False)
+    for _ in range(2):  # a replay of JOBS changes nothing
+        async with db.pool.acquire() as conn, conn.transaction():
+            await jobs.fold(conn, [(free, 7), (priced, 8), (free, None)])
+    rows = await db.pool.fetch("SELECT * FROM usage_rows WHERE job_id = $1", job)
+    assert [
+        (r["usage_id"], r["kind"], r["billed_micros"], r["cpu_ms"], r["wall_ms"], r["key_id"])
+        for r in rows
+    ] == [(free.payload.usage_id, "compute", 0, 40, 90, key)]
+    assert await db.pool.fetchval("SELECT usage_rows FROM job_costs WHERE job_id = $1", job) == 1
+    assert await db.pool.fetchval("SELECT job_cost($1)", job) == 0
+    # What clients see of it is the row, not how it was carried.
+    shown = await db.pool.fetchval("SELECT payload FROM job_events WHERE seq = 7")
+    assert "ledger" not in shown and "key_id" not in shown and shown["cpu_ms"] == 40

@@ -8,6 +8,10 @@ Two events, published together in this order before the job's terminal event:
   clients see it as a ``usage`` event with a JOBS sequence id like every other job event. It
   carries the price :mod:`puras_pricing.prices` gives, which is the one billing charges.
 
+Compute that costs nothing at the operator's rates (the default) sends only ``job.usage``,
+marked ``ledger: false``: there is nothing to charge, and the gateway takes the job's usage row
+from it.
+
 Pricing first also means an unpriceable call (an unknown slug) is refused before it is made.
 """
 
@@ -52,7 +56,8 @@ def usage_events(
         job_id=usage.job_id,
         caused_by=caused_by,
     )
-    events: list[Event] = [recorded]
+    charged = not free_compute(usage, quote)
+    events: list[Event] = [recorded] if charged else []
     if usage.job_id is not None:
         events.append(
             JobUsageRecorded.new(
@@ -68,14 +73,27 @@ def usage_events(
                     unit=quote.unit,
                     billed_micros=quote.billed_micros,
                     **compute_measures(usage.kind, quote.inputs),
+                    ledger=charged,
+                    key_id=usage.key_id,
                 ),
                 producer=producer,
                 workspace_id=workspace_id,
                 job_id=usage.job_id,
-                caused_by=recorded,
+                caused_by=recorded if charged else caused_by,
             )
         )
     return events, quote
+
+
+def free_compute(usage: UsageRecordedPayload, quote: Quote) -> bool:
+    """A job's own compute that costs nothing at the operator's rates: billing has nothing to
+    charge, so it is not sent there, and the job's ``job.usage`` alone carries its row."""
+    return (
+        usage.kind == "compute"
+        and quote.billed_micros == 0
+        and usage.job_id is not None
+        and usage.hold_id is None
+    )
 
 
 def compute_events(

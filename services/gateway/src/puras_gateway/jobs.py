@@ -32,10 +32,12 @@ from puras_common.events import (
     JobStarted,
     JobSubmitted,
     JobSucceeded,
+    JobUsageRecorded,
 )
 from puras_common.events.jobs import TERMINAL_TYPES
 from puras_common.outbox import UnitOfWork
 
+from puras_gateway.ledger import add_usage, usage_row
 from puras_gateway.notify import JOBS_CHANNEL, Notifier
 
 _SUBMITTED = """
@@ -109,6 +111,8 @@ def public_payload(event: Event) -> dict[str, Any]:
             when = p.scheduled_for.isoformat() if p.scheduled_for else None
             shown |= {"schedule_id": str(p.schedule_id), "scheduled_for": when}
         return shown
+    if isinstance(event, JobUsageRecorded):
+        return event.payload.model_dump(mode="json", exclude={"ledger", "key_id"})
     payload = event.payload.model_dump(mode="json")
     payload.pop("result_ref", None)
     return payload
@@ -143,6 +147,7 @@ async def fold(conn: asyncpg.Connection, events: Sequence[tuple[Event, int | Non
     submitted, dispatched, started, ended, rows = [], [], [], [], []
     asked: list[tuple[Any, ...]] = []
     answered: list[tuple[Any, ...]] = []
+    usage: dict[UUID, tuple[Any, ...]] = {}
     for event, seq in events:
         if isinstance(event, JobSubmitted):
             p = event.payload
@@ -177,6 +182,12 @@ async def fold(conn: asyncpg.Connection, events: Sequence[tuple[Event, int | Non
             asked.append((event.job_id, question.model_dump(mode="json"), question.attempt))
         elif isinstance(event, JobInputProvided):
             answered.append((event.job_id, str(event.payload.request_id)))
+        elif isinstance(event, JobUsageRecorded) and not event.payload.ledger:
+            u = event.payload
+            assert event.workspace_id is not None
+            usage[u.usage_id] = usage_row(
+                u.usage_id, event.workspace_id, event.job_id, u.key_id, u, event.occurred_at
+            )
         if seq is not None and (public := PUBLIC_EVENT_TYPES.get(event.type)) is not None:
             rows.append((seq, event.job_id, public, public_payload(event), event.occurred_at))
     for statement, args in (
@@ -192,6 +203,7 @@ async def fold(conn: asyncpg.Connection, events: Sequence[tuple[Event, int | Non
             await conn.execute(statement, *args[0])
         elif args:
             await conn.executemany(statement, args)
+    await add_usage(conn, usage.values())
 
 
 def _terminal_row(event: JobSucceeded | JobFailed | JobCancelled) -> tuple[Any, ...]:

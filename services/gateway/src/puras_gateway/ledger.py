@@ -8,7 +8,7 @@ LEDGER stream (with or without the inbox) rebuilds the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
@@ -17,6 +17,8 @@ import asyncpg
 from puras_common.bus import Delivery
 from puras_common.db import fetch_one
 from puras_common.events import LedgerPosted
+from puras_common.events.jobs import JobUsagePayload
+from puras_common.events.ledger import BilledUsage
 from puras_common.outbox import UnitOfWork
 
 # Each workspace's newest balance of the batch, kept only if newer than the one held.
@@ -85,25 +87,8 @@ async def fold(conn: asyncpg.Connection, events: Sequence[LedgerPosted]) -> None
         if held is None or p.version > held[0]:
             newest[event.workspace_id] = (p.version, p.balance_micros)
         if (u := p.usage) is not None:
-            rows[p.source_event_id] = (
-                p.source_event_id,
-                event.workspace_id,
-                p.job_id,
-                p.key_id,
-                u.attempt,
-                u.kind,
-                u.provider,
-                u.model,
-                u.variant,
-                u.input_tokens,
-                u.output_tokens,
-                u.units,
-                u.unit,
-                u.billed_micros,
-                u.recorded_at,
-                u.cpu_ms,
-                u.wall_ms,
-                utc_day(u.recorded_at),
+            rows[p.source_event_id] = usage_row(
+                p.source_event_id, event.workspace_id, p.job_id, p.key_id, u, u.recorded_at
             )
         if p.kind == "grant":
             grants.add(p.source_event_id)
@@ -114,13 +99,52 @@ async def fold(conn: asyncpg.Connection, events: Sequence[LedgerPosted]) -> None
             [balance for _, balance in newest.values()],
             [version for version, _ in newest.values()],
         )
-    if rows:
-        await conn.execute(_CHARGES, *zip(*rows.values(), strict=True))
+    await add_usage(conn, rows.values())
     if grants:
         await conn.execute(
             "UPDATE credit_grants SET posted = true WHERE grant_id = ANY($1) AND NOT posted",
             list(grants),
         )
+
+
+def usage_row(
+    usage_id: UUID,
+    workspace_id: UUID,
+    job_id: UUID | None,
+    key_id: UUID | None,
+    u: BilledUsage | JobUsagePayload,
+    recorded_at: datetime,
+) -> tuple[Any, ...]:
+    """A usage row for :func:`add_usage`, from a ledger entry's billed usage, or from the
+    ``job.usage`` of a usage the ledger does not carry (compute at a price of 0)."""
+    variant = u.variant if isinstance(u, BilledUsage) else None
+    return (
+        usage_id,
+        workspace_id,
+        job_id,
+        key_id,
+        u.attempt,
+        u.kind,
+        u.provider,
+        u.model,
+        variant,
+        u.input_tokens,
+        u.output_tokens,
+        u.units,
+        u.unit,
+        u.billed_micros,
+        recorded_at,
+        u.cpu_ms,
+        u.wall_ms,
+        utc_day(recorded_at),
+    )
+
+
+async def add_usage(conn: asyncpg.Connection, rows: Collection[tuple[Any, ...]]) -> None:
+    """Insert usage rows (one per usage id, however often given), and add the new ones to their
+    jobs' costs and their keys' spend, in one statement."""
+    if rows:
+        await conn.execute(_CHARGES, *zip(*rows, strict=True))
 
 
 def utc_day(at: datetime) -> date:

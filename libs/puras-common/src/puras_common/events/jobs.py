@@ -304,6 +304,14 @@ class JobUsagePayload(Payload):
 
     usage_id: UUID
     """The ``usage.recorded`` event billing charges (one ledger entry per usage id)."""
+    ledger: bool = True
+    """Whether billing charges it: its ``usage.recorded`` went to billing, whose ledger entry
+    brings the usage row to the read models. False for compute that costs nothing at the
+    operator's rates: no ``usage.recorded`` is sent, no entry is made, and this event is the
+    row's only source."""
+    key_id: UUID | None = None
+    """The API key the job was submitted with, for the row of a usage the ledger does not bring;
+    not shown to clients."""
     attempt: int | None = None
     kind: Literal["llm", "media", "tool", "compute"]
     provider: str
