@@ -182,9 +182,12 @@ async def fold(conn: asyncpg.Connection, events: Sequence[tuple[Event, int | Non
             asked.append((event.job_id, question.model_dump(mode="json"), question.attempt))
         elif isinstance(event, JobInputProvided):
             answered.append((event.job_id, str(event.payload.request_id)))
-        elif isinstance(event, JobUsageRecorded) and not event.payload.ledger:
+        elif (
+            isinstance(event, JobUsageRecorded)
+            and not event.payload.ledger
+            and event.workspace_id is not None
+        ):
             u = event.payload
-            assert event.workspace_id is not None
             usage[u.usage_id] = usage_row(
                 u.usage_id, event.workspace_id, event.job_id, u.key_id, u, event.occurred_at
             )
