@@ -1,6 +1,7 @@
 """Files inside jobs (local backend): a skill reads an uploaded image by drive_path, url and
 data and writes a thumbnail back whose origin names the job; links a job makes are never
-followed; a job that fails still has what it wrote recorded."""
+followed; a job that fails still has what it wrote recorded; a job's folder and drive mount
+are gone after it ends."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from puras_testing import eventually
 from puras_testing.platform import Platform, Tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -119,6 +121,26 @@ async def test_a_failed_job_still_has_its_files_recorded(tenant: Tenant) -> None
     assert job["status"] == "failed" and "failed after writing" in job["error"]
     origin = (await tenant.http.get("/v1/drive/origin", params={"path": "partial/out.txt"})).json()
     assert origin["job_id"] == job["id"]
+
+
+async def test_a_jobs_folder_and_drive_mount_are_gone_after_it_ends(
+    tenant: Tenant, platform: Platform
+) -> None:
+    """The drive is saved before the job's end is reported; its overlay is unmounted and its
+    folder removed after, off the answer's path, whether the job succeeded or failed."""
+    work = platform.config.home / "runner" / "work" / tenant.id
+    for fail in (False, True):
+        job = await tenant.run("scribble", {"files": {"gone/x.txt": "x"}, "fail": fail})
+        assert job["status"] == ("failed" if fail else "succeeded"), job
+
+        def left(job_id: str = job["id"]) -> list[str]:
+            folders = [p.name for p in work.glob(f"{job_id}.*")]
+            mounts = [
+                m for m in Path("/proc/self/mountinfo").read_text().splitlines() if job_id in m
+            ]
+            return folders + mounts
+
+        await eventually(lambda left=left: not left(), timeout=10, what="the job's folder to go")
 
 
 async def test_a_job_sees_files_uploaded_before_it_and_origin_is_not_claimed_for_them(

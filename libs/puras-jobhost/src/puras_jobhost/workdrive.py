@@ -132,14 +132,19 @@ class JobDrive:
     async def release(self) -> None:
         """Teardown whatever happened: a job that failed or was killed still wrote what it wrote."""
         try:
-            if not self._saved:
-                self._saved = True
-                try:
-                    await self.sync()
-                except (DriveError, OSError) as exc:
-                    log.warning("drive files of an unfinished job were not saved", error=str(exc))
+            await self.settle()
         finally:
             await asyncio.to_thread(self.close)  # an overlay's unmount takes milliseconds
+
+    async def settle(self) -> None:
+        """Save what a job that did not reach :meth:`save` wrote, once; the folder stays open
+        until :meth:`close` (blocking: an overlay is unmounted)."""
+        if not self._saved:
+            self._saved = True
+            try:
+                await self.sync()
+            except (DriveError, OSError) as exc:
+                log.warning("drive files of an unfinished job were not saved", error=str(exc))
 
     def close(self) -> None:
         """Let go of the folder's descriptors (idempotent)."""

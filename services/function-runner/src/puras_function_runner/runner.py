@@ -48,7 +48,7 @@ from puras_common.schemas import validate_off_loop
 from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_secrets
 from puras_common.tokens import mint_job_token
 from puras_jobhost.prepare import Deployments, Prepared, PrepareError
-from puras_jobhost.workdrive import WorkDrives
+from puras_jobhost.workdrive import JobDrive, WorkDrives
 from puras_pricing import compute_events, settings_pricebook
 from puras_sandbox import Child, ForkServerDied, Limits, Outcome, PythonCall, SandboxError
 
@@ -457,11 +457,16 @@ class FunctionRunner:
             await drive.save()
             return outcome
         finally:
-            if drive is not None:
-                await drive.release()
-            # Removing the directory is nobody's wait: a thread does it while the result travels.
-            removal = asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
-            removal.add_done_callback(_report_removal)
+            try:
+                if drive is not None:
+                    await drive.settle()  # what it wrote is saved before its end is reported
+            finally:
+                # Unmounting the drive and removing the folder are nobody's wait: a thread does
+                # both, in that order, while the result travels.
+                removal = asyncio.get_running_loop().run_in_executor(
+                    None, _remove_workdir, workdir, drive
+                )
+                removal.add_done_callback(_report_removal)
 
     async def _wait(self, child: Child, attempt: Attempt) -> Outcome:
         """The child's outcome; TimeoutError past the job's timeout, JobCancelledError on cancel."""
@@ -632,6 +637,15 @@ def _storable(value: Any) -> Any:
     if isinstance(value, dict):
         return {_storable(k): _storable(v) for k, v in value.items()}
     return value
+
+
+def _remove_workdir(workdir: Path, drive: JobDrive | None) -> None:
+    """Let go of the job's drive (an overlay is unmounted), then remove its folder."""
+    try:
+        if drive is not None:
+            drive.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _report_removal(removal: asyncio.Future[None]) -> None:
