@@ -303,7 +303,8 @@ class JobUsagePayload(Payload):
     """What one upstream call of the job consumed and cost, as the job's history shows it."""
 
     usage_id: UUID
-    """The ``usage.recorded`` event billing charges (one ledger entry per usage id)."""
+    """The usage's id: that of the ``usage.recorded`` event billing charges (one ledger entry
+    per usage id), or with ``ledger`` false the row's own."""
     ledger: bool = True
     """Whether billing charges it: its ``usage.recorded`` went to billing, whose ledger entry
     brings the usage row to the read models. False for compute that costs nothing at the
