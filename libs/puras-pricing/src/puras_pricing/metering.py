@@ -24,6 +24,7 @@ from uuid import UUID
 from puras_common.envelope import Event
 from puras_common.events import JobUsageRecorded, UsageRecorded, UsageRecordedPayload
 from puras_common.events.jobs import JobUsagePayload
+from puras_common.ids import new_id
 
 from puras_pricing.prices import COMPUTE, Pricebook, Quote
 
@@ -49,20 +50,25 @@ def usage_events(
     fields that decide the price), so billing prices exactly the same row.
     """
     quote = pricebook.quote_usage(usage)
-    recorded = UsageRecorded.new(
-        usage.model_copy(update={"inputs": dict(quote.inputs) or None, "unit": quote.unit}),
-        producer=producer,
-        workspace_id=workspace_id,
-        job_id=usage.job_id,
-        caused_by=caused_by,
-    )
     charged = not free_compute(usage, quote)
-    events: list[Event] = [recorded] if charged else []
+    usage_id = new_id()  # the usage.recorded's id, or the row's own when none is sent
+    events: list[Event] = []
+    cause = caused_by
+    if charged:
+        cause = UsageRecorded.new(
+            usage.model_copy(update={"inputs": dict(quote.inputs) or None, "unit": quote.unit}),
+            producer=producer,
+            workspace_id=workspace_id,
+            job_id=usage.job_id,
+            caused_by=caused_by,
+            event_id=usage_id,
+        )
+        events.append(cause)
     if usage.job_id is not None:
         events.append(
             JobUsageRecorded.new(
                 JobUsagePayload(
-                    usage_id=recorded.id,
+                    usage_id=usage_id,
                     attempt=usage.attempt,
                     kind=usage.kind,
                     provider=usage.provider,
@@ -79,7 +85,7 @@ def usage_events(
                 producer=producer,
                 workspace_id=workspace_id,
                 job_id=usage.job_id,
-                caused_by=recorded if charged else caused_by,
+                caused_by=cause,
             )
         )
     return events, quote
