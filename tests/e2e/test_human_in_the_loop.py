@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
+import orjson
 import puras
 import pytest
+from httpx_sse import aconnect_sse
 from puras_testing import eventually
 from puras_testing.models import Call, ModelStub, Reply
 from puras_testing.platform import Platform, Tenant
@@ -296,6 +299,44 @@ async def test_the_python_sdk_waits_for_the_question_and_provides_the_input(
         assert twice.value.status == 409
         done = await client.wait(job["id"], timeout=60, poll_interval=0.1)
         assert done["result"]["approved_by"] == "Lin"
+
+
+async def test_a_question_shown_on_the_stream_is_read_and_answered_at_once(
+    tenant: Tenant, admin_db: asyncpg.Connection
+) -> None:
+    """The stream shows the question before the gateway's read model has taken it; a client
+    that reads the job, or answers, with its next requests still finds it waiting on that
+    question. Here the gateway's projections are held back until both requests are sent: their
+    inbox is locked against writes, with a lock that takes no transaction id, so the outbox
+    relays, which wait for older transactions, go on."""
+    asking = await submit(tenant, "approve", {"pause": 1})
+    holding = admin_db.transaction()
+    await holding.start()
+    try:
+        await admin_db.execute("LOCK TABLE gateway.inbox IN SHARE MODE")
+        held = await admin_db.fetchval(
+            "SELECT status FROM gateway.jobs WHERE id = $1", uuid.UUID(asking)
+        )
+        assert held in ("queued", "running"), held  # the question comes after the lock
+        async with aconnect_sse(tenant.http, "GET", f"/v1/jobs/{asking}/stream") as source:
+            async for sse in source.aiter_sse():
+                if sse.data and orjson.loads(sse.data)["type"] == "input_requested":
+                    shown = orjson.loads(sse.data)["payload"]
+                    break
+        read = asyncio.ensure_future(job(tenant, asking))
+        answer = asyncio.ensure_future(
+            tenant.http.post(
+                f"/v1/jobs/{asking}/input",
+                json={"answer": {"name": "Ada"}, "request_id": shown["request_id"]},
+            )
+        )
+        await asyncio.wait({read, answer}, timeout=0.5)  # a stale read would be back by now
+    finally:
+        await holding.rollback()
+    assert (await read)["status"] == "waiting"
+    assert (await read)["input_request"]["request_id"] == shown["request_id"]
+    assert (await answer).status_code == 200, (await answer).text
+    assert (await status(tenant, asking, "succeeded"))["result"]["approved_by"] == "Ada"
 
 
 async def test_a_question_is_delivered_as_the_waiting_for_input_webhook(tenant: Tenant) -> None:

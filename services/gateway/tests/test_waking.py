@@ -1,5 +1,6 @@
 """A job's end wakes this gateway's waiters as soon as the batch that records it commits,
-without waiting for the database's notification of the same commit to come back."""
+without waiting for the database's notification of the same commit to come back; and a job's
+events shown to a client are confirmed, and its readers woken, once the read model holds them."""
 
 from __future__ import annotations
 
@@ -12,18 +13,24 @@ from puras_common.envelope import Event
 from puras_common.events import JobStarted, JobSucceeded
 from puras_common.events.jobs import StartedPayload, SucceededPayload
 from puras_gateway import jobs
-from puras_gateway.notify import JOBS_CHANNEL, Notifier
+from puras_gateway.live import LiveJobs
+from puras_gateway.notify import JOBS_CHANNEL, PROJECTED, Notifier
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def delivered(event: Event) -> Delivery:
-    msg: Any = None  # ended_here reads only the event
-    return Delivery(event, 1, 1, event.subject, msg)
+def delivered(event: Event, seq: int = 1) -> Delivery:
+    msg: Any = None  # committed reads only the event and its sequence
+    return Delivery(event, seq, 1, event.subject, msg)
+
+
+def unconnected() -> tuple[Notifier, LiveJobs]:
+    js: Any = None  # the bookkeeping under test never reaches the server
+    return Notifier("postgresql://unused", schema="gateway"), LiveJobs(js)
 
 
 async def test_a_committed_end_wakes_the_jobs_waiters_and_nothing_else_does() -> None:
-    notifier = Notifier("postgresql://unused", schema="gateway")  # never connected
+    notifier, live = unconnected()
     ws, ended, running = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     succeeded = JobSucceeded.new(
         SucceededPayload(attempt=1, result={"ok": True}, duration_ms=1),
@@ -41,7 +48,31 @@ async def test_a_committed_end_wakes_the_jobs_waiters_and_nothing_else_does() ->
         notifier.watch(JOBS_CHANNEL, str(ended)) as end_seen,
         notifier.watch(JOBS_CHANNEL, str(running)) as other_seen,
     ):
-        await jobs.ended_here(notifier, [delivered(started)])
+        await jobs.committed(notifier, live, [delivered(started)])
         assert not end_seen.is_set() and not other_seen.is_set()
-        await jobs.ended_here(notifier, [delivered(started), delivered(succeeded)])
+        await jobs.committed(notifier, live, [delivered(started), delivered(succeeded)])
         assert end_seen.is_set() and not other_seen.is_set()
+
+
+async def test_a_shown_event_is_unconfirmed_until_a_batch_holding_it_commits() -> None:
+    notifier, live = unconnected()
+    job_id, other = uuid.uuid4(), uuid.uuid4()
+
+    def started(of: uuid.UUID) -> JobStarted:
+        return JobStarted.new(
+            StartedPayload(attempt=1, runner="function-runner"),
+            producer="function-runner",
+            workspace_id=uuid.uuid4(),
+            job_id=of,
+        )
+
+    live.shown(job_id, 7)
+    live.shown(job_id, 5)  # an older one shown again (a second viewer's backlog) changes nothing
+    with notifier.watch(PROJECTED, str(job_id)) as caught_up:
+        await jobs.committed(notifier, live, [delivered(started(job_id), 6)])
+        assert live.unconfirmed(job_id) == 7 and not caught_up.is_set()
+        await jobs.committed(notifier, live, [delivered(started(other), 9)])
+        assert live.unconfirmed(job_id) == 7 and not caught_up.is_set()
+        await jobs.committed(notifier, live, [delivered(started(job_id), 7)])
+        assert live.unconfirmed(job_id) is None and caught_up.is_set()
+    assert live.unconfirmed(other) is None  # never shown: its reads never wait

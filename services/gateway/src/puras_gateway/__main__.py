@@ -65,7 +65,7 @@ async def main(settings: GatewaySettings | None = None) -> None:
                     outbox=runtime.outbox,
                     spec=JOBS_CONSUMER,
                     apply_batch=jobs.apply_batch,
-                    after_commit=functools.partial(jobs.ended_here, gateway.notifier),
+                    after_commit=functools.partial(jobs.committed, gateway.notifier, live),
                 ).run(),
                 JOBS_CONSUMER.durable,
             )

@@ -12,19 +12,45 @@ from puras_common.queue_state import ask_waiting
 from puras_gateway import jobs, outputs
 from puras_gateway.context import Gateway
 from puras_gateway.keys import Principal
+from puras_gateway.notify import PROJECTED
+
+SHOWN_WAIT_SECONDS = 5.0
+"""How long a read of a job waits for the read model to take an event a client was shown."""
 
 
 async def load_job(
     gw: Gateway, job_id: UUID, workspace_id: UUID, *, explain: bool = True
 ) -> JobOut | None:
     """A job of ``workspace_id``, or None if the read model does not have it (yet). A queued
-    job says why it waits when ``explain`` (a question to the scheduler)."""
+    job says why it waits when ``explain`` (a question to the scheduler). A job whose newest
+    event this process streamed to a client before its projection committed it is read once
+    the read model holds that event, so the reader sees at least what was shown."""
+    shown = gw.live.unconfirmed(job_id)  # before the read, which a commit may then overtake
     row = await jobs.fetch_job(gw.db, job_id, workspace_id)
     if row is None:
         return None
+    if shown is not None and await _read_model_holds(gw, job_id, shown):
+        row = await jobs.fetch_job(gw.db, job_id, workspace_id) or row
     result = await gw.payloads.get(row["result_ref"]) if row["result_ref"] else None
     job = await outputs.with_outputs(gw, jobs.job_out(row, result=result), workspace_id)
     return (await with_waiting(gw, [job], workspace_id))[0] if explain else job
+
+
+async def _read_model_holds(gw: Gateway, job_id: UUID, seq: int) -> bool:
+    """Whether the read model holds the job's event ``seq``, which a client of this process was
+    shown: waited for, up to :data:`SHOWN_WAIT_SECONDS`, since the projection usually commits it
+    a few milliseconds after the stream showed it."""
+
+    async def holds() -> bool | None:
+        found = await gw.db.fetchval("SELECT true FROM job_events WHERE seq = $1", seq)
+        return True if found else None
+
+    held = await gw.notifier.wait_until(
+        PROJECTED, str(job_id), holds, timeout=SHOWN_WAIT_SECONDS, recheck_seconds=0.05
+    )
+    if held:
+        gw.live.projected(job_id, seq)  # committed by another process, or confirmed already
+    return bool(held)
 
 
 async def with_waiting(gw: Gateway, page: list[JobOut], workspace_id: UUID) -> list[JobOut]:

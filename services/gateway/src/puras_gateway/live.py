@@ -8,6 +8,12 @@ gateway names every consumer it makes: its NATS user may create consumers on JOB
 name in the request subject, never one of the provisioned durables. A viewer
 registers for live events *before* reading the job's backlog from the stream (with a short-lived
 filtered consumer), so nothing published in between is lost; events seen twice are dropped by id.
+
+A stream usually shows an event before the gateway's read model has taken it. So that a client
+never reads less than it was shown (the console reads the job on ``input_requested`` to show the
+question; an app answers it at once), the process keeps, per job, the newest event it showed a
+client that its own projection has not yet confirmed; a read of that job waits for the read
+model to hold it (:func:`puras_gateway.jobview.load_job`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,6 +41,8 @@ from puras_gateway.jobs import public_payload
 log = get_logger("puras_gateway.live")
 
 _QUEUE_LIMIT = 10_000
+_UNCONFIRMED_LIMIT = 65_536
+"""Jobs whose shown events the read model is remembered to lack; the oldest are forgotten."""
 
 _DIRECT_FRAMES = SSE_FRAMES.labels("direct")
 _QUEUED_FRAMES = SSE_FRAMES.labels("queued")
@@ -162,6 +170,9 @@ class LiveJobs:
         self.delivered = 0
         self._last_seq: int | None = None
         self._feed: PullFeed | None = None
+        self._unconfirmed: OrderedDict[str, int] = OrderedDict()
+        """Per job, the newest event shown to a client that this process has not seen its
+        projection commit."""
 
     async def start(self) -> None:
         """Open the live consumer (new events from now on)."""
@@ -228,8 +239,33 @@ class LiveJobs:
         live = decode(msg.metadata.sequence.stream, msg.data)
         if live is None:
             return
+        if live.public is not None and any(viewer.sink is not None for viewer in viewers):
+            self.shown(live.event.job_id, live.seq)  # before a sink may write it
         for viewer in viewers:
             self.delivered += viewer.push(live)
+
+    def shown(self, job_id: object, seq: int) -> None:
+        """A client is being shown the job's event ``seq``."""
+        key = str(job_id)
+        unconfirmed = self._unconfirmed
+        if unconfirmed.get(key, 0) < seq:
+            unconfirmed[key] = seq
+            unconfirmed.move_to_end(key)
+            if len(unconfirmed) > _UNCONFIRMED_LIMIT:
+                unconfirmed.popitem(last=False)
+
+    def projected(self, job_id: object, seq: int) -> bool:
+        """The read model holds the job's events up to ``seq`` (committed, by whichever
+        process); whether that confirms all the job's events shown so far."""
+        key = str(job_id)
+        if (shown := self._unconfirmed.get(key)) is not None and shown <= seq:
+            del self._unconfirmed[key]
+            return True
+        return False
+
+    def unconfirmed(self, job_id: object) -> int | None:
+        """The newest event of the job shown to a client that the read model may still lack."""
+        return self._unconfirmed.get(str(job_id))
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[Viewer]:
@@ -302,6 +338,7 @@ class LiveJobs:
             stored = await self.backlog(job_id, after=after)
             batch, viewer.sent, ended = _public_after(after, _decoded(stored))
             if batch:
+                self.shown(job_id, batch[-1].seq)
                 yield batch
             # A viewer resuming at or after the end has seen it all: no live event will come.
             if ended or (after and await self.ended_by(job_id, seq=viewer.sent)):
@@ -322,6 +359,7 @@ class LiveJobs:
                     yield []  # silence: time for a heartbeat
                     continue
                 if batch:  # none when all that came was internal
+                    self.shown(job_id, batch[-1].seq)
                     yield batch
                 if ended:
                     return

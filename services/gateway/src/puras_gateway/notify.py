@@ -26,6 +26,9 @@ JOBS_CHANNEL = "puras_gateway_jobs"
 """Payload: a job id whose row reached a terminal status."""
 CATALOG_CHANNEL = "puras_gateway_catalog"
 """Payload: a deployment id whose catalogue rows changed."""
+PROJECTED = "projected"
+"""Not a database channel: this process's projection committed events of the job (key) that
+a client was shown before (:meth:`Notifier.wake` only)."""
 
 
 class Notifier:
