@@ -348,7 +348,15 @@ async def test_a_question_is_delivered_as_the_waiting_for_input_webhook(tenant: 
         assert endpoint.status_code == 201, endpoint.text
         try:
             asking = await submit(tenant, "approve")
-            (request,) = await receiver.wait_for("/asks", 1, timeout=60)
+            try:
+                (request,) = await receiver.wait_for("/asks", 1, timeout=60)
+            except TimeoutError:
+                hook = endpoint.json()["id"]
+                made = await tenant.http.get(f"/v1/webhooks/{hook}/deliveries")
+                raise AssertionError(
+                    f"no delivery arrived: the job is {await job(tenant, asking)}; "
+                    f"the endpoint's deliveries are {made.text}"
+                ) from None
             delivered = Webhook(endpoint.json()["secret"]).verify(request.body, request.headers)
             assert delivered["type"] == "job.waiting_for_input"
             data = delivered["data"]

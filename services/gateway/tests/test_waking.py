@@ -13,6 +13,7 @@ from puras_common.envelope import Event
 from puras_common.events import JobStarted, JobSucceeded
 from puras_common.events.jobs import StartedPayload, SucceededPayload
 from puras_gateway import jobs
+from puras_gateway import live as live_module
 from puras_gateway.live import LiveJobs
 from puras_gateway.notify import JOBS_CHANNEL, PROJECTED, Notifier
 
@@ -76,3 +77,15 @@ async def test_a_shown_event_is_unconfirmed_until_a_batch_holding_it_commits() -
         await jobs.committed(notifier, live, [delivered(started(job_id), 7)])
         assert live.unconfirmed(job_id) is None and caught_up.is_set()
     assert live.unconfirmed(other) is None  # never shown: its reads never wait
+
+
+async def test_the_unconfirmed_jobs_remembered_are_bounded_and_the_oldest_go_first() -> None:
+    _, live = unconnected()
+    jobs_shown = [uuid.uuid4() for _ in range(live_module._UNCONFIRMED_LIMIT + 1)]
+    for seq, job_id in enumerate(jobs_shown, start=1):
+        live.shown(job_id, seq)
+    live.shown(jobs_shown[1], 10**9)  # shown again: now the newest
+    live.shown(uuid.uuid4(), 10**9 + 1)
+    assert live.unconfirmed(jobs_shown[0]) is None and live.unconfirmed(jobs_shown[2]) is None
+    assert live.unconfirmed(jobs_shown[1]) == 10**9
+    assert live.unconfirmed(jobs_shown[-1]) == len(jobs_shown)

@@ -41,8 +41,9 @@ from puras_gateway.jobs import public_payload
 log = get_logger("puras_gateway.live")
 
 _QUEUE_LIMIT = 10_000
-_UNCONFIRMED_LIMIT = 65_536
-"""Jobs whose shown events the read model is remembered to lack; the oldest are forgotten."""
+_UNCONFIRMED_LIMIT = 16_384
+"""Jobs whose shown events the read model is remembered to lack (each for the few milliseconds
+its projection lags, or until a read confirms an old one); the oldest are forgotten first."""
 
 _DIRECT_FRAMES = SSE_FRAMES.labels("direct")
 _QUEUED_FRAMES = SSE_FRAMES.labels("queued")
