@@ -12,8 +12,8 @@ from puras_common.bus import Delivery
 from puras_common.envelope import Event
 from puras_common.events import JobStarted, JobSucceeded
 from puras_common.events.jobs import StartedPayload, SucceededPayload
-from puras_gateway import jobs
 from puras_gateway import live as live_module
+from puras_gateway import waiting
 from puras_gateway.live import LiveJobs
 from puras_gateway.notify import JOBS_CHANNEL, PROJECTED, Notifier
 
@@ -49,9 +49,9 @@ async def test_a_committed_end_wakes_the_jobs_waiters_and_nothing_else_does() ->
         notifier.watch(JOBS_CHANNEL, str(ended)) as end_seen,
         notifier.watch(JOBS_CHANNEL, str(running)) as other_seen,
     ):
-        await jobs.committed(notifier, live, [delivered(started)])
+        await waiting.committed(notifier, live, [delivered(started)])
         assert not end_seen.is_set() and not other_seen.is_set()
-        await jobs.committed(notifier, live, [delivered(started), delivered(succeeded)])
+        await waiting.committed(notifier, live, [delivered(started), delivered(succeeded)])
         assert end_seen.is_set() and not other_seen.is_set()
 
 
@@ -70,11 +70,11 @@ async def test_a_shown_event_is_unconfirmed_until_a_batch_holding_it_commits() -
     live.shown(job_id, 7)
     live.shown(job_id, 5)  # an older one shown again (a second viewer's backlog) changes nothing
     with notifier.watch(PROJECTED, str(job_id)) as caught_up:
-        await jobs.committed(notifier, live, [delivered(started(job_id), 6)])
+        await waiting.committed(notifier, live, [delivered(started(job_id), 6)])
         assert live.unconfirmed(job_id) == 7 and not caught_up.is_set()
-        await jobs.committed(notifier, live, [delivered(started(other), 9)])
+        await waiting.committed(notifier, live, [delivered(started(other), 9)])
         assert live.unconfirmed(job_id) == 7 and not caught_up.is_set()
-        await jobs.committed(notifier, live, [delivered(started(job_id), 7)])
+        await waiting.committed(notifier, live, [delivered(started(job_id), 7)])
         assert live.unconfirmed(job_id) is None and caught_up.is_set()
     assert live.unconfirmed(other) is None  # never shown: its reads never wait
 

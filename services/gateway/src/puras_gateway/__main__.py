@@ -15,7 +15,7 @@ from puras_common.payloads import PayloadStore
 from puras_common.service import ServiceRuntime, run
 from puras_media import MediaService
 
-from puras_gateway import jobs, ledger, schedules
+from puras_gateway import jobs, ledger, schedules, waiting
 from puras_gateway.app import create_app
 from puras_gateway.context import Gateway
 from puras_gateway.live import LiveJobs
@@ -65,7 +65,7 @@ async def main(settings: GatewaySettings | None = None) -> None:
                     outbox=runtime.outbox,
                     spec=JOBS_CONSUMER,
                     apply_batch=jobs.apply_batch,
-                    after_commit=functools.partial(jobs.committed, gateway.notifier, live),
+                    after_commit=functools.partial(waiting.committed, gateway.notifier, live),
                 ).run(),
                 JOBS_CONSUMER.durable,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -34,14 +34,10 @@ from puras_common.events import (
     JobSucceeded,
     JobUsageRecorded,
 )
-from puras_common.events.jobs import TERMINAL_TYPES
 from puras_common.outbox import UnitOfWork
 
 from puras_gateway.ledger import add_usage, usage_row
-from puras_gateway.notify import JOBS_CHANNEL, PROJECTED, Notifier
-
-if TYPE_CHECKING:
-    from puras_gateway.live import LiveJobs  # which renders events with public_payload
+from puras_gateway.notify import JOBS_CHANNEL
 
 _SUBMITTED = """
 INSERT INTO jobs (id, workspace_id, skill_name, skillpack_id, skillpack_slug, owner_workspace_id,
@@ -125,20 +121,6 @@ _EVENT_ROW = """
 INSERT INTO job_events (seq, job_id, type, payload, created_at) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (seq) DO NOTHING
 """
-
-
-async def committed(notifier: Notifier, live: LiveJobs, deliveries: Sequence[Delivery]) -> None:
-    """Once a batch has committed, wake this process's waiters on the jobs it ended at once,
-    rather than when the database's notification of the same commit comes back; and tell the
-    live fan-out, and the reads waiting on it, what the read model now holds."""
-    for d in deliveries:
-        job_id = d.event.job_id
-        if job_id is None:
-            continue
-        if d.event.type in TERMINAL_TYPES:
-            notifier.wake(JOBS_CHANNEL, str(job_id))
-        if d.stream_seq is not None and live.projected(job_id, d.stream_seq):
-            notifier.wake(PROJECTED, str(job_id))
 
 
 async def apply_batch(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:

@@ -10,9 +10,11 @@ covers an end that went by before the wait began.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from uuid import UUID
 
 from puras_common.api import ApiError, ErrorCode, JobOut, JobStatus
+from puras_common.bus import Delivery
 from puras_common.envelope import Event
 from puras_common.events import JobCancelled, JobFailed, JobStarted, JobSucceeded
 from puras_common.events.jobs import TERMINAL_TYPES
@@ -21,7 +23,8 @@ from puras_common.waits import woken
 from puras_gateway import outputs
 from puras_gateway.context import Gateway
 from puras_gateway.jobview import load_job, with_waiting
-from puras_gateway.notify import JOBS_CHANNEL
+from puras_gateway.live import LiveJobs
+from puras_gateway.notify import JOBS_CHANNEL, PROJECTED, Notifier
 
 
 async def wait_for_terminal(
@@ -73,6 +76,20 @@ async def wait_for_terminal(
             projected.clear()
             job = await load_job(gw, job_id, workspace_id, explain=False) or job
         return (await with_waiting(gw, [job], workspace_id))[0]
+
+
+async def committed(notifier: Notifier, live: LiveJobs, deliveries: Sequence[Delivery]) -> None:
+    """Once a batch has committed, wake this process's waiters on the jobs it ended at once,
+    rather than when the database's notification of the same commit comes back; and tell the
+    live fan-out, and the reads waiting on it, what the read model now holds."""
+    for d in deliveries:
+        job_id = d.event.job_id
+        if job_id is None:
+            continue
+        if d.event.type in TERMINAL_TYPES:
+            notifier.wake(JOBS_CHANNEL, str(job_id))
+        if d.stream_seq is not None and live.projected(job_id, d.stream_seq):
+            notifier.wake(PROJECTED, str(job_id))
 
 
 async def _ended_in_read_model(gw: Gateway, job_id: UUID, workspace_id: UUID) -> JobOut | None:
