@@ -139,7 +139,12 @@ async def test_a_function_job_asks_waits_in_no_slot_and_runs_on_with_the_answers
     )
     assert answered.status_code == 200, answered.text
     assert answered.json()["status"] == "queued"
-    again = await tenant.http.post(f"/v1/jobs/{asking}/input", json={"answer": {"name": "Bob"}})
+    # A second answer to the same question is refused, whether the job still runs on or
+    # already waits on its next question (which the request id does not name).
+    again = await tenant.http.post(
+        f"/v1/jobs/{asking}/input",
+        json={"answer": {"name": "Bob"}, "request_id": question["request_id"]},
+    )
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
 
     # The job runs again from the start: the first question replays its answer, the second asks.
