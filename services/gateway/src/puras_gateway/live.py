@@ -258,6 +258,8 @@ class LiveJobs:
     def projected(self, job_id: object, seq: int) -> bool:
         """The read model holds the job's events up to ``seq`` (committed, by whichever
         process); whether that confirms all the job's events shown so far."""
+        if not self._unconfirmed:
+            return False  # the usual case, on every event a projection commits
         key = str(job_id)
         if (shown := self._unconfirmed.get(key)) is not None and shown <= seq:
             del self._unconfirmed[key]
@@ -266,7 +268,7 @@ class LiveJobs:
 
     def unconfirmed(self, job_id: object) -> int | None:
         """The newest event of the job shown to a client that the read model may still lack."""
-        return self._unconfirmed.get(str(job_id))
+        return self._unconfirmed.get(str(job_id)) if self._unconfirmed else None
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[Viewer]:
