@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from puras_sandbox import Exec, ForkServer, ForkServerDied, Isolation, SandboxError
+from puras_sandbox import Exec, ForkServer, ForkServerDied, Isolation, Limits, SandboxError
 from puras_sandbox.bwrap import _plan_binds
 from sandbox_testlib import (
     IS_ROOT,
@@ -293,6 +293,130 @@ async def test_sandboxed_zygote_death_takes_its_children(layout: Layout) -> None
         assert await eventually(lambda: processes_with_arg(marker) == [])
     finally:
         await fs.close()
+
+
+HELD = Limits(cpu_seconds=30, open_files=200, file_size_bytes=1 << 30, processes=4096)
+"""The limits of the one job a sandbox below serves: its zygote holds them itself."""
+
+PATH = {"PATH": "/usr/bin:/bin"}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def one_job(layout: Layout) -> AsyncIterator[ForkServer]:
+    """A sandbox of one job's own, as an agent job has, whose zygote holds the job's limits."""
+    uid = NOBODY if IS_ROOT else None
+    skip_without_bwrap(uid)
+    if NOBODY_PYTHON is None and uid is not None:
+        pytest.skip("no python interpreter executable by uid 65534")
+    fs = ForkServer(
+        python=_python(),
+        sys_path=[],
+        uid=uid,
+        gid=uid,
+        isolation=layout.isolation(),
+        name="one-job",
+        prefork=False,
+        limits=HELD,
+    )
+    await fs.start()
+    try:
+        yield fs
+    finally:
+        await fs.close()
+
+
+async def _shell(fs: ForkServer, layout: Layout, script: str) -> tuple[int | None, str, str]:
+    child = await fs.spawn(
+        Exec(["/bin/bash", "-c", script]), workdir=str(layout.work), env=PATH, limits=HELD
+    )
+    out, err = await asyncio.gather(child.stdout.read(), child.stderr.read())
+    outcome = await asyncio.wait_for(child.wait(), 30)
+    return outcome.exit_code, out.decode(), err.decode()
+
+
+async def test_a_one_job_sandbox_starts_each_command_clean_under_the_limits_its_zygote_holds(
+    one_job: ForkServer, layout: Layout
+) -> None:
+    code, out, err = await _shell(
+        one_job,
+        layout,
+        """
+        echo "limits $(ulimit -Sn) $(ulimit -Hn) $(ulimit -St) $(ulimit -Ht) $(ulimit -Hf)"
+        ulimit -n 300 2>/dev/null; echo "raise $?"
+        echo "parent $(grep '^Max open files' /proc/$PPID/limits | tr -s ' ' | cut -d' ' -f4,5)"
+        echo "ids $$ $(cut -d' ' -f5,6 /proc/$$/stat)"
+        grep -E '^Sig(Blk|Ign)' /proc/self/status
+        echo "cwd $(pwd)"
+        exec ls -l /proc/self/fd | awk 'NR > 1 { print "fd", $(NF - 2), $NF }'
+        """,
+    )
+    assert code == 0, err
+    lines = dict(line.replace("\t", " ").split(" ", 1) for line in out.splitlines())
+    assert lines["limits"] == f"200 200 30 31 {(1 << 30) // 1024}"
+    assert lines["raise"] != "0"  # a hard limit cannot be raised from inside
+    assert lines["parent"] == "200 200"  # the zygote holds the job's limits itself
+    pid, group, session = lines["ids"].split()
+    assert pid == group == session  # a session and process group of its own
+    assert int(lines["SigBlk:"], 16) == 0
+    # Nothing ignored but the two signals glibc keeps for itself (32 and 33), which a program
+    # started with posix_spawn begins with ignored; its C library takes them back.
+    assert int(lines["SigIgn:"], 16) & ~(0b11 << 31) == 0
+    assert lines["cwd"].strip() == str(layout.work)
+    fds = dict(line.split()[1:] for line in out.splitlines() if line.startswith("fd "))
+    assert fds.pop("0") == "/dev/null"
+    assert {"1", "2"} <= fds.keys()
+    # Only its pipes and what ls opened itself (its listing); nothing of the zygote's.
+    assert all(target.startswith("/proc/") for fd, target in fds.items() if fd not in {"1", "2"})
+
+
+async def test_a_command_a_one_job_sandbox_cannot_start_is_reported_on_its_stderr(
+    one_job: ForkServer, layout: Layout
+) -> None:
+    child = await one_job.spawn(
+        Exec(["/no/such/program"]), workdir=str(layout.work), env=PATH, limits=HELD
+    )
+    outcome = await asyncio.wait_for(child.wait(), 30)
+    assert outcome.exit_code == 127
+    assert b"cannot exec '/no/such/program'" in await child.stderr.read()
+    child = await one_job.spawn(
+        Exec(["/bin/true"]), workdir=str(layout.work / "gone"), env=PATH, limits=HELD
+    )
+    outcome = await asyncio.wait_for(child.wait(), 30)
+    assert outcome.exit_code == 126
+    assert b"chdir" in await child.stderr.read()
+
+
+async def test_a_one_job_sandbox_kills_a_commands_whole_group(
+    one_job: ForkServer, layout: Layout
+) -> None:
+    marker = f"{uuid.uuid4().int % 10**6}.{os.getpid()}"
+    child = await one_job.spawn(
+        Exec(["/bin/bash", "-c", f"sleep {marker} & wait"]),
+        workdir=str(layout.work),
+        env=PATH,
+        limits=HELD,
+    )
+    assert await eventually(lambda: len(processes_with_arg(marker)) == 1)
+    await child.kill()
+    outcome = await asyncio.wait_for(child.wait(), 30)
+    assert outcome.signal == signal.SIGKILL
+    assert await eventually(lambda: processes_with_arg(marker) == [])
+
+
+async def test_a_command_of_a_one_job_sandbox_dies_with_its_zygote(
+    one_job: ForkServer, layout: Layout
+) -> None:
+    marker = f"{uuid.uuid4().int % 10**6}.{os.getpid()}"
+    child = await one_job.spawn(
+        Exec(["/bin/sleep", marker]), workdir=str(layout.work), env=PATH, limits=HELD
+    )
+    assert await eventually(lambda: len(processes_with_arg(marker)) == 1)
+    with open(f"/proc/{processes_with_arg(marker)[0]}/status") as f:
+        zygote = int(next(line for line in f if line.startswith("PPid:")).split()[1])
+    os.kill(zygote, signal.SIGKILL)  # the zygote, not bwrap: no parent-death signal was set
+    with pytest.raises(ForkServerDied):
+        await asyncio.wait_for(child.wait(), 30)
+    assert await eventually(lambda: processes_with_arg(marker) == [])
 
 
 async def test_missing_bind_is_reported(shared_dir: Path) -> None:

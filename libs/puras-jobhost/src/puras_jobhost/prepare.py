@@ -29,7 +29,7 @@ import orjson
 import puras
 from puras_common.archive import ArchiveError, extract
 from puras_common.logging import get_logger
-from puras_sandbox import ForkServer, Isolation
+from puras_sandbox import ForkServer, Isolation, Limits
 
 from puras_jobhost.egress import PROXY_ENV, EgressPolicy, EgressPort
 
@@ -365,10 +365,13 @@ class Deployments:
         network: bool = True,
         rw_binds: Sequence[str] = (),
         owner: tuple[int, int] | None = None,
+        limits: Limits | None = None,
     ) -> JobServer:
         """A fork server of one job's own, started now; the caller closes it when the job
         ends. An agent job holds one for its lifetime: its bash commands and tools are forked
-        from it, so what one step leaves (files in ``/tmp``) is there for the next. In
+        from it, so what one step leaves (files in ``/tmp``) is there for the next. Its zygote
+        holds the job's ``limits`` itself, so in bubblewrap a command is spawned without a fork
+        of it (see :class:`ForkServer`). In
         bubblewrap its sandbox sees, writable, only the job's ``workdir`` and ``rw_binds`` (the
         workspace's drive folder), and only its own processes; the deployment, its venv and the
         SDK read-only; nothing else of the host; its network is the egress proxy's, as for
@@ -387,6 +390,7 @@ class Deployments:
             prefork=False,
             owner=str(workspace_id),
             run_as=owner,
+            limits=limits,
         )
         return JobServer(server, port)
 
@@ -399,6 +403,7 @@ class Deployments:
         prefork: bool = True,
         owner: str | None = None,
         run_as: tuple[int, int] | None = None,
+        limits: Limits | None = None,
     ) -> tuple[ForkServer, EgressPort | None]:
         """Start a fork server, as ``run_as`` (uid, gid) when given; a sandbox with network gets
         its own egress port (its only way out) when an egress policy is set. The egress ports of
@@ -421,6 +426,7 @@ class Deployments:
             isolation=isolation,
             prefork=prefork,
             name=name,
+            limits=limits,
         )
         try:
             await server.start()

@@ -9,6 +9,13 @@ JSON, then ``blob_len`` opaque bytes. Requests that carry file descriptors (``sp
 them with SCM_RIGHTS on the first byte of the frame; descriptors are queued in arrival
 order and each ``spawn`` takes its ``nfds`` from the front of the queue.
 
+Config (argv[1], JSON): {"fd", "sys_path", "preload", "name", "prefork", "hold_limits",
+"spawn_exec"}. ``hold_limits``: limits the zygote takes for itself once ready, so that every
+process it starts inherits them (a sandbox that serves one job). ``spawn_exec``: a command
+(``exec``) asking for exactly those limits is started with ``posix_spawn`` rather than forked;
+only for a zygote in a pid namespace of its own, which ends every process in it with the zygote
+(no parent-death signal can be set between a vfork and its exec).
+
 Requests:   {"op": "spawn", "id", "nfds": 3, "call", "workdir", "env", "limits"} + payload
             {"op": "kill", "pid", "sig"}          (signals the child's process group)
             {"op": "shutdown"}                    (SIGKILL every child group, reap, exit)
@@ -314,6 +321,56 @@ def _child(msg: Msg, payload: bytes, fds: list[int], detached: bool = False) -> 
         os._exit(code)
 
 
+def _ignored_signals() -> list[int]:
+    """The signals this process ignores: ignoring survives ``execve``, handlers do not."""
+    return [s for s in _ALL_SIGNALS if signal.getsignal(s) == signal.SIG_IGN]
+
+
+def _spawn_exec(msg: Msg, fds: list[int], home: str, ignored: list[int]) -> int | None:
+    """Start an ``exec`` call with ``posix_spawn`` (a vfork: nothing of the zygote is copied)
+    in a session of its own, with the dispositions and the empty signal mask of a fresh
+    program, stdin from /dev/null and its pipes as stdout and stderr. Its limits are the ones
+    the zygote holds, and the zygote's pid namespace ends it with the zygote. Returns its pid,
+    or None when it cannot be spawned (no such workdir or program, say): the fork path then
+    runs it and reports why on its stderr, as for any call."""
+    argv = msg["call"]["argv"]
+    out_fd, err_fd, _result_fd = fds  # the result pipe is close-on-exec: a command has none
+    try:
+        os.chdir(msg["workdir"])
+    except (OSError, ValueError):
+        return None
+    try:
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            msg["env"],
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_fd, 1),
+                (os.POSIX_SPAWN_DUP2, err_fd, 2),
+            ],
+            setsid=True,
+            setsigmask=(),
+            setsigdef=ignored,
+        )
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.chdir(home)
+
+
+def _close_on_exec_all() -> None:
+    """Mark every descriptor above stderr close-on-exec: a spawned program inherits nothing
+    of the zygote's (a forked child closes them itself)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+
+
 # ------------------------------------------------------------------------ spare child
 #
 # A fork costs the child hundreds of copy-on-write page faults the first time it touches
@@ -412,6 +469,11 @@ class Zygote:
         self.stop = False
         self.use_spare = True
         self.spare: tuple[int, socket.socket] | None = None  # the pre-forked child
+        self.held: dict[str, int] | None = None
+        """The limits the zygote holds itself (``hold_limits``), if any."""
+        self.spawn_exec = False
+        self.home = os.getcwd()
+        self.ignored: list[int] = []
 
     def make_spare(self) -> None:
         if not self.use_spare or self.spare is not None or self.stop:
@@ -564,7 +626,16 @@ class Zygote:
             )
             return
         fds, self.fdq = self.fdq[:n], self.fdq[n:]
-        pid = self.hand_to_spare(msg, blob, fds)
+        pid = None
+        if (
+            self.spawn_exec
+            and msg["call"]["kind"] == "exec"
+            and msg["limits"] == self.held
+            and "/" in msg["call"]["argv"][0]  # posix_spawn would search the zygote's PATH
+        ):
+            pid = _spawn_exec(msg, fds, self.home, self.ignored)
+        if pid is None:
+            pid = self.hand_to_spare(msg, blob, fds)
         if pid is None:
             _flush_std()
             try:
@@ -625,6 +696,8 @@ class Zygote:
             _log(f"control socket read failed: {exc}")
             return False
         if fds:
+            for fd in fds:
+                os.set_inheritable(fd, False)
             self.fdq.extend(fds)
         if flags & getattr(socket, "MSG_CTRUNC", 0):
             _log("control message truncated: file descriptors were lost")
@@ -655,6 +728,7 @@ class Zygote:
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.ignored = _ignored_signals()
         sel = selectors.PollSelector()  # no kernel object to share with children
         ctl_fd = self.ctl.fileno()
         sel.register(ctl_fd, selectors.EVENT_READ)
@@ -723,6 +797,17 @@ def main() -> None:
             )
             sys.exit(1)
     importlib.invalidate_caches()
+    held = cfg.get("hold_limits")
+    if held is not None:
+        try:
+            _apply_limits(held)
+        except (OSError, ValueError) as exc:
+            zygote.send({"t": "fatal", "error": f"cannot hold the job's limits: {exc}"})
+            sys.exit(1)
+        zygote.held = held
+        zygote.spawn_exec = bool(cfg.get("spawn_exec")) and hasattr(os, "posix_spawn")
+        if zygote.spawn_exec:
+            _close_on_exec_all()
     import gc
 
     gc.collect()

@@ -297,6 +297,13 @@ class ForkServer:
     the next one is forked when the zygote is idle. ``start_timeout`` bounds :meth:`start`.
     A result larger than ``max_result_bytes`` is dropped and reported as a
     ``ResultTooLarge`` error (the platform never buffers more than that per job).
+
+    ``limits``, for a fork server that serves one job whose calls all share them: the zygote
+    takes them for itself once ready, so every process it starts has them from its first
+    instruction. With ``isolation`` as well (a pid namespace, which ends every process in it
+    with the zygote), a command (:class:`Exec`) with those limits is started with
+    ``posix_spawn``, a vfork that copies nothing of the zygote, instead of a fork and an
+    ``exec``: there are no rlimits or parent-death signal to set between the two.
     """
 
     def __init__(
@@ -312,6 +319,7 @@ class ForkServer:
         start_timeout: float = _DEFAULT_START_TIMEOUT,
         prefork: bool = True,
         max_result_bytes: int = _DEFAULT_MAX_RESULT,
+        limits: Limits | None = None,
     ) -> None:
         self.python = python
         self.sys_path = [str(p) for p in sys_path]
@@ -323,6 +331,7 @@ class ForkServer:
         self.start_timeout = start_timeout
         self.prefork = prefork
         self.max_result_bytes = max_result_bytes
+        self.limits = limits
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -420,6 +429,8 @@ class ForkServer:
                 "preload": list(self.preload),
                 "name": self.name,
                 "prefork": self.prefork,
+                "hold_limits": self.limits.to_wire() if self.limits is not None else None,
+                "spawn_exec": self.limits is not None and self.isolation is not None,
             }
         )
         try:

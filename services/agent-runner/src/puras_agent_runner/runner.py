@@ -322,6 +322,7 @@ class AgentRunner:
                 **self.deployments.job_env(network=network),
             }
             drive_binds = (str(job_drive.host_dir),) if job_drive.host_dir is not None else ()
+            limits = self._limits(p)
 
             def start_sandbox() -> Awaitable[JobServer]:
                 return self.deployments.job_server(
@@ -332,11 +333,10 @@ class AgentRunner:
                     network=network,
                     rw_binds=drive_binds,
                     owner=owner,
+                    limits=limits,
                 )
 
-            sandbox = JobSandbox(
-                start=start_sandbox, workdir=str(workdir), env=env, limits=self._limits(p)
-            )
+            sandbox = JobSandbox(start=start_sandbox, workdir=str(workdir), env=env, limits=limits)
             deadline = started_at + p.timeout_seconds
             journal = Journal(self.js, command, masker, prices=self.prices)
 
