@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from agent_harness import Harness
 from puras_common.events import JobCancelRequested
 from puras_common.events.jobs import CancelRequestedPayload
 from puras_pricing.models import catalogue
+from puras_testing import Infra
 from puras_testing.models import Call, Fail, Reply, Wait
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -219,6 +222,43 @@ async def test_usage_is_recorded_per_step_and_sums_to_the_steps(
     ]
     assert sum(u.input_tokens for u in usage) == 4200 and sum(u.output_tokens for u in usage) == 210
     assert len({u.id for u in outcome.usage}) == 3
+
+
+async def test_a_tool_runs_while_the_server_stores_its_call_and_every_event_keeps_its_order(
+    harness: Harness, infra: Infra, marker: str
+) -> None:
+    if infra.nats is None or infra.nats.process is None:
+        pytest.skip("freezes the session's own nats-server; PURAS_TEST_NATS_URL names another")
+    deployment = harness.push(hello(marker))
+    release = asyncio.Event()
+    script = harness.models.script(
+        Wait(release, Reply(tool_calls=[Call("bash", {"command": f"echo ran > drive/{marker}"})])),
+        Reply(tool_calls=[Call("set_output", {"answer": "done"})]),
+        match=marker,
+    )
+    command = harness.command(deployment, "hello", {"prompt": "?"})
+    running = asyncio.create_task(harness.run_command(command))
+    await _until(lambda: harness.models.requests_for(script))
+    # The server stores nothing while it is stopped: the step's usage, its step.completed and
+    # the tool.called go out with the call, and the command runs meanwhile.
+    nats = infra.nats.process.pid
+    os.kill(nats, signal.SIGSTOP)
+    try:
+        release.set()
+        await _until(lambda: (harness.folder() / marker).exists())
+    finally:
+        os.kill(nats, signal.SIGCONT)
+    outcome = await running
+    assert outcome.status == "succeeded"
+    # In the job's history each step's usage (its job.usage copy) precedes the step, its call
+    # and the call's end; then the attempt's compute. Billing has the usage of both calls.
+    assert [e.type for e in outcome.events] == [
+        "job.started",
+        "agent.started",
+        *["job.usage", "step.completed", "tool.called", "tool.completed"] * 2,
+        "job.usage",
+    ]
+    assert [u.type for u in outcome.usage] == ["usage.recorded"] * 2
 
 
 async def test_a_cancel_request_stops_the_loop_between_steps(harness: Harness, marker: str) -> None:

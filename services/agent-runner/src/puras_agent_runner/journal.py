@@ -6,11 +6,14 @@ A job's events are stored in the order they were made: each publish goes out onl
 before it is acknowledged. Two of them do not hold the loop up:
 
 * a step that called tools keeps its events until its first ``tool.called``, and all of them
-  go out in one publish, acknowledged before the tool runs (the call's usage is stored before
-  anything else happens);
-* ``tool.completed`` is written to the server and the loop goes on to its next model call; its
-  acknowledgement is awaited before the next publish, or by :meth:`Journal.settle`, which the
-  runner calls before the job's terminal event.
+  go out in one publish; the tool runs while the server stores them (a question for the user
+  waits until they are stored);
+* ``tool.completed`` is written to the server and the loop goes on to its next model call.
+
+Such a publish is acknowledged before the next one goes out, so the call's usage is stored
+before the loop makes its next model call, or by :meth:`Journal.settle`, which the runner calls
+before the job's terminal event, whatever ended it. A publish the server did not acknowledge is
+sent again then (the event ids make that safe).
 
 Every text is masked and cut before it leaves.
 """
@@ -180,12 +183,14 @@ class Journal:
         else:
             await self.emit(*events)
 
-    async def tool_called(self, step: int, call: ToolCall) -> None:
+    async def tool_called(self, step: int, call: ToolCall, *, wait: bool = True) -> None:
+        """``tool.called``, with what the step held; ``wait=False`` goes on without waiting
+        for the server to store them (the tool then runs meanwhile)."""
         shown: Any = clip_value(self.masker.value(call.input), MAX_INPUT_STRING)
         payload = ToolCalledPayload(
             attempt=self.attempt, step=step, call_id=call.id, name=call.name, input=shown
         )
-        await self.emit(self.event(ToolCalled, payload))
+        await self._publish((self.event(ToolCalled, payload),), wait=wait)
 
     async def tool_completed(
         self,

@@ -301,7 +301,7 @@ class AgentLoop:
 
     async def _run_one(self, step: int, call: ToolCall) -> tuple[ToolResult, Any]:
         self.state.tool_calls += 1
-        await self.journal.tool_called(step, call)
+        await self.journal.tool_called(step, call, wait=False)  # stored while the tool runs
         started = self.clock()
         output = await self._dispatch(call)
         await self._sync(call.name)
