@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from puras_testing.stubs import serve_app
 
@@ -186,6 +188,11 @@ class ModelStub:
     """Added before every answer (to measure the loop's own overhead against)."""
     fallback: Callable[[StubRequest], Turn] | None = None
     """Answers requests no script matches; by default a plain "ok" end of turn."""
+    served_seconds: float = 0.0
+    """The provider's share of the calls so far: for each request, from its arrival at the app
+    to its last byte sent (``latency_seconds`` included)."""
+    on_served: Callable[[float], None] | None = None
+    """Called with each request's share as it is added to ``served_seconds``."""
     _scripts: list[_Script] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -264,7 +271,7 @@ class ModelStub:
             else JSONResponse(_openai_completion(turn, model, next(self._ids)))
         )
 
-    def app(self) -> Starlette:
+    def app(self) -> ASGIApp:
         async def anthropic(request: Request) -> Response:
             return await self._handle(request, "anthropic")
 
@@ -274,13 +281,25 @@ class ModelStub:
         async def gemini(request: Request) -> Response:
             return await self._handle(request, "gemini")
 
-        return Starlette(
+        routes = Starlette(
             routes=[
                 Route("/v1/messages", anthropic, methods=["POST"]),
                 Route("/v1/chat/completions", openai, methods=["POST"]),
                 Route("/v1beta/openai/chat/completions", gemini, methods=["POST"]),
             ]
         )
+
+        async def timed(scope: Scope, receive: Receive, send: Send) -> None:
+            started = time.perf_counter()
+            try:
+                await routes(scope, receive, send)
+            finally:
+                spent = time.perf_counter() - started
+                self.served_seconds += spent
+                if self.on_served is not None:
+                    self.on_served(spent)
+
+        return timed
 
 
 @contextlib.asynccontextmanager
