@@ -334,9 +334,15 @@ def component_rows(components: dict[str, Any]) -> list[str]:
                 f"| CPU per echo job, by process (ms; {result['jobs_per_s']} jobs/s over {result['jobs']}) | total {result['platform_total_ms']:.1f}: {shares} | {floor} |"
             )
         elif name == "agent_loop_overhead":
+            beyond_latency = result.get("beyond_latency_ms_per_step", {})
             for model, values in result["overhead_ms_per_step"].items():
+                also = (
+                    f" (beyond the fixed latency: {statistics.median(beyond_latency[model]):.1f} ms)"
+                    if model in beyond_latency
+                    else ""
+                )
                 rows.append(
-                    f"| agent loop overhead per step, {model} | median {statistics.median(values):.1f} ms | {floor} |"
+                    f"| agent loop overhead per step beyond the model call, {model} | median {statistics.median(values):.1f} ms{also} | {floor} |"
                 )
     return rows
 
