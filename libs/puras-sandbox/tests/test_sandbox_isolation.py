@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -89,8 +91,8 @@ def _python() -> str:
     return NOBODY_PYTHON or sys.executable
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def sandboxed(layout: Layout) -> AsyncIterator[ForkServer]:
+@contextlib.asynccontextmanager
+async def _started(layout: Layout, name: str, **options: Any) -> AsyncIterator[ForkServer]:
     """A bwrap-isolated zygote running as uid 65534 (or as this user when not root)."""
     uid = NOBODY if IS_ROOT else None
     skip_without_bwrap(uid)
@@ -102,13 +104,20 @@ async def sandboxed(layout: Layout) -> AsyncIterator[ForkServer]:
         uid=uid,
         gid=uid,
         isolation=layout.isolation(),
-        name="sandboxed",
+        name=name,
+        **options,
     )
     await fs.start()
     try:
         yield fs
     finally:
         await fs.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def sandboxed(layout: Layout) -> AsyncIterator[ForkServer]:
+    async with _started(layout, "sandboxed") as fs:
+        yield fs
 
 
 async def _probe(fs: ForkServer, layout: Layout, **inputs: object) -> dict:
@@ -268,21 +277,8 @@ async def test_sandboxed_concurrent_jobs(sandboxed: ForkServer, layout: Layout) 
 
 
 async def test_sandboxed_zygote_death_takes_its_children(layout: Layout) -> None:
-    uid = NOBODY if IS_ROOT else None
-    skip_without_bwrap(uid)
-    if NOBODY_PYTHON is None and uid is not None:
-        pytest.skip("no python interpreter executable by uid 65534")
     marker = f"{uuid.uuid4().int % 10**6}.{os.getpid()}"
-    fs = ForkServer(
-        python=_python(),
-        sys_path=[],
-        uid=uid,
-        gid=uid,
-        isolation=layout.isolation(),
-        name="sandbox-doomed",
-    )
-    await fs.start()
-    try:
+    async with _started(layout, "sandbox-doomed") as fs:
         child = await fs.spawn(
             Exec(["sleep", marker]), workdir=str(layout.work), env={"PATH": "/usr/bin:/bin"}
         )
@@ -291,8 +287,6 @@ async def test_sandboxed_zygote_death_takes_its_children(layout: Layout) -> None
         with pytest.raises(ForkServerDied):
             await asyncio.wait_for(child.wait(), 30)
         assert await eventually(lambda: processes_with_arg(marker) == [])
-    finally:
-        await fs.close()
 
 
 HELD = Limits(cpu_seconds=30, open_files=200, file_size_bytes=1 << 30, processes=4096)
@@ -304,25 +298,8 @@ PATH = {"PATH": "/usr/bin:/bin"}
 @pytest_asyncio.fixture(loop_scope="session")
 async def one_job(layout: Layout) -> AsyncIterator[ForkServer]:
     """A sandbox of one job's own, as an agent job has, whose zygote holds the job's limits."""
-    uid = NOBODY if IS_ROOT else None
-    skip_without_bwrap(uid)
-    if NOBODY_PYTHON is None and uid is not None:
-        pytest.skip("no python interpreter executable by uid 65534")
-    fs = ForkServer(
-        python=_python(),
-        sys_path=[],
-        uid=uid,
-        gid=uid,
-        isolation=layout.isolation(),
-        name="one-job",
-        prefork=False,
-        limits=HELD,
-    )
-    await fs.start()
-    try:
+    async with _started(layout, "one-job", prefork=False, limits=HELD) as fs:
         yield fs
-    finally:
-        await fs.close()
 
 
 async def _shell(fs: ForkServer, layout: Layout, script: str) -> tuple[int | None, str, str]:
