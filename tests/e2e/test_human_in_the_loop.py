@@ -310,10 +310,10 @@ async def test_a_question_shown_on_the_stream_is_read_and_answered_at_once(
     tenant: Tenant, admin_db: asyncpg.Connection
 ) -> None:
     """The stream shows the question before the gateway's read model has taken it; a client
-    that reads the job, or answers, with its next requests still finds it waiting on that
-    question. Here the gateway's projections are held back until both requests are sent: their
-    inbox is locked against writes, with a lock that takes no transaction id, so the outbox
-    relays, which wait for older transactions, go on."""
+    that reads the job, lists the workspace's waiting jobs, or answers, with its next requests
+    still finds it waiting on that question. Here the gateway's projections are held back until
+    the requests are sent: their inbox is locked against writes, with a lock that takes no
+    transaction id, so the outbox relays, which wait for older transactions, go on."""
     asking = await submit(tenant, "approve", {"pause": 1})
     holding = admin_db.transaction()
     await holding.start()
@@ -329,17 +329,19 @@ async def test_a_question_shown_on_the_stream_is_read_and_answered_at_once(
                     shown = orjson.loads(sse.data)["payload"]
                     break
         read = asyncio.ensure_future(job(tenant, asking))
+        listed = asyncio.ensure_future(tenant.http.get("/v1/jobs", params={"status": "waiting"}))
         answer = asyncio.ensure_future(
             tenant.http.post(
                 f"/v1/jobs/{asking}/input",
                 json={"answer": {"name": "Ada"}, "request_id": shown["request_id"]},
             )
         )
-        await asyncio.wait({read, answer}, timeout=0.5)  # a stale read would be back by now
+        await asyncio.wait({read, listed, answer}, timeout=0.5)  # a stale read would be back
     finally:
         await holding.rollback()
     assert (await read)["status"] == "waiting"
     assert (await read)["input_request"]["request_id"] == shown["request_id"]
+    assert asking in [j["id"] for j in (await listed).json()["data"]], (await listed).text
     assert (await answer).status_code == 200, (await answer).text
     assert (await status(tenant, asking, "succeeded"))["result"]["approved_by"] == "Ada"
 

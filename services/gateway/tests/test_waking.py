@@ -67,8 +67,11 @@ async def test_a_shown_event_is_unconfirmed_until_a_batch_holding_it_commits() -
             job_id=of,
         )
 
-    live.shown(job_id, 7)
-    live.shown(job_id, 5)  # an older one shown again (a second viewer's backlog) changes nothing
+    workspace, elsewhere = uuid.uuid4(), uuid.uuid4()
+    live.shown(job_id, 7, workspace)
+    live.shown(job_id, 5, workspace)  # an older one shown again (a second viewer's backlog)
+    live.shown(other, 8, elsewhere)
+    assert live.unconfirmed_in(workspace) == [(str(job_id), 7)]  # what a list of it waits for
     with notifier.watch(PROJECTED, str(job_id)) as caught_up:
         await waiting.committed(notifier, live, [delivered(started(job_id), 6)])
         assert live.unconfirmed(job_id) == 7 and not caught_up.is_set()
@@ -76,16 +79,19 @@ async def test_a_shown_event_is_unconfirmed_until_a_batch_holding_it_commits() -
         assert live.unconfirmed(job_id) == 7 and not caught_up.is_set()
         await waiting.committed(notifier, live, [delivered(started(job_id), 7)])
         assert live.unconfirmed(job_id) is None and caught_up.is_set()
-    assert live.unconfirmed(other) is None  # never shown: its reads never wait
+    assert live.unconfirmed(other) is None and live.unconfirmed_in(elsewhere) == []
+    never = uuid.uuid4()
+    assert live.unconfirmed(never) is None  # never shown: its reads never wait
 
 
 async def test_the_unconfirmed_jobs_remembered_are_bounded_and_the_oldest_go_first() -> None:
     _, live = unconnected()
     jobs_shown = [uuid.uuid4() for _ in range(live_module._UNCONFIRMED_LIMIT + 1)]
+    workspace = uuid.uuid4()
     for seq, job_id in enumerate(jobs_shown, start=1):
-        live.shown(job_id, seq)
-    live.shown(jobs_shown[1], 10**9)  # shown again: now the newest
-    live.shown(uuid.uuid4(), 10**9 + 1)
+        live.shown(job_id, seq, workspace)
+    live.shown(jobs_shown[1], 10**9, workspace)  # shown again: now the newest
+    live.shown(uuid.uuid4(), 10**9 + 1, workspace)
     assert live.unconfirmed(jobs_shown[0]) is None and live.unconfirmed(jobs_shown[2]) is None
     assert live.unconfirmed(jobs_shown[1]) == 10**9
     assert live.unconfirmed(jobs_shown[-1]) == len(jobs_shown)

@@ -3,6 +3,7 @@ when it was too large to keep inline, and signed links to the files it names."""
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID
 
 from puras_common.api import ApiError, ErrorCode, JobOut, JobStatus
@@ -36,7 +37,16 @@ async def load_job(
     return (await with_waiting(gw, [job], workspace_id))[0] if explain else job
 
 
-async def _read_model_holds(gw: Gateway, job_id: UUID, seq: int) -> bool:
+async def read_model_holds_shown(gw: Gateway, workspace_id: UUID) -> None:
+    """Before a list of the workspace's jobs is read: wait until the read model holds every
+    event this process streamed to a client of the workspace ahead of its projection, so the
+    list shows each job at least as its stream did (a filter on status included)."""
+    shown = gw.live.unconfirmed_in(workspace_id)
+    if shown:
+        await asyncio.gather(*(_read_model_holds(gw, job, seq) for job, seq in shown))
+
+
+async def _read_model_holds(gw: Gateway, job_id: object, seq: int) -> bool:
     """Whether the read model holds the job's event ``seq``, which a client of this process was
     shown: waited for, up to :data:`SHOWN_WAIT_SECONDS`, since the projection usually commits it
     a few milliseconds after the stream showed it."""

@@ -171,9 +171,9 @@ class LiveJobs:
         self.delivered = 0
         self._last_seq: int | None = None
         self._feed: PullFeed | None = None
-        self._unconfirmed: OrderedDict[str, int] = OrderedDict()
+        self._unconfirmed: OrderedDict[str, tuple[int, str]] = OrderedDict()
         """Per job, the newest event shown to a client that this process has not seen its
-        projection commit."""
+        projection commit, and the job's workspace."""
 
     async def start(self) -> None:
         """Open the live consumer (new events from now on)."""
@@ -241,16 +241,16 @@ class LiveJobs:
         if live is None:
             return
         if live.public is not None and any(viewer.sink is not None for viewer in viewers):
-            self.shown(live.event.job_id, live.seq)  # before a sink may write it
+            self.shown(live.event.job_id, live.seq, live.event.workspace_id)  # before a sink writes
         for viewer in viewers:
             self.delivered += viewer.push(live)
 
-    def shown(self, job_id: object, seq: int) -> None:
+    def shown(self, job_id: object, seq: int, workspace_id: object) -> None:
         """A client is being shown the job's event ``seq``."""
         key = str(job_id)
         unconfirmed = self._unconfirmed
-        if unconfirmed.get(key, 0) < seq:
-            unconfirmed[key] = seq
+        if (before := unconfirmed.get(key)) is None or before[0] < seq:
+            unconfirmed[key] = (seq, str(workspace_id))
             unconfirmed.move_to_end(key)
             if len(unconfirmed) > _UNCONFIRMED_LIMIT:
                 unconfirmed.popitem(last=False)
@@ -261,14 +261,24 @@ class LiveJobs:
         if not self._unconfirmed:
             return False  # the usual case, on every event a projection commits
         key = str(job_id)
-        if (shown := self._unconfirmed.get(key)) is not None and shown <= seq:
+        if (shown := self._unconfirmed.get(key)) is not None and shown[0] <= seq:
             del self._unconfirmed[key]
             return True
         return False
 
     def unconfirmed(self, job_id: object) -> int | None:
         """The newest event of the job shown to a client that the read model may still lack."""
-        return self._unconfirmed.get(str(job_id)) if self._unconfirmed else None
+        if not self._unconfirmed or (shown := self._unconfirmed.get(str(job_id))) is None:
+            return None
+        return shown[0]
+
+    def unconfirmed_in(self, workspace_id: object) -> list[tuple[str, int]]:
+        """The jobs of the workspace, each with the newest of its events shown to a client that
+        the read model may still lack (a list of its jobs must wait for them)."""
+        if not self._unconfirmed:
+            return []
+        workspace = str(workspace_id)
+        return [(job, seq) for job, (seq, of) in self._unconfirmed.items() if of == workspace]
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[Viewer]:
@@ -341,7 +351,7 @@ class LiveJobs:
             stored = await self.backlog(job_id, after=after)
             batch, viewer.sent, ended = _public_after(after, _decoded(stored))
             if batch:
-                self.shown(job_id, batch[-1].seq)
+                self.shown(job_id, batch[-1].seq, batch[-1].event.workspace_id)
                 yield batch
             # A viewer resuming at or after the end has seen it all: no live event will come.
             if ended or (after and await self.ended_by(job_id, seq=viewer.sent)):
@@ -362,7 +372,7 @@ class LiveJobs:
                     yield []  # silence: time for a heartbeat
                     continue
                 if batch:  # none when all that came was internal
-                    self.shown(job_id, batch[-1].seq)
+                    self.shown(job_id, batch[-1].seq, batch[-1].event.workspace_id)
                     yield batch
                 if ended:
                     return

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from puras_gateway import answers, cancel, jobs, submission
 from puras_gateway.auth import GatewayDep, PrincipalDep
 from puras_gateway.bodies import parse_model, read_capped
-from puras_gateway.jobview import job_or_404, with_waiting
+from puras_gateway.jobview import job_or_404, read_model_holds_shown, with_waiting
 from puras_gateway.openapi import ERRORS
 from puras_gateway.requests import JobRequest
 from puras_gateway.sse import event_stream
@@ -182,6 +182,7 @@ async def list_jobs(
         created_after=created_after,
         created_before=created_before,
     )
+    await read_model_holds_shown(gw, who.workspace_id)
     rows = await jobs.page(gw.db, who.workspace_id, where=where, before=before, limit=limit + 1)
     page = await with_waiting(gw, [jobs.job_out(r) for r in rows[:limit]], who.workspace_id)
     return Page[JobOut](data=page, next_cursor=_cursor(page[-1].id) if len(rows) > limit else None)
@@ -203,6 +204,7 @@ async def summary(
 ) -> JobCounts:
     """Jobs per status over the last ``days`` days."""
     since = datetime.now(UTC) - timedelta(days=days)
+    await read_model_holds_shown(gw, who.workspace_id)
     counts = await jobs.count_by_status(gw.db, who.workspace_id, since=since)
     return JobCounts(since=since, by_status=counts, total=sum(counts.values()))
 

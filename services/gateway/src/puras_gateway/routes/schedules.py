@@ -21,6 +21,7 @@ from puras_gateway import jobs, schedules
 from puras_gateway.auth import GatewayDep, PrincipalDep
 from puras_gateway.bodies import check_limit, parse_model, read_capped
 from puras_gateway.deployments_api import require_secret_key
+from puras_gateway.jobview import read_model_holds_shown
 from puras_gateway.openapi import ERRORS
 from puras_gateway.requests import ScheduleIn, ScheduleUpdate
 
@@ -151,6 +152,7 @@ async def schedule_jobs(
     require_secret_key(who)
     check_limit(limit)
     shown = await schedules.get(gw, who, schedule_id)
+    await read_model_holds_shown(gw, who.workspace_id)
     rows = await jobs.page_of_schedule(
         gw.db, who.workspace_id, UUID(shown["id"]), before=_cursor(cursor), limit=limit + 1
     )
