@@ -265,6 +265,12 @@ def dashboards() -> dict[str, dict[str, Any]]:
                 "max by (service) (puras_outbox_lag_rows)",
                 legend="{{service}}",
             ),
+            panel(
+                "Outbox rows held back by a transaction left open",
+                "max by (service) (puras_outbox_held_seconds)",
+                legend="{{service}}",
+                unit="s",
+            ),
             panel("Ledger entries/s", "sum(rate(puras_ledger_entries_total[1m]))"),
             panel(
                 "Dead letters (1h)",

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
-from puras_common import streams
+from puras_common import observability, streams
 from puras_common.bus import (
     ConsumerSpec,
     Delivery,
@@ -427,6 +427,37 @@ async def test_the_cursor_survives_transaction_ids_gaining_a_digit(
     finally:
         await scratch.pool.release(blocker)
     assert sorted(seen) == ["s0", "s1", "s2", "s3"]
+
+
+async def test_rows_held_back_by_a_transaction_left_open_show_as_held_until_it_ends(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    ws = uuid.uuid4()
+    (event,) = workspace_events(ws, 1)
+
+    def held() -> float:
+        value = observability.REGISTRY.get_sample_value(
+            "puras_outbox_held_seconds", {"service": scratch.outbox.schema}
+        )
+        return value or 0.0
+
+    blocker = await scratch.pool.acquire()
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT pg_current_xact_id()")  # left open, as by a stray session
+        async with scratch.outbox.transaction() as uow:
+            uow.emit(event)
+        relay = OutboxRelay(scratch.outbox, js, dsn=scratch.dsn, held_warning_seconds=0.2)
+        async with running(relay):
+            await eventually(lambda: held() >= 0.3, what="the row shown as held")
+            assert relay.published == 0
+            await tx.rollback()
+            await eventually(lambda: relay.published == 1, what="the row once the blocker ends")
+            await eventually(lambda: held() == 0, what="no row held")
+    finally:
+        await scratch.pool.release(blocker)
+    assert await stream_slugs(js, ws, 1) == ["s0"]
 
 
 async def test_rows_held_back_by_an_open_transaction_are_read_again_only_once_it_ends(

@@ -149,6 +149,13 @@ OUTBOX_LAG_ROWS: Final = Gauge(
     ("service",),
     registry=REGISTRY,
 )
+OUTBOX_HELD_SECONDS: Final = Gauge(
+    "puras_outbox_held_seconds",
+    "How long the relay's next committed row has waited, unpublished and with no row published"
+    " since, for an older transaction still open somewhere in the database (0: none waits).",
+    ("service",),
+    registry=REGISTRY,
+)
 OUTBOX_PUBLISHED: Final = Counter(
     "puras_outbox_published",
     "Outbox rows published to JetStream.",

@@ -149,6 +149,7 @@ class OutboxRelay:
         idle_poll_seconds: float = 1.0,
         persist_every: int = 2048,
         ack_timeout: float = 5.0,
+        held_warning_seconds: float = 10.0,
     ) -> None:
         self.outbox = outbox
         self.js = js
@@ -157,6 +158,14 @@ class OutboxRelay:
         self.idle_poll_seconds = idle_poll_seconds
         self.persist_every = persist_every
         self.ack_timeout = ack_timeout
+        self.held_warning_seconds = held_warning_seconds
+        """A row held back this long is logged as a warning (again each such period)."""
+        self.held_since: float | None = None
+        """Since when the next row has waited for an older open transaction, with nothing
+        published meanwhile; None while no row waits."""
+        self._held_from = 0
+        self._held_warned = 0.0
+        self._held_gauge = observability.OUTBOX_HELD_SECONDS.labels(outbox.schema)
         self.name = f"{outbox.schema}-relay"
         self.published = 0
         self.rows_read = 0
@@ -209,6 +218,7 @@ class OutboxRelay:
             while True:
                 wake.clear()
                 more = await self._drain_once(conn)
+                self._note_held(more == "pending")
                 if more == "rows":
                     continue
                 if more == "pending":
@@ -224,6 +234,32 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await self._persist(conn)
             await conn.close()
+
+    def _note_held(self, held: bool) -> None:
+        """Track how long rows have waited for an older open transaction. The relay publishes a
+        row only once every older transaction in the database has ended, so one left open
+        anywhere (a session idle in a transaction, say) holds back every service's events:
+        warn, and show it as ``puras_outbox_held_seconds``."""
+        if not held:
+            if self.held_since is not None:
+                self.held_since = None
+                self._held_gauge.set(0)
+            return
+        now = asyncio.get_running_loop().time()
+        if self.held_since is None or self.published != self._held_from:
+            self.held_since, self._held_from, self._held_warned = now, self.published, now
+            self._held_gauge.set(0)
+            return
+        waited = now - self.held_since
+        self._held_gauge.set(waited)
+        if now - self._held_warned >= self.held_warning_seconds:
+            self._held_warned = now
+            log.warning(
+                "outbox rows held back by an older transaction still open in the database",
+                relay=self.name,
+                held_seconds=round(waited, 1),
+                hint="pg_stat_activity shows the sessions in a transaction (xact_start)",
+            )
 
     async def _drain_once(self, conn: asyncpg.Connection) -> str:
         # Rows held back by an older transaction still open are read again only once the first
