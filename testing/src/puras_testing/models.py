@@ -188,11 +188,9 @@ class ModelStub:
     """Added before every answer (to measure the loop's own overhead against)."""
     fallback: Callable[[StubRequest], Turn] | None = None
     """Answers requests no script matches; by default a plain "ok" end of turn."""
-    served_seconds: float = 0.0
-    """The provider's share of the calls so far: for each request, from its arrival at the app
-    to its last byte sent (``latency_seconds`` included)."""
     on_served: Callable[[float], None] | None = None
-    """Called with each request's share as it is added to ``served_seconds``."""
+    """Called with the provider's share of each call: from the request's arrival at the app to
+    its last byte sent (``latency_seconds`` included)."""
     _scripts: list[_Script] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -294,10 +292,8 @@ class ModelStub:
             try:
                 await routes(scope, receive, send)
             finally:
-                spent = time.perf_counter() - started
-                self.served_seconds += spent
                 if self.on_served is not None:
-                    self.on_served(spent)
+                    self.on_served(time.perf_counter() - started)
 
         return timed
 

@@ -25,6 +25,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
+from uuid import UUID
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -171,7 +172,7 @@ class LiveJobs:
         self.delivered = 0
         self._last_seq: int | None = None
         self._feed: PullFeed | None = None
-        self._unconfirmed: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._unconfirmed: OrderedDict[str, tuple[int, UUID | None]] = OrderedDict()
         """Per job, the newest event shown to a client that this process has not seen its
         projection commit, and the job's workspace."""
 
@@ -245,12 +246,12 @@ class LiveJobs:
         for viewer in viewers:
             self.delivered += viewer.push(live)
 
-    def shown(self, job_id: object, seq: int, workspace_id: object) -> None:
+    def shown(self, job_id: object, seq: int, workspace_id: UUID | None) -> None:
         """A client is being shown the job's event ``seq``."""
         key = str(job_id)
         unconfirmed = self._unconfirmed
         if (before := unconfirmed.get(key)) is None or before[0] < seq:
-            unconfirmed[key] = (seq, str(workspace_id))
+            unconfirmed[key] = (seq, workspace_id)
             unconfirmed.move_to_end(key)
             if len(unconfirmed) > _UNCONFIRMED_LIMIT:
                 unconfirmed.popitem(last=False)
@@ -272,13 +273,12 @@ class LiveJobs:
             return None
         return shown[0]
 
-    def unconfirmed_in(self, workspace_id: object) -> list[tuple[str, int]]:
+    def unconfirmed_in(self, workspace_id: UUID) -> list[tuple[str, int]]:
         """The jobs of the workspace, each with the newest of its events shown to a client that
         the read model may still lack (a list of its jobs must wait for them)."""
         if not self._unconfirmed:
             return []
-        workspace = str(workspace_id)
-        return [(job, seq) for job, (seq, of) in self._unconfirmed.items() if of == workspace]
+        return [(job, seq) for job, (seq, of) in self._unconfirmed.items() if of == workspace_id]
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[Viewer]:
