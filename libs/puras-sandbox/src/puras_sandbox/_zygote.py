@@ -813,6 +813,11 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     zygote.serve()
+    # Every child is reaped and reported by now. The interpreter's own shutdown (module
+    # teardown, finalizers) would only hold up the caller's wait for the exit: a one-job
+    # sandbox is closed at the end of every agent job, before its drive is saved.
+    _flush_std()
+    os._exit(0)
 
 
 if __name__ == "__main__":
