@@ -114,6 +114,47 @@ async def _started(layout: Layout, name: str, **options: Any) -> AsyncIterator[F
         await fs.close()
 
 
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every live process descended from it, on the host."""
+    parent_of: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+                parent_of[int(name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    tree = [root]
+    for pid in tree:
+        tree += [child for child, parent in parent_of.items() if parent == pid]
+    return tree
+
+
+def _open_files(pid: int) -> set[str]:
+    """What the descriptors of host process ``pid`` point at (``pipe:[inode]`` for a pipe)."""
+    found = set()
+    with contextlib.suppress(FileNotFoundError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return found
+
+
+async def test_no_descriptor_of_the_service_crosses_into_a_sandbox(layout: Layout) -> None:
+    """The sandbox's processes are started without a fork of the service: a descriptor the
+    service holds inheritable (as a library may leave one) must still not reach them."""
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    try:
+        pipe = os.readlink(f"/proc/self/fd/{write_end}")
+        async with _started(layout, "no-leak") as fs:
+            assert fs.pid is not None
+            sandbox = _process_tree(fs.pid)
+            assert len(sandbox) >= 2  # bubblewrap and the zygote, at least
+            assert [pid for pid in sandbox if pipe in _open_files(pid)] == []
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def sandboxed(layout: Layout) -> AsyncIterator[ForkServer]:
     async with _started(layout, "sandboxed") as fs:

@@ -73,20 +73,30 @@ class IdKwargs(TypedDict, total=False):
     preexec_fn: Callable[[], None]
 
 
-def _id_kwargs(uid: int | None, gid: int | None) -> IdKwargs:
-    """Process-creation keyword arguments that run the process as ``uid``/``gid`` with no extra
-    groups. A ``preexec_fn`` rather than ``user=``/``group=``: uvloop's subprocess support
-    accepts the former only, and the platform's services run on uvloop."""
+def run_as(uid: int | None, gid: int | None) -> tuple[int, int] | None:
+    """The (uid, gid) a process must be switched to, by root, to run as ``uid``/``gid``; None
+    when this process already runs as them."""
     if uid is None and gid is None:
-        return {}
+        return None
     uid = os.getuid() if uid is None else uid
     gid = uid if gid is None else gid
     if os.getuid() == uid and os.getgid() == gid and os.geteuid() != 0:
-        return {}
+        return None
     if os.geteuid() != 0:
         raise SandboxError(
             f"running as uid {uid} / gid {gid} needs root; this process is uid {os.getuid()}"
         )
+    return uid, gid
+
+
+def _id_kwargs(uid: int | None, gid: int | None) -> IdKwargs:
+    """Process-creation keyword arguments that run the process as ``uid``/``gid`` with no extra
+    groups. A ``preexec_fn`` rather than ``user=``/``group=``: uvloop's subprocess support
+    accepts the former only, and the platform's services run on uvloop."""
+    ids = run_as(uid, gid)
+    if ids is None:
+        return {}
+    uid, gid = ids
 
     def drop_privileges() -> None:
         os.setgroups([])

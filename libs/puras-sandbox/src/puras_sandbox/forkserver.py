@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from . import _launch
 from . import bwrap as _bwrap
 from ._types import (
     Exec,
@@ -332,7 +333,7 @@ class ForkServer:
         self.prefork = prefork
         self.max_result_bytes = max_result_bytes
         self.limits = limits
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | _launch.Launched | None = None
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send_lock = asyncio.Lock()
@@ -433,19 +434,26 @@ class ForkServer:
                 "spawn_exec": self.limits is not None and self.isolation is not None,
             }
         )
+        drop = _bwrap.run_as(self.uid, self.gid)
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                config,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(child.fileno(),),
-                env={},
-                cwd="/",
-                start_new_session=True,
-                **ids,
-            )
+            if self.isolation is not None and _launch.usable(drop):
+                # bwrap sets its own working directory (--chdir /).
+                self._proc = await _launch.launch(
+                    [*cmd, config], pass_fd=child.fileno(), run_as=drop
+                )
+            else:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *cmd,
+                    config,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                    pass_fds=(child.fileno(),),
+                    env={},
+                    cwd="/",
+                    start_new_session=True,
+                    **ids,
+                )
         except OSError as exc:
             parent.close()
             who = f" as uid {self.uid}" if self.uid is not None else ""
