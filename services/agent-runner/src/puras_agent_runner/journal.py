@@ -66,6 +66,7 @@ class Journal:
         masker: SecretMask,
         *,
         prices: Pricebook | None = None,
+        after: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.js = js
         self.command = command
@@ -75,8 +76,9 @@ class Journal:
         self.published = 0
         self._held: list[Event] = []
         """Made, and sent with the next publish."""
-        self._unconfirmed: Callable[[], Awaitable[None]] | None = None
-        """Waits for the acknowledgements of the last publish, which the loop did not wait for."""
+        self._unconfirmed: Callable[[], Awaitable[None]] | None = after
+        """Waits for the acknowledgements of the last publish, which the loop did not wait for
+        (at first, ``after``: what the runner sent before the journal's first event)."""
 
     def event(self, cls: type[Event], payload: Payload) -> Event:
         c = self.command
@@ -120,7 +122,8 @@ class Journal:
             tools=tuple(tools),
             max_steps=max_steps,
         )
-        await self.emit(self.event(AgentStarted, payload))
+        # Stored while the first model call is made: the step's events confirm it first.
+        await self._publish((self.event(AgentStarted, payload),), wait=False)
 
     async def step(
         self,

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from puras_common import tokens
 from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.budgets import BudgetClient
-from puras_common.bus import Delivery, Lease, publish
+from puras_common.bus import Delivery, Lease, publish, send
 from puras_common.drive import DriveClient
 from puras_common.envelope import Event
 from puras_common.events import (
@@ -214,19 +214,34 @@ class AgentRunner:
 
     async def _attempt(self, command: RunAgent, started_at: float, used: _Compute) -> Event:
         p = command.payload
+        # Sent now and stored while the job is made ready: the journal confirms it before the
+        # job's next event, and the attempt before its end, whatever ended it.
+        started = await send(
+            self.js,
+            [
+                self._event(
+                    command,
+                    JobStarted,
+                    StartedPayload(attempt=p.attempt, runner=self.settings.instance_id),
+                )
+            ],
+        )
+        try:
+            return await self._attempt_started(command, started_at, used, started)
+        finally:
+            await started()
+
+    async def _attempt_started(
+        self,
+        command: RunAgent,
+        started_at: float,
+        used: _Compute,
+        started: Callable[[], Awaitable[None]],
+    ) -> Event:
+        p = command.payload
         masker = SecretMask(())
         with self.cancellations.watch(command.job_id) as cancelled:
             try:
-                await publish(
-                    self.js,
-                    [
-                        self._event(
-                            command,
-                            JobStarted,
-                            StartedPayload(attempt=p.attempt, runner=self.settings.instance_id),
-                        )
-                    ],
-                )
                 token = self._token(command, p)
                 try:
                     secrets = await self.secrets.for_job(
@@ -238,7 +253,7 @@ class AgentRunner:
                     ) from None
                 masker = SecretMask(secrets.values())
                 result = await self._run(
-                    command, p, cancelled, started_at, token, secrets, masker, used
+                    command, p, cancelled, started_at, token, secrets, masker, used, started
                 )
             except AgentFailure as failure:
                 return self._failed(command, failure, started_at, masker)
@@ -279,6 +294,7 @@ class AgentRunner:
         secrets: dict[str, str],
         masker: SecretMask,
         used: _Compute,
+        started: Callable[[], Awaitable[None]],
     ) -> Any:
         try:
             prepared = await self.deployments.prepare(p.deployment_id)
@@ -338,7 +354,7 @@ class AgentRunner:
 
             sandbox = JobSandbox(start=start_sandbox, workdir=str(workdir), env=env, limits=limits)
             deadline = started_at + p.timeout_seconds
-            journal = Journal(self.js, command, masker, prices=self.prices)
+            journal = Journal(self.js, command, masker, prices=self.prices, after=started)
 
             async def emit(events: list[Any]) -> None:
                 await journal.emit(*events)
