@@ -47,7 +47,7 @@ async def stub() -> AsyncIterator[ModelStub]:
 
 
 @pytest.fixture(scope="module")
-def providers(stub: ModelStub) -> Providers:
+async def providers(stub: ModelStub) -> AsyncIterator[Providers]:
     env = {k.removeprefix("PURAS_AGENT_RUNNER_").lower(): v for k, v in stub.env().items()}
     settings = AgentRunnerSettings(**env)
     models = catalogue()
@@ -60,7 +60,9 @@ def providers(stub: ModelStub) -> Providers:
             ),
         },
     )
-    return Providers(settings, merged)
+    made = Providers(settings, merged)
+    yield made
+    await made.aclose()
 
 
 def request(marker: str, upstream: str, messages: list[Message] | None = None) -> ModelRequest:

@@ -34,7 +34,11 @@ class AnthropicModel:
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout_seconds: float) -> None:
         self.client = anthropic.AsyncAnthropic(
-            api_key=api_key or "unset", base_url=base_url, max_retries=0, timeout=timeout_seconds
+            api_key=api_key or "unset",
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_seconds,
+            http_client=anthropic.DefaultAioHttpClient(timeout=timeout_seconds),
         )
 
     async def complete(self, request: ModelRequest) -> ModelResponse:

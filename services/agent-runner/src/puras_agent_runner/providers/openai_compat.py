@@ -53,7 +53,11 @@ class OpenAICompatibleModel:
         self.token_parameter = token_parameter
         """``max_completion_tokens`` for OpenAI; ``max_tokens`` for endpoints that predate it."""
         self.client = openai.AsyncOpenAI(
-            api_key=api_key or "unset", base_url=base_url, max_retries=0, timeout=timeout_seconds
+            api_key=api_key or "unset",
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_seconds,
+            http_client=openai.DefaultAioHttpClient(timeout=timeout_seconds),
         )
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
