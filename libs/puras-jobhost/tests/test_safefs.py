@@ -188,3 +188,22 @@ def test_paths_that_are_not_plain_and_relative_are_refused(
             safefs.read_bytes(root, rel, max_bytes=10)
     finally:
         os.close(root)
+
+
+def test_a_look_for_any_entry_leaves_the_folder_whole_for_the_walk_after_it(
+    tmp_path: Path,
+) -> None:
+    """A job's upper folder is checked for any entry before it is walked: the check reads
+    through the same descriptor, and the walk after it still finds every file."""
+    folder = tmp_path / "upper"
+    folder.mkdir()
+    fd = safefs.open_root(folder)
+    try:
+        assert safefs.is_empty(fd)
+        for name in ("a.txt", "b.txt", "c.txt"):
+            (folder / name).write_text(name)
+        assert not safefs.is_empty(fd)
+        assert not safefs.is_empty(fd)
+        assert sorted(rel for rel, _ in safefs.walk_files(fd)) == ["a.txt", "b.txt", "c.txt"]
+    finally:
+        os.close(fd)

@@ -193,6 +193,12 @@ class AtomicWrite:
             os.close(self.dir_fd)
 
 
+def is_empty(dir_fd: int) -> bool:
+    """Whether the folder ``dir_fd`` holds no entry at all (one read, however large it is)."""
+    with os.scandir(dir_fd) as it:  # on a copy of the descriptor, rewound as it closes
+        return next(it, None) is None
+
+
 def walk_files(
     root_fd: int, *, others: list[tuple[str, os.stat_result]] | None = None
 ) -> Iterator[tuple[str, os.stat_result]]:

@@ -275,6 +275,13 @@ class OverlayDrive(_WrittenBack):
     def _scan_fd(self) -> int:
         return self.upper_fd
 
+    async def sync(self, *, tool: str | None = None) -> list[str]:
+        # An upper folder with nothing in it: the job wrote and removed nothing (most jobs,
+        # and most of an agent's tool calls), and the walk's trip to a worker thread is saved.
+        if safefs.is_empty(self.upper_fd):
+            return []
+        return await super().sync(tool=tool)
+
     async def _removed(self, others: list[tuple[str, os.stat_result]]) -> None:
         """A file or folder the job removed from the workspace's is a whiteout in the upper
         folder (a character device 0:0); a folder it removed and made again is marked opaque.
