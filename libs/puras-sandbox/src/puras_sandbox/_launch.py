@@ -79,11 +79,17 @@ async def launch(argv: Sequence[str], *, pass_fd: int, run_as: tuple[int, int] |
         uid, gid = run_as
         argv = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
     pid, pidfd, err_r = _spawn(argv, pass_fd)
-    stderr = asyncio.StreamReader(loop=loop)
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(stderr, loop=loop), os.fdopen(err_r, "rb", 0)
-    )
-    return Launched(loop, pid, pidfd, stderr)
+    launched = Launched(loop, pid, pidfd, asyncio.StreamReader(loop=loop))
+    try:
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(launched.stderr, loop=loop),
+            os.fdopen(err_r, "rb", 0),
+        )
+    except BaseException:  # not left running unwatched
+        launched.kill()
+        await launched.wait()
+        raise
+    return launched
 
 
 def _spawn(argv: Sequence[str], pass_fd: int) -> tuple[int, int, int]:
