@@ -54,7 +54,9 @@ class Up:
         self.home = workdir / ".puras"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PURAS_")}
         env |= {"PURAS_FUNCTION_RUNNER_LEASE_SECONDS": "3", "PURAS_STOP_GRACE_SECONDS": "10"}
-        self.log = open(workdir / "up.log", "w")
+        # One log per start, so a failure's log is not overwritten by the next start's.
+        self.log_path = workdir / f"up-{len(list(workdir.glob('up-*.log')))}.log"
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(PURAS), "up"],
             cwd=workdir,
@@ -65,7 +67,16 @@ class Up:
         )
 
     def output(self) -> str:
-        return (self.workdir / "up.log").read_text()
+        return self.log_path.read_text()
+
+    def what_went(self, service: str) -> str:
+        """The supervisor's lines about ``service`` and every traceback in the log, for a
+        failure's message."""
+        lines = self.output().splitlines()
+        said = [line for line in lines if f" {service} " in line and "exited" in line]
+        starts = [i for i, line in enumerate(lines) if "Traceback (most recent call last)" in line]
+        shown = said + [line for i in starts for line in lines[max(0, i - 2) : i + 40]]
+        return "\n".join(shown) or "\n".join(lines[-80:])
 
     def wait_ready(self) -> str:
         until(
@@ -161,7 +172,13 @@ def test_killed_engines_come_back_and_every_job_succeeds(workdir: Path) -> None:
         seen: set[int] = set()
 
         def answered() -> bool:
-            response = http.get("/v1/balance")
+            try:
+                response = http.get("/v1/balance")
+            except httpx.TransportError as exc:
+                raise AssertionError(
+                    f"the gateway stopped answering while PostgreSQL was down ({exc}):\n"
+                    + up.what_went("gateway")
+                ) from exc
             seen.add(response.status_code)
             if response.status_code == 503:
                 assert response.headers["Retry-After"].isdigit()
