@@ -91,9 +91,14 @@ def run_as(uid: int | None, gid: int | None) -> tuple[int, int] | None:
 
 def _id_kwargs(uid: int | None, gid: int | None) -> IdKwargs:
     """Process-creation keyword arguments that run the process as ``uid``/``gid`` with no extra
-    groups. A ``preexec_fn`` rather than ``user=``/``group=``: uvloop's subprocess support
-    accepts the former only, and the platform's services run on uvloop."""
-    ids = run_as(uid, gid)
+    groups (see :func:`id_kwargs`)."""
+    return id_kwargs(run_as(uid, gid))
+
+
+def id_kwargs(ids: tuple[int, int] | None) -> IdKwargs:
+    """Process-creation keyword arguments that switch to ``ids`` (uid, gid, from
+    :func:`run_as`) with no extra groups. A ``preexec_fn`` rather than ``user=``/``group=``:
+    uvloop's subprocess support accepts the former only, and the services run on uvloop."""
     if ids is None:
         return {}
     uid, gid = ids

@@ -389,10 +389,9 @@ class ForkServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _command(self) -> tuple[list[str], _bwrap.IdKwargs]:
-        ids = _bwrap._id_kwargs(self.uid, self.gid)
+    async def _command(self) -> list[str]:
         if self.isolation is None:
-            return [self.python, "-I", "-S", ZYGOTE_SCRIPT], ids
+            return [self.python, "-I", "-S", ZYGOTE_SCRIPT]
         exe = _bwrap.bwrap_path()
         if exe is None:
             raise SandboxError("isolation requested but bwrap is not installed", name=self.name)
@@ -409,7 +408,7 @@ class ForkServer:
             uid=self.uid,
             gid=self.gid,
         )
-        return [*prefix, real, "-I", "-S", ZYGOTE_SCRIPT], ids
+        return [*prefix, real, "-I", "-S", ZYGOTE_SCRIPT]
 
     async def start(self) -> None:
         """Launch the zygote and wait until it has imported ``preload`` and is ready.
@@ -421,7 +420,7 @@ class ForkServer:
             raise SandboxError("ForkServer.start() called twice", name=self.name)
         loop = asyncio.get_running_loop()
         self._loop = loop
-        cmd, ids = await self._command()
+        cmd = await self._command()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         config = json.dumps(
             {
@@ -452,7 +451,7 @@ class ForkServer:
                     env={},
                     cwd="/",
                     start_new_session=True,
-                    **ids,
+                    **_bwrap.id_kwargs(drop),
                 )
         except OSError as exc:
             parent.close()

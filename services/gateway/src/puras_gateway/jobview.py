@@ -42,8 +42,21 @@ async def read_model_holds_shown(gw: Gateway, workspace_id: UUID) -> None:
     event this process streamed to a client of the workspace ahead of its projection, so the
     list shows each job at least as its stream did (a filter on status included)."""
     shown = gw.live.unconfirmed_in(workspace_id)
-    if shown:
-        await asyncio.gather(*(_read_model_holds(gw, job, seq) for job, seq in shown))
+    if not shown:
+        return
+    # One read for all of them; only what it lacks is waited for, job by job.
+    held = {
+        r["seq"]
+        for r in await gw.db.fetch(
+            "SELECT seq FROM job_events WHERE seq = ANY($1::bigint[])", [seq for _, seq in shown]
+        )
+    }
+    for job, seq in shown:
+        if seq in held:
+            gw.live.projected(job, seq)
+    missing = [(job, seq) for job, seq in shown if seq not in held]
+    if missing:
+        await asyncio.gather(*(_read_model_holds(gw, job, seq) for job, seq in missing))
 
 
 async def _read_model_holds(gw: Gateway, job_id: object, seq: int) -> bool:
