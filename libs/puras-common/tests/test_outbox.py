@@ -486,3 +486,35 @@ async def test_rows_held_back_by_an_open_transaction_are_read_again_only_once_it
     finally:
         await scratch.pool.release(blocker)
     assert seen == ["s0", "s1"]  # the older transaction's row first
+
+
+_TORN = (
+    "raise exceptions.InternalClientError("
+    "'cannot switch to state 12; another operation (2) is in progress')"
+)
+
+
+async def test_a_relay_whose_connection_was_left_half_torn_down_reconnects_and_goes_on(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    """PostgreSQL killed under the relay can leave asyncpg's connection in a state where the
+    next query fails with the driver's own error, not a connection error. The relay takes a
+    new connection and publishes on; it used to stop its service."""
+    ws = uuid.uuid4()
+
+    class Torn(OutboxRelay):
+        broke = False
+
+        async def _drain_once(self, conn: asyncpg.Connection) -> str:
+            if not self.broke:
+                self.broke = True
+                # Raised as the driver raises it, from its compiled protocol's frame.
+                exec(compile(_TORN, "asyncpg/protocol/coreproto.pyx", "exec"), vars(asyncpg))
+            return await super()._drain_once(conn)
+
+    relay = Torn(scratch.outbox, js, dsn=scratch.dsn)
+    async with running(relay):
+        async with scratch.outbox.transaction() as uow:
+            uow.emit(*workspace_events(ws, 3))
+        seen = await stream_slugs(js, ws, 3)
+    assert relay.broke and seen == ["s0", "s1", "s2"]

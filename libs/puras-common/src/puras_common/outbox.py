@@ -23,7 +23,8 @@ from nats.js import JetStreamContext
 from puras_common import observability
 from puras_common.db import as_connection, connect
 from puras_common.envelope import Event
-from puras_common.errors import TRANSIENT_ERRORS, backoff
+from puras_common.errors import backoff
+from puras_common.http import dependency_down
 from puras_common.logging import get_logger
 from puras_common.publishing import Outgoing, publish_acknowledged
 from puras_common.waits import woken
@@ -191,7 +192,12 @@ class OutboxRelay:
                 await self._lead()
             except asyncio.CancelledError:
                 raise
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                # PostgreSQL killed under the relay can leave its connection half torn down
+                # (asyncpg then says another operation is in progress): the HTTP layer's test of
+                # a dependency that is away, not only the named transient errors.
+                if not dependency_down(exc):
+                    raise
                 self.leader.clear()
                 delay = backoff(attempt, base=0.2, cap=5.0)
                 log.warning(

@@ -15,6 +15,7 @@ from typing import Any
 
 from puras_common.events import JobInputProvided
 from puras_common.events.jobs import FailedPayload, InputRequestedPayload
+from puras_common.http import dependency_down
 from puras_common.logging import get_logger
 from puras_common.outbox import Outbox, UnitOfWork
 
@@ -78,7 +79,12 @@ class InputTimeouts:
 
     async def run(self, *, interval: float = 1.0) -> None:
         while True:
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception as exc:  # PostgreSQL away: sweep again once it is back
+                if not dependency_down(exc):
+                    raise
+                log.warning("input timeouts not swept; retrying", error=repr(exc)[:300])
             await asyncio.sleep(interval)
 
     async def sweep(self) -> int:
