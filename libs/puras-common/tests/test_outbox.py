@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import asyncpg
 import pytest
@@ -23,10 +23,12 @@ from puras_common.bus import (
     ensure_consumer,
     reset_consumer,
 )
+from puras_common.db import create_pool
 from puras_common.events import WorkspaceCreated
 from puras_common.events.platform import WorkspaceCreatedPayload
-from puras_common.outbox import OutboxRelay, UnitOfWork
+from puras_common.outbox import Outbox, OutboxRelay, UnitOfWork
 from puras_testing import Scratch, eventually
+from puras_testing.links import cuttable_link
 
 
 def workspace_events(ws: uuid.UUID, n: int, start: int = 0) -> list[WorkspaceCreated]:
@@ -518,3 +520,60 @@ async def test_a_relay_whose_connection_was_left_half_torn_down_reconnects_and_g
             uow.emit(*workspace_events(ws, 3))
         seen = await stream_slugs(js, ws, 3)
     assert relay.broke and seen == ["s0", "s1", "s2"]
+
+
+async def test_a_projection_waits_out_a_database_away_without_spending_its_deliveries(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    """Events that arrive while the projection's database is away are applied once it is back,
+    each once, however long it was away. A delivery handed back counts towards max_deliver
+    (here 2), past which JetStream never delivers the event again: handing the batch back on
+    every failed try would lose the events of any outage longer than a few tries."""
+    ws = uuid.uuid4()
+    events = workspace_events(ws, 4)
+    async with cuttable_link(scratch.dsn) as link:
+        pool = await create_pool(
+            link.url(scratch.dsn),
+            schema=scratch.schema,
+            application_name="test-cut",
+            min_size=1,
+            max_size=2,
+        )
+
+        async def apply(uow: UnitOfWork, d: Delivery) -> None:
+            await uow.conn.execute(
+                "INSERT INTO counters VALUES ($1, 1) ON CONFLICT (name) DO UPDATE SET n = counters.n + 1",
+                d.event.payload.slug,  # type: ignore[attr-defined]
+            )
+
+        spec = ConsumerSpec(
+            streams.PLATFORM, f"test-{uuid.uuid4().hex[:8]}", (f"workspace.{ws}.>",), max_deliver=2
+        )
+        projection = ProjectionRunner(
+            js=js, outbox=Outbox(pool, schema=scratch.schema), spec=spec, apply=apply
+        )
+        await ensure_consumer(js, spec)  # as provisioning does
+        consume = asyncio.create_task(projection.run())
+        applied = "SELECT count(*) FROM counters WHERE n = 1"
+        try:
+            await js.publish(events[0].subject, events[0].to_json())
+            await eventually(lambda: scratch.pool.fetchval(applied), what="the first event")
+            await link.cut()
+            for e in events[1:]:
+                await js.publish(e.subject, e.to_json(), headers={"Nats-Msg-Id": str(e.id)})
+            # The outage: longer than two deliveries' backoff (0.3 s), as long as six tries here.
+            await asyncio.sleep(4.0)
+            assert await scratch.pool.fetchval(applied) == 1
+            await link.restore()
+            await eventually(
+                lambda: _equals(scratch.pool.fetchval(applied), 4), what="every event applied"
+            )
+            assert await scratch.pool.fetchval("SELECT max(n) FROM counters") == 1
+            assert projection.dead_lettered == 0 and projection.waiting_out >= 5
+        finally:
+            consume.cancel()
+            await pool.close()
+
+
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected

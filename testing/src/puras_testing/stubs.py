@@ -25,15 +25,18 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def _listening_socket() -> socket.socket:
-    for _ in range(20):
+def listening_socket(*, port: int | None = None) -> socket.socket:
+    """A non-blocking socket listening on loopback: on ``port``, or on a free one."""
+    for _ in range(1 if port else 20):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.bind(("127.0.0.1", free_port()))
+            sock.bind(("127.0.0.1", port or free_port()))
         except OSError:
             sock.close()
+            if port:
+                raise
             continue
         sock.listen(1024)
         sock.setblocking(False)
@@ -44,7 +47,7 @@ def _listening_socket() -> socket.socket:
 @contextlib.asynccontextmanager
 async def serve_app(app: Any) -> AsyncIterator[str]:
     """Serve ``app``; yields its base URL (``http://127.0.0.1:<port>``)."""
-    sock = _listening_socket()
+    sock = listening_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", loop="none", timeout_keep_alive=30

@@ -6,7 +6,8 @@ consume.
   the new ones and writes the resulting events to the outbox; then acks. A batch apply keyed by
   the events' own ids (``inbox=False``) writes no inbox row: its key skips a redelivery. A
   failing event is retried alone with backoff and, after ``max_deliver`` attempts, parked on
-  the dead-letter stream with the reason, and counted.
+  the dead-letter stream with the reason, and counted. A batch that fails because PostgreSQL is
+  away is held and tried again until it is back: an outage spends none of its deliveries.
 * :class:`WorkRunner` — for runners. Pulls as many messages as it has free slots, runs each in
   its own task, and keeps the message's lease alive with ``in_progress`` heartbeats while it runs.
 
@@ -36,7 +37,7 @@ from pydantic import ValidationError
 
 from puras_common import observability, subjects
 from puras_common.envelope import Event, UnknownEventType, parse_event
-from puras_common.errors import TRANSIENT_ERRORS, backoff
+from puras_common.errors import TRANSIENT_ERRORS, backoff, dependency_down
 from puras_common.logging import get_logger
 from puras_common.outbox import Outbox, UnitOfWork
 from puras_common.publishing import Outgoing, publish_acknowledged, publish_acks
@@ -313,6 +314,9 @@ class PullFeed:
         return [m for m in msgs if not (m.headers and m.headers.get(api.Header.STATUS))]
 
 
+_TRIES_WHILE_UP = 3
+"""Tries of a batch that fails as if the database were away while it answers a plain query."""
+
 Apply = Callable[[UnitOfWork, Delivery], Awaitable[None]]
 ApplyBatch = Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[int | None]]
 """Applies a batch; with ``inbox=False`` it returns how many of its events were new."""
@@ -357,6 +361,8 @@ class ProjectionRunner:
         self.applied = 0
         self.skipped = 0
         self.dead_lettered = 0
+        self.waiting_out = 0
+        """Times a batch was held because the database was away."""
 
     @property
     def consumer(self) -> str:
@@ -425,16 +431,7 @@ class ProjectionRunner:
 
     async def _handle(self, deliveries: list[Delivery]) -> None:
         try:
-            await self._apply_batch(deliveries)
-        except TRANSIENT_ERRORS as exc:
-            log.warning(
-                "projection batch failed; will be redelivered",
-                consumer=self.consumer,
-                error=repr(exc),
-            )
-            for d in deliveries:
-                await d.msg.nak(delay=backoff(d.num_delivered))
-            return
+            await self._apply_waiting_out(deliveries)
         except Exception:
             # One bad event must not hold back the rest: apply them one at a time.
             for d in deliveries:
@@ -444,6 +441,55 @@ class ProjectionRunner:
             await d.msg.ack()
         if self.after_commit:
             await self.after_commit(deliveries)
+
+    async def _apply_waiting_out(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply a batch, holding it while PostgreSQL is away rather than handing it back.
+
+        A delivery handed back (a nak) counts towards ``max_deliver``, and JetStream never
+        delivers an event again past it: an outage of a few seconds would leave events the
+        projection never applies. So while the batch fails on a dependency that is away, and
+        the database does not answer a plain query either, the batch is held (its messages
+        kept in progress) and tried again. A failure that persists while the database answers
+        is the batch's own, and raised after a few tries.
+        """
+        attempt = tries_while_up = 0
+        while True:
+            try:
+                await self._apply_batch(deliveries)
+                if attempt:
+                    log.info("projection batch applied after the outage", consumer=self.consumer)
+                return
+            except Exception as exc:
+                if not dependency_down(exc):
+                    raise
+                if await self._database_answers():
+                    tries_while_up += 1
+                    if tries_while_up >= _TRIES_WHILE_UP:
+                        raise
+                    continue
+                self.waiting_out += 1
+                delay = backoff(attempt, base=0.1, cap=2.0)
+                if attempt % 10 == 0:
+                    log.warning(
+                        "projection waiting for the database",
+                        consumer=self.consumer,
+                        batch=len(deliveries),
+                        error=repr(exc),
+                    )
+                for d in deliveries:
+                    with contextlib.suppress(*TRANSIENT_ERRORS):
+                        await d.msg.in_progress()
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _database_answers(self) -> bool:
+        try:
+            await self.outbox.pool.fetchval("SELECT 1")
+        except Exception as exc:
+            if dependency_down(exc):
+                return False
+            raise
+        return True
 
     async def _apply_batch(self, deliveries: Sequence[Delivery]) -> None:
         async with self.outbox.transaction() as uow:
@@ -468,13 +514,7 @@ class ProjectionRunner:
 
     async def _apply_one(self, d: Delivery) -> None:
         try:
-            await self._apply_batch([d])
-        except TRANSIENT_ERRORS as exc:
-            log.warning(
-                "projection failed; will be redelivered", consumer=self.consumer, error=repr(exc)
-            )
-            await d.msg.nak(delay=backoff(d.num_delivered))
-            return
+            await self._apply_waiting_out([d])
         except Exception as exc:
             if d.num_delivered >= self.spec.max_deliver:
                 await dead_letter(

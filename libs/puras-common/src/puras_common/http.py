@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hmac
 from collections.abc import Iterator
-from pathlib import PurePath
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
-import asyncpg
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,65 +19,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from puras_common.api import ApiError, ErrorCode, ErrorDetail, json_pointer
-from puras_common.errors import is_transient
+from puras_common.errors import dependency_down
 from puras_common.logging import get_logger
 
 log = get_logger("puras_common.http")
-
-
-_NETWORK_ERRNOS: Final = frozenset(
-    {
-        errno.ECONNREFUSED,
-        errno.ECONNRESET,
-        errno.ECONNABORTED,
-        errno.EPIPE,
-        errno.ETIMEDOUT,
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.EADDRNOTAVAIL,
-    }
-)
-
-
-def dependency_down(exc: BaseException) -> bool:
-    """Whether ``exc`` says PostgreSQL or NATS is away, rather than that the request is wrong:
-    the named transient errors (a refused or reset connection among them), a socket error of
-    the network kind, PostgreSQL's connection (08xxx) and shutdown or crash-recovery (57Pxx)
-    states, and a failure of the driver's own code that is no PostgreSQL error; looked for in
-    ``exc``, what it was explicitly raised from, and an exception group's members (a request
-    that asked two things at once)."""
-    if is_transient(exc):
-        return True
-    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-        # asyncio's "Multiple exceptions: …" when every address refused has no errno of its own.
-        if exc.errno in _NETWORK_ERRNOS or (
-            exc.errno is None and "Connect call failed" in str(exc)
-        ):
-            return True
-    if isinstance(exc, asyncpg.PostgresError):
-        # PostgreSQL's answer (or the driver's, refusing a query's arguments) says what it is;
-        # what it was raised from (an OverflowError in an encoder, say) does not overrule it.
-        state = getattr(exc, "sqlstate", None)
-        return isinstance(state, str) and (state.startswith("08") or state.startswith("57P"))
-    if _raised_in_asyncpg(exc):
-        # The driver's own failure, not PostgreSQL's answer to the query: a connection that
-        # broke under it (a server killed mid-query can leave it half torn down).
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return any(dependency_down(e) for e in exc.exceptions)
-    return exc.__cause__ is not None and dependency_down(exc.__cause__)
-
-
-def _raised_in_asyncpg(exc: BaseException) -> bool:
-    """Whether the innermost frame of ``exc``'s traceback is the PostgreSQL driver's code: its
-    Python modules by their installed path, its compiled protocol by the package-relative name
-    Cython gives its frames (``asyncpg/protocol/coreproto.pyx``)."""
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return "asyncpg" in PurePath(tb.tb_frame.f_code.co_filename).parts
 
 
 RETRY_AFTER_SECONDS = 2

@@ -23,8 +23,7 @@ from nats.js import JetStreamContext
 from puras_common import observability
 from puras_common.db import as_connection, connect
 from puras_common.envelope import Event
-from puras_common.errors import backoff
-from puras_common.http import dependency_down
+from puras_common.errors import backoff, dependency_down
 from puras_common.logging import get_logger
 from puras_common.publishing import Outgoing, publish_acknowledged
 from puras_common.waits import woken

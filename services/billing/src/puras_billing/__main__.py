@@ -7,7 +7,7 @@ import asyncio
 from puras_common import consumers
 from puras_common.budgets import HOLD, RELEASE
 from puras_common.bus import ProjectionRunner
-from puras_common.errors import TRANSIENT_ERRORS
+from puras_common.errors import while_away
 from puras_common.migrate import service_migrations
 from puras_common.service import ServiceRuntime, run
 from puras_pricing import settings_pricebook
@@ -50,10 +50,7 @@ async def main(settings: BillingSettings | None = None) -> None:
 async def _prune_holds(runtime: ServiceRuntime) -> None:
     while True:
         await asyncio.sleep(3600)
-        try:
-            await holds.prune(runtime.db)
-        except TRANSIENT_ERRORS:
-            pass
+        await while_away(lambda: holds.prune(runtime.db), what="holds pruning")
 
 
 if __name__ == "__main__":

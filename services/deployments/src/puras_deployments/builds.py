@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from puras_common.errors import TRANSIENT_ERRORS, backoff
+from puras_common.errors import backoff, dependency_down
 from puras_common.logging import get_logger
 from puras_common.outbox import Outbox
 
@@ -79,7 +79,9 @@ class Builder:
                 try:
                     row = await self.pool.fetchrow(_CLAIM, self.owner, float(self.lease_seconds))
                     attempt = 0
-                except TRANSIENT_ERRORS as exc:
+                except Exception as exc:
+                    if not dependency_down(exc):
+                        raise
                     self._slots.release()
                     log.warning("claiming a build failed", error=repr(exc))
                     await asyncio.sleep(backoff(attempt))
@@ -159,7 +161,9 @@ class Builder:
                     float(self.lease_seconds),
                     build_log.text(),
                 )
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                if not dependency_down(exc):
+                    raise
                 if asyncio.get_running_loop().time() - renewed > self.lease_seconds / 2:
                     log.warning(
                         "lost touch with the database; giving up the build",
@@ -206,7 +210,9 @@ class Builder:
                 self.finished += 1
                 log.info("build settled", sha=sha, status=status, deployments=settled)
                 return
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                if not dependency_down(exc):
+                    raise
                 log.warning("settling a build failed; retrying", sha=sha, error=repr(exc))
                 await asyncio.sleep(backoff(attempt, base=0.2))
         # The lease runs out and another attempt builds it again.

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from puras_common import tokens
 from puras_common.api import ApiError, ErrorCode
 from puras_common.db import as_connection, connect, fetch_one
-from puras_common.errors import TRANSIENT_ERRORS, backoff
+from puras_common.errors import backoff, dependency_down
 from puras_common.events import SecretDeleted, SecretSet
 from puras_common.events.platform import SecretDeletedPayload, SecretSetPayload
 from puras_common.logging import get_logger
@@ -148,7 +148,9 @@ class Secrets:
                 attempt = 0
                 while not conn.is_closed():
                     await asyncio.sleep(1.0)
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                if not dependency_down(exc):
+                    raise
                 log.warning("secrets listener lost its connection", error=type(exc).__name__)
             finally:
                 self._listening = False
@@ -368,7 +370,9 @@ class Secrets:
             reply = {"ok": False, "error": str(exc)}
         except (KeyError, TypeError, ValueError) as exc:
             reply = {"ok": False, "error": f"malformed secrets request: {type(exc).__name__}"}
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:
+            if not dependency_down(exc):
+                raise
             # No answer: the runner's request times out and it asks again.
             log.warning("cannot answer a secrets request now", error=type(exc).__name__)
             return

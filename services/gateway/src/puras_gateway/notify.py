@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import asyncpg
 from puras_common.db import connect
-from puras_common.errors import TRANSIENT_ERRORS, backoff
+from puras_common.errors import backoff, dependency_down
 from puras_common.logging import get_logger
 from puras_common.waits import woken
 
@@ -116,7 +116,9 @@ class Notifier:
                 attempt = 0
                 while not conn.is_closed():
                     await asyncio.sleep(1.0)
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                if not dependency_down(exc):
+                    raise
                 log.warning("listener lost its connection", error=repr(exc))
             finally:
                 self.connected.clear()

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from puras_common.bus import Delivery
+from puras_common.errors import while_away
 from puras_common.events import (
     JobKind,
     ResumeState,
@@ -141,7 +142,7 @@ class Dispatcher:
     async def run(self, *, poll_seconds: float = 1.0) -> None:
         while True:
             self.wake.clear()
-            while await self.dispatch_once() == self.batch:
+            while await while_away(self.dispatch_once, what="dispatch") == self.batch:
                 pass
             await woken(self.wake, poll_seconds)
 

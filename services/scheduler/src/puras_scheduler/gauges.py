@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from puras_common.errors import TRANSIENT_ERRORS
+from puras_common.errors import dependency_down
 from puras_common.observability import JOBS, QUEUE_DEPTH
 
 ACTIVE_STATES = ("queued", "dispatched", "running")
@@ -56,6 +56,7 @@ async def keep_measuring(pool: asyncpg.Pool, *, max_per_workspace: int, every: f
     while True:
         try:
             await measure(pool, max_per_workspace=max_per_workspace)
-        except TRANSIENT_ERRORS:
-            pass
+        except Exception as exc:
+            if not dependency_down(exc):
+                raise
         await asyncio.sleep(every)

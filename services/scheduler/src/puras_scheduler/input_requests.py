@@ -13,9 +13,9 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
+from puras_common.errors import while_away
 from puras_common.events import JobInputProvided
 from puras_common.events.jobs import FailedPayload, InputRequestedPayload
-from puras_common.http import dependency_down
 from puras_common.logging import get_logger
 from puras_common.outbox import Outbox, UnitOfWork
 
@@ -79,12 +79,7 @@ class InputTimeouts:
 
     async def run(self, *, interval: float = 1.0) -> None:
         while True:
-            try:
-                await self.sweep()
-            except Exception as exc:  # PostgreSQL away: sweep again once it is back
-                if not dependency_down(exc):
-                    raise
-                log.warning("input timeouts not swept; retrying", error=repr(exc)[:300])
+            await while_away(self.sweep, what="input timeouts")
             await asyncio.sleep(interval)
 
     async def sweep(self) -> int:

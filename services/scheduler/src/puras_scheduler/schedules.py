@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from puras_common.bus import Delivery
 from puras_common.cron import Cron
+from puras_common.errors import while_away
 from puras_common.events import ScheduleDeleted, ScheduleFired, ScheduleSet
 from puras_common.events.schedules import ScheduleFiredPayload
 from puras_common.ids import new_id
@@ -113,12 +114,12 @@ class Firing:
         loop = asyncio.get_running_loop()
         while True:
             self.wake.clear()
-            while await self.tick() == BATCH:
+            while await while_away(self.tick, what="schedules") == BATCH:
                 pass
             if loop.time() - last_prune > 60:
-                await self.prune()
+                await while_away(self.prune, what="schedules pruning")
                 last_prune = loop.time()
-            wait = await self._until_next(max_sleep)
+            wait = await while_away(lambda: self._until_next(max_sleep), what="schedules")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait)
 

@@ -26,7 +26,7 @@ from uuid import UUID
 import orjson
 from nats.aio.msg import Msg
 from puras_common.bus import Delivery
-from puras_common.errors import TRANSIENT_ERRORS
+from puras_common.errors import dependency_down, while_away
 from puras_common.events import JobWaitChanged, LedgerPosted
 from puras_common.events.jobs import FailedPayload, WaitChangedPayload
 from puras_common.logging import get_logger
@@ -207,10 +207,7 @@ class Waiting:
 
     async def run(self, *, interval: float = 1.0) -> None:
         while True:
-            try:
-                await self.sweep()
-            except TRANSIENT_ERRORS:
-                pass
+            await while_away(self.sweep, what="waiting reasons")
             await asyncio.sleep(interval)
 
     async def serve(self, msg: Msg) -> None:
@@ -221,6 +218,8 @@ class Waiting:
             return
         try:
             jobs = await self.explain(request.workspace_id, request.job_ids)
-        except TRANSIENT_ERRORS:
+        except Exception as exc:
+            if not dependency_down(exc):
+                raise
             return  # the gateway shows the job without a reason rather than late
         await msg.respond(WaitingReply(jobs=jobs).model_dump_json().encode())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from puras_common.errors import while_away
 from puras_common.events.jobs import FailedPayload
 from puras_common.logging import get_logger
 from puras_common.outbox import Outbox
@@ -31,7 +32,7 @@ class Watchdog:
 
     async def run(self, *, interval: float = 10.0) -> None:
         while True:
-            await self.sweep()
+            await while_away(self.sweep, what="overdue jobs")
             await asyncio.sleep(interval)
 
     async def sweep(self) -> int:

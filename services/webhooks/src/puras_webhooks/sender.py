@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 import orjson
+from puras_common.errors import while_away
 from puras_common.events import WebhookDisabled
 from puras_common.events.webhooks import WebhookDisabledPayload
 from puras_common.ids import new_id
@@ -106,19 +108,26 @@ class Sender:
         while True:
             self.wake.clear()
             room = self.settings.concurrency - len(self.in_flight)
-            claims = await self.claim(room) if room > 0 else []
+            claims = (
+                await while_away(functools.partial(self.claim, room), what="webhook deliveries")
+                if room > 0
+                else []
+            )
             for claim in claims:
                 task = asyncio.create_task(self.attempt(claim))
                 self.in_flight.add(task)
                 task.add_done_callback(self._done)
             if loop.time() - last_prune > 300:
-                await intake.prune(
-                    self.outbox.pool, older_than=datetime.now(UTC) - timedelta(days=1)
+                await while_away(
+                    lambda: intake.prune(
+                        self.outbox.pool, older_than=datetime.now(UTC) - timedelta(days=1)
+                    ),
+                    what="webhook intake pruning",
                 )
                 last_prune = loop.time()
             if len(claims) == room and room > 0:
                 continue
-            wait = await self._until_next(max_sleep)
+            wait = await while_away(lambda: self._until_next(max_sleep), what="webhook deliveries")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait)
 
