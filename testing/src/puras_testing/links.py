@@ -1,10 +1,10 @@
 """A TCP link on loopback that a test can cut: every connection through it is reset and new
 ones are refused until it is restored, as when a database goes away for a while.
 
-The link listens on a free loopback port and forwards each connection to ``target``. A client
+The link listens on a free loopback port and forwards each connection to the target. A client
 pointed at the link sees what it would see of a server that went down: its open connections
-break mid-stream, and connecting fails with "connection refused" (the port stays free for the
-link alone: it is taken again on :meth:`CuttableLink.restore`).
+are reset, and connecting fails with "connection refused" until :meth:`CuttableLink.restore`
+listens on the same port again.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ class CuttableLink:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
-        self.connections = 0
-        """Connections made through the link, over its whole life."""
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -55,7 +53,6 @@ class CuttableLink:
         await self.open()
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
         task = asyncio.current_task()
         assert task is not None
         self._pipes.add(task)
