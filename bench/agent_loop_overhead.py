@@ -123,6 +123,7 @@ async def main(steps: int, runs: int, latency: float, tool: str, as_json: bool =
                         )
         finally:
             await deployments.close()
+            runner.drives.close()  # the work folder's shared mount and the scratch tmpfs
             await providers.aclose()
             await nc.close()
             await admin.close()

@@ -8,8 +8,11 @@ import fcntl
 import os
 from pathlib import Path
 
+import httpx
 import pytest
+from puras_common.drive import DriveClient
 from puras_jobhost import overlay
+from puras_jobhost.workdrive import WorkDrives
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 
@@ -109,5 +112,23 @@ def test_a_dead_runners_scratch_in_memory_is_detached_by_the_next(tmp_path: Path
     _mount(dead.path / "job", lower, tmp_path / "dead-drive")
     os.close(dead._lock)  # the runner died: its lock is free, its mounts stay
     assert overlay.Scratch(root).sweep() == [dead.path.name]
+    assert overlay.mounts_with_upper_under(dead.path) == []
+    assert not os.path.ismount(dead.path) and not dead.path.exists()
+
+
+def test_a_runner_starting_detaches_a_killed_runners_scratch_before_any_job(
+    tmp_path: Path,
+) -> None:
+    """A runner killed with jobs' writes in its scratch (a memory file system) leaves it
+    mounted; the next runner on the host lets it go as it starts, not when it first runs a job
+    (which may be never), so the memory and the mount do not outlive it."""
+    lower, work = tmp_path / "workspace", tmp_path / "work"
+    lower.mkdir()
+    work.mkdir()
+    dead = overlay.Scratch(work / ".overlays", memory_bytes=1024 * 1024)
+    _mount(dead.path / "job", lower, tmp_path / "dead-drive")
+    os.close(dead._lock)  # killed: its lock is free, its mounts stay
+    never_called = DriveClient("http://drive.invalid", token="-", client=httpx.AsyncClient())
+    WorkDrives(never_called, owner=(0, 0), work_root=work)
     assert overlay.mounts_with_upper_under(dead.path) == []
     assert not os.path.ismount(dead.path) and not dead.path.exists()

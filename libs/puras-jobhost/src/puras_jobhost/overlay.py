@@ -177,31 +177,7 @@ class Scratch:
 
     def sweep(self) -> list[str]:
         """Unmount and remove what runners that are gone left; returns their names."""
-        swept = []
-        for lock in self.root.glob("*.lock"):
-            name = lock.name[: -len(".lock")]
-            if name == self.path.name:
-                continue
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue  # its runner is alive
-            try:
-                for target in mounts_with_upper_under(self.root / name):
-                    with contextlib.suppress(OSError):
-                        unmount(target)
-                _unmount_if_mounted(self.root / name)
-                shutil.rmtree(self.root / name, ignore_errors=True)
-                lock.unlink(missing_ok=True)
-                swept.append(name)
-            finally:
-                os.close(fd)
-        return swept
+        return sweep_gone(self.root, keep=self.path.name)
 
     def close(self) -> None:
         """Remove this runner's folder (its jobs are over) and let go of its lock."""
@@ -209,6 +185,39 @@ class Scratch:
         shutil.rmtree(self.path, ignore_errors=True)
         (self.root / f"{self.path.name}.lock").unlink(missing_ok=True)
         os.close(self._lock)
+
+
+def sweep_gone(root: Path, *, keep: str | None = None) -> list[str]:
+    """Unmount and remove the scratch folders under ``root`` (``<work>/.overlays``) of runners
+    that are gone, their jobs' overlays first; returns their names. A folder whose lock is held
+    (its runner is alive) and ``keep`` are left alone."""
+    swept: list[str] = []
+    if not root.is_dir():
+        return swept
+    for lock in root.glob("*.lock"):
+        name = lock.name[: -len(".lock")]
+        if name == keep:
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # its runner is alive
+        try:
+            for target in mounts_with_upper_under(root / name):
+                with contextlib.suppress(OSError):
+                    unmount(target)
+            _unmount_if_mounted(root / name)
+            shutil.rmtree(root / name, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+            swept.append(name)
+        finally:
+            os.close(fd)
+    return swept
 
 
 def _unmount_if_mounted(path: Path) -> None:

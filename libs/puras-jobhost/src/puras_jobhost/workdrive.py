@@ -400,6 +400,11 @@ class WorkDrives:
         self._shared: overlay.SharedRoot | None = None
         self._scratch: overlay.Scratch | None = None
         self._mounts: dict[UUID, Mount] = {}
+        if self.overlays and work_root is not None:
+            # A runner killed before (a crash, ``puras up`` killed) left its scratch mounted, a
+            # memory file system holding its jobs' writes: let it go now, not at the first job.
+            if swept := overlay.sweep_gone(work_root / ".overlays"):
+                log.info("removed the drive overlays of runners that are gone", runners=swept)
 
     async def _mount(self, workspace_id: UUID) -> Mount:
         mount = self._mounts.get(workspace_id)
