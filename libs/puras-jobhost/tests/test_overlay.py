@@ -125,10 +125,28 @@ def test_a_runner_starting_detaches_a_killed_runners_scratch_before_any_job(
     lower, work = tmp_path / "workspace", tmp_path / "work"
     lower.mkdir()
     work.mkdir()
+    shared = overlay.SharedRoot(work)
     dead = overlay.Scratch(work / ".overlays", memory_bytes=1024 * 1024)
-    _mount(dead.path / "job", lower, tmp_path / "dead-drive")
-    os.close(dead._lock)  # killed: its lock is free, its mounts stay
+    (work / "job").mkdir()  # a job's workdir, its drive an overlay
+    _mount(dead.path / "job", lower, work / "job" / "drive")
+    os.close(dead._lock)  # killed: its locks are free, its mounts stay
+    os.close(shared._users)
     never_called = DriveClient("http://drive.invalid", token="-", client=httpx.AsyncClient())
     WorkDrives(never_called, owner=(0, 0), work_root=work)
     assert overlay.mounts_with_upper_under(dead.path) == []
     assert not os.path.ismount(dead.path) and not dead.path.exists()
+    assert not overlay.is_shared_mount(work)
+
+
+def test_a_runner_starting_keeps_the_work_folders_bind_another_runner_uses(
+    tmp_path: Path,
+) -> None:
+    work = tmp_path / "work"
+    alive = overlay.SharedRoot(work)
+    try:
+        never_called = DriveClient("http://drive.invalid", token="-", client=httpx.AsyncClient())
+        WorkDrives(never_called, owner=(0, 0), work_root=work)
+        assert overlay.is_shared_mount(work)
+    finally:
+        alive.close()
+    assert not overlay.is_shared_mount(work)

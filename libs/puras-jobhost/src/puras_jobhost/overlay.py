@@ -77,7 +77,6 @@ class SharedRoot:
     def __init__(self, path: Path) -> None:
         self.path = path.resolve()
         self.path.mkdir(mode=0o711, parents=True, exist_ok=True)
-        self._setup = self.path.parent / f".{self.path.name}.mount-setup"
         users = self.path.parent / f".{self.path.name}.mount-users"
         self._users = os.open(users, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:
@@ -92,26 +91,52 @@ class SharedRoot:
 
     @contextlib.contextmanager
     def _setting_up(self) -> Iterator[None]:
-        fd = os.open(self._setup, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _setting_up(self.path):
             yield
-        finally:
-            os.close(fd)
 
     def close(self) -> None:
         """Let go; the last runner out unmounts the bind."""
         try:
-            with self._setting_up():
-                try:
-                    fcntl.flock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return  # another runner still uses it
-                if is_shared_mount(self.path):
-                    with contextlib.suppress(OSError):
-                        unmount(self.path)
+            _unmount_unless_used(self.path, self._users)
         finally:
             os.close(self._users)
+
+
+def release_unused(path: Path) -> None:
+    """Unmount the shared bind at ``path`` if no runner uses it: one a killed runner left."""
+    path = path.resolve()
+    try:
+        users = os.open(path.parent / f".{path.name}.mount-users", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # never shared
+    try:
+        _unmount_unless_used(path, users)
+    finally:
+        os.close(users)
+
+
+@contextlib.contextmanager
+def _setting_up(path: Path) -> Iterator[None]:
+    fd = os.open(
+        path.parent / f".{path.name}.mount-setup", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _unmount_unless_used(path: Path, users: int) -> None:
+    """Unmount the bind at ``path`` unless a runner other than ``users``' holder uses it."""
+    with _setting_up(path):
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another runner still uses it
+        if is_shared_mount(path):
+            with contextlib.suppress(OSError):
+                unmount(path)
 
 
 def mount_overlay(*, lower: Path, upper: Path, work: Path, target: Path) -> None:

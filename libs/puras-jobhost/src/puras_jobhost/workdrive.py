@@ -402,9 +402,11 @@ class WorkDrives:
         self._mounts: dict[UUID, Mount] = {}
         if self.overlays and work_root is not None:
             # A runner killed before (a crash, ``puras up`` killed) left its scratch mounted, a
-            # memory file system holding its jobs' writes: let it go now, not at the first job.
+            # memory file system holding its jobs' writes, and the work folder's shared bind:
+            # let them go now, not at the first job (which may never come).
             if swept := overlay.sweep_gone(work_root / ".overlays"):
                 log.info("removed the drive overlays of runners that are gone", runners=swept)
+            overlay.release_unused(work_root)  # its shared bind, if no runner uses it
 
     async def _mount(self, workspace_id: UUID) -> Mount:
         mount = self._mounts.get(workspace_id)
