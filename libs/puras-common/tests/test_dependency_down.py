@@ -8,10 +8,9 @@ import errno
 
 import asyncpg
 import pytest
-from puras_common.db import create_pool
 from puras_common.errors import dependency_down, while_away
 from puras_testing import Scratch
-from puras_testing.links import cuttable_link
+from puras_testing.links import cuttable_link, pool_through
 
 
 def raised_from(cause: BaseException) -> RuntimeError:
@@ -122,25 +121,18 @@ async def test_a_loop_step_waits_out_a_database_away_and_raises_anything_else(
     """A service's background loop takes PostgreSQL going away for a while (its connections
     reset, new ones refused) as something to wait out, not a reason to stop the service; a
     query that is wrong is raised at once."""
-    async with cuttable_link(scratch.dsn) as link:
-        pool = await create_pool(
-            link.url(scratch.dsn),
-            schema=scratch.schema,
-            application_name="test-cut",
-            min_size=1,
-            max_size=2,
+    async with (
+        cuttable_link(scratch.dsn) as link,
+        pool_through(link, scratch.dsn, schema=scratch.schema) as pool,
+    ):
+        assert await pool.fetchval("SELECT 1") == 1  # a connection open when it goes away
+        await link.cut()
+        step = asyncio.create_task(
+            while_away(lambda: pool.fetchval("SELECT 41 + 1"), what="a test's step")
         )
-        try:
-            assert await pool.fetchval("SELECT 1") == 1  # a connection open when it goes away
-            await link.cut()
-            step = asyncio.create_task(
-                while_away(lambda: pool.fetchval("SELECT 41 + 1"), what="a test's step")
-            )
-            done, _ = await asyncio.wait({step}, timeout=1.5)
-            assert not done, step.result() if done else None
-            await link.restore()
-            assert await asyncio.wait_for(step, 15) == 42
-            with pytest.raises(asyncpg.exceptions.PostgresSyntaxError):
-                await while_away(lambda: pool.fetchval("SELEC 1"), what="a test's step")
-        finally:
-            await pool.close()
+        done, _ = await asyncio.wait({step}, timeout=1.5)
+        assert not done, step.result() if done else None
+        await link.restore()
+        assert await asyncio.wait_for(step, 15) == 42
+        with pytest.raises(asyncpg.exceptions.PostgresSyntaxError):
+            await while_away(lambda: pool.fetchval("SELEC 1"), what="a test's step")

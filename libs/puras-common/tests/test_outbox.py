@@ -23,12 +23,11 @@ from puras_common.bus import (
     ensure_consumer,
     reset_consumer,
 )
-from puras_common.db import create_pool
 from puras_common.events import WorkspaceCreated
 from puras_common.events.platform import WorkspaceCreatedPayload
 from puras_common.outbox import Outbox, OutboxRelay, UnitOfWork
 from puras_testing import Scratch, eventually
-from puras_testing.links import cuttable_link
+from puras_testing.links import cuttable_link, pool_through
 
 
 def workspace_events(ws: uuid.UUID, n: int, start: int = 0) -> list[WorkspaceCreated]:
@@ -531,14 +530,10 @@ async def test_a_projection_waits_out_a_database_away_without_spending_its_deliv
     every failed try would lose the events of any outage longer than a few tries."""
     ws = uuid.uuid4()
     events = workspace_events(ws, 4)
-    async with cuttable_link(scratch.dsn) as link:
-        pool = await create_pool(
-            link.url(scratch.dsn),
-            schema=scratch.schema,
-            application_name="test-cut",
-            min_size=1,
-            max_size=2,
-        )
+    async with (
+        cuttable_link(scratch.dsn) as link,
+        pool_through(link, scratch.dsn, schema=scratch.schema) as pool,
+    ):
 
         async def apply(uow: UnitOfWork, d: Delivery) -> None:
             await uow.conn.execute(
@@ -572,7 +567,6 @@ async def test_a_projection_waits_out_a_database_away_without_spending_its_deliv
             assert projection.dead_lettered == 0 and projection.waiting_out >= 5
         finally:
             consume.cancel()
-            await pool.close()
 
 
 async def _equals(value: Awaitable[object], expected: object) -> bool:

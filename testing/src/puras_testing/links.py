@@ -16,6 +16,9 @@ import struct
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import asyncpg
+from puras_common.db import create_pool
+
 from puras_testing.stubs import listening_socket
 
 
@@ -97,3 +100,15 @@ async def cuttable_link(target_url: str) -> AsyncIterator[CuttableLink]:
         yield link
     finally:
         await link.cut()
+
+
+@contextlib.asynccontextmanager
+async def pool_through(link: CuttableLink, dsn: str, *, schema: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on ``dsn``'s database, in ``schema``, whose connections go through ``link``."""
+    pool = await create_pool(
+        link.url(dsn), schema=schema, application_name="test-cut", min_size=1, max_size=2
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
