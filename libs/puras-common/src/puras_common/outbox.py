@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from puras_common import observability
 from puras_common.db import as_connection, connect
 from puras_common.envelope import Event
-from puras_common.errors import backoff, dependency_down
+from puras_common.errors import while_away
 from puras_common.logging import get_logger
 from puras_common.publishing import Outgoing, publish_acknowledged
 from puras_common.waits import woken
@@ -184,26 +184,10 @@ class OutboxRelay:
         self.leader = asyncio.Event()
 
     async def run(self) -> None:
-        """Lead when the lock is free, publish until cancelled; reconnect on transient failures."""
-        attempt = 0
-        while True:
-            try:
-                await self._lead()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # PostgreSQL killed under the relay can leave its connection half torn down
-                # (asyncpg then says another operation is in progress): the HTTP layer's test of
-                # a dependency that is away, not only the named transient errors.
-                if not dependency_down(exc):
-                    raise
-                self.leader.clear()
-                delay = backoff(attempt, base=0.2, cap=5.0)
-                log.warning(
-                    "outbox relay interrupted", relay=self.name, error=repr(exc), retry_in=delay
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
+        """Lead when the lock is free, publish until cancelled; lead again on a new connection
+        while PostgreSQL or NATS is away (a server killed under the relay can leave its
+        connection half torn down: :func:`~puras_common.errors.dependency_down` says so too)."""
+        await while_away(self._lead, what=self.name)
 
     async def _lead(self) -> None:
         conn = await connect(self.dsn, schema=self.outbox.schema, application_name=self.name)

@@ -80,7 +80,7 @@ class SharedRoot:
         users = self.path.parent / f".{self.path.name}.mount-users"
         self._users = os.open(users, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:
-            with self._setting_up():
+            with _setting_up(self.path):
                 fcntl.flock(self._users, fcntl.LOCK_SH)
                 if not is_shared_mount(self.path):
                     _mount(str(self.path), str(self.path), None, _MS_BIND, None)
@@ -88,11 +88,6 @@ class SharedRoot:
         except BaseException:
             os.close(self._users)
             raise
-
-    @contextlib.contextmanager
-    def _setting_up(self) -> Iterator[None]:
-        with _setting_up(self.path):
-            yield
 
     def close(self) -> None:
         """Let go; the last runner out unmounts the bind."""
