@@ -571,3 +571,36 @@ async def test_a_projection_waits_out_a_database_away_without_spending_its_deliv
 
 async def _equals(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
+
+
+async def test_an_event_that_fails_like_a_database_away_while_it_answers_is_not_held_forever(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    """An event whose apply keeps failing as the driver fails when the server is gone, while
+    the database answers a plain query, is the event's own fault: it is dead-lettered after its
+    deliveries like any poison event, and the projection goes on with the rest rather than
+    holding the batch for ever."""
+    ws = uuid.uuid4()
+    events = workspace_events(ws, 2)
+
+    async def apply(uow: UnitOfWork, d: Delivery) -> None:
+        if d.event.payload.slug == "s0":  # type: ignore[attr-defined]
+            exec(compile(_TORN, "asyncpg/protocol/coreproto.pyx", "exec"), vars(asyncpg))
+        await uow.conn.execute("INSERT INTO counters VALUES ($1, 1)", d.event.payload.slug)  # type: ignore[attr-defined]
+
+    spec = ConsumerSpec(
+        streams.PLATFORM, f"test-{uuid.uuid4().hex[:8]}", (f"workspace.{ws}.>",), max_deliver=2
+    )
+    projection = ProjectionRunner(js=js, outbox=scratch.outbox, spec=spec, apply=apply)
+    await ensure_consumer(js, spec)  # as provisioning does
+    consume = asyncio.create_task(projection.run())
+    try:
+        for e in events:
+            await js.publish(e.subject, e.to_json(), headers={"Nats-Msg-Id": str(e.id)})
+        await eventually(
+            lambda: scratch.pool.fetchval("SELECT n FROM counters WHERE name = 's1'"), what="s1"
+        )
+        await eventually(lambda: projection.dead_lettered == 1, timeout=20, what="a dead letter")
+        assert projection.waiting_out == 0
+    finally:
+        consume.cancel()
