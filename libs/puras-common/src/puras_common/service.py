@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -42,6 +43,14 @@ from puras_common.outbox import Outbox, OutboxRelay
 from puras_common.settings import ServiceSettings
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]] | dict[str, Any]]
+
+GC_THRESHOLDS = (7_000, 10, 100)
+"""The collector's thresholds once a service runs (Python's own are 700, 10, 10): a young
+collection every 7,000 tracked objects allocated and not freed, a middle one every 10 of those,
+a full one at most every 100 middle ones (and, as always, only once the objects that outlived
+the middle generation have grown by a quarter). The bound this puts on garbage: a cycle of
+objects that outlived two collections before they died waits for the next full collection,
+which at most 7M such allocations bring."""
 
 
 class ServiceRuntime:
@@ -192,6 +201,7 @@ class ServiceRuntime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
+        settle_heap()
         self.log.info("ready")
         await self._stop.wait()
         if self._failure is not None:
@@ -322,6 +332,23 @@ async def instances_health(nc: NATS, service: str, *, wait: float = 0.3) -> list
     finally:
         await sub.unsubscribe()
     return sorted(answers, key=lambda a: str(a.get("instance", "")))
+
+
+def settle_heap() -> None:
+    """Collect what the service's start left as garbage, freeze what survives, and space the
+    collector's passes out (:data:`GC_THRESHOLDS`).
+
+    A started service holds a large heap for as long as it runs (its modules, schemas, routes,
+    pools and clients: 130,000 objects in the gateway), and Python's collector walks all of it on
+    every full collection, which it makes whenever the objects that outlived its middle
+    generation have grown by a quarter since the last. Holding 10,000 SSE streams, a gateway so
+    made 15 full collections that took 7.9 s together, the longest 1.7 s in which no frame went
+    out. Frozen, the start's objects are never walked again; what is frozen is all reachable
+    (the collection before the freeze took the rest), so nothing is kept that could have been
+    freed, short of an object of the start that becomes part of a cycle and dies later."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
