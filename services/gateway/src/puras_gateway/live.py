@@ -348,11 +348,12 @@ class LiveJobs:
         ``sink``, live events that arrive while the caller waits for the next batch may be
         written to it instead (:class:`Viewer`)."""
         with self.watch(job_id) as viewer, gauged(SSE_STREAMS):
-            stored = await self.backlog(job_id, after=after)
-            batch, viewer.sent, ended = _public_after(after, _decoded(stored))
+            batch, viewer.sent, ended = await self._backlog_after(job_id, after)
             if batch:
                 self.shown(job_id, batch[-1].seq, batch[-1].event.workspace_id)
                 yield batch
+            # The backlog was decoded for this viewer alone: not kept while the stream sleeps.
+            batch = []
             # A viewer resuming at or after the end has seen it all: no live event will come.
             if ended or (after and await self.ended_by(job_id, seq=viewer.sent)):
                 return
@@ -361,8 +362,7 @@ class LiveJobs:
                 await viewer.wait(heartbeat)
                 if viewer.overflowed:
                     viewer.take()
-                    missed = await self.backlog(job_id, after=viewer.sent)
-                    batch, viewer.sent, ended = _public_after(viewer.sent, _decoded(missed))
+                    batch, viewer.sent, ended = await self._backlog_after(job_id, viewer.sent)
                 elif pending := viewer.take():
                     batch, viewer.sent, ended = _public_after(
                         viewer.sent, [(e.seq, e) for e in pending]
@@ -374,8 +374,14 @@ class LiveJobs:
                 if batch:  # none when all that came was internal
                     self.shown(job_id, batch[-1].seq, batch[-1].event.workspace_id)
                     yield batch
+                    batch = []
                 if ended:
                     return
+
+    async def _backlog_after(self, job_id: str, after: int) -> tuple[list[LiveEvent], int, bool]:
+        """:func:`_public_after` of the job's events stored after ``after``."""
+        stored = await self.backlog(job_id, after=after)
+        return _public_after(after, _decoded(stored))
 
 
 def _decoded(stored: list[tuple[int, bytes]]) -> list[tuple[int, LiveEvent | None]]:

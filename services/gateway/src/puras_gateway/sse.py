@@ -121,7 +121,9 @@ async def _frames(
             str(job_id), after=after, heartbeat=gw.settings.sse_ping_seconds, sink=holder.sink
         ):
             # follow() yields public events only, each with its frame; one chunk for a batch.
-            yield b"".join(event.frame for event in batch if event.frame) if batch else PING
+            chunk = b"".join(event.frame for event in batch if event.frame) if batch else PING
+            del batch  # not held while the stream waits for the next one
+            yield chunk
         job = await wait_for_terminal(gw, job_id, workspace_id, timeout=10.0)
         yield sse_end(
             orjson.dumps({"status": job.status, "job": job.model_dump(mode="json")}).decode()
