@@ -22,7 +22,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads
-from harness import machine, platform, summary
+from harness import machine, platform, rss_bytes, summary
 
 FULL = {
     "n": 2000,
@@ -87,9 +87,10 @@ async def measure_sse(running: Any, p: dict[str, Any]) -> dict[str, Any]:
     say("publish → SSE")
     delivery = summary(await workloads.event_delivery(running, samples=p["delivery"]))
     levels = []
+    before = rss_bytes(running.pid("gateway"))
     for streams in p["levels"]:
         say(f"SSE capacity: {streams} streams")
-        level = await workloads.sse_capacity(running, streams=streams)
+        level = await workloads.sse_capacity(running, streams=streams, before=before)
         latencies = level.pop("latencies_ms")
         levels.append({**level, "delivery_ms": summary(latencies)})
     return {"publish_to_sse_ms": delivery, "sse_capacity": levels}

@@ -164,23 +164,43 @@ async def event_delivery(running: Running, *, samples: int) -> list[float]:
 
 
 async def sse_capacity(
-    running: Running, *, streams: int, jobs: int = 100, processes: int = 4, rounds: int = 10
+    running: Running,
+    *,
+    streams: int,
+    before: int,
+    jobs: int = 100,
+    processes: int = 4,
+    rounds: int = 10,
 ) -> dict[str, Any]:
     """Hold ``streams`` SSE connections on one gateway process (idle jobs), publish ``rounds`` of
     one event per job (each reaches streams/jobs viewers), and report delivery latency and the
-    gateway's memory per stream."""
+    gateway's memory per stream: its resident memory with the streams held, over ``before``
+    (what it held before the first level; measured from each level's own start, a level would
+    reuse the memory an earlier one freed and show less than its streams take)."""
     async with IdleJobs(running, jobs) as idle:
         return await _hold_streams(
-            running, idle.key, idle.ids, streams=streams, processes=processes, rounds=rounds
+            running,
+            idle.key,
+            idle.ids,
+            streams=streams,
+            before=before,
+            processes=processes,
+            rounds=rounds,
         )
 
 
 async def _hold_streams(
-    running: Running, key: str, job_ids: list[str], *, streams: int, processes: int, rounds: int
+    running: Running,
+    key: str,
+    job_ids: list[str],
+    *,
+    streams: int,
+    before: int,
+    processes: int,
+    rounds: int,
 ) -> dict[str, Any]:
     jobs = len(job_ids)
     gateway = running.pid("gateway")
-    before = rss_bytes(gateway)
     ctx = multiprocessing.get_context("spawn")
     ready, results, stop_flag = ctx.Queue(), ctx.Queue(), ctx.Event()
     per_job = max(1, streams // jobs)
