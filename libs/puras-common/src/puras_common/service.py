@@ -1,7 +1,8 @@
 """The lifecycle every service process shares, as one async context manager.
 
 wait for the bus and the database (streams and consumers are provisioned beforehand) → migrate → start the outbox relay →
-answer ``svc.<service>.health`` → run the service's tasks → on SIGTERM/SIGINT drain (runners
+answer ``svc.<service>.health`` → run the service's tasks → once ready, freeze the heap the
+start built (:func:`settle_heap`) → on SIGTERM/SIGINT drain (runners
 take no new work and finish what they hold, within ``drain_seconds``), stop the tasks, flush
 and close. A task that dies stops the whole process (crash-only: the supervisor restarts it), so
 a half-working service never lingers.
