@@ -1,5 +1,5 @@
 """An SSE stream reads its job's backlog from JetStream for itself; once sent, the backlog is not
-kept while the stream waits for live events (at 10,000 streams it was a fifth of their memory)."""
+kept while the stream waits for live events (it was a quarter of a stream's memory at 2,000 streams)."""
 
 from __future__ import annotations
 
