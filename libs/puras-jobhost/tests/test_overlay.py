@@ -57,12 +57,12 @@ def test_a_dead_runners_overlays_are_unmounted_and_removed_a_live_ones_kept(
     _mount(root / "live" / "job", lower, tmp_path / "live-drive")
     try:
         scratch = overlay.Scratch(root)
-        assert scratch.sweep() == ["dead"]
+        assert overlay.sweep_gone(root) == ["dead"]
         assert overlay.mounts_with_upper_under(root / "dead") == []
         assert not (root / "dead").exists() and not (root / "dead.lock").exists()
         assert overlay.mounts_with_upper_under(root / "live") == [tmp_path / "live-drive"]
         # The new runner's own folder is kept: its lock is held.
-        assert overlay.Scratch(root).sweep() == []
+        assert overlay.sweep_gone(root) == []
         assert scratch.path.is_dir()
     finally:
         overlay.unmount(tmp_path / "live-drive")
@@ -111,7 +111,7 @@ def test_a_dead_runners_scratch_in_memory_is_detached_by_the_next(tmp_path: Path
     dead = overlay.Scratch(root, memory_bytes=1024 * 1024)
     _mount(dead.path / "job", lower, tmp_path / "dead-drive")
     os.close(dead._lock)  # the runner died: its lock is free, its mounts stay
-    assert overlay.Scratch(root).sweep() == [dead.path.name]
+    assert overlay.sweep_gone(root) == [dead.path.name]
     assert overlay.mounts_with_upper_under(dead.path) == []
     assert not os.path.ismount(dead.path) and not dead.path.exists()
 

@@ -164,7 +164,7 @@ class Scratch:
     """This runner process's folder for its jobs' upper and work folders, under ``root``,
     held by a lock on ``<name>.lock`` for the process's life. A runner that died leaves its
     overlays mounted and its folder behind; the next runner to start finds its lock free,
-    unmounts them and removes the folder (:meth:`sweep`).
+    unmounts them and removes the folder (:func:`sweep_gone`).
 
     With ``memory_bytes``, the folder is a tmpfs of that size: making, mounting and removing a
     job's folders then costs a fraction of what it costs on a journalled disk, where each
@@ -195,10 +195,6 @@ class Scratch:
             except OSError:
                 pass  # the folder stays on the disk it is on
 
-    def sweep(self) -> list[str]:
-        """Unmount and remove what runners that are gone left; returns their names."""
-        return sweep_gone(self.root, keep=self.path.name)
-
     def close(self) -> None:
         """Remove this runner's folder (its jobs are over) and let go of its lock."""
         _unmount_if_mounted(self.path)
@@ -207,17 +203,15 @@ class Scratch:
         os.close(self._lock)
 
 
-def sweep_gone(root: Path, *, keep: str | None = None) -> list[str]:
+def sweep_gone(root: Path) -> list[str]:
     """Unmount and remove the scratch folders under ``root`` (``<work>/.overlays``) of runners
     that are gone, their jobs' overlays first; returns their names. A folder whose lock is held
-    (its runner is alive) and ``keep`` are left alone."""
+    (its runner is alive, this one included) is left alone."""
     swept: list[str] = []
     if not root.is_dir():
         return swept
     for lock in root.glob("*.lock"):
         name = lock.name[: -len(".lock")]
-        if name == keep:
-            continue
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
         except OSError:

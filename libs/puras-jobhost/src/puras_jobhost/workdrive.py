@@ -516,11 +516,10 @@ class WorkDrives:
                 self.overlays = False  # this host cannot
                 raise
         if self._scratch is None:
+            # What runners that are gone left was swept as this one started.
             self._scratch = overlay.Scratch(
                 self.work_root / ".overlays", memory_bytes=self.scratch_memory_bytes
             )
-            if swept := self._scratch.sweep():
-                log.info("removed the drive overlays of runners that are gone", runners=swept)
         scratch = self._scratch.path / uuid.uuid4().hex
         upper, work, target = scratch / "upper", scratch / "work", workdir / "drive"
         try:
