@@ -171,13 +171,14 @@ def service_permissions(service: str) -> NatsPermissions:
     deny: list[str] = []
     for stream in EPHEMERAL_READERS.get(service, ()):
         # Consumers it names itself (the server takes the name from the subject, so a request
-        # cannot reach a durable by naming it in its body), read and deleted by that name.
+        # cannot reach a durable by naming it in its body), read and deleted by that name; and
+        # stored messages read without a consumer (batched direct gets).
         publish += [
             f"$JS.API.CONSUMER.CREATE.{stream}.*",
             f"$JS.API.CONSUMER.CREATE.{stream}.*.>",
             *_consumer_api(stream, "*"),
             f"$JS.API.CONSUMER.DELETE.{stream}.*",
-            f"$JS.API.STREAM.MSG.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}",
         ]
         for spec in (s for specs in durables.values() for s in specs):
             if spec.stream.name != stream:

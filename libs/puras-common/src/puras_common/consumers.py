@@ -115,8 +115,8 @@ def durable_consumers(lease: WorkLease | None = None) -> dict[str, tuple[Consume
 EPHEMERAL_READERS: Final[dict[str, tuple[str, ...]]] = {
     "gateway": ("JOBS",),  # live fan-out and the backlog of one job's events (SSE)
 }
-"""Services that open short-lived consumers of their own (and read single messages) on a
-stream; they may create, read and delete consumers there, but never the durable ones above."""
+"""Services that open short-lived consumers of their own (and read stored messages directly) on
+a stream; they may create, read and delete consumers there, but never the durable ones above."""
 
 
 def all_durables() -> tuple[ConsumerSpec, ...]:

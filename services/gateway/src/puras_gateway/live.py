@@ -6,8 +6,9 @@ and again from the last sequence seen if the server drops it) receives every new
 fans it out in memory to the viewers of that job, so 20k SSE streams cost one subscription. The
 gateway names every consumer it makes: its NATS user may create consumers on JOBS only under a
 name in the request subject, never one of the provisioned durables. A viewer
-registers for live events *before* reading the job's backlog from the stream (with a short-lived
-filtered consumer), so nothing published in between is lost; events seen twice are dropped by id.
+registers for live events *before* reading the job's backlog from the stream (batched direct
+gets, no consumer: :mod:`puras_common.stored`), so nothing published in between is lost; events
+seen twice are dropped by id.
 
 A stream usually shows an event before the gateway's read model has taken it. So that a client
 never reads less than it was shown (the console reads the job on ``input_requested`` to show the
@@ -30,7 +31,7 @@ from uuid import UUID
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
-from puras_common import streams, subjects
+from puras_common import stored, streams, subjects
 from puras_common.api import PUBLIC_EVENT_TYPES, PUBLIC_TERMINAL_TYPES, PublicEvent
 from puras_common.bus import ConsumerGone, ConsumerSpec, JetStream, PullFeed
 from puras_common.envelope import Event, UnknownEventType, parse_event
@@ -177,7 +178,9 @@ class LiveJobs:
         projection commit, and the job's workspace."""
 
     async def start(self) -> None:
-        """Open the live consumer (new events from now on)."""
+        """Open the live consumer (new events from now on), on a server that can read a job's
+        backlog."""
+        stored.check_server(self.js.nc)
         self._feed = await self._open()
 
     async def _open(self) -> PullFeed:
@@ -299,45 +302,12 @@ class LiveJobs:
 
     async def backlog(self, job_id: str, *, after: int) -> list[tuple[int, bytes]]:
         """Every event of the job stored after sequence ``after``."""
-        config = ConsumerConfig(
-            name=_consumer_name("backlog"),
-            filter_subject=subjects.job_all(job_id),
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
-            opt_start_seq=after + 1 if after else None,
-            inactive_threshold=30.0,
-            mem_storage=True,
-        )
-        info = await self.js.add_consumer("JOBS", config)
-        try:
-            remaining = info.num_pending or 0
-            out: list[tuple[int, bytes]] = []
-            sub = await self.js.pull_subscribe_bind(info.name, "JOBS")
-            try:
-                while remaining > 0:
-                    for msg in await sub.fetch(min(remaining, 256), timeout=5.0):
-                        out.append((msg.metadata.sequence.stream, msg.data))
-                        remaining = msg.metadata.num_pending
-            finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            return out
-        finally:
-            with contextlib.suppress(Exception):
-                await self.js.delete_consumer("JOBS", info.name)
+        return await stored.stored_after(self.js.nc, "JOBS", subjects.job_all(job_id), after=after)
 
     async def ended_by(self, job_id: str, *, seq: int) -> bool:
         """Whether the job's stream holds an event that ended it at or before sequence ``seq``."""
-
-        async def last(suffix: str) -> int | None:
-            try:
-                msg = await self.js.get_last_msg("JOBS", subjects.job(job_id, suffix))
-            except NotFoundError:
-                return None
-            return msg.seq
-
-        found = await asyncio.gather(*(last(suffix) for suffix in _TERMINAL_SUFFIXES))
-        return any(s is not None and s <= seq for s in found)
+        ends = [subjects.job(job_id, suffix) for suffix in _TERMINAL_SUFFIXES]
+        return any(s <= seq for s in await stored.last_sequences(self.js.nc, "JOBS", ends))
 
     async def follow(
         self, job_id: str, *, after: int, heartbeat: float, sink: Sink | None = None
