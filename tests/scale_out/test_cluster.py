@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
+from httpx_sse import aconnect_sse
 from puras_common.bus import connect_nats
 from puras_testing import Infra, eventually
 from puras_testing.models import Call, ModelStub, Reply, StubRequest, Turn
@@ -148,9 +150,36 @@ async def run_the_load(cluster: Cluster) -> None:
         )
         assert counts == {"succeeded": JOBS}, (counts, [dict(r) for r in failures][:5])
         await no_job_ended_twice(cluster, submitted)
+        await streams_replay_whole_on_every_gateway(cluster, key, submitted[:: JOBS // 4])
         await the_ledger_balances(db, uuid.UUID(workspace_id), agent_jobs=JOBS // AGENT_EVERY)
     finally:
         await db.close()
+
+
+async def streams_replay_whole_on_every_gateway(
+    cluster: Cluster, key: str, job_ids: list[str]
+) -> None:
+    """A finished job's stream, read from the replicated JOBS stream (any replica may answer its
+    direct gets), shows every event the read model holds, then its end; resumed at its last
+    event, it ends at once."""
+    for url, job_id in itertools.product(cluster.gateways, job_ids):
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+            page = (await request(http, "GET", f"/v1/jobs/{job_id}/events")).json()["events"]
+            for resume in ({}, {"Last-Event-ID": str(page[-1]["id"])}):
+                ids, end = [], None
+                # A copy: httpx-sse adds its own headers to the dict it is given.
+                async with aconnect_sse(
+                    http, "GET", f"/v1/jobs/{job_id}/stream", headers=dict(resume)
+                ) as source:
+                    async for sse in source.aiter_sse():
+                        if sse.event == "end":
+                            end = orjson.loads(sse.data)
+                            break
+                        if sse.data:
+                            ids.append(orjson.loads(sse.data)["id"])
+                assert ids == ([] if resume else [e["id"] for e in page]), (url, job_id)
+                assert end is not None and end["status"] == "succeeded", (url, job_id)
 
 
 async def no_job_ended_twice(cluster: Cluster, job_ids: list[str]) -> None:
