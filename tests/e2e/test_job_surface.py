@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 from httpx_sse import aconnect_sse
+from nats.js import JetStreamContext
 from puras_testing import eventually
 from puras_testing.metrics import scrape, value
 from puras_testing.platform import ECHO_PROJECT, Platform, Tenant
@@ -140,6 +141,23 @@ async def test_a_stream_resumed_at_or_after_its_end_ends_at_once(tenant: Tenant)
         )
         assert events == []
         assert end is not None and end["status"] == "succeeded" and end["job"]["id"] == job["id"]
+
+
+async def test_a_finished_job_past_the_streams_retention_still_ends_its_stream(
+    tenant: Tenant, js: JetStreamContext
+) -> None:
+    """A job older than the JOBS stream's retention has no stored events left; the read model
+    still holds its end, so its stream ends at once with the job, instead of waiting for live
+    events that will never come."""
+    job = await tenant.run("echo", {"text": "aged out"})
+    await js.purge_stream("JOBS", subject=f"job.{job['id']}.>")  # as max-age would
+    for kw in ({}, {"headers": {"Last-Event-ID": "1"}}):
+        events, end, _ = await asyncio.wait_for(
+            read_sse(tenant.http, "GET", f"/v1/jobs/{job['id']}/stream", **kw), 10
+        )
+        assert events == []
+        assert end is not None and end["status"] == "succeeded"
+        assert end["job"]["result"] == {"echoed": "aged out"}
 
 
 async def test_a_resume_point_past_any_event_id_is_refused_where_it_was_given(

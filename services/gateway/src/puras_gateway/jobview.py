@@ -89,10 +89,11 @@ async def with_waiting(gw: Gateway, page: list[JobOut], workspace_id: UUID) -> l
     ]
 
 
-async def job_or_404(gw: Gateway, who: Principal, job_id: str) -> JobOut:
-    """The caller's job named by a path segment; 404 for a malformed id or another's job."""
+async def job_or_404(gw: Gateway, who: Principal, job_id: str, *, explain: bool = True) -> JobOut:
+    """The caller's job named by a path segment; 404 for a malformed id or another's job. A
+    queued job says why it waits when ``explain``."""
     parsed = parse_id(job_id)
-    job = await load_job(gw, parsed, who.workspace_id) if parsed else None
+    job = await load_job(gw, parsed, who.workspace_id, explain=explain) if parsed else None
     if job is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"job {job_id} not found")
     return job

@@ -310,13 +310,21 @@ class LiveJobs:
         return any(s <= seq for s in await stored.last_sequences(self.js.nc, "JOBS", ends))
 
     async def follow(
-        self, job_id: str, *, after: int, heartbeat: float, sink: Sink | None = None
+        self,
+        job_id: str,
+        *,
+        after: int,
+        heartbeat: float,
+        sink: Sink | None = None,
+        finished: bool = False,
     ) -> AsyncIterator[list[LiveEvent]]:
         """The job's public events after ``after``, in batches of what arrived together: the
         backlog, then live ones, ending after the terminal event, or at once when ``after`` is
         at or past it. Yields an empty batch every ``heartbeat`` seconds of silence. With a
         ``sink``, live events that arrive while the caller waits for the next batch may be
-        written to it instead (:class:`Viewer`)."""
+        written to it instead (:class:`Viewer`). ``finished``: the read model holds the job's end,
+        so the backlog is all there is, even when the stream no longer keeps the job's events
+        (older than its retention)."""
         with self.watch(job_id) as viewer, gauged(SSE_STREAMS):
             batch, viewer.sent, ended = await self._backlog_after(job_id, after)
             if batch:
@@ -325,7 +333,7 @@ class LiveJobs:
             # The backlog was decoded for this viewer alone: not kept while the stream sleeps.
             batch = []
             # A viewer resuming at or after the end has seen it all: no live event will come.
-            if ended or (after and await self.ended_by(job_id, seq=viewer.sent)):
+            if finished or ended or (after and await self.ended_by(job_id, seq=viewer.sent)):
                 return
             viewer.sink = sink
             while True:

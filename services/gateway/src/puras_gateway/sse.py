@@ -16,6 +16,7 @@ from uuid import UUID
 
 import orjson
 from fastapi.responses import StreamingResponse
+from puras_common.api import JobOut
 
 from puras_gateway.context import Gateway
 from puras_gateway.live import PING, Sink, sse_end
@@ -97,14 +98,21 @@ class _SinkHolder:
 
 
 def event_stream(
-    gw: Gateway, job_id: UUID, workspace_id: UUID, *, after: int, slot: Slot | None = None
+    gw: Gateway,
+    job_id: UUID,
+    workspace_id: UUID,
+    *,
+    after: int,
+    slot: Slot | None = None,
+    ended: JobOut | None = None,
 ) -> StreamingResponse:
     """The SSE response for one job: backlog, live events, then ``event: end``. ``slot`` (the
-    caller's place among its open streams) is released when the stream ends, however it ends."""
+    caller's place among its open streams) is released when the stream ends, however it ends.
+    ``ended``: the job as just read, already ended, which ``event: end`` then shows without
+    reading it again."""
     holder = _SinkHolder()
-    return _EventStream(
-        _frames(gw, job_id, workspace_id, after=after, slot=slot, holder=holder), holder, job_id
-    )
+    frames = _frames(gw, job_id, workspace_id, after=after, slot=slot, holder=holder, ended=ended)
+    return _EventStream(frames, holder, job_id)
 
 
 async def _frames(
@@ -115,16 +123,21 @@ async def _frames(
     after: int,
     slot: Slot | None,
     holder: _SinkHolder,
+    ended: JobOut | None = None,
 ) -> AsyncIterator[bytes]:
     try:
         async for batch in gw.live.follow(
-            str(job_id), after=after, heartbeat=gw.settings.sse_ping_seconds, sink=holder.sink
+            str(job_id),
+            after=after,
+            heartbeat=gw.settings.sse_ping_seconds,
+            sink=holder.sink,
+            finished=ended is not None,
         ):
             # follow() yields public events only, each with its frame; one chunk for a batch.
             chunk = b"".join(event.frame for event in batch if event.frame) if batch else PING
             del batch  # not held while the stream waits for the next one
             yield chunk
-        job = await wait_for_terminal(gw, job_id, workspace_id, timeout=10.0)
+        job = ended or await wait_for_terminal(gw, job_id, workspace_id, timeout=10.0)
         yield sse_end(
             orjson.dumps({"status": job.status, "job": job.model_dump(mode="json")}).decode()
         )

@@ -74,7 +74,8 @@ async def stream_events(
     after_id: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    job = await job_or_404(gw, who, job_id)
+    job = await job_or_404(gw, who, job_id, explain=False)
     after = _resume_point(after_id, last_event_id)
     slot = gw.streams.acquire(who.key_id or who.user_id)
-    return event_stream(gw, job.id, who.workspace_id, after=after, slot=slot)
+    ended = job if job.status.terminal else None
+    return event_stream(gw, job.id, who.workspace_id, after=after, slot=slot, ended=ended)
