@@ -140,6 +140,32 @@ async def test_a_job_behind_its_workspaces_queue_waits_for_the_queue(db: Scratch
     assert await announced(db) == []  # 'queue' is what its queued event already said
 
 
+async def test_a_deep_queue_does_not_change_reason_each_time_a_slot_frees(db: Scratch) -> None:
+    """A workspace at its limit with a backlog: when one of its jobs ends, only the job a free
+    slot would take changes reason; the rest still wait for the limit. (Every queued job used to
+    flip between ``concurrency_limit`` and ``queue`` as the running count moved around the
+    limit: an announcement per queued job at every sweep, from a backlog of any size.)"""
+    ws = uuid.uuid4()
+    await apply(db, balance(ws, 10**6, 1))
+    jobs = [submitted(ws) for _ in range(7)]
+    for job in jobs:
+        await apply(db, job)
+    await Dispatcher(db.outbox, max_per_workspace=2, batch=10).dispatch_once()
+    reasons = Waiting(db.outbox, max_per_workspace=2)
+    await reasons.sweep()
+    queued = [job.job_id for job in jobs[2:]]
+    assert await announced(db) == [(i, "concurrency_limit", n) for n, i in enumerate(queued, 1)]
+    # One of the two running ends: a slot is free for the head of the queue, not for the rest.
+    await db.pool.execute("UPDATE jobs SET status = 'succeeded' WHERE id = $1", jobs[0].job_id)
+    told = await reasons.explain(ws, queued)
+    assert [(told[i].reason, told[i].queue_position) for i in queued] == [
+        ("queue", 1),
+        *(("concurrency_limit", n) for n in range(2, 6)),
+    ]
+    await reasons.sweep()
+    assert (await announced(db))[5:] == [(queued[0], "queue", 1)]
+
+
 async def test_a_spent_cap_fails_its_keys_queued_jobs_at_once(db: Scratch) -> None:
     ws, key = uuid.uuid4(), uuid.uuid4()
     await apply(db, balance(ws, 10**6, 1))

@@ -23,9 +23,11 @@ from datetime import UTC, date, datetime
 from typing import Final
 from uuid import UUID
 
+import asyncpg
 import orjson
 from nats.aio.msg import Msg
 from puras_common.bus import Delivery
+from puras_common.db import as_connection
 from puras_common.errors import dependency_down, while_away
 from puras_common.events import JobWaitChanged, LedgerPosted
 from puras_common.events.jobs import FailedPayload, WaitChangedPayload
@@ -54,28 +56,41 @@ WITH active AS (
     SELECT workspace_id, count(*) AS n FROM jobs
     WHERE status IN ('dispatched', 'running') AND spec->>'parent_job_id' IS NULL
     GROUP BY workspace_id
+), line AS (
+    -- Each queued top-level job's place in its workspace's queue, in one ordered pass of
+    -- jobs_queued_roots.
+    SELECT id, row_number() OVER (PARTITION BY workspace_id ORDER BY priority DESC, id) AS position
+    FROM jobs
+    WHERE status = 'queued' AND spec->>'parent_job_id' IS NULL {{line}}
 )
-SELECT j.id, j.workspace_id, j.waiting_reason AS announced, j.priority, j.status,
+SELECT j.id, j.workspace_id, j.waiting_reason AS announced, j.priority, j.status, l.position,
        CASE
          WHEN j.status = 'dispatched' AND j.dispatched_at < now() - make_interval(secs => $1) THEN 'no_runner'
          WHEN j.status = 'dispatched' THEN 'queue'
          WHEN coalesce(b.balance_micros, 0) <= 0 THEN 'no_credit'
          WHEN j.daily_cap_micros IS NOT NULL AND coalesce(ks.spent_micros, 0) >= j.daily_cap_micros THEN 'spend_cap'
-         WHEN j.spec->>'parent_job_id' IS NULL AND coalesce(a.n, 0) >= $2 THEN 'concurrency_limit'
+         WHEN l.position IS NOT NULL AND coalesce(a.n, 0) + l.position > $2 THEN 'concurrency_limit'
          ELSE 'queue'
        END AS reason
 FROM jobs j
+LEFT JOIN line l ON l.id = j.id
 LEFT JOIN balances b ON b.workspace_id = j.workspace_id
 LEFT JOIN active a ON a.workspace_id = j.workspace_id
 LEFT JOIN key_spend ks ON ks.key_id = j.key_id AND ks.day = {_TODAY}
 WHERE j.status IN ('queued', 'dispatched') {{where}}
 """
+"""Each waiting job's reason. A top-level job waits for its workspace's limit when the jobs
+dispatched or running, with those ahead of it in the queue, leave it no slot; with a slot
+free for it, the next dispatch round takes it (``queue``). So while a workspace's running count
+moves around its limit, only the jobs at the head of its queue can change reason, not its
+whole backlog at every sweep."""
 
 _POSITION = """
 SELECT count(*) + 1 FROM jobs q
 WHERE q.workspace_id = $1 AND q.status = 'queued' AND q.spec->>'parent_job_id' IS NULL
   AND (q.priority > $2 OR (q.priority = $2 AND q.id < $3))
 """
+"""A queued subagent's place: the top-level jobs of its workspace ahead of it."""
 
 _ANNOUNCE = """
 UPDATE jobs j SET waiting_reason = c.reason
@@ -118,6 +133,15 @@ def _utc_day(at: datetime) -> date:
     return at.astimezone(UTC).date()
 
 
+async def _position(conn: asyncpg.Connection, row: asyncpg.Record) -> int | None:
+    """A waiting job's place in its workspace's queue; None once it was handed to the runners."""
+    if row["status"] != "queued":
+        return None
+    if row["position"] is not None:
+        return int(row["position"])
+    return int(await conn.fetchval(_POSITION, row["workspace_id"], row["priority"], row["id"]))
+
+
 class Waiting:
     def __init__(self, outbox: Outbox, *, max_per_workspace: int) -> None:
         self.outbox = outbox
@@ -125,30 +149,28 @@ class Waiting:
 
     async def explain(self, workspace_id: UUID, job_ids: list[UUID]) -> dict[UUID, JobWaiting]:
         """Why each of ``job_ids`` (of ``workspace_id``) waits; jobs not waiting are left out."""
-        async with self.outbox.pool.acquire() as conn:
+        async with self.outbox.pool.acquire() as pooled:
+            conn = as_connection(pooled)
             rows = await conn.fetch(
-                _REASONS.format(where="AND j.workspace_id = $3 AND j.id = ANY($4)"),
+                _REASONS.format(
+                    line="AND workspace_id = $3", where="AND j.workspace_id = $3 AND j.id = ANY($4)"
+                ),
                 NO_RUNNER_AFTER,
                 self.max_per_workspace,
                 workspace_id,
                 job_ids,
             )
-            answers = {}
-            for r in rows:
-                position = None
-                if r["status"] == "queued":
-                    position = await conn.fetchval(
-                        _POSITION, r["workspace_id"], r["priority"], r["id"]
-                    )
-                answers[r["id"]] = JobWaiting(reason=r["reason"], queue_position=position)
-        return answers
+            return {
+                r["id"]: JobWaiting(reason=r["reason"], queue_position=await _position(conn, r))
+                for r in rows
+            }
 
     async def sweep(self) -> int:
         """Fail the jobs of spent caps, announce changed reasons; returns how many jobs."""
         async with self.outbox.transaction() as uow:
             failed = await self._fail_capped(uow)
             rows = await uow.conn.fetch(
-                _REASONS.format(where="") + " ORDER BY j.id",
+                _REASONS.format(line="", where="") + " ORDER BY j.id",
                 NO_RUNNER_AFTER,
                 self.max_per_workspace,
             )
@@ -159,14 +181,7 @@ class Waiting:
             announced = await uow.conn.fetch(
                 _ANNOUNCE, [r["id"] for r in changed], [r["reason"] for r in changed]
             )
-            positions = {
-                r["id"]: (
-                    await uow.conn.fetchval(_POSITION, r["workspace_id"], r["priority"], r["id"])
-                    if r["status"] == "queued"
-                    else None
-                )
-                for r in changed
-            }
+            positions = {r["id"]: await _position(uow.conn, r) for r in changed}
             for row in announced:
                 uow.emit(
                     JobWaitChanged.new(
