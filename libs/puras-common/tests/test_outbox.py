@@ -191,6 +191,34 @@ async def test_event_committed_but_not_published_is_published_after_restart_exac
         consume.cancel()
 
 
+async def test_a_relay_under_a_trickle_writes_its_cursor_once_a_period_and_as_it_stops(
+    scratch: Scratch, js: JetStreamContext
+) -> None:
+    """Every write of the cursor is a commit with its fsync: a relay that goes idle after each
+    of a trickle of rows writes it at most once per ``persist_idle_seconds``, and as it stops."""
+    ws = uuid.uuid4()
+    events = workspace_events(ws, 4)
+
+    async def cursor() -> int | None:
+        return await scratch.pool.fetchval("SELECT seq FROM outbox_cursor")
+
+    async with running(
+        OutboxRelay(scratch.outbox, js, dsn=scratch.dsn, persist_idle_seconds=3600)
+    ) as relay:
+        async with scratch.outbox.transaction() as uow:
+            uow.emit(events[0])
+        await eventually(lambda: relay.published == 1, what="the first row")
+        first = await eventually(cursor, what="the cursor written at the first idle")
+        for n, event in enumerate(events[1:], start=2):
+            async with scratch.outbox.transaction() as uow:
+                uow.emit(event)
+            await eventually(lambda n=n: relay.published == n, what=f"row {n}")  # type: ignore[misc]
+        await asyncio.sleep(0.2)
+        assert await cursor() == first
+    assert await cursor() == first + 3
+    assert await stream_slugs(js, ws, 4) == [f"s{i}" for i in range(4)]
+
+
 async def test_a_relay_taking_the_lead_tells_republished_rows_from_duplicates(
     scratch: Scratch, js: JetStreamContext
 ) -> None:

@@ -148,6 +148,7 @@ class OutboxRelay:
         batch: int = 512,
         idle_poll_seconds: float = 1.0,
         persist_every: int = 2048,
+        persist_idle_seconds: float = 1.0,
         ack_timeout: float = 5.0,
         held_warning_seconds: float = 10.0,
     ) -> None:
@@ -157,6 +158,11 @@ class OutboxRelay:
         self.batch = batch
         self.idle_poll_seconds = idle_poll_seconds
         self.persist_every = persist_every
+        self.persist_idle_seconds = persist_idle_seconds
+        """When idle, the cursor is written at most this often: every write is a commit, with its
+        fsync, and a relay under a trickle of jobs goes idle after nearly every publish. A crash
+        re-publishes what came after the cursor, and the server's duplicate window drops it."""
+        self._persisted_at = float("-inf")
         self.ack_timeout = ack_timeout
         self.held_warning_seconds = held_warning_seconds
         """A row held back this long is logged as a warning (again each such period)."""
@@ -215,7 +221,11 @@ class OutboxRelay:
                     # look again very soon rather than wait for the next notification.
                     await woken(wake, 0.002)
                     continue
-                await self._persist(conn)
+                if (
+                    asyncio.get_running_loop().time() - self._persisted_at
+                    >= self.persist_idle_seconds
+                ):
+                    await self._persist(conn)
                 observability.OUTBOX_LAG_ROWS.labels(self.outbox.schema).set(0)
                 await woken(wake, self.idle_poll_seconds)
         finally:
@@ -344,3 +354,4 @@ class OutboxRelay:
             self._cursor[1],
         )
         self._unpersisted = 0
+        self._persisted_at = asyncio.get_running_loop().time()
