@@ -97,7 +97,7 @@ async def test_each_usage_row_counts_once_towards_job_and_key(db: Scratch) -> No
     a = charge(ws, micros=300, version=1, balance=-300, job=job, key=key)
     b = charge(ws, micros=45, version=2, balance=-345, job=job, key=key)
     await fold(db, a, b, a, b)  # redelivered without the inbox, as a rebuild would
-    assert await db.pool.fetchval("SELECT job_cost($1)", job) == 345
+    assert (await jobs.costs(db.pool, job))[0] == 345
     assert await db.pool.fetchval("SELECT count(*) FROM usage_rows WHERE job_id = $1", job) == 2
     assert await ledger.spent_today(db.pool, key, datetime.now(UTC)) == 345
 
@@ -132,10 +132,9 @@ async def test_total_cost_adds_the_whole_subagent_tree(db: Scratch) -> None:
         charge(ws, micros=3, version=3, balance=-123, job=grandchild),
         charge(ws, micros=9999, version=4, balance=-10122, job=other),
     )
-    costs = await db.pool.fetchrow("SELECT job_cost($1) AS own, job_total_cost($1) AS total", root)
-    assert (costs["own"], costs["total"]) == (100, 123)
-    assert await db.pool.fetchval("SELECT job_total_cost($1)", child) == 23
-    assert await db.pool.fetchval("SELECT job_total_cost($1)", uuid.uuid4()) == 0
+    assert await jobs.costs(db.pool, root) == (100, 123)
+    assert await jobs.costs(db.pool, child) == (20, 23)
+    assert await jobs.costs(db.pool, uuid.uuid4()) == (0, 0)
 
 
 async def test_a_grant_counts_until_billing_posts_it(db: Scratch) -> None:
@@ -181,7 +180,7 @@ async def test_free_compute_comes_from_the_jobs_history_and_a_charged_one_from_t
         for r in rows
     ] == [(free.payload.usage_id, "compute", 0, 40, 90, key)]
     assert await db.pool.fetchval("SELECT usage_rows FROM job_costs WHERE job_id = $1", job) == 1
-    assert await db.pool.fetchval("SELECT job_cost($1)", job) == 0
+    assert (await jobs.costs(db.pool, job))[0] == 0
     # What clients see of it is the row, not how it was carried.
     shown = await db.pool.fetchval("SELECT payload FROM job_events WHERE seq = 7")
     assert "ledger" not in shown and "key_id" not in shown and shown["cpu_ms"] == 40
