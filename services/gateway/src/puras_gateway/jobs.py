@@ -250,13 +250,6 @@ j.input_request, {COSTS}
 """
 
 
-async def costs(conn: asyncpg.Connection | asyncpg.Pool, job_id: UUID) -> tuple[int, int]:
-    """A job's own cost and its tree's, in micros, as a read of the job shows them."""
-    row = await conn.fetchrow(f"SELECT {COSTS} FROM (SELECT $1::uuid AS id) j", job_id)
-    assert row is not None
-    return row["cost_micros"], row["total_cost_micros"]
-
-
 async def fetch_job(
     conn: asyncpg.Connection | asyncpg.Pool, job_id: UUID, workspace_id: UUID
 ) -> asyncpg.Record | None:
