@@ -162,7 +162,7 @@ async def platform(*, log_path: Path | None = None) -> AsyncIterator[Running]:
             {"Authorization": f"Bearer {config.credentials.admin_token}"},
         )
     finally:
-        await stop_all(supervisor)
+        await stop_all(supervisor, home=home.path)
         log.close()
         os.environ.update(saved)
         shutil.rmtree(state, ignore_errors=True)

@@ -25,6 +25,12 @@ START_ORDER: Final = (
 )
 
 
+def runner_caches(home: Path) -> tuple[Path, Path]:
+    """The function runner's and the agent runner's cache folders under the state folder
+    ``home``; their jobs' work folders are in ``work/`` inside each."""
+    return home / "runner", home / "agent-runner"
+
+
 @dataclass
 class PlatformConfig:
     home: Path
@@ -64,8 +70,8 @@ class PlatformConfig:
             "PURAS_API_BASE": self.gateway_url,
             "PURAS_DEPLOYMENTS_DATA_DIR": str(self.home / "deployments"),
             "PURAS_DRIVE_DATA_DIR": str(self.home / "drive"),
-            "PURAS_FUNCTION_RUNNER_CACHE_DIR": str(self.home / "runner"),
-            "PURAS_AGENT_RUNNER_CACHE_DIR": str(self.home / "agent-runner"),
+            "PURAS_FUNCTION_RUNNER_CACHE_DIR": str(runner_caches(self.home)[0]),
+            "PURAS_AGENT_RUNNER_CACHE_DIR": str(runner_caches(self.home)[1]),
             # A replica without a port of its own picks a free one (it reports it in health).
             "PURAS_OPS_PORT": str(self.ports.get(f"ops-{name or service}", 0)),
         }

@@ -23,11 +23,12 @@ import orjson
 from puras_common.access import STATEFUL
 from puras_common.bus import connect_nats
 from puras_common.consumers import provision_bus
+from puras_jobhost import overlay
 
 from puras_cli.bundles import zip_project
 from puras_cli.engines import NatsServer, PostgresServer, provision_postgres
 from puras_cli.home import Home
-from puras_cli.platform import MODULES, START_ORDER, PlatformConfig
+from puras_cli.platform import MODULES, START_ORDER, PlatformConfig, runner_caches
 from puras_cli.supervisor import Supervisor, sweep
 
 DATABASE = "puras"
@@ -108,12 +109,25 @@ async def start_engines(home: Home, say: Callable[[str], None], supervisor: Supe
     return engines
 
 
-async def stop_all(supervisor: Supervisor, *, grace: float | None = None) -> None:
-    """The services first (each drains within the grace), then the engines."""
+async def stop_all(
+    supervisor: Supervisor, *, grace: float | None = None, home: Path | None = None
+) -> None:
+    """The services first (each drains within the grace), then the engines; with ``home`` (the
+    state folder), what a runner stopped by force left mounted there is let go in between."""
     grace = stop_grace() if grace is None else grace
     services = [n for n in supervisor.children if n not in ENGINES]
     await supervisor.stop(grace=grace, order=list(reversed(START_ORDER)), only=services)
+    if home is not None:
+        release_runner_mounts(home)
     await supervisor.stop(grace=grace)
+
+
+def release_runner_mounts(home: Path) -> None:
+    """Let go of what the runners left under the state folder ``home`` once they have stopped:
+    a runner killed at the end of its grace leaves its jobs' drive overlays, its scratch and the
+    work folder's shared bind mounted, which only the next runner to start would release."""
+    for cache in runner_caches(home):
+        overlay.release_gone(cache / "work")
 
 
 def platform_config(home: Home, engines: Engines) -> PlatformConfig:
@@ -274,6 +288,6 @@ async def up(*, examples: Path | None) -> int:
         say("stopping")
         return 0
     finally:
-        await stop_all(supervisor)
+        await stop_all(supervisor, home=home.path)
         pidfile.unlink(missing_ok=True)
         say("stopped")

@@ -234,6 +234,15 @@ def sweep_gone(root: Path) -> list[str]:
     return swept
 
 
+def release_gone(work_root: Path) -> list[str]:
+    """Let go of what runners that are gone left under ``work_root``: their scratch folders with
+    their jobs' overlays (:func:`sweep_gone`), and the work folder's shared bind if no runner
+    uses it (:func:`release_unused`); returns the gone runners' scratch names."""
+    swept = sweep_gone(work_root / ".overlays")
+    release_unused(work_root)
+    return swept
+
+
 def _unmount_if_mounted(path: Path) -> None:
     """Detach the file system mounted at ``path`` (a scratch folder's tmpfs), if any."""
     with contextlib.suppress(OSError):

@@ -404,9 +404,8 @@ class WorkDrives:
             # A runner killed before (a crash, ``puras up`` killed) left its scratch mounted, a
             # memory file system holding its jobs' writes, and the work folder's shared bind:
             # let them go now, not at the first job (which may never come).
-            if swept := overlay.sweep_gone(work_root / ".overlays"):
+            if swept := overlay.release_gone(work_root):
                 log.info("removed the drive overlays of runners that are gone", runners=swept)
-            overlay.release_unused(work_root)  # its shared bind, if no runner uses it
 
     async def _mount(self, workspace_id: UUID) -> Mount:
         mount = self._mounts.get(workspace_id)
