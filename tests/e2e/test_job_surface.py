@@ -9,13 +9,12 @@ import uuid
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from httpx_sse import aconnect_sse
 from nats.js import JetStreamContext
 from puras_testing import eventually
 from puras_testing.metrics import scrape, value
 from puras_testing.platform import ECHO_PROJECT, Platform, Tenant
+from puras_testing.sse import read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -57,26 +56,6 @@ async def tenant(platform: Platform) -> Tenant:
     tenant = await platform.tenant(f"surface-{uuid.uuid4().hex[:8]}")
     assert (await tenant.push(PROJECT)).status_code == 201
     return tenant
-
-
-async def read_sse(
-    http: httpx.AsyncClient, method: str, url: str, **kw: Any
-) -> tuple[list[Any], dict[str, Any] | None, httpx.Response]:
-    """(events, end frame data, response) of one SSE response, parsed by httpx-sse.
-
-    httpx-sse dispatches a ``: ping`` comment as an event with empty data once an id has been
-    seen (it keeps the last id across events), so pings are skipped here by their empty data.
-    """
-    events, end = [], None
-    async with aconnect_sse(http, method, url, timeout=60, **kw) as source:
-        response = source.response
-        async for sse in source.aiter_sse():
-            if sse.event == "end":
-                end = orjson.loads(sse.data)
-                break
-            if sse.data:
-                events.append((sse.id, orjson.loads(sse.data)))
-    return events, end, response
 
 
 async def test_stream_true_sends_every_event_then_the_end_frame(tenant: Tenant) -> None:

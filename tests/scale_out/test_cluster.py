@@ -14,13 +14,12 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import pytest
-from httpx_sse import aconnect_sse
 from puras_common.bus import connect_nats
 from puras_testing import Infra, eventually
 from puras_testing.models import Call, ModelStub, Reply, StubRequest, Turn
 from puras_testing.platform import ECHO_PROJECT, project_zip
+from puras_testing.sse import read_sse
 
 from .cluster import Cluster, cluster_platform, wait_gateways
 
@@ -167,17 +166,10 @@ async def streams_replay_whole_on_every_gateway(
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
             page = (await request(http, "GET", f"/v1/jobs/{job_id}/events")).json()["events"]
             for resume in ({}, {"Last-Event-ID": str(page[-1]["id"])}):
-                ids, end = [], None
-                # A copy: httpx-sse adds its own headers to the dict it is given.
-                async with aconnect_sse(
-                    http, "GET", f"/v1/jobs/{job_id}/stream", headers=dict(resume)
-                ) as source:
-                    async for sse in source.aiter_sse():
-                        if sse.event == "end":
-                            end = orjson.loads(sse.data)
-                            break
-                        if sse.data:
-                            ids.append(orjson.loads(sse.data)["id"])
+                events, end, _ = await read_sse(
+                    http, "GET", f"/v1/jobs/{job_id}/stream", headers=resume
+                )
+                ids = [data["id"] for _, data in events]
                 assert ids == ([] if resume else [e["id"] for e in page]), (url, job_id)
                 assert end is not None and end["status"] == "succeeded", (url, job_id)
 

@@ -118,11 +118,11 @@ async def stop_all(
     services = [n for n in supervisor.children if n not in ENGINES]
     await supervisor.stop(grace=grace, order=list(reversed(START_ORDER)), only=services)
     if home is not None:
-        release_runner_mounts(home)
+        _release_runner_mounts(home)
     await supervisor.stop(grace=grace)
 
 
-def release_runner_mounts(home: Path) -> None:
+def _release_runner_mounts(home: Path) -> None:
     """Let go of what the runners left under the state folder ``home`` once they have stopped:
     a runner killed at the end of its grace leaves its jobs' drive overlays, its scratch and the
     work folder's shared bind mounted, which only the next runner to start would release."""

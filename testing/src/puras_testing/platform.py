@@ -22,7 +22,7 @@ from puras_cli.bundles import zip_project
 from puras_cli.engines import free_port
 from puras_cli.platform import MODULES, START_ORDER, PlatformConfig
 from puras_cli.supervisor import Supervisor
-from puras_cli.up import release_runner_mounts, stop_grace, wait_ready
+from puras_cli.up import stop_all, stop_grace, wait_ready
 from puras_common.access import SERVICES
 from puras_common.bus import connect_nats
 from puras_common.consumers import provision_bus
@@ -286,7 +286,6 @@ async def start_platform(
             await tenant.http.aclose()
         for person in platform.people:
             await person.http.aclose()
-        await supervisor.stop(order=list(reversed(START_ORDER)))
-        release_runner_mounts(config.home)
+        await stop_all(supervisor, grace=10.0, home=config.home)
         for f in files.values():
             f.close()
