@@ -159,3 +159,36 @@ def test_a_wheelhouse_yields_only_its_wheels(tmp_path: Path) -> None:
     out.mkdir()
     _untar_wheels(archive, out)
     assert sorted(p.name for p in out.iterdir()) == ["good-1.0-py3-none-any.whl"]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("python_calls", [True, False])
+async def test_a_job_server_imports_the_sdk_only_for_python_calls(
+    deployments: Deployments, cache: Path, python_calls: bool
+) -> None:
+    """A job whose sandbox runs only commands gets a zygote without the in-skill SDK, which is
+    ready sooner; one with tools of its own (Python called in the sandbox) has it imported once,
+    so no call pays for the import."""
+    p = prepared(cache)
+    probe = p.root / "skills" / "probe"
+    probe.mkdir()
+    (probe / "main.py").write_text(
+        "import sys\n\ndef run(inputs):\n    return 'puras' in sys.modules\n"
+    )
+    workdir = cache / "job"
+    workdir.mkdir()
+    server = await deployments.job_server(
+        p,
+        workspace_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        workdir=workdir,
+        python_calls=python_calls,
+    )
+    try:
+        child = await server.server.spawn(
+            PythonCall(str(probe), "main", "run", b"{}"), workdir=str(workdir), env={}
+        )
+        outcome = await asyncio.wait_for(child.wait(), 30)
+        assert outcome.result == {"ok": True, "value": python_calls}
+    finally:
+        await server.close()

@@ -339,6 +339,13 @@ class AgentRunner:
             }
             drive_binds = (str(job_drive.host_dir),) if job_drive.host_dir is not None else ()
             limits = self._limits(p)
+            answers = p.resume.answers if p.resume else []
+            tools = toolset(
+                manifest,
+                model=resolved.model.slug,
+                free_output=p.subagent is not None,
+                answered=len(answers),
+            )
 
             def start_sandbox() -> Awaitable[JobServer]:
                 return self.deployments.job_server(
@@ -350,6 +357,7 @@ class AgentRunner:
                     rw_binds=drive_binds,
                     owner=owner,
                     limits=limits,
+                    python_calls=any(isinstance(tool, UserTool) for tool in tools.values()),
                 )
 
             sandbox = JobSandbox(start=start_sandbox, workdir=str(workdir), env=env, limits=limits)
@@ -390,13 +398,6 @@ class AgentRunner:
                 )
             except AttachmentError as exc:
                 raise AgentFailure(str(exc), reason="invalid_inputs") from None
-            answers = p.resume.answers if p.resume else []
-            tools = toolset(
-                manifest,
-                model=resolved.model.slug,
-                free_output=p.subagent is not None,
-                answered=len(answers),
-            )
             if any(isinstance(tool, BashTool | UserTool) for tool in tools.values()):
                 sandbox.prestart()  # while the model thinks about the first step
             saved = (
