@@ -27,7 +27,9 @@ SPIED = os.environ.get("BENCH_SPY", "gateway,scheduler,function-runner").split("
 def cpu_by_process(pg_data: str | None = None) -> dict[tuple[int, str], float]:
     """CPU seconds of this platform's processes: descendants of this process, and the
     PostgreSQL server whose data directory is ``pg_data`` with its backends (other platforms on
-    the machine run processes of the same names)."""
+    the machine run processes of the same names). Each process's figure holds the children it
+    has reaped: a job's process ends within the run, and its CPU time is counted in its
+    zygote's (``cutime`` and ``cstime``), or it would be counted nowhere."""
     procs = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -38,7 +40,8 @@ def cpu_by_process(pg_data: str | None = None) -> dict[tuple[int, str], float]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        procs[int(pid)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / TICK)
+        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        procs[int(pid)] = (int(fields[1]), cmd, ticks / TICK)
     roots = {os.getpid()} | {
         pid for pid, (_pp, cmd, _t) in procs.items() if pg_data and pg_data in cmd
     }
