@@ -57,6 +57,7 @@ class PlatformConfig:
     def env_for(self, service: str, *, name: str | None = None) -> dict[str, str]:
         """The environment of ``service``'s process ``name`` (default: the service's own)."""
         c = self.credentials
+        function_cache, agent_cache = runner_caches(self.home)
         env = {
             "PURAS_NATS_URL": self.nats_urls.get(service, self.nats_urls.get("admin", "")),
             **operator_secrets(service, os.environ),
@@ -70,8 +71,8 @@ class PlatformConfig:
             "PURAS_API_BASE": self.gateway_url,
             "PURAS_DEPLOYMENTS_DATA_DIR": str(self.home / "deployments"),
             "PURAS_DRIVE_DATA_DIR": str(self.home / "drive"),
-            "PURAS_FUNCTION_RUNNER_CACHE_DIR": str(runner_caches(self.home)[0]),
-            "PURAS_AGENT_RUNNER_CACHE_DIR": str(runner_caches(self.home)[1]),
+            "PURAS_FUNCTION_RUNNER_CACHE_DIR": str(function_cache),
+            "PURAS_AGENT_RUNNER_CACHE_DIR": str(agent_cache),
             # A replica without a port of its own picks a free one (it reports it in health).
             "PURAS_OPS_PORT": str(self.ports.get(f"ops-{name or service}", 0)),
         }

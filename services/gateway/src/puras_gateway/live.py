@@ -358,12 +358,12 @@ class LiveJobs:
 
     async def _backlog_after(self, job_id: str, after: int) -> tuple[list[LiveEvent], int, bool]:
         """:func:`_public_after` of the job's events stored after ``after``."""
-        stored = await self.backlog(job_id, after=after)
-        return _public_after(after, _decoded(stored))
+        messages = await self.backlog(job_id, after=after)
+        return _public_after(after, _decoded(messages))
 
 
-def _decoded(stored: list[tuple[int, bytes]]) -> list[tuple[int, LiveEvent | None]]:
-    return [(seq, decode(seq, data)) for seq, data in stored]
+def _decoded(messages: list[tuple[int, bytes]]) -> list[tuple[int, LiveEvent | None]]:
+    return [(seq, decode(seq, data)) for seq, data in messages]
 
 
 def _public_after(
