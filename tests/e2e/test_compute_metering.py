@@ -61,14 +61,22 @@ async def test_a_function_jobs_cpu_and_wall_time_land_in_its_usage(
 ) -> None:
     tenant = await platform.tenant(f"compute-{uuid.uuid4().hex[:8]}")
     assert (await tenant.push(project("unused"))).status_code == 201
-    rows = {}
+    rows, ids = {}, {}
     for skill in ("spin", "nap"):
         done = await tenant.http.post(
             "/v1/jobs?wait=true&timeout=60", json={"skill": skill, "inputs": {}}
         )
         assert done.json()["status"] == "succeeded", done.text
-        rows[skill] = await compute_row(tenant, done.json()["id"])
+        ids[skill] = done.json()["id"]
+        rows[skill] = await compute_row(tenant, ids[skill])
     spin, nap = rows["spin"], rows["nap"]
+    # The row rides on the job's end: the history has no usage event of its own for it, and
+    # shows it as the end's compute, without what is internal.
+    events = (await tenant.http.get(f"/v1/jobs/{ids['spin']}/events")).json()["events"]
+    assert [e["type"] for e in events if e["type"] == "usage"] == []
+    (end,) = (e for e in events if e["type"] == "succeeded")
+    assert end["payload"]["compute"]["cpu_ms"] == spin["cpu_ms"]
+    assert {"ledger", "key_id"}.isdisjoint(end["payload"]["compute"])
     assert (spin["model"], spin["provider"], spin["unit"]) == (
         "puras/compute",
         "puras",
@@ -111,4 +119,6 @@ async def test_an_agent_jobs_bash_cpu_lands_in_its_usage(
     assert row["wall_ms"] >= row["cpu_ms"]
     events = (await tenant.http.get(f"/v1/jobs/{done.json()['id']}/events")).json()["events"]
     shown = [e for e in events if e["type"] == "usage" and e["payload"]["kind"] == "compute"]
-    assert [e["payload"]["cpu_ms"] for e in shown] == [row["cpu_ms"]]
+    assert shown == []  # the job's end carries it
+    (end,) = (e for e in events if e["type"] == "succeeded")
+    assert end["payload"]["compute"]["cpu_ms"] == row["cpu_ms"]

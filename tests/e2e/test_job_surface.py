@@ -11,6 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from nats.js import JetStreamContext
+from puras_common.bus import publish
+from puras_common.envelope import parse_event
+from puras_pricing import left_behind
 from puras_testing import eventually
 from puras_testing.metrics import scrape, value
 from puras_testing.platform import ECHO_PROJECT, Platform, Tenant
@@ -131,10 +134,13 @@ async def test_a_finished_job_past_the_streams_retention_still_ends_its_stream(
     job = await tenant.run("echo", {"text": "aged out"})
     stored = (await js.stream_info("JOBS", subjects_filter=f"job.{job['id']}.>")).state.subjects
     assert stored and f"job.{job['id']}.succeeded" in stored
-    for subject in stored:
-        # As max-age would; but for the usage, which a later test's rebuild of the ledger reads.
-        if not subject.endswith(".usage"):
-            await js.purge_stream("JOBS", subject=subject)
+    end = parse_event((await js.get_last_msg("JOBS", f"job.{job['id']}.succeeded")).data)
+    for subject in stored:  # as max-age would
+        await js.purge_stream("JOBS", subject=subject)
+    # But for the job's compute row, which its end carried and a later test's rebuild of the
+    # ledger reads: it stays, as a usage event of its own recorded when the end was.
+    (usage,) = left_behind(end.payload, end, producer="test")
+    await publish(js, [usage.model_copy(update={"occurred_at": end.occurred_at})])
     for kw in ({}, {"headers": {"Last-Event-ID": "1"}}):
         events, end, _ = await asyncio.wait_for(
             read_sse(tenant.http, "GET", f"/v1/jobs/{job['id']}/stream", **kw), 10

@@ -120,3 +120,16 @@ async def test_a_runner_that_wakes_up_late_cannot_complete_the_job(
     events = await job_events(js, job["id"])
     assert [e.type for e in events].count("job.succeeded") == 1
     assert (await tenant.http.get(f"/v1/jobs/{job['id']}")).json()["attempt"] == 2
+
+    # Both attempts ran. The job's end carries the compute of the attempt that counts; the
+    # refused one's, which no event of the scheduler's carries, is published on its own.
+    async def both_metered() -> bool:
+        usage = (await tenant.http.get(f"/v1/jobs/{job['id']}/usage")).json()["data"]
+        return [r["kind"] for r in usage] == ["compute", "compute"]
+
+    await eventually(both_metered, timeout=20, what="both attempts' compute")
+    events = await job_events(js, job["id"])
+    (end,) = (e for e in events if e.type == "job.succeeded")
+    assert end.payload.compute is not None and end.payload.compute.attempt == 2
+    alone = [e.payload for e in events if e.type == "job.usage"]
+    assert [(u.kind, u.attempt, u.ledger) for u in alone] == [("compute", 1, False)]

@@ -88,10 +88,9 @@ async def test_a_skill_makes_a_video_that_lands_in_the_drive_billed_and_with_its
         ("google/veo-3-i2v", 1_440_000, "second"),
     ]
     events = (await tenant.http.get(f"/v1/jobs/{job['id']}/events")).json()["events"]
-    assert [e["payload"]["billed_micros"] for e in events if e["type"] == "usage"] == [
-        1_440_000,
-        0,
-    ]
+    assert [e["payload"]["billed_micros"] for e in events if e["type"] == "usage"] == [1_440_000]
+    (end,) = (e for e in events if e["type"] == "succeeded")
+    assert end["payload"]["compute"]["billed_micros"] == 0  # the job's own, on its end
     # The file: its origin, the job's outputs, and a signed link that serves it.
     origin = (
         await tenant.http.get("/v1/drive/origin", params={"path": "renders/lighthouse.mp4"})

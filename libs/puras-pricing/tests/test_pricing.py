@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from puras_common.events import JobStarted, JobUsageRecorded, UsageRecorded, UsageRecordedPayload
-from puras_common.events.jobs import StartedPayload
+from puras_common.events.jobs import InputRequestedPayload, StartedPayload, SucceededPayload
 from puras_common.money import ceil_micros
 from puras_pricing import (
     COMPUTE,
@@ -22,8 +22,10 @@ from puras_pricing import (
     PricingError,
     UnknownModel,
     UnpricedInput,
+    carried,
     compute_events,
     exact,
+    left_behind,
     pricebook,
     quote,
     usage_events,
@@ -359,6 +361,47 @@ def test_free_compute_goes_to_the_jobs_history_only() -> None:
     )
     assert isinstance(usage, UsageRecorded) and copy.payload.ledger  # type: ignore[attr-defined]
     assert copy.payload.billed_micros == 1  # type: ignore[attr-defined]  # a micro, rounded up
+
+
+def test_free_compute_rides_on_the_outcome_that_has_room_for_it() -> None:
+    """An attempt's free compute is carried by the event that ends it, not published; a
+    question has no room for it and priced compute goes to billing: both are published first.
+    An outcome the scheduler refused gives its row back as a ``job.usage`` of its own."""
+    command = JobStarted.new(
+        StartedPayload(attempt=1, runner="r"),
+        producer="test",
+        workspace_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+    )
+    free = compute_events(
+        pricebook(), command, key_id=None, attempt=1, cpu_ms=5, wall_ms=9, producer="test"
+    )
+    ended = SucceededPayload(attempt=1, result=None, duration_ms=9)
+    outcome, first = carried(free, ended)
+    assert first == [] and outcome.compute == free[0].payload
+    (alone,) = left_behind(outcome, command, producer="test")
+    assert isinstance(alone, JobUsageRecorded) and alone.payload == free[0].payload
+    assert (alone.job_id, alone.workspace_id) == (command.job_id, command.workspace_id)
+    assert left_behind(ended, command, producer="test") == []
+    question = InputRequestedPayload(
+        attempt=1,
+        request_id=uuid.uuid4(),
+        number=1,
+        prompt="?",
+        answer_schema={},
+        timeout_seconds=60,
+    )
+    assert carried(free, question) == (question, free)
+    priced = compute_events(
+        Pricebook(compute=ComputeRates(micros_per_cpu_second=2000)),
+        command,
+        key_id=None,
+        attempt=1,
+        cpu_ms=5,
+        wall_ms=9,
+        producer="test",
+    )
+    assert carried(priced, ended) == (ended, priced)
 
 
 @given(

@@ -100,6 +100,11 @@ class Outcome:
     def error(self) -> str:
         return self.terminal.payload.error  # type: ignore[attr-defined]
 
+    @property
+    def compute(self) -> Any:
+        """The attempt's own compute, as its terminal event carries it (None if published)."""
+        return getattr(self.terminal.payload, "compute", None)
+
     def of(self, event_type: str) -> list[Any]:
         return [e.payload for e in self.events if e.type == event_type]
 

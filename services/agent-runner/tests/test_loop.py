@@ -87,8 +87,9 @@ async def test_hello_answers_through_set_output(harness: Harness, marker: str) -
         "step.completed",
         "tool.called",
         "tool.completed",
-        "job.usage",  # the attempt's compute, before its terminal event
     ]
+    # The attempt's compute, free at the default rates, rides on its terminal event.
+    assert outcome.compute is not None and outcome.compute.kind == "compute"
     started = outcome.of("agent.started")[0]
     assert (started.model, started.provider, started.upstream_model) == (
         catalogue().default,
@@ -213,8 +214,8 @@ async def test_usage_is_recorded_per_step_and_sums_to_the_steps(
         ("llm", "anthropic", catalogue().default, 1)
     ] * 3
     # Then the attempt's own compute: its bash steps' CPU time and its wall time, free at the
-    # default rates, so in the job's history only, not sent to billing.
-    *_, compute = outcome.of("job.usage")
+    # default rates, so not sent to billing: its terminal event carries the row.
+    compute = outcome.compute
     assert (compute.kind, compute.model, compute.attempt) == ("compute", "puras/compute", 1)
     assert not compute.ledger and 0 <= compute.cpu_ms <= compute.wall_ms
     assert [(u.input_tokens, u.output_tokens) for u in usage] == [
@@ -251,13 +252,14 @@ async def test_a_tool_runs_while_the_server_stores_its_call_and_every_event_keep
     outcome = await running
     assert outcome.status == "succeeded"
     # In the job's history each step's usage (its job.usage copy) precedes the step, its call
-    # and the call's end; then the attempt's compute. Billing has the usage of both calls.
+    # and the call's end; the attempt's compute goes with its end. Billing has the usage of
+    # both calls.
     assert [e.type for e in outcome.events] == [
         "job.started",
         "agent.started",
         *["job.usage", "step.completed", "tool.called", "tool.completed"] * 2,
-        "job.usage",
     ]
+    assert outcome.compute is not None
     assert [u.type for u in outcome.usage] == ["usage.recorded"] * 2
 
 
@@ -392,7 +394,8 @@ async def test_transient_provider_errors_are_retried_within_a_step(
     assert outcome.status == "succeeded" and len(harness.models.requests_for(script)) == 3
     assert len(outcome.of("step.completed")) == 1
     assert [u.payload.kind for u in outcome.usage] == ["llm"]
-    assert [u.kind for u in outcome.of("job.usage")] == ["llm", "compute"]
+    assert [u.kind for u in outcome.of("job.usage")] == ["llm"]
+    assert outcome.compute.kind == "compute"
 
 
 async def test_an_unknown_tool_and_malformed_arguments_go_back_to_the_model(

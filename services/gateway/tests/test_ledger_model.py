@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import puras_gateway
 import pytest_asyncio
 from puras_common.db import fetch_one
-from puras_common.events import JobStarted, JobUsageRecorded, LedgerPosted
-from puras_common.events.jobs import StartedPayload
+from puras_common.events import JobStarted, JobSucceeded, JobUsageRecorded, LedgerPosted
+from puras_common.events.jobs import StartedPayload, SucceededPayload
 from puras_common.events.ledger import BilledUsage, LedgerPostedPayload
 from puras_common.migrate import service_migrations
 from puras_gateway import jobs, ledger
@@ -191,3 +191,36 @@ async def test_free_compute_comes_from_the_jobs_history_and_a_charged_one_from_t
     # What clients see of it is the row, not how it was carried.
     shown = await db.pool.fetchval("SELECT payload FROM job_events WHERE seq = 7")
     assert "ledger" not in shown and "key_id" not in shown and shown["cpu_ms"] == 40
+
+
+async def test_the_end_of_an_attempt_carries_its_free_compute_row(db: Scratch) -> None:
+    """The event that ends an attempt carries its compute when that cost nothing: the row is
+    folded from it once, however often, and also when the same usage arrives on its own (a
+    refused outcome's). Clients see it on the end, without what is internal."""
+    ws, job, key = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    usage = compute_usage(ws, job, key, free=True)
+    end = JobSucceeded.new(
+        SucceededPayload(attempt=1, result="ok", duration_ms=90, compute=usage.payload),
+        producer="scheduler",
+        workspace_id=ws,
+        job_id=job,
+    )
+    for folded in ([(end, 11)], [(end, 11)], [(usage, 12)]):
+        async with db.pool.acquire() as conn, conn.transaction():
+            await jobs.fold(conn, folded)
+    rows = await db.pool.fetch("SELECT * FROM usage_rows WHERE job_id = $1", job)
+    assert [(r["usage_id"], r["attempt"], r["cpu_ms"], r["key_id"]) for r in rows] == [
+        (usage.payload.usage_id, 1, 40, key)
+    ]
+    assert await db.pool.fetchval("SELECT usage_rows FROM job_costs WHERE job_id = $1", job) == 1
+    shown = await db.pool.fetchval("SELECT payload FROM job_events WHERE seq = 11")
+    assert shown["result"] == "ok" and shown["compute"]["cpu_ms"] == 40
+    assert {"ledger", "key_id"}.isdisjoint(shown["compute"])
+    # An end without compute shows none.
+    bare = JobSucceeded.new(
+        SucceededPayload(attempt=1, result="ok", duration_ms=90),
+        producer="scheduler",
+        workspace_id=ws,
+        job_id=uuid.uuid4(),
+    )
+    assert "compute" not in jobs.public_payload(bare)

@@ -49,12 +49,28 @@ async def queued(
 
 
 def failed(job: JobSubmitted, attempt: int, reason: str = "exception") -> CompleteRequest:
+    compute = {
+        "usage_id": str(new_id()),
+        "ledger": False,
+        "attempt": attempt,
+        "kind": "compute",
+        "provider": "puras",
+        "model": "puras/compute",
+        "billed_micros": 0,
+        "cpu_ms": 12,
+        "wall_ms": 30,
+    }
     return CompleteRequest(
         job_id=job.job_id,
         attempt=attempt,
         type="job.failed",
         runner="r",
-        payload={"attempt": attempt, "error": "KeyError: 'missing'", "reason": reason},
+        payload={
+            "attempt": attempt,
+            "error": "KeyError: 'missing'",
+            "reason": reason,
+            "compute": compute,
+        },
     )
 
 
@@ -90,6 +106,8 @@ async def test_a_failing_job_is_retried_after_its_backoff_until_its_attempts_are
     )
     assert retrying["attempt"] == 2 and "attempt 1 of 2 failed (exception)" in retrying["reason"]
     assert "KeyError" in retrying["reason"] and 15 <= retrying["retry_in_seconds"] <= 30
+    # The failed attempt's compute goes with the event that ends it, here the retry.
+    assert (retrying["compute"]["attempt"], retrying["compute"]["cpu_ms"]) == (1, 12)
     assert await dispatcher.dispatch_once() == 0  # not before its backoff
     await db.pool.execute("UPDATE jobs SET retry_at = now() WHERE id = $1", job.job_id)
     assert await dispatcher.dispatch_once() == 1

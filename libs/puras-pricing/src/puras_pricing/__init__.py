@@ -8,7 +8,14 @@ the ``billed_micros`` a runner reports and the ledger entry agree to the micro.
 
 from puras_pricing.errors import MeasureRequired, PricingError, UnknownModel, UnpricedInput
 from puras_pricing.media import MediaCatalogue, MediaModel, decimal_text, exact, media_catalogue
-from puras_pricing.metering import compute_events, compute_measures, usage_events
+from puras_pricing.metering import (
+    carried,
+    compute_events,
+    compute_measures,
+    left_behind,
+    report_outcome,
+    usage_events,
+)
 from puras_pricing.prices import (
     COMPUTE,
     DEFAULT_MARGIN_PCT,
@@ -32,13 +39,16 @@ __all__ = [
     "Quote",
     "UnknownModel",
     "UnpricedInput",
+    "carried",
     "compute_events",
     "compute_measures",
     "decimal_text",
     "exact",
+    "left_behind",
     "media_catalogue",
     "pricebook",
     "quote",
+    "report_outcome",
     "settings_pricebook",
     "usage_events",
 ]

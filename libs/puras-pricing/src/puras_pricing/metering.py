@@ -10,23 +10,33 @@ Two events, published together in this order before the job's terminal event:
 
 Compute that costs nothing at the operator's rates (the default) sends only ``job.usage``,
 marked ``ledger: false``: there is nothing to charge, and the gateway takes the job's usage row
-from it.
+from it. An attempt's own compute is not even sent as that: the event that ends the attempt
+carries its row (:func:`carried`).
 
 Pricing first also means an unpriceable call (an unknown slug) is refused before it is made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
+from puras_common.attempts import AttemptClient, CompleteReply
+from puras_common.bus import publish
 from puras_common.envelope import Event
 from puras_common.events import JobUsageRecorded, UsageRecorded, UsageRecordedPayload
 from puras_common.events.jobs import JobUsagePayload
 from puras_common.ids import new_id
+from puras_common.logging import get_logger
+from pydantic import BaseModel
 
 from puras_pricing.prices import COMPUTE, Pricebook, Quote
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+log = get_logger("puras_pricing.metering")
 
 
 def compute_measures(kind: str, inputs: Mapping[str, Any] | None) -> dict[str, int]:
@@ -128,3 +138,60 @@ def compute_events(
         pricebook, usage, workspace_id=command.workspace_id, producer=producer, caused_by=command
     )
     return events
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def carried(events: Sequence[Event], outcome: P) -> tuple[P, list[Event]]:
+    """An attempt's ``outcome`` (the payload of the event that will end it) carrying the
+    attempt's compute, and the events still to publish before the outcome is reported.
+
+    Compute that goes to no ledger is a lone ``job.usage``; the outcome's event takes its row as
+    ``compute``, one message fewer for every job. An outcome without room for it (a question)
+    leaves it to be published first, as priced compute always is."""
+    if (
+        len(events) == 1
+        and isinstance(usage := events[0], JobUsageRecorded)
+        and not usage.payload.ledger
+        and "compute" in type(outcome).model_fields
+    ):
+        return outcome.model_copy(update={"compute": usage.payload}), []
+    return outcome, list(events)
+
+
+def left_behind(outcome: BaseModel, of: Event, *, producer: str) -> list[Event]:
+    """The compute ``outcome`` carried, as a ``job.usage`` of its own (nothing if it carried
+    none): for an outcome the scheduler did not accept, whose event is never published. The
+    row keeps its usage id, so it is folded once whichever way it arrives."""
+    usage = getattr(outcome, "compute", None)
+    if not isinstance(usage, JobUsagePayload):
+        return []
+    return [
+        JobUsageRecorded.new(
+            usage, producer=producer, workspace_id=of.workspace_id, job_id=of.job_id, caused_by=of
+        )
+    ]
+
+
+async def report_outcome(
+    attempts: AttemptClient,
+    js: JetStreamContext,
+    command: Event,
+    *,
+    attempt: int,
+    event_type: str,
+    outcome: BaseModel,
+    producer: str,
+) -> CompleteReply:
+    """Report an attempt's outcome to the scheduler, which publishes its event. Should the
+    scheduler not accept it (a superseded attempt, a job already ended), the compute the outcome
+    carried is published on its own: the attempt ran, whether or not its outcome counts."""
+    assert command.job_id is not None
+    reply = await attempts.complete(command.job_id, attempt, event_type, outcome)
+    if not reply.accepted:
+        log.warning(
+            "the scheduler did not accept the outcome", reason=reply.reason, outcome=event_type
+        )
+        await publish(js, left_behind(outcome, command, producer=producer))
+    return reply

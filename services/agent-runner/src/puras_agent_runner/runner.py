@@ -50,7 +50,7 @@ from puras_common.tokens import mint_job_token
 from puras_jobhost.prepare import Deployments, JobServer, Prepared, PrepareError
 from puras_jobhost.workdrive import DriveSyncError, WorkDrives
 from puras_media import MediaService
-from puras_pricing import compute_events, settings_pricebook
+from puras_pricing import carried, compute_events, report_outcome, settings_pricebook
 from puras_pricing.models import Model
 from puras_sandbox import Limits
 
@@ -179,38 +179,38 @@ class AgentRunner:
                     }
                 )
             terminal = await self.attempt(command)
-            reply = await attempts.complete(
-                command.job_id, claim.attempt, terminal.type, terminal.payload
+            await report_outcome(
+                attempts,
+                self.js,
+                command,
+                attempt=claim.attempt,
+                event_type=terminal.type,
+                outcome=terminal.payload,
+                producer=PRODUCER,
             )
-            if not reply.accepted:
-                log.warning(
-                    "the scheduler did not accept the outcome",
-                    reason=reply.reason,
-                    outcome=terminal.type,
-                )
             await lease.ack()
             self.completed += 1
 
     async def attempt(self, command: RunAgent, *, started_at: float | None = None) -> Event:
         """Run one attempt, publishing its events; returns its terminal event, which the
         scheduler publishes once it accepts the attempt's outcome. The attempt's compute (the
-        CPU time of its sandbox's processes, its wall time) is published as usage first."""
+        CPU time of its sandbox's processes, its wall time) goes with it: carried by the terminal
+        event when it costs nothing, published as usage first otherwise."""
         started_at = time.monotonic() if started_at is None else started_at
         used = _Compute()
         terminal = await self._attempt(command, started_at, used)
-        await publish(
-            self.js,
-            compute_events(
-                self.prices,
-                command,
-                key_id=command.payload.key_id,
-                attempt=command.payload.attempt,
-                cpu_ms=used.cpu_ms,
-                wall_ms=int((time.monotonic() - started_at) * 1000),
-                producer="agent-runner",
-            ),
+        compute = compute_events(
+            self.prices,
+            command,
+            key_id=command.payload.key_id,
+            attempt=command.payload.attempt,
+            cpu_ms=used.cpu_ms,
+            wall_ms=int((time.monotonic() - started_at) * 1000),
+            producer=PRODUCER,
         )
-        return terminal
+        outcome, first = carried(compute, terminal.payload)
+        await publish(self.js, first)
+        return terminal.model_copy(update={"payload": outcome})
 
     async def _attempt(self, command: RunAgent, started_at: float, used: _Compute) -> Event:
         p = command.payload

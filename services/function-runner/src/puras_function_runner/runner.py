@@ -27,7 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from puras_common import tokens
 from puras_common.attempts import AttemptClient, CancelWatch
-from puras_common.bus import Delivery, Lease, send
+from puras_common.bus import Delivery, Lease, publish, send
 from puras_common.drive import DriveClient
 from puras_common.envelope import Event
 from puras_common.errors import TRANSIENT_ERRORS
@@ -49,7 +49,7 @@ from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_
 from puras_common.tokens import mint_job_token
 from puras_jobhost.prepare import Deployments, Prepared, PrepareError
 from puras_jobhost.workdrive import JobDrive, WorkDrives
-from puras_pricing import compute_events, settings_pricebook
+from puras_pricing import carried, compute_events, report_outcome, settings_pricebook
 from puras_sandbox import Child, ForkServerDied, Limits, Outcome, PythonCall, SandboxError
 
 from puras_function_runner.logs import LogPump
@@ -108,8 +108,8 @@ class Attempt:
     """Asking for the secrets, while the rest of the job is made ready."""
     started: Callable[[], Awaitable[None]] | None = None
     """Confirms ``job.started``, sent as the attempt began."""
-    metered: Callable[[], Awaitable[None]] | None = None
-    """Confirms the usage of the job's process's compute, sent once it exited."""
+    compute: list[Event] = field(default_factory=list)
+    """The usage of the job's process's compute, measured once it exited."""
 
     @property
     def spec(self) -> RunPayload:
@@ -196,37 +196,33 @@ class FunctionRunner:
                 token = self._job_token(command, claim.attempt)
                 attempt = Attempt(command, claim.attempt, cancelled, token=token, fetching=fetching)
                 event_type, payload = await self._attempt(attempt)
-            if attempt.metered is not None:
-                await attempt.metered()
-            reply = await self.attempts.complete(
-                attempt.job_id, attempt.number, event_type, payload
+            payload, first = carried(attempt.compute, payload)
+            await publish(self.js, first)
+            await report_outcome(
+                self.attempts,
+                self.js,
+                command,
+                attempt=attempt.number,
+                event_type=event_type,
+                outcome=payload,
+                producer=PRODUCER,
             )
-            if not reply.accepted:
-                log.warning(
-                    "the scheduler did not accept the result",
-                    reason=reply.reason,
-                    outcome=event_type,
-                )
             await lease.ack()
             self.completed += 1
 
-    async def _meter(self, attempt: Attempt, cpu_ms: int, wall_ms: int) -> None:
-        """Send the attempt's compute as usage once its process has exited and its output is
-        read, after its ``job.started``. :meth:`work` confirms it before reporting the outcome,
-        so it is stored before the job's terminal event, and the server stores it while the
-        drive is saved and the result made ready."""
-        if attempt.started is not None:
-            await attempt.started()  # at once by now: it was sent before the process started
-        events = compute_events(
+    def _meter(self, attempt: Attempt, cpu_ms: int, wall_ms: int) -> None:
+        """Measure the attempt's compute once its process has exited and its output is read. It
+        goes with the outcome: the event that ends the attempt carries it when it costs nothing
+        (see :func:`puras_pricing.carried`), and it is stored before that event otherwise."""
+        attempt.compute = compute_events(
             self.prices,
             attempt.command,
             key_id=attempt.spec.key_id,
             attempt=attempt.number,
             cpu_ms=cpu_ms,
             wall_ms=wall_ms,
-            producer="function-runner",
+            producer=PRODUCER,
         )
-        attempt.metered = await send(self.js, events)
 
     async def _attempt(self, attempt: Attempt) -> tuple[str, Any]:
         """Run the attempt; returns the terminal event's type and payload."""
@@ -433,13 +429,13 @@ class FunctionRunner:
                 await child.terminate(grace=self.settings.cancel_grace_seconds)
                 await readers
                 await pump.drain()
-                await self._meter(attempt, await _cpu_ms(child), _ms_since(spawned_at))
+                self._meter(attempt, await _cpu_ms(child), _ms_since(spawned_at))
                 raise
             except TimeoutError:
                 await child.kill()
                 await readers
                 await pump.drain()
-                await self._meter(attempt, await _cpu_ms(child), _ms_since(spawned_at))
+                self._meter(attempt, await _cpu_ms(child), _ms_since(spawned_at))
                 raise JobFailure(
                     f"job exceeded its timeout of {p.timeout_seconds} s and was killed "
                     "(set timeout_seconds in skill.yaml; the platform maximum is 3600 s)",
@@ -453,7 +449,7 @@ class FunctionRunner:
                 raise
             await readers
             await pump.drain()
-            await self._meter(attempt, outcome.cpu_ms, wall_ms)
+            self._meter(attempt, outcome.cpu_ms, wall_ms)
             await drive.save()
             return outcome
         finally:

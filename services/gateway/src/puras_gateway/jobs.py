@@ -34,6 +34,7 @@ from puras_common.events import (
     JobSucceeded,
     JobUsageRecorded,
 )
+from puras_common.events.jobs import JobUsagePayload
 from puras_common.outbox import UnitOfWork
 
 from puras_gateway.ledger import add_usage, usage_row
@@ -101,6 +102,10 @@ SELECT pg_notify('{JOBS_CHANNEL}', id::text) FROM ended
 its end changes nothing and wakes nobody."""
 
 
+_INTERNAL_USAGE = {"ledger": True, "key_id": True}
+"""What a usage row's payload holds that clients do not see."""
+
+
 def public_payload(event: Event) -> dict[str, Any]:
     """What clients see of an event: its payload, less what is internal."""
     if isinstance(event, JobSubmitted):
@@ -111,9 +116,12 @@ def public_payload(event: Event) -> dict[str, Any]:
             shown |= {"schedule_id": str(p.schedule_id), "scheduled_for": when}
         return shown
     if isinstance(event, JobUsageRecorded):
-        return event.payload.model_dump(mode="json", exclude={"ledger", "key_id"})
-    payload = event.payload.model_dump(mode="json")
-    payload.pop("result_ref", None)
+        return event.payload.model_dump(mode="json", exclude=_INTERNAL_USAGE)
+    payload = event.payload.model_dump(
+        mode="json", exclude={"result_ref": True, "compute": _INTERNAL_USAGE}
+    )
+    if payload.get("compute") is None:
+        payload.pop("compute", None)
     return payload
 
 
@@ -173,12 +181,7 @@ async def fold(conn: asyncpg.Connection, events: Sequence[tuple[Event, int | Non
             asked.append((event.job_id, question.model_dump(mode="json"), question.attempt))
         elif isinstance(event, JobInputProvided):
             answered.append((event.job_id, str(event.payload.request_id)))
-        elif (
-            isinstance(event, JobUsageRecorded)
-            and not event.payload.ledger
-            and event.workspace_id is not None
-        ):
-            u = event.payload
+        if (u := _free_usage(event)) is not None and event.workspace_id is not None:
             usage[u.usage_id] = usage_row(
                 u.usage_id, event.workspace_id, event.job_id, u.key_id, u, event.occurred_at
             )
@@ -198,6 +201,17 @@ async def fold(conn: asyncpg.Connection, events: Sequence[tuple[Event, int | Non
         elif args:
             await conn.executemany(statement, args)
     await add_usage(conn, usage.values())
+
+
+def _free_usage(event: Event) -> JobUsagePayload | None:
+    """A usage row the ledger does not bring: a ``job.usage`` of compute that cost nothing, or
+    the same row carried as ``compute`` by the event that ended an attempt."""
+    usage: Any = (
+        event.payload
+        if isinstance(event, JobUsageRecorded)
+        else getattr(event.payload, "compute", None)
+    )
+    return usage if isinstance(usage, JobUsagePayload) and not usage.ledger else None
 
 
 def _terminal_row(event: JobSucceeded | JobFailed | JobCancelled) -> tuple[Any, ...]:

@@ -246,6 +246,7 @@ class Attempts:
                         f"({failure.reason}): {failure.error}"
                     ),
                     retry_in_seconds=round(pause, 3),
+                    compute=failure.compute,
                 ),
                 producer="scheduler",
                 workspace_id=job.workspace_id,

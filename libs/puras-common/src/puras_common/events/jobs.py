@@ -145,12 +145,46 @@ class JobLogged(_JobEvent):
     payload: LoggedPayload
 
 
+class JobUsagePayload(Payload):
+    """What one upstream call of the job consumed and cost, as the job's history shows it."""
+
+    usage_id: UUID
+    """The usage's id: that of the ``usage.recorded`` event billing charges (one ledger entry
+    per usage id), or with ``ledger`` false the row's own."""
+    ledger: bool = True
+    """Whether billing charges it: its ``usage.recorded`` went to billing, whose ledger entry
+    brings the usage row to the read models. False for compute that costs nothing at the
+    operator's rates: no ``usage.recorded`` is sent, no entry is made, and this payload is the
+    row's only source (on a ``job.usage``, or as the ``compute`` of the event that ended the
+    attempt)."""
+    key_id: UUID | None = None
+    """The API key the job was submitted with, for the row of a usage the ledger does not bring;
+    not shown to clients."""
+    attempt: int | None = None
+    kind: Literal["llm", "media", "tool", "compute"]
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    units: str = "0"
+    unit: str = "token"
+    billed_micros: int
+    """Priced by the producer with :mod:`puras_pricing`, as billing prices it."""
+    cpu_ms: int | None = None
+    """For ``compute``: the CPU time the attempt's processes used, in milliseconds."""
+    wall_ms: int | None = None
+    """For ``compute``: the attempt's wall time, in milliseconds."""
+
+
 class SucceededPayload(Payload):
     attempt: int
     result: Any = None
     result_ref: str | None = None
     """Set instead of ``result`` when it exceeds the inline limit: a payload object key."""
     duration_ms: int
+    compute: JobUsagePayload | None = None
+    """The attempt's own compute when it went to no ledger (``ledger`` false): its usage row,
+    carried by the event that ended the attempt instead of a ``job.usage`` of its own."""
 
 
 class JobSucceeded(_JobEvent):
@@ -179,6 +213,9 @@ class FailedPayload(Payload):
         "spend_cap_reached",
     ] = "exception"
     duration_ms: int | None = None
+    compute: JobUsagePayload | None = None
+    """The attempt's own compute when it went to no ledger (``ledger`` false): its usage row,
+    carried by the event that ended the attempt instead of a ``job.usage`` of its own."""
 
 
 class JobFailed(_JobEvent):
@@ -192,6 +229,9 @@ class JobFailed(_JobEvent):
 class CancelledPayload(Payload):
     attempt: int | None = None
     reason: str = "cancelled by request"
+    compute: JobUsagePayload | None = None
+    """The attempt's own compute when it went to no ledger (``ledger`` false): its usage row,
+    carried by the event that ended the attempt instead of a ``job.usage`` of its own."""
 
 
 class JobCancelled(_JobEvent):
@@ -221,6 +261,8 @@ class RetryingPayload(Payload):
     retry_in_seconds: float | None = None
     """Set when a failed attempt is retried under the skill's policy: the pause before the new
     attempt is dispatched (None: a lost worker's job runs again at once)."""
+    compute: JobUsagePayload | None = None
+    """The failed attempt's own compute when it went to no ledger, as on ``job.failed``."""
 
 
 class JobRetrying(_JobEvent):
@@ -297,36 +339,6 @@ class ResumeState(Payload):
     also reloads the conversation it saved as it asked, a payload object of its own.)"""
 
     answers: list[Any] = Field(default_factory=list)
-
-
-class JobUsagePayload(Payload):
-    """What one upstream call of the job consumed and cost, as the job's history shows it."""
-
-    usage_id: UUID
-    """The usage's id: that of the ``usage.recorded`` event billing charges (one ledger entry
-    per usage id), or with ``ledger`` false the row's own."""
-    ledger: bool = True
-    """Whether billing charges it: its ``usage.recorded`` went to billing, whose ledger entry
-    brings the usage row to the read models. False for compute that costs nothing at the
-    operator's rates: no ``usage.recorded`` is sent, no entry is made, and this event is the
-    row's only source."""
-    key_id: UUID | None = None
-    """The API key the job was submitted with, for the row of a usage the ledger does not bring;
-    not shown to clients."""
-    attempt: int | None = None
-    kind: Literal["llm", "media", "tool", "compute"]
-    provider: str
-    model: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    units: str = "0"
-    unit: str = "token"
-    billed_micros: int
-    """Priced by the producer with :mod:`puras_pricing`, as billing prices it."""
-    cpu_ms: int | None = None
-    """For ``compute``: the CPU time the attempt's processes used, in milliseconds."""
-    wall_ms: int | None = None
-    """For ``compute``: the attempt's wall time, in milliseconds."""
 
 
 class JobUsageRecorded(_JobEvent):
