@@ -505,3 +505,63 @@ async def test_an_egress_socket_needs_a_namespace_of_the_sandboxs_own() -> None:
         "/tmp/egress-x/egress.sock",
         "65535",
     ]
+
+
+async def test_a_sandbox_has_accounts_of_its_own() -> None:
+    """Its ``/etc/passwd`` and ``/etc/group`` name root, nobody and the sandbox's own ids, and
+    none of the host's accounts; a program that looks its user up finds it (bash does at every
+    start, and would otherwise load another name service to miss it there too)."""
+    uid = 2_000_000 + 4242 if IS_ROOT else None
+    skip_without_bwrap(uid)
+    if uid is not None and NOBODY_PYTHON is None:
+        pytest.skip("no python interpreter executable by any uid")
+    fs = ForkServer(
+        python=_python(), sys_path=[], uid=uid, gid=uid, isolation=Isolation(), name="accounts"
+    )
+    await fs.start()
+    try:
+        child = await fs.spawn(
+            Exec(["/bin/bash", "-c", "id -un; id -gn; echo ~; cut -d: -f1 /etc/passwd /etc/group"]),
+            workdir="/tmp",
+            env=PATH,
+        )
+        out, err = await asyncio.gather(child.stdout.read(), child.stderr.read())
+        assert (await asyncio.wait_for(child.wait(), 30)).exit_code == 0, err
+    finally:
+        await fs.close()
+    user, group, home, *names = out.decode().splitlines()
+    assert (user, group, home) == ("puras", "puras", "/tmp")
+    assert set(names) == {"root", "nobody", "nogroup", "puras"}
+    host_accounts = {line.split(":")[0] for line in Path("/etc/passwd").read_text().splitlines()}
+    assert host_accounts - {"root", "nobody"}, "the host has accounts of its own to hide"
+
+
+async def test_the_accounts_are_made_from_descriptors_not_bound_from_the_host() -> None:
+    from puras_sandbox.bwrap import accounts, bwrap_command
+
+    argv = bwrap_command(
+        bwrap="/usr/bin/bwrap",
+        isolation=Isolation(),
+        python="/usr/bin/python3",
+        python_paths=(),
+        sys_path=(),
+        zygote_files=(),
+        uid=2_000_001,
+        gid=2_000_001,
+        data=[(7, "/etc/passwd"), (8, "/etc/group")],
+    )
+    assert "/etc/passwd" not in [argv[i + 1] for i, a in enumerate(argv) if a == "--ro-bind-try"]
+    at = argv.index("--ro-bind-data")
+    assert argv[at : at + 6] == [
+        "--ro-bind-data",
+        "7",
+        "/etc/passwd",
+        "--ro-bind-data",
+        "8",
+        "/etc/group",
+    ]
+    made = accounts(65534, 65534)  # a sandbox of nobody's: no account more
+    assert made["/etc/passwd"].decode().splitlines() == [
+        "root:x:0:0:root:/root:/usr/sbin/nologin",
+        "nobody:x:65534:65534:nobody:/nonexistent:/bin/bash",
+    ]

@@ -68,9 +68,11 @@ def usable(run_as: tuple[int, int] | None) -> bool:
     return hasattr(os, "pidfd_open") and (run_as is None or _setpriv() is not None)
 
 
-async def launch(argv: Sequence[str], *, pass_fd: int, run_as: tuple[int, int] | None) -> Launched:
+async def launch(
+    argv: Sequence[str], *, pass_fds: Sequence[int], run_as: tuple[int, int] | None
+) -> Launched:
     """Start ``argv`` (an absolute path first) in a session of its own, with an empty
-    environment, stdin and stdout on /dev/null, stderr on a pipe, and ``pass_fd`` open; as
+    environment, stdin and stdout on /dev/null, stderr on a pipe, and ``pass_fds`` open; as
     ``run_as`` (uid, gid, no supplementary groups) when given. Check :func:`usable` first."""
     loop = asyncio.get_running_loop()
     if run_as is not None:
@@ -78,7 +80,7 @@ async def launch(argv: Sequence[str], *, pass_fd: int, run_as: tuple[int, int] |
         assert setpriv is not None
         uid, gid = run_as
         argv = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
-    pid, pidfd, err_r = _spawn(argv, pass_fd)
+    pid, pidfd, err_r = _spawn(argv, tuple(pass_fds))
     launched = Launched(loop, pid, pidfd, asyncio.StreamReader(loop=loop))
     try:
         await loop.connect_read_pipe(
@@ -92,7 +94,7 @@ async def launch(argv: Sequence[str], *, pass_fd: int, run_as: tuple[int, int] |
     return launched
 
 
-def _spawn(argv: Sequence[str], pass_fd: int) -> tuple[int, int, int]:
+def _spawn(argv: Sequence[str], pass_fds: tuple[int, ...]) -> tuple[int, int, int]:
     """The new process's pid, a pidfd for it, and the read end of its stderr. A vfork: it
     returns once the process has called exec."""
     err_r, err_w = os.pipe()
@@ -102,8 +104,9 @@ def _spawn(argv: Sequence[str], pass_fd: int) -> tuple[int, int, int]:
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
             (os.POSIX_SPAWN_DUP2, err_w, 2),
         ]
-        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable(keep=(pass_fd,))]
-        os.set_inheritable(pass_fd, True)
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable(keep=pass_fds)]
+        for fd in pass_fds:
+            os.set_inheritable(fd, True)
         try:
             pid = os.posix_spawn(
                 argv[0],
@@ -115,7 +118,8 @@ def _spawn(argv: Sequence[str], pass_fd: int) -> tuple[int, int, int]:
                 setsigdef=_CATCHABLE,
             )
         finally:
-            os.set_inheritable(pass_fd, False)
+            for fd in pass_fds:
+                os.set_inheritable(fd, False)
     except BaseException:
         os.close(err_r)
         raise

@@ -16,7 +16,9 @@ EGRESS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_egres
 __all__ = [
     "EGRESS_SCRIPT",
     "ETC_FILES",
+    "SANDBOX_USER",
     "SYSTEM_DIRS",
+    "accounts",
     "bwrap_available",
     "bwrap_command",
     "bwrap_path",
@@ -26,10 +28,9 @@ __all__ = [
 SYSTEM_DIRS: tuple[str, ...] = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 
 #: The only parts of the host's ``/etc`` a sandbox sees (read-only, when present): name
-#: resolution, TLS roots, time zone, the dynamic linker's cache and ``alternatives``.
+#: resolution, TLS roots, time zone, the dynamic linker's cache and ``alternatives``. Its
+#: ``/etc/passwd`` and ``/etc/group`` are its own (:func:`accounts`), not the host's.
 ETC_FILES: tuple[str, ...] = (
-    "/etc/passwd",
-    "/etc/group",
     "/etc/nsswitch.conf",
     "/etc/hosts",
     "/etc/host.conf",
@@ -52,6 +53,32 @@ ETC_FILES: tuple[str, ...] = (
     "/etc/os-release",
     "/etc/debian_version",
 )
+
+#: The name a sandbox's own uid has in its ``/etc/passwd`` (and its gid in ``/etc/group``).
+SANDBOX_USER = "puras"
+
+_NOBODY = 65534
+
+
+def accounts(uid: int, gid: int) -> dict[str, bytes]:
+    """A sandbox's ``/etc/passwd`` and ``/etc/group``: root, the sandbox's own ``uid``/``gid``
+    (:data:`SANDBOX_USER`) and nobody (which unmapped owners show as), and nothing of the host's.
+
+    A process that looks its uid up (bash at every start, ``id``, ``whoami``, ``ls -l``) finds it
+    in the first file the C library reads, rather than missing it there and loading the next
+    name service, and the host's accounts stay its own."""
+    users = {0: ("root", 0, "/root"), _NOBODY: ("nobody", _NOBODY, "/nonexistent")}
+    users.setdefault(uid, (SANDBOX_USER, gid, "/tmp"))
+    groups = {0: "root", _NOBODY: "nogroup"}
+    groups.setdefault(gid, SANDBOX_USER)
+    shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+    passwd = "".join(
+        f"{name}:x:{u}:{g}:{name}:{home}:{shell if u == uid else '/usr/sbin/nologin'}\n"
+        for u, (name, g, home) in sorted(users.items())
+    )
+    group = "".join(f"{name}:x:{g}:\n" for g, name in sorted(groups.items()))
+    return {"/etc/passwd": passwd.encode(), "/etc/group": group.encode()}
+
 
 _available: dict[tuple[int | None, int | None], bool] = {}
 
@@ -205,11 +232,14 @@ def bwrap_command(
     uid: int | None,
     gid: int | None,
     hostname: str = "puras-sandbox",
+    data: Sequence[tuple[int, str]] = (),
 ) -> list[str]:
     """The ``bwrap ... --`` prefix that runs ``python`` inside the sandbox for a zygote.
 
     ``python_paths`` are the interpreter's own directories (prefix, stdlib) to bind
-    read-only; ``zygote_files`` are the zygote's own files (bound read-only, alone).
+    read-only; ``zygote_files`` are the zygote's own files (bound read-only, alone);
+    ``data`` are files made from a descriptor's contents, read-only (``(fd, path)``: the
+    descriptor must reach bwrap, which reads it to its end).
     Raises :class:`SandboxError` when a ``ro_binds``/``rw_binds`` path does not exist on
     the host.
     """
@@ -246,6 +276,8 @@ def bwrap_command(
     for f in ETC_FILES:
         if os.path.lexists(f):
             argv += ["--ro-bind-try", f, f]
+    for fd, path in data:
+        argv += ["--ro-bind-data", str(fd), path]
     binds: list[tuple[str, str]] = []
     binds += [("ro-try", p) for p in python_paths if os.path.isabs(p)]
     binds += [("ro-try", p) for p in sys_path if os.path.isabs(p)]

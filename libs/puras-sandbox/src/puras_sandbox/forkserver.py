@@ -10,6 +10,7 @@ import os
 import signal as _signal
 import socket
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -389,7 +390,9 @@ class ForkServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _command(self) -> list[str]:
+    async def _command(self, data: Sequence[tuple[int, str]] = ()) -> list[str]:
+        """The zygote's command line; in bubblewrap, with the files ``data`` makes (``(fd,
+        path)``, see :func:`~puras_sandbox.bwrap.bwrap_command`)."""
         if self.isolation is None:
             return [self.python, "-I", "-S", ZYGOTE_SCRIPT]
         exe = _bwrap.bwrap_path()
@@ -407,8 +410,28 @@ class ForkServer:
             zygote_files=(ZYGOTE_SCRIPT, _WARM_MODULE),
             uid=self.uid,
             gid=self.gid,
+            data=data,
         )
         return [*prefix, real, "-I", "-S", ZYGOTE_SCRIPT]
+
+    def _accounts(self) -> list[tuple[int, str]]:
+        """Descriptors holding the sandbox's own ``/etc/passwd`` and ``/etc/group``, for bwrap
+        to read as it starts (none without isolation); the caller closes them."""
+        if self.isolation is None:
+            return []
+        uid = self.uid if self.uid is not None else os.getuid()
+        gid = self.gid if self.gid is not None else os.getgid()
+        made: list[tuple[int, str]] = []
+        try:
+            for path, content in _bwrap.accounts(uid, gid).items():
+                fd = os.memfd_create(os.path.basename(path))
+                made.append((fd, path))
+                os.write(fd, content)
+                os.lseek(fd, 0, os.SEEK_SET)
+        except BaseException:
+            _close_all([fd for fd, _ in made])
+            raise
+        return made
 
     async def start(self) -> None:
         """Launch the zygote and wait until it has imported ``preload`` and is ready.
@@ -420,8 +443,14 @@ class ForkServer:
             raise SandboxError("ForkServer.start() called twice", name=self.name)
         loop = asyncio.get_running_loop()
         self._loop = loop
-        cmd = await self._command()
+        data = self._accounts()
+        try:
+            cmd = await self._command(data)
+        except BaseException:
+            _close_all([fd for fd, _ in data])
+            raise
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        passed = (child.fileno(), *(fd for fd, _ in data))
         config = json.dumps(
             {
                 "fd": child.fileno(),
@@ -437,9 +466,7 @@ class ForkServer:
         try:
             if self.isolation is not None and _launch.usable(drop):
                 # bwrap sets its own working directory (--chdir /).
-                self._proc = await _launch.launch(
-                    [*cmd, config], pass_fd=child.fileno(), run_as=drop
-                )
+                self._proc = await _launch.launch([*cmd, config], pass_fds=passed, run_as=drop)
             else:
                 self._proc = await asyncio.create_subprocess_exec(
                     *cmd,
@@ -447,7 +474,7 @@ class ForkServer:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.PIPE,
-                    pass_fds=(child.fileno(),),
+                    pass_fds=passed,
                     env={},
                     cwd="/",
                     start_new_session=True,
@@ -463,6 +490,7 @@ class ForkServer:
             ) from exc
         finally:
             child.close()
+            _close_all([fd for fd, _ in data])
         parent.setblocking(False)
         self._sock = parent
         self._ready = loop.create_future()
