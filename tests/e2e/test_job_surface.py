@@ -134,13 +134,13 @@ async def test_a_finished_job_past_the_streams_retention_still_ends_its_stream(
     job = await tenant.run("echo", {"text": "aged out"})
     stored = (await js.stream_info("JOBS", subjects_filter=f"job.{job['id']}.>")).state.subjects
     assert stored and f"job.{job['id']}.succeeded" in stored
-    end = parse_event((await js.get_last_msg("JOBS", f"job.{job['id']}.succeeded")).data)
+    ended = parse_event((await js.get_last_msg("JOBS", f"job.{job['id']}.succeeded")).data)
     for subject in stored:  # as max-age would
         await js.purge_stream("JOBS", subject=subject)
     # But for the job's compute row, which its end carried and a later test's rebuild of the
     # ledger reads: it stays, as a usage event of its own recorded when the end was.
-    (usage,) = left_behind(end.payload, end, producer="test")
-    await publish(js, [usage.model_copy(update={"occurred_at": end.occurred_at})])
+    (usage,) = left_behind(ended.payload, ended, producer="test")
+    await publish(js, [usage.model_copy(update={"occurred_at": ended.occurred_at})])
     for kw in ({}, {"headers": {"Last-Event-ID": "1"}}):
         events, end, _ = await asyncio.wait_for(
             read_sse(tenant.http, "GET", f"/v1/jobs/{job['id']}/stream", **kw), 10
