@@ -10,6 +10,7 @@ from puras_pricing.errors import MeasureRequired, PricingError, UnknownModel, Un
 from puras_pricing.media import MediaCatalogue, MediaModel, decimal_text, exact, media_catalogue
 from puras_pricing.metering import (
     carried,
+    carry,
     compute_events,
     compute_measures,
     left_behind,
@@ -40,6 +41,7 @@ __all__ = [
     "UnknownModel",
     "UnpricedInput",
     "carried",
+    "carry",
     "compute_events",
     "compute_measures",
     "decimal_text",

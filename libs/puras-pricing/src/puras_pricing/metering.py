@@ -160,6 +160,14 @@ def carried(events: Sequence[Event], outcome: P) -> tuple[P, list[Event]]:
     return outcome, list(events)
 
 
+async def carry(js: JetStreamContext, compute: Sequence[Event], outcome: P) -> P:
+    """``outcome`` carrying the attempt's ``compute`` (:func:`carried`), once what cannot ride
+    on it is stored: those events come before the outcome's."""
+    outcome, first = carried(compute, outcome)
+    await publish(js, first)
+    return outcome
+
+
 def left_behind(outcome: BaseModel, of: Event, *, producer: str) -> list[Event]:
     """The compute ``outcome`` carried, as a ``job.usage`` of its own (nothing if it carried
     none): for an outcome the scheduler did not accept, whose event is never published. The

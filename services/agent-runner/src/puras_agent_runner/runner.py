@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from puras_common import tokens
 from puras_common.attempts import AttemptClient, CancelWatch
 from puras_common.budgets import BudgetClient
-from puras_common.bus import Delivery, Lease, publish, send
+from puras_common.bus import Delivery, Lease, send
 from puras_common.drive import DriveClient
 from puras_common.envelope import Event
 from puras_common.events import (
@@ -50,7 +50,7 @@ from puras_common.tokens import mint_job_token
 from puras_jobhost.prepare import Deployments, JobServer, Prepared, PrepareError
 from puras_jobhost.workdrive import DriveSyncError, WorkDrives
 from puras_media import MediaService
-from puras_pricing import carried, compute_events, report_outcome, settings_pricebook
+from puras_pricing import carry, compute_events, report_outcome, settings_pricebook
 from puras_pricing.models import Model
 from puras_sandbox import Limits
 
@@ -208,8 +208,7 @@ class AgentRunner:
             wall_ms=int((time.monotonic() - started_at) * 1000),
             producer=PRODUCER,
         )
-        outcome, first = carried(compute, terminal.payload)
-        await publish(self.js, first)
+        outcome = await carry(self.js, compute, terminal.payload)
         return terminal.model_copy(update={"payload": outcome})
 
     async def _attempt(self, command: RunAgent, started_at: float, used: _Compute) -> Event:

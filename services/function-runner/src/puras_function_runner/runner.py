@@ -27,7 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from puras_common import tokens
 from puras_common.attempts import AttemptClient, CancelWatch
-from puras_common.bus import Delivery, Lease, publish, send
+from puras_common.bus import Delivery, Lease, send
 from puras_common.drive import DriveClient
 from puras_common.envelope import Event
 from puras_common.errors import TRANSIENT_ERRORS
@@ -49,7 +49,7 @@ from puras_common.secret_delivery import SecretDeliveryError, SecretMask, fetch_
 from puras_common.tokens import mint_job_token
 from puras_jobhost.prepare import Deployments, Prepared, PrepareError
 from puras_jobhost.workdrive import JobDrive, WorkDrives
-from puras_pricing import carried, compute_events, report_outcome, settings_pricebook
+from puras_pricing import carry, compute_events, report_outcome, settings_pricebook
 from puras_sandbox import Child, ForkServerDied, Limits, Outcome, PythonCall, SandboxError
 
 from puras_function_runner.logs import LogPump
@@ -196,8 +196,7 @@ class FunctionRunner:
                 token = self._job_token(command, claim.attempt)
                 attempt = Attempt(command, claim.attempt, cancelled, token=token, fetching=fetching)
                 event_type, payload = await self._attempt(attempt)
-            payload, first = carried(attempt.compute, payload)
-            await publish(self.js, first)
+            payload = await carry(self.js, attempt.compute, payload)
             await report_outcome(
                 self.attempts,
                 self.js,
